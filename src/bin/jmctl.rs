@@ -1,1 +1,118 @@
-fn main(){}
+//! jmctl: the operators' CLI. Offline tools work on a job spec file without a daemon.
+//!
+//! Exit codes: 0 success, 2 bad usage or bad input (one line on stderr).
+
+use std::io::{Read, Write};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use jobmaster::core::{FailoverStrategy, JobSpec, SpecFormat};
+use jobmaster::plan::{Plan, PlanRequest};
+
+#[derive(Parser)]
+#[command(name = "jmctl", version, about = "Operate and plan jobmaster jobs")]
+struct Cli {
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a job spec's pipelined regions and what a failure would restart (offline).
+    Plan {
+        /// Job spec file (TOML or JSON; `-` reads standard input).
+        spec: String,
+        /// A task that fails, as `vertex#subtask`; repeat for several.
+        #[arg(long = "fail", value_name = "TASK")]
+        fail: Vec<String>,
+        /// A task whose blocking and persistent output partitions are lost; repeat for several.
+        #[arg(long = "lost", value_name = "TASK", requires = "fail")]
+        lost: Vec<String>,
+        /// Failover strategy to plan with (default: the spec's `failover`).
+        #[arg(long, value_parser = ["full", "region", "individual"])]
+        strategy: Option<String>,
+        /// Print counts instead of lists (for big graphs).
+        #[arg(long)]
+        summary: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(text) => {
+            let mut stdout = std::io::stdout().lock();
+            // A closed pipe (`jmctl plan ... | head`) is not an error worth reporting.
+            match stdout
+                .write_all(text.as_bytes())
+                .and_then(|()| stdout.flush())
+            {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("jmctl: error: cannot write output: {e}");
+                    ExitCode::from(1)
+                }
+                _ => ExitCode::SUCCESS,
+            }
+        }
+        Err(message) => {
+            eprintln!("jmctl: error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: &Cli) -> Result<String, String> {
+    match &cli.command {
+        Command::Plan {
+            spec,
+            fail,
+            lost,
+            strategy,
+            summary,
+        } => {
+            let job = read_spec(spec)?;
+            let request = PlanRequest {
+                strategy: strategy
+                    .as_deref()
+                    .map(str::parse::<FailoverStrategy>)
+                    .transpose()?,
+                fail: fail.clone(),
+                lost: lost.clone(),
+            };
+            let plan = Plan::compute(&job, &request).map_err(|e| e.to_string())?;
+            Ok(match cli.output {
+                Output::Json => plan.to_json(*summary) + "\n",
+                Output::Table => plan.to_table(*summary),
+            })
+        }
+    }
+}
+
+fn read_spec(path: &str) -> Result<JobSpec, String> {
+    let (text, name) = if path == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| format!("cannot read the job spec from standard input: {e}"))?;
+        (text, None)
+    } else {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read job spec {path:?}: {e}"))?;
+        (text, Some(path))
+    };
+    let format = SpecFormat::detect(name, &text);
+    JobSpec::parse(&text, format).map_err(|e| match name {
+        Some(path) => format!("{path}: {e}"),
+        None => e.to_string(),
+    })
+}

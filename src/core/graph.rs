@@ -125,7 +125,9 @@ impl GraphEdge {
         let (up, down, g) = (u64::from(self.p_up), u64::from(self.p_down), u64::from(g));
         match self.pattern {
             Pattern::AllToAll => 0..self.p_up,
-            Pattern::Pointwise if up >= down => (g * up / down) as u32..((g + 1) * up / down) as u32,
+            Pattern::Pointwise if up >= down => {
+                (g * up / down) as u32..((g + 1) * up / down) as u32
+            }
             Pattern::Pointwise => g as u32..g as u32 + 1,
         }
     }
@@ -136,7 +138,9 @@ impl GraphEdge {
         match self.pattern {
             Pattern::AllToAll => 0..self.p_down,
             Pattern::Pointwise if up >= down => g as u32..g as u32 + 1,
-            Pattern::Pointwise => (g * down).div_ceil(up) as u32..((g + 1) * down).div_ceil(up) as u32,
+            Pattern::Pointwise => {
+                (g * down).div_ceil(up) as u32..((g + 1) * down).div_ceil(up) as u32
+            }
         }
     }
 
@@ -346,7 +350,8 @@ impl ExecutionGraph {
         ExchangeGroup {
             edge: e,
             exchange: edge.exchange,
-            partitions: edge.first_partition + producers.start..edge.first_partition + producers.end,
+            partitions: edge.first_partition + producers.start
+                ..edge.first_partition + producers.end,
             producers: up_first + producers.start..up_first + producers.end,
             consumers: down_first + consumers.start..down_first + consumers.end,
         }
@@ -533,7 +538,9 @@ exchange = "blocking"
         for t in g.tasks() {
             assert_eq!(g.find_task(&g.task_name(t).to_string()), Some(t));
         }
-        for bad in ["up#3", "up#", "up#01", "up#+1", "nope#0", "up", "#0", "up# 1"] {
+        for bad in [
+            "up#3", "up#", "up#01", "up#+1", "nope#0", "up", "#0", "up# 1",
+        ] {
             assert_eq!(g.find_task(bad), None, "{bad}");
         }
     }

@@ -51,7 +51,12 @@ impl Regions {
             for g in edge.groups() {
                 let group = graph.group(g);
                 let first = group.producers.start;
-                for t in group.producers.clone().skip(1).chain(group.consumers.clone()) {
+                for t in group
+                    .producers
+                    .clone()
+                    .skip(1)
+                    .chain(group.consumers.clone())
+                {
                     uf.union(first, t);
                 }
             }
@@ -68,7 +73,9 @@ impl Regions {
 
         // Renumber by smallest task, then group tasks by region (counting sort keeps them
         // ascending within a region).
-        let mut number = vec![u32::MAX; pre_count];
+        // Component ids of `merge_cycles` range over its extra group nodes too.
+        let id_bound = merged_of_pre.iter().max().map_or(0, |&m| m as usize + 1);
+        let mut number = vec![u32::MAX; id_bound];
         let mut next = 0u32;
         let mut region_of = Vec::with_capacity(n);
         for &pre in &pre_of_task {
@@ -116,7 +123,8 @@ impl Regions {
 
     /// The tasks of a region, ascending.
     pub fn tasks(&self, region: RegionId) -> &[TaskId] {
-        &self.tasks[self.offsets[region.index()] as usize..self.offsets[region.index() + 1] as usize]
+        &self.tasks
+            [self.offsets[region.index()] as usize..self.offsets[region.index() + 1] as usize]
     }
 
     /// All regions, in order.
@@ -126,7 +134,11 @@ impl Regions {
 
     /// Size of the largest region.
     pub fn largest(&self) -> usize {
-        self.offsets.windows(2).map(|w| (w[1] - w[0]) as usize).max().unwrap_or(0)
+        self.offsets
+            .windows(2)
+            .map(|w| (w[1] - w[0]) as usize)
+            .max()
+            .unwrap_or(0)
     }
 }
 

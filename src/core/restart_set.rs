@@ -133,7 +133,11 @@ fn full(regions: &Regions, failed: &[TaskId]) -> RestartSet {
         }
     }
     entries.extend(rest);
-    let mut tasks: Vec<TaskId> = regions.ids().flat_map(|r| regions.tasks(r)).copied().collect();
+    let mut tasks: Vec<TaskId> = regions
+        .ids()
+        .flat_map(|r| regions.tasks(r))
+        .copied()
+        .collect();
     tasks.sort_unstable();
     RestartSet {
         strategy: FailoverStrategy::Full,

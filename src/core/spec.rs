@@ -210,9 +210,7 @@ pub enum SpecError {
     Empty,
     #[error("{field}: vertex id {id:?} is used by another vertex; vertex ids must be unique")]
     DuplicateVertex { field: String, id: String },
-    #[error(
-        "{field}: parallelism of vertex {vertex:?} is {value}; it must be between 1 and {max}"
-    )]
+    #[error("{field}: parallelism of vertex {vertex:?} is {value}; it must be between 1 and {max}")]
     Parallelism {
         field: String,
         vertex: String,
@@ -360,7 +358,10 @@ impl RawSpec {
             return Err(invalid("name", "the job name must not be empty"));
         }
         if name.chars().any(char::is_control) {
-            return Err(invalid("name", "the job name must not contain control characters"));
+            return Err(invalid(
+                "name",
+                "the job name must not contain control characters",
+            ));
         }
         let failover = match self.failover.as_deref() {
             None => FailoverStrategy::default(),
@@ -395,14 +396,18 @@ impl RawSpec {
         let mut seen: HashMap<(usize, usize), usize> = HashMap::with_capacity(self.edges.len());
         for (i, raw) in self.edges.into_iter().enumerate() {
             let edge = raw.validate(i)?;
-            let from = *index.get(&edge.from).ok_or_else(|| SpecError::UnknownVertex {
-                field: format!("edges[{i}].from"),
-                id: edge.from.clone(),
-            })?;
-            let to = *index.get(&edge.to).ok_or_else(|| SpecError::UnknownVertex {
-                field: format!("edges[{i}].to"),
-                id: edge.to.clone(),
-            })?;
+            let from = *index
+                .get(&edge.from)
+                .ok_or_else(|| SpecError::UnknownVertex {
+                    field: format!("edges[{i}].from"),
+                    id: edge.from.clone(),
+                })?;
+            let to = *index
+                .get(&edge.to)
+                .ok_or_else(|| SpecError::UnknownVertex {
+                    field: format!("edges[{i}].to"),
+                    id: edge.to.clone(),
+                })?;
             if from == to {
                 return Err(SpecError::SelfLoop {
                     field: format!("edges[{i}]"),
@@ -437,7 +442,9 @@ impl RawSpec {
 
 impl RawVertex {
     fn validate(self, i: usize, limits: SpecLimits) -> Result<VertexSpec, SpecError> {
-        let id = self.id.ok_or_else(|| missing(format!("vertices[{i}].id")))?;
+        let id = self
+            .id
+            .ok_or_else(|| missing(format!("vertices[{i}].id")))?;
         validate_vertex_id(&id).map_err(|m| invalid(format!("vertices[{i}].id"), m))?;
         let field = format!("vertices[{i}].parallelism");
         let value = self.parallelism.ok_or_else(|| missing(field.clone()))?;
@@ -477,7 +484,10 @@ fn validate_vertex_id(id: &str) -> Result<(), String> {
             id.len()
         ));
     }
-    if let Some(c) = id.chars().find(|c| *c == '#' || c.is_whitespace() || c.is_control()) {
+    if let Some(c) = id
+        .chars()
+        .find(|c| *c == '#' || c.is_whitespace() || c.is_control())
+    {
         return Err(format!(
             "vertex id {id:?} contains {c:?}; use letters, digits and punctuation other than '#'"
         ));
@@ -487,7 +497,9 @@ fn validate_vertex_id(id: &str) -> Result<(), String> {
 
 impl RawEdge {
     fn validate(self, i: usize) -> Result<EdgeSpec, SpecError> {
-        let from = self.from.ok_or_else(|| missing(format!("edges[{i}].from")))?;
+        let from = self
+            .from
+            .ok_or_else(|| missing(format!("edges[{i}].from")))?;
         let to = self.to.ok_or_else(|| missing(format!("edges[{i}].to")))?;
         let pattern_field = format!("edges[{i}].pattern");
         let pattern = match self.pattern.as_deref() {
@@ -504,7 +516,11 @@ impl RawEdge {
         };
         let exchange_field = format!("edges[{i}].exchange");
         let exchange = match self.exchange.as_deref() {
-            None => return Err(missing(exchange_field + " (pipelined | blocking | persistent)")),
+            None => {
+                return Err(missing(
+                    exchange_field + " (pipelined | blocking | persistent)",
+                ));
+            }
             Some("pipelined") => Exchange::Pipelined,
             Some("blocking") => Exchange::Blocking,
             Some("persistent") => Exchange::Persistent,
@@ -582,7 +598,11 @@ impl Exchange {
 /// Longest restart delay or interval we accept: beyond a year is surely a typo.
 const MAX_RESTART_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 
-fn duration_field(field: &str, value: Option<&str>, default: Duration) -> Result<Duration, SpecError> {
+fn duration_field(
+    field: &str,
+    value: Option<&str>,
+    default: Duration,
+) -> Result<Duration, SpecError> {
     let Some(text) = value else {
         return Ok(default);
     };
@@ -607,7 +627,10 @@ fn count_field(field: &str, value: Option<i64>, default: u32, min: i64) -> Resul
         Some(v) if v >= min && v <= i64::from(u32::MAX) => Ok(v as u32),
         Some(v) => Err(invalid(
             format!("restart.{field}"),
-            format!("{v} is out of range; it must be between {min} and {}", u32::MAX),
+            format!(
+                "{v} is out of range; it must be between {min} and {}",
+                u32::MAX
+            ),
         )),
     }
 }
@@ -622,12 +645,21 @@ impl RawRestart {
         let given: [(&str, bool); 10] = [
             ("attempts", self.attempts.is_some()),
             ("delay", self.delay.is_some()),
-            ("max-failures-per-interval", self.max_failures_per_interval.is_some()),
-            ("failure-rate-interval", self.failure_rate_interval.is_some()),
+            (
+                "max-failures-per-interval",
+                self.max_failures_per_interval.is_some(),
+            ),
+            (
+                "failure-rate-interval",
+                self.failure_rate_interval.is_some(),
+            ),
             ("initial-backoff", self.initial_backoff.is_some()),
             ("max-backoff", self.max_backoff.is_some()),
             ("backoff-multiplier", self.backoff_multiplier.is_some()),
-            ("reset-backoff-threshold", self.reset_backoff_threshold.is_some()),
+            (
+                "reset-backoff-threshold",
+                self.reset_backoff_threshold.is_some(),
+            ),
             ("jitter-factor", self.jitter_factor.is_some()),
             (
                 "attempts-before-reset-backoff",
@@ -637,7 +669,11 @@ impl RawRestart {
         let allowed: &[&str] = match strategy.as_str() {
             "none" => &[],
             "fixed-delay" => &["attempts", "delay"],
-            "failure-rate" => &["max-failures-per-interval", "failure-rate-interval", "delay"],
+            "failure-rate" => &[
+                "max-failures-per-interval",
+                "failure-rate-interval",
+                "delay",
+            ],
             "exponential-delay" => &[
                 "initial-backoff",
                 "max-backoff",
@@ -657,7 +693,9 @@ impl RawRestart {
         if let Some((key, _)) = given.iter().find(|(k, set)| *set && !allowed.contains(k)) {
             return Err(invalid(
                 format!("restart.{key}"),
-                format!("does not apply to strategy {strategy:?}; remove it or change the strategy"),
+                format!(
+                    "does not apply to strategy {strategy:?}; remove it or change the strategy"
+                ),
             ));
         }
         let one_second = Duration::from_secs(1);
@@ -724,7 +762,9 @@ impl RawRestart {
                     jitter_factor,
                     attempts_before_reset_backoff: match self.attempts_before_reset_backoff {
                         None => None,
-                        Some(v) => Some(count_field("attempts-before-reset-backoff", Some(v), 0, 1)?),
+                        Some(v) => {
+                            Some(count_field("attempts-before-reset-backoff", Some(v), 0, 1)?)
+                        }
                     },
                 }
             }
