@@ -267,7 +267,12 @@ impl JobSpec {
         let raw: RawSpec = match format {
             SpecFormat::Toml => toml::from_str(text).map_err(|e| SpecError::Syntax {
                 format,
-                message: one_line(&e.to_string()),
+                message: match e.span() {
+                    Some(span) => {
+                        format!("{}: {}", position(text, span.start), one_line(e.message()))
+                    }
+                    None => one_line(e.message()),
+                },
             })?,
             SpecFormat::Json => serde_json::from_str(text).map_err(|e| SpecError::Syntax {
                 format,
@@ -281,6 +286,14 @@ impl JobSpec {
     pub fn task_count(&self) -> u64 {
         self.vertices.iter().map(|v| u64::from(v.parallelism)).sum()
     }
+}
+
+/// `line L, column C` (1-based, columns in characters) of a byte offset.
+fn position(text: &str, offset: usize) -> String {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    format!("line {line}, column {column}")
 }
 
 /// Folds a multi-line deserializer message (TOML errors draw a source excerpt) into one line.
