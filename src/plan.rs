@@ -109,7 +109,8 @@ impl Plan {
                             _ => None,
                         },
                         partition: match e.reason {
-                            RestartReason::ProducerOfLostInput { partition, .. } => {
+                            RestartReason::ProducerOfLostInput { partition, .. }
+                            | RestartReason::LostOutput { partition } => {
                                 Some(self.graph.partition_name(partition))
                             }
                             _ => None,
@@ -251,6 +252,10 @@ impl Plan {
             RestartReason::ConsumerOfRestartedRegion { producer } => {
                 format!("consumer of restarted {}", self.scope_label(producer))
             }
+            RestartReason::LostOutput { partition } => format!(
+                "lost output {} still needed",
+                self.graph.partition_name(partition)
+            ),
             RestartReason::FullRestart => "full restart".to_owned(),
         }
     }
@@ -301,6 +306,7 @@ fn reason_counts(rs: &RestartSet) -> IndexedCounts {
         "failed",
         "producer-of-lost-input",
         "consumer-of-restarted-region",
+        "lost-output",
         "full-restart",
     ]
     .map(|k| (k, 0))

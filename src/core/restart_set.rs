@@ -42,6 +42,9 @@ pub enum RestartReason {
     /// It consumes a partition produced by `producer`, an entry already in the set, whose
     /// output will be produced again and may differ.
     ConsumerOfRestartedRegion { producer: RestartScope },
+    /// It produced `partition`, which was lost (with its executor, or deleted) while
+    /// unfinished consumers still need it.
+    LostOutput { partition: PartitionId },
     /// Strategy `full` restarts every region.
     FullRestart,
 }
@@ -53,6 +56,7 @@ impl RestartReason {
             RestartReason::Failed { .. } => "failed",
             RestartReason::ProducerOfLostInput { .. } => "producer-of-lost-input",
             RestartReason::ConsumerOfRestartedRegion { .. } => "consumer-of-restarted-region",
+            RestartReason::LostOutput { .. } => "lost-output",
             RestartReason::FullRestart => "full-restart",
         }
     }
@@ -92,40 +96,60 @@ pub fn compute_restart_set(
     failed: &[TaskId],
     available: impl Fn(PartitionId) -> bool,
 ) -> RestartSet {
+    compute_restart_set_with_lost(graph, regions, strategy, failed, &[], available)
+}
+
+/// Like [`compute_restart_set`], with extra seeds: `lost_outputs` are partitions that were lost
+/// while unfinished consumers still need them, so their producers must run again even though
+/// no task of theirs failed (one executor loss is one failover over its tasks *and* its
+/// partitions). Their producers enter with reason [`RestartReason::LostOutput`].
+pub fn compute_restart_set_with_lost(
+    graph: &ExecutionGraph,
+    regions: &Regions,
+    strategy: FailoverStrategy,
+    failed: &[TaskId],
+    lost_outputs: &[PartitionId],
+    available: impl Fn(PartitionId) -> bool,
+) -> RestartSet {
     let failed: Vec<TaskId> = failed
         .iter()
         .copied()
         .filter(|t| t.index() < graph.task_count())
         .collect();
+    let lost: Vec<(TaskId, PartitionId)> = lost_outputs
+        .iter()
+        .filter(|p| (p.0 as usize) < graph.partition_count())
+        .map(|&p| (graph.producer_of(p), p))
+        .collect();
     match strategy {
-        FailoverStrategy::Full => full(regions, &failed),
-        FailoverStrategy::Region => region(graph, regions, &failed, available),
-        FailoverStrategy::Individual => individual(graph, &failed, available),
+        FailoverStrategy::Full => full(regions, &failed, &lost),
+        FailoverStrategy::Region => region(graph, regions, &failed, &lost, available),
+        FailoverStrategy::Individual => individual(graph, &failed, &lost, available),
     }
 }
 
-fn full(regions: &Regions, failed: &[TaskId]) -> RestartSet {
-    if failed.is_empty() {
+fn full(regions: &Regions, failed: &[TaskId], lost: &[(TaskId, PartitionId)]) -> RestartSet {
+    if failed.is_empty() && lost.is_empty() {
         return RestartSet {
             strategy: FailoverStrategy::Full,
             entries: Vec::new(),
             tasks: Vec::new(),
         };
     }
-    let mut failed_in: Vec<Option<TaskId>> = vec![None; regions.len()];
-    for &t in failed {
-        let slot = &mut failed_in[regions.region_of(t).index()];
-        slot.get_or_insert(t);
+    let mut first_reason: Vec<Option<RestartReason>> = vec![None; regions.len()];
+    for &task in failed {
+        first_reason[regions.region_of(task).index()].get_or_insert(RestartReason::Failed { task });
+    }
+    for &(producer, partition) in lost {
+        first_reason[regions.region_of(producer).index()]
+            .get_or_insert(RestartReason::LostOutput { partition });
     }
     let mut entries: Vec<RestartEntry> = Vec::with_capacity(regions.len());
     let mut rest = Vec::new();
     for r in regions.ids() {
         let scope = RestartScope::Region(r);
-        match failed_in[r.index()] {
-            Some(task) => entries.push(RestartEntry {
-                scope,
-                reason: RestartReason::Failed { task },
-            }),
+        match first_reason[r.index()] {
+            Some(reason) => entries.push(RestartEntry { scope, reason }),
             None => rest.push(RestartEntry {
                 scope,
                 reason: RestartReason::FullRestart,
@@ -150,17 +174,25 @@ fn region(
     graph: &ExecutionGraph,
     regions: &Regions,
     failed: &[TaskId],
+    lost: &[(TaskId, PartitionId)],
     available: impl Fn(PartitionId) -> bool,
 ) -> RestartSet {
     let mut entries = Vec::new();
     let mut in_set: HashSet<RegionId> = HashSet::new();
     let mut queue: VecDeque<RegionId> = VecDeque::new();
-    for &task in failed {
+    let seeds = failed
+        .iter()
+        .map(|&task| (task, RestartReason::Failed { task }))
+        .chain(
+            lost.iter()
+                .map(|&(producer, partition)| (producer, RestartReason::LostOutput { partition })),
+        );
+    for (task, reason) in seeds {
         let r = regions.region_of(task);
         if in_set.insert(r) {
             entries.push(RestartEntry {
                 scope: RestartScope::Region(r),
-                reason: RestartReason::Failed { task },
+                reason,
             });
             queue.push_back(r);
         }
@@ -227,16 +259,24 @@ fn region(
 fn individual(
     graph: &ExecutionGraph,
     failed: &[TaskId],
+    lost: &[(TaskId, PartitionId)],
     available: impl Fn(PartitionId) -> bool,
 ) -> RestartSet {
     let mut entries = Vec::new();
     let mut in_set: HashSet<TaskId> = HashSet::new();
     let mut queue: VecDeque<TaskId> = VecDeque::new();
-    for &task in failed {
+    let seeds = failed
+        .iter()
+        .map(|&task| (task, RestartReason::Failed { task }))
+        .chain(
+            lost.iter()
+                .map(|&(producer, partition)| (producer, RestartReason::LostOutput { partition })),
+        );
+    for (task, reason) in seeds {
         if in_set.insert(task) {
             entries.push(RestartEntry {
                 scope: RestartScope::Task(task),
-                reason: RestartReason::Failed { task },
+                reason,
             });
             queue.push_back(task);
         }

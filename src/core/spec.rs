@@ -264,27 +264,55 @@ impl JobSpec {
         format: SpecFormat,
         limits: SpecLimits,
     ) -> Result<JobSpec, SpecError> {
-        let raw: RawSpec = match format {
-            SpecFormat::Toml => toml::from_str(text).map_err(|e| SpecError::Syntax {
-                format,
-                message: match e.span() {
-                    Some(span) => {
-                        format!("{}: {}", position(text, span.start), one_line(e.message()))
-                    }
-                    None => one_line(e.message()),
-                },
-            })?,
-            SpecFormat::Json => serde_json::from_str(text).map_err(|e| SpecError::Syntax {
-                format,
-                message: one_line(&e.to_string()),
-            })?,
-        };
+        let raw = parse_raw(text, format)?;
         raw.validate(limits)
     }
 
     /// Total number of tasks (sum of parallelisms).
     pub fn task_count(&self) -> u64 {
         self.vertices.iter().map(|v| u64::from(v.parallelism)).sum()
+    }
+}
+
+/// Deserializes the loosely typed layer. Type errors name the field's path
+/// (`vertices[0].parallelism`) and, for TOML, the line and column.
+fn parse_raw(text: &str, format: SpecFormat) -> Result<RawSpec, SpecError> {
+    let syntax = |message: String| SpecError::Syntax { format, message };
+    let with_path = |path: &serde_path_to_error::Path, message: &str| {
+        let path = path.to_string();
+        if path.is_empty() || path == "." {
+            one_line(message)
+        } else {
+            format!("{path}: {}", one_line(message))
+        }
+    };
+    match format {
+        SpecFormat::Toml => {
+            let toml_error = |e: &toml::de::Error, path: Option<&serde_path_to_error::Path>| {
+                let message = match path {
+                    Some(path) => with_path(path, e.message()),
+                    None => one_line(e.message()),
+                };
+                match e.span() {
+                    Some(span) => format!("{}: {message}", position(text, span.start)),
+                    None => message,
+                }
+            };
+            let de = toml::Deserializer::parse(text).map_err(|e| syntax(toml_error(&e, None)))?;
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                let path = e.path().clone();
+                syntax(toml_error(&e.into_inner(), Some(&path)))
+            })
+        }
+        SpecFormat::Json => {
+            let mut de = serde_json::Deserializer::from_str(text);
+            let raw: RawSpec = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+                let path = e.path().clone();
+                syntax(with_path(&path, &e.into_inner().to_string()))
+            })?;
+            de.end().map_err(|e| syntax(one_line(&e.to_string())))?;
+            Ok(raw)
+        }
     }
 }
 

@@ -1,0 +1,179 @@
+//! What goes into the JobMaster core ([`Event`]) and what comes out ([`Command`]).
+//!
+//! The shell (gRPC daemon) and the simulator turn the outside world into events and carry out
+//! the commands; the core never performs I/O itself.
+
+use std::fmt;
+
+use super::attempt::{AttemptId, AttemptState};
+use super::graph::{PartitionId, TaskId};
+use super::job_state::JobState;
+use super::spec::JobSpec;
+use super::{ExecutorId, JobId, Millis};
+
+/// A timer the core asked for with [`Command::SetTimer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TimerId(pub u64);
+
+/// How a failure is to be handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum FailureClass {
+    /// Restart according to the failover and restart strategies.
+    #[default]
+    Recoverable,
+    /// Fail the job at once, without restart.
+    NonRecoverable,
+    /// The executor running the task was lost.
+    ExecutorLost,
+    /// A partition the task reads is missing; its producer must run again.
+    PartitionLost,
+}
+
+impl FailureClass {
+    pub fn name(self) -> &'static str {
+        match self {
+            FailureClass::Recoverable => "recoverable",
+            FailureClass::NonRecoverable => "non-recoverable",
+            FailureClass::ExecutorLost => "executor-lost",
+            FailureClass::PartitionLost => "partition-lost",
+        }
+    }
+
+    /// Parses the names used in specs, scenarios and the API.
+    pub fn parse(name: &str) -> Option<FailureClass> {
+        match name {
+            "recoverable" => Some(FailureClass::Recoverable),
+            "non-recoverable" => Some(FailureClass::NonRecoverable),
+            "executor-lost" => Some(FailureClass::ExecutorLost),
+            "partition-lost" => Some(FailureClass::PartitionLost),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for FailureClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a task failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub class: FailureClass,
+    pub message: String,
+    /// For [`FailureClass::PartitionLost`]: the input partition that is missing.
+    pub partition: Option<PartitionId>,
+}
+
+impl Failure {
+    pub fn new(class: FailureClass, message: impl Into<String>) -> Failure {
+        Failure {
+            class,
+            message: message.into(),
+            partition: None,
+        }
+    }
+
+    pub fn recoverable(message: impl Into<String>) -> Failure {
+        Failure::new(FailureClass::Recoverable, message)
+    }
+}
+
+/// Something that happened, fed to [`crate::core::JobMaster::handle`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// An operator submitted a validated spec under a fresh id.
+    SubmitJob { job: JobId, spec: JobSpec },
+    /// An operator asked to cancel a job.
+    CancelJob { job: JobId },
+    /// An executor registered and offers `slots` slots. A known id registering again is a new
+    /// session: the old one is treated as lost first.
+    ExecutorRegistered { executor: ExecutorId, slots: u32 },
+    /// An executor is gone (heartbeat timeout, stream closed, RPC failures, operator drill).
+    ExecutorLost {
+        executor: ExecutorId,
+        reason: String,
+    },
+    /// An executor's heartbeat with the attempts it currently holds.
+    Heartbeat {
+        executor: ExecutorId,
+        attempts: Vec<AttemptId>,
+    },
+    /// An executor reports an attempt's state (`Initializing`, `Running`, `Finished`, `Canceled`
+    /// or `Failed`); `failure` says why for `Failed`.
+    TaskStateChanged {
+        executor: ExecutorId,
+        attempt: AttemptId,
+        state: AttemptState,
+        failure: Option<Failure>,
+    },
+    /// A result partition is gone (its file was deleted, its storage failed).
+    PartitionLost { job: JobId, partition: PartitionId },
+    /// An operator drill: fail the current attempt of a task.
+    InjectFailure {
+        job: JobId,
+        task: TaskId,
+        failure: Failure,
+    },
+    /// A timer set by [`Command::SetTimer`] is due.
+    TimerFired { timer: TimerId },
+}
+
+/// Something the shell must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Start `attempt` on `executor` (it holds a slot reserved for it).
+    Deploy {
+        attempt: AttemptId,
+        executor: ExecutorId,
+    },
+    /// Stop `attempt` on `executor`; the executor answers with a `Canceled` report.
+    Cancel {
+        attempt: AttemptId,
+        executor: ExecutorId,
+    },
+    /// Delete result partitions: on `executor`, or on persistent storage when `None`.
+    ReleasePartitions {
+        job: JobId,
+        executor: Option<ExecutorId>,
+        partitions: Vec<PartitionId>,
+    },
+    /// Deliver [`Event::TimerFired`] at time `at`.
+    SetTimer { timer: TimerId, at: Millis },
+    /// Tell watchers what happened.
+    Notify(Notice),
+}
+
+/// An observable fact, for event streams, logs and the simulator's timeline.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notice {
+    JobState {
+        job: JobId,
+        state: JobState,
+        cause: Option<String>,
+    },
+    TaskState {
+        attempt: AttemptId,
+        state: AttemptState,
+        executor: Option<ExecutorId>,
+    },
+    /// A failover decision: `tasks` will restart after `delay_ms`.
+    RestartScheduled {
+        job: JobId,
+        tasks: Vec<TaskId>,
+        regions: usize,
+        delay_ms: Millis,
+        /// The failure joined a restart already pending (exponential-delay).
+        merged: bool,
+        cause: String,
+    },
+    ExecutorRegistered {
+        executor: ExecutorId,
+        slots: u32,
+    },
+    ExecutorLost {
+        executor: ExecutorId,
+        reason: String,
+    },
+}
