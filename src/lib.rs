@@ -1,6 +1,8 @@
 //! jobmaster: a standalone JobMaster with fine-grained (pipelined-region) failover.
 //!
-//! [`core`] holds the pure failover logic; [`plan`] renders `jmctl plan`'s report from it.
+//! [`core`] holds the pure failover logic; [`plan`] renders `jmctl plan`'s report from it and
+//! [`simulate`] runs the core against virtual executors for `jmctl simulate`.
 
 pub mod core;
 pub mod plan;
+pub mod simulate;

@@ -1,4 +1,4 @@
-//! jmctl: the operators' CLI. Offline tools work on a job spec file without a daemon.
+//! jmctl: the operators' CLI. Offline tools (`plan`, `simulate`) work without a daemon.
 //!
 //! Exit codes: 0 success, 2 bad usage or bad input (one line on stderr).
 
@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use jobmaster::core::{FailoverStrategy, JobSpec, SpecFormat};
 use jobmaster::plan::{Plan, PlanRequest};
+use jobmaster::simulate::{self, Scenario};
 
 #[derive(Parser)]
 #[command(name = "jmctl", version, about = "Operate and plan jobmaster jobs")]
@@ -42,6 +43,15 @@ enum Command {
         #[arg(long, value_parser = ["full", "region", "individual"])]
         strategy: Option<String>,
         /// Print counts instead of lists (for big graphs).
+        #[arg(long)]
+        summary: bool,
+    },
+    /// Run a failure scenario on the real JobMaster core with virtual executors and a virtual
+    /// clock (offline).
+    Simulate {
+        /// Scenario file (TOML or JSON; `-` reads standard input).
+        scenario: String,
+        /// Print only the final state, not the timeline.
         #[arg(long)]
         summary: bool,
     },
@@ -95,21 +105,52 @@ fn run(cli: &Cli) -> Result<String, String> {
                 Output::Table => plan.to_table(*summary),
             })
         }
+        Command::Simulate { scenario, summary } => simulate(scenario, *summary, cli.output),
+    }
+}
+
+fn simulate(path: &str, summary: bool, output: Output) -> Result<String, String> {
+    let (text, name) = read_input(path, "scenario")?;
+    let base = match name {
+        Some(p) => std::path::Path::new(p)
+            .parent()
+            .map(|d| d.to_path_buf())
+            .unwrap_or_default(),
+        None => std::path::PathBuf::new(),
+    };
+    let load = |spec: &str| {
+        let full = base.join(spec);
+        std::fs::read_to_string(&full)
+            .map_err(|e| format!("cannot read job spec {}: {e}", full.display()))
+    };
+    let format = SpecFormat::detect(name, &text);
+    let scenario = Scenario::parse(&text, format, load).map_err(|e| match name {
+        Some(p) => format!("{p}: {e}"),
+        None => e.to_string(),
+    })?;
+    let report = simulate::simulate(&scenario, !summary);
+    Ok(match output {
+        Output::Json => report.to_json() + "\n",
+        Output::Table => report.to_table(summary),
+    })
+}
+
+fn read_input<'a>(path: &'a str, what: &str) -> Result<(String, Option<&'a str>), String> {
+    if path == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| format!("cannot read the {what} from standard input: {e}"))?;
+        Ok((text, None))
+    } else {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {what} {path:?}: {e}"))?;
+        Ok((text, Some(path)))
     }
 }
 
 fn read_spec(path: &str) -> Result<JobSpec, String> {
-    let (text, name) = if path == "-" {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .map_err(|e| format!("cannot read the job spec from standard input: {e}"))?;
-        (text, None)
-    } else {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read job spec {path:?}: {e}"))?;
-        (text, Some(path))
-    };
+    let (text, name) = read_input(path, "job spec")?;
     let format = SpecFormat::detect(name, &text);
     JobSpec::parse(&text, format).map_err(|e| match name {
         Some(path) => format!("{path}: {e}"),

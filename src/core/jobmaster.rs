@@ -15,7 +15,7 @@ use super::history::{DEFAULT_HISTORY_SIZE, ExceptionEntry, ExceptionHistory, Fai
 use super::job_state::{JobState, JobStateLog};
 use super::region::{RegionId, Regions};
 use super::restart::{BackoffDecision, RestartBackoff};
-use super::restart_set::compute_restart_set_with_lost;
+use super::restart_set::compute_restart_set_live;
 use super::spec::{Exchange, FailoverStrategy, JobSpec};
 use super::{ExecutorId, JobId, Millis};
 
@@ -1014,17 +1014,24 @@ impl JobMaster {
 
         let failed: Vec<TaskId> = failures.iter().map(|(t, _, _)| *t).collect();
         let set = {
-            let hosts = &job.hosts;
-            compute_restart_set_with_lost(
+            let (hosts, tasks) = (&job.hosts, &job.tasks);
+            compute_restart_set_live(
                 &job.graph,
                 &job.regions,
                 job.failover,
                 &failed,
                 &lost_outputs,
                 |p| hosts[p.0 as usize] != Host::Unavailable,
+                |t| tasks[t.index()].log.state() != AttemptState::Created,
             )
         };
-        let tasks = set.tasks;
+        // Tasks that never left CREATED need no cancel and no new attempt: they simply wait
+        // for their (re-produced) inputs and a slot, as they already were.
+        let tasks: Vec<TaskId> = set
+            .tasks
+            .into_iter()
+            .filter(|t| job.tasks[t.index()].log.state() != AttemptState::Created)
+            .collect();
         let mut regions: Vec<RegionId> = tasks.iter().map(|&t| job.regions.region_of(t)).collect();
         regions.dedup();
         regions.sort_unstable();
@@ -1297,7 +1304,8 @@ impl JobMaster {
                 continue;
             }
             let need = job.pending[r.index()].len() as u64;
-            if need == 0 {
+            // Empty, or its inputs were lost again while it waited: it is queued anew when ready.
+            if need == 0 || job.readiness.waiting[r.index()] > 0 {
                 self.jobs.get_mut(&id).expect("exists").queued[r.index()] = None;
                 continue;
             }

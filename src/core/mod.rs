@@ -25,7 +25,7 @@ pub use jobmaster::{CoreConfig, CoreError, Counters, JobMaster, PastAttempt, Rej
 pub use region::{RegionId, Regions};
 pub use restart_set::{
     RestartEntry, RestartReason, RestartScope, RestartSet, compute_restart_set,
-    compute_restart_set_with_lost,
+    compute_restart_set_live,
 };
 pub use spec::{
     EdgeSpec, Exchange, FailoverStrategy, JobSpec, Pattern, RestartStrategyConfig, SpecError,

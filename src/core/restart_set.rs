@@ -96,20 +96,27 @@ pub fn compute_restart_set(
     failed: &[TaskId],
     available: impl Fn(PartitionId) -> bool,
 ) -> RestartSet {
-    compute_restart_set_with_lost(graph, regions, strategy, failed, &[], available)
+    compute_restart_set_live(graph, regions, strategy, failed, &[], available, |_| true)
 }
 
-/// Like [`compute_restart_set`], with extra seeds: `lost_outputs` are partitions that were lost
-/// while unfinished consumers still need them, so their producers must run again even though
-/// no task of theirs failed (one executor loss is one failover over its tasks *and* its
-/// partitions). Their producers enter with reason [`RestartReason::LostOutput`].
-pub fn compute_restart_set_with_lost(
+/// [`compute_restart_set`] for a live job, with two more inputs:
+///
+/// * `lost_outputs`: partitions lost while unfinished consumers still need them, so their
+///   producers must run again although no task of theirs failed (one executor loss is one
+///   failover over its tasks *and* its partitions). Their producers enter with reason
+///   [`RestartReason::LostOutput`].
+/// * `deployed(t)`: whether task `t` ever left CREATED in its current attempt. A region (or,
+///   under `individual`, a task) none of whose tasks is deployed joins the set but does not
+///   spread it: it has consumed nothing yet, so it needs no inputs re-produced, and it has
+///   produced nothing, so no consumer depends on it. It will just be scheduled as usual.
+pub fn compute_restart_set_live(
     graph: &ExecutionGraph,
     regions: &Regions,
     strategy: FailoverStrategy,
     failed: &[TaskId],
     lost_outputs: &[PartitionId],
     available: impl Fn(PartitionId) -> bool,
+    deployed: impl Fn(TaskId) -> bool,
 ) -> RestartSet {
     let failed: Vec<TaskId> = failed
         .iter()
@@ -123,8 +130,8 @@ pub fn compute_restart_set_with_lost(
         .collect();
     match strategy {
         FailoverStrategy::Full => full(regions, &failed, &lost),
-        FailoverStrategy::Region => region(graph, regions, &failed, &lost, available),
-        FailoverStrategy::Individual => individual(graph, &failed, &lost, available),
+        FailoverStrategy::Region => region(graph, regions, &failed, &lost, available, deployed),
+        FailoverStrategy::Individual => individual(graph, &failed, &lost, available, deployed),
     }
 }
 
@@ -176,6 +183,7 @@ fn region(
     failed: &[TaskId],
     lost: &[(TaskId, PartitionId)],
     available: impl Fn(PartitionId) -> bool,
+    deployed: impl Fn(TaskId) -> bool,
 ) -> RestartSet {
     let mut entries = Vec::new();
     let mut in_set: HashSet<RegionId> = HashSet::new();
@@ -201,6 +209,9 @@ fn region(
     let mut produced_seen = HashSet::new();
     while let Some(r) = queue.pop_front() {
         let scope = RestartScope::Region(r);
+        if !regions.tasks(r).iter().any(|&t| deployed(t)) {
+            continue;
+        }
         for &task in regions.tasks(r) {
             // Rule 2: producers of unavailable inputs.
             for g in graph.consumed_groups(task) {
@@ -261,6 +272,7 @@ fn individual(
     failed: &[TaskId],
     lost: &[(TaskId, PartitionId)],
     available: impl Fn(PartitionId) -> bool,
+    deployed: impl Fn(TaskId) -> bool,
 ) -> RestartSet {
     let mut entries = Vec::new();
     let mut in_set: HashSet<TaskId> = HashSet::new();
@@ -283,6 +295,9 @@ fn individual(
     }
     let mut consumed_seen = HashSet::new();
     while let Some(task) = queue.pop_front() {
+        if !deployed(task) {
+            continue;
+        }
         for g in graph.consumed_groups(task) {
             if !consumed_seen.insert(g) {
                 continue;
