@@ -745,10 +745,13 @@ impl JobMaster {
             });
         }
         let state = task.log.state();
+        if state == reported {
+            return Ok(()); // a repeated report (retries are allowed to deliver twice)
+        }
         match reported {
             AttemptState::Initializing | AttemptState::Running => {
-                if state == AttemptState::Canceling || state == reported {
-                    return Ok(()); // late or repeated; the cancel is under way
+                if state == AttemptState::Canceling {
+                    return Ok(()); // late: the cancel is under way
                 }
                 let path = state
                     .forward_path(reported)
