@@ -25,7 +25,8 @@ fn scenario(width: usize, failures: usize) -> Scenario {
             v - 1
         );
     }
-    text += "]\n[runtime]\ndefault = \"forever\"\n[latency]\ndeploy = \"10ms\"\ncancel = \"10ms\"\n";
+    text +=
+        "]\n[runtime]\ndefault = \"forever\"\n[latency]\ndeploy = \"10ms\"\ncancel = \"10ms\"\n";
     for e in 0..10 {
         text += &format!("[[executors]]\nid = \"tm-{e}\"\nslots = {slots}\n");
     }
@@ -47,16 +48,23 @@ fn bench(c: &mut Criterion) {
     assert_eq!(report.final_state.job_state, "RUNNING");
     assert_eq!(report.final_state.failovers, 1000);
     assert_eq!(report.final_state.tasks_restarted, 1000 * 100);
-    assert!(report.final_state.tasks.iter().all(|t| t.state == "RUNNING"));
+    assert!(
+        report
+            .final_state
+            .tasks
+            .iter()
+            .all(|t| t.state == "RUNNING")
+    );
 
     let mut group = c.benchmark_group("simulate");
     group.sample_size(10);
     group.bench_function("streaming_10000_tasks_100_regions_1000_failures", |b| {
         b.iter(|| simulate(&s, false))
     });
-    group.bench_function("streaming_10000_tasks_100_regions_1000_failures_with_events", |b| {
-        b.iter(|| simulate(&s, true))
-    });
+    group.bench_function(
+        "streaming_10000_tasks_100_regions_1000_failures_with_events",
+        |b| b.iter(|| simulate(&s, true)),
+    );
     // The same failures in a job ten times larger (100,000 tasks, 1,000 regions): the work per
     // failover is O(restart set), so only the job's start-up grows.
     let big = scenario(1000, 1000);
