@@ -3,6 +3,9 @@
 //! [`core`] holds the pure failover logic; [`plan`] renders `jmctl plan`'s report from it and
 //! [`simulate`] runs the core against virtual executors for `jmctl simulate`.
 
+pub mod api;
 pub mod core;
 pub mod plan;
+pub mod server;
+pub mod settings;
 pub mod simulate;

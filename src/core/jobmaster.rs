@@ -15,7 +15,7 @@ use super::history::{DEFAULT_HISTORY_SIZE, ExceptionEntry, ExceptionHistory, Fai
 use super::job_state::{JobState, JobStateLog};
 use super::region::{RegionId, Regions};
 use super::restart::{BackoffDecision, RestartBackoff};
-use super::restart_set::compute_restart_set_live;
+use super::restart_set::{RestartSet, compute_restart_set_live};
 use super::spec::{Exchange, FailoverStrategy, JobSpec};
 use super::{ExecutorId, JobId, Millis};
 
@@ -135,9 +135,9 @@ pub struct PastAttempt {
     pub executor: Option<ExecutorId>,
 }
 
-/// Where a finished producer's partition lives.
+/// Where a finished producer's result partition lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Host {
+pub enum PartitionHost {
     Unavailable,
     Executor(ExecutorId),
     Persistent,
@@ -184,7 +184,7 @@ struct Job {
     state: JobStateLog,
     cause: Option<String>,
     tasks: Vec<Task>,
-    hosts: Vec<Host>,
+    hosts: Vec<PartitionHost>,
     readiness: Readiness,
     /// Per region: tasks waiting to be scheduled (CREATED, current attempt).
     pending: Vec<BTreeSet<TaskId>>,
@@ -383,7 +383,47 @@ impl JobMaster {
     /// Is partition `p` of `job` available for consumers?
     pub fn partition_available(&self, job: JobId, p: PartitionId) -> Option<bool> {
         let j = self.jobs.get(&job)?;
-        j.hosts.get(p.0 as usize).map(|h| *h != Host::Unavailable)
+        j.hosts
+            .get(p.0 as usize)
+            .map(|h| *h != PartitionHost::Unavailable)
+    }
+
+    /// Where partition `p` of `job` lives now.
+    pub fn partition_host(&self, job: JobId, p: PartitionId) -> Option<&PartitionHost> {
+        self.jobs.get(&job)?.hosts.get(p.0 as usize)
+    }
+
+    /// Dry run: the restart set if `task` failed now, from the job's live state.
+    pub fn explain_task_failure(&self, job: JobId, task: TaskId) -> Option<RestartSet> {
+        let j = self.jobs.get(&job)?;
+        if task.index() >= j.tasks.len() {
+            return None;
+        }
+        Some(j.restart_set(&[task], &[], None))
+    }
+
+    /// Dry run: the restart set if `executor` were lost now: its non-terminal attempts fail and
+    /// its blocking partitions that unfinished consumers need are lost.
+    pub fn explain_executor_loss(&self, job: JobId, executor: &ExecutorId) -> Option<RestartSet> {
+        let j = self.jobs.get(&job)?;
+        let e = self.executors.get(executor)?;
+        let failed: Vec<TaskId> = e
+            .attempts
+            .iter()
+            .filter(|a| a.job == job)
+            .map(|a| a.task)
+            .filter(|t| {
+                let s = j.tasks[t.index()].log.state();
+                !s.is_terminal() && s != AttemptState::Canceling
+            })
+            .collect();
+        let lost: Vec<PartitionId> = e
+            .partitions
+            .iter()
+            .filter(|(jid, p)| *jid == job && j.has_unfinished_consumer(*p))
+            .map(|(_, p)| *p)
+            .collect();
+        Some(j.restart_set(&failed, &lost, Some(executor)))
     }
 
     /// Registered executors with (slots, free slots, hosted partitions).
@@ -419,7 +459,7 @@ impl JobMaster {
                     previous: VecDeque::new(),
                 })
                 .collect(),
-            hosts: vec![Host::Unavailable; graph.partition_count()],
+            hosts: vec![PartitionHost::Unavailable; graph.partition_count()],
             readiness,
             pending: regions
                 .ids()
@@ -529,13 +569,15 @@ impl JobMaster {
         };
         let mut by_host: BTreeMap<Option<ExecutorId>, Vec<PartitionId>> = BTreeMap::new();
         for (i, host) in job.hosts.iter_mut().enumerate() {
-            match std::mem::replace(host, Host::Unavailable) {
-                Host::Unavailable => {}
-                Host::Executor(e) => by_host
+            match std::mem::replace(host, PartitionHost::Unavailable) {
+                PartitionHost::Unavailable => {}
+                PartitionHost::Executor(e) => by_host
                     .entry(Some(e))
                     .or_default()
                     .push(PartitionId(i as u32)),
-                Host::Persistent => by_host.entry(None).or_default().push(PartitionId(i as u32)),
+                PartitionHost::Persistent => {
+                    by_host.entry(None).or_default().push(PartitionId(i as u32))
+                }
             }
         }
         for (executor, partitions) in by_host {
@@ -604,7 +646,7 @@ impl JobMaster {
             };
             let mut lost_needed = Vec::new();
             for p in partitions {
-                job.set_host(p, Host::Unavailable);
+                job.set_host(p, PartitionHost::Unavailable);
                 if job.has_unfinished_consumer(p) {
                     lost_needed.push(p);
                 }
@@ -828,10 +870,10 @@ impl JobMaster {
         for p in produced {
             let host = match job.graph.exchange_of(p) {
                 Exchange::Pipelined => continue,
-                Exchange::Persistent => Host::Persistent,
-                Exchange::Blocking => Host::Executor(executor.clone()),
+                Exchange::Persistent => PartitionHost::Persistent,
+                Exchange::Blocking => PartitionHost::Executor(executor.clone()),
             };
-            if let Host::Executor(e) = &host
+            if let PartitionHost::Executor(e) = &host
                 && let Some(ex) = self.executors.get_mut(e)
             {
                 ex.partitions.insert((id, p));
@@ -862,13 +904,13 @@ impl JobMaster {
         if p.0 as usize >= job.hosts.len() {
             return Err(CoreError::UnknownTask { job: id, task: p.0 });
         }
-        if let Host::Executor(e) = &job.hosts[p.0 as usize]
+        if let PartitionHost::Executor(e) = &job.hosts[p.0 as usize]
             && let Some(ex) = self.executors.get_mut(e)
         {
             ex.partitions.remove(&(id, p));
         }
-        let was_available = job.hosts[p.0 as usize] != Host::Unavailable;
-        job.set_host(p, Host::Unavailable);
+        let was_available = job.hosts[p.0 as usize] != PartitionHost::Unavailable;
+        job.set_host(p, PartitionHost::Unavailable);
         if was_available && job.state.state().is_active() && job.has_unfinished_consumer(p) {
             self.failover(id, Vec::new(), vec![p], now);
         }
@@ -921,12 +963,12 @@ impl JobMaster {
         {
             let job = self.jobs.get_mut(&id).expect("exists");
             if (p.0 as usize) < job.hosts.len() {
-                if let Host::Executor(e) = &job.hosts[p.0 as usize]
+                if let PartitionHost::Executor(e) = &job.hosts[p.0 as usize]
                     && let Some(ex) = self.executors.get_mut(e)
                 {
                     ex.partitions.remove(&(id, p));
                 }
-                job.set_host(p, Host::Unavailable);
+                job.set_host(p, PartitionHost::Unavailable);
             }
         }
         self.failover(id, vec![(t, executor, failure)], Vec::new(), now);
@@ -1016,18 +1058,7 @@ impl JobMaster {
         };
 
         let failed: Vec<TaskId> = failures.iter().map(|(t, _, _)| *t).collect();
-        let set = {
-            let (hosts, tasks) = (&job.hosts, &job.tasks);
-            compute_restart_set_live(
-                &job.graph,
-                &job.regions,
-                job.failover,
-                &failed,
-                &lost_outputs,
-                |p| hosts[p.0 as usize] != Host::Unavailable,
-                |t| tasks[t.index()].log.state() != AttemptState::Created,
-            )
-        };
+        let set = job.restart_set(&failed, &lost_outputs, None);
         // Tasks that never left CREATED need no cancel and no new attempt: they simply wait
         // for their (re-produced) inputs and a slot, as they already were.
         let tasks: Vec<TaskId> = set
@@ -1085,12 +1116,12 @@ impl JobMaster {
             let produced: Vec<PartitionId> = job.graph.produced_partitions(t).collect();
             for p in produced {
                 match job.hosts[p.0 as usize].clone() {
-                    Host::Unavailable => continue,
-                    Host::Executor(e) => release.entry(Some(e)).or_default().push(p),
-                    Host::Persistent => release.entry(None).or_default().push(p),
+                    PartitionHost::Unavailable => continue,
+                    PartitionHost::Executor(e) => release.entry(Some(e)).or_default().push(p),
+                    PartitionHost::Persistent => release.entry(None).or_default().push(p),
                 }
                 // Consumers wait for the new output; none is ready because of this.
-                job.set_host(p, Host::Unavailable);
+                job.set_host(p, PartitionHost::Unavailable);
             }
             job.pending[job.regions.region_of(t).index()].remove(&t);
         }
@@ -1451,6 +1482,29 @@ fn old_was_finished(previous: &VecDeque<(u32, AttemptLog, Option<ExecutorId>)>) 
 }
 
 impl Job {
+    /// The restart set for `failed` and `lost` under the job's strategy, with live
+    /// availability; partitions on `gone` count as unavailable.
+    fn restart_set(
+        &self,
+        failed: &[TaskId],
+        lost: &[PartitionId],
+        gone: Option<&ExecutorId>,
+    ) -> RestartSet {
+        compute_restart_set_live(
+            &self.graph,
+            &self.regions,
+            self.failover,
+            failed,
+            lost,
+            |p| match &self.hosts[p.0 as usize] {
+                PartitionHost::Unavailable => false,
+                PartitionHost::Executor(e) => Some(e) != gone,
+                PartitionHost::Persistent => true,
+            },
+            |t| self.tasks[t.index()].log.state() != AttemptState::Created,
+        )
+    }
+
     fn task_view(&self, t: TaskId) -> TaskView {
         let task = &self.tasks[t.index()];
         TaskView {
@@ -1506,9 +1560,9 @@ impl Job {
     }
 
     /// Records where partition `p` lives and returns regions whose inputs just became ready.
-    fn set_host(&mut self, p: PartitionId, host: Host) -> Vec<RegionId> {
-        let was = self.hosts[p.0 as usize] != Host::Unavailable;
-        let now_available = host != Host::Unavailable;
+    fn set_host(&mut self, p: PartitionId, host: PartitionHost) -> Vec<RegionId> {
+        let was = self.hosts[p.0 as usize] != PartitionHost::Unavailable;
+        let now_available = host != PartitionHost::Unavailable;
         self.hosts[p.0 as usize] = host;
         if was == now_available || !self.graph.exchange_of(p).is_reconsumable() {
             return Vec::new();

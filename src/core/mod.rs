@@ -21,7 +21,9 @@ pub use attempt::{AttemptId, AttemptState};
 pub use event::{Command, Event, Failure, FailureClass, Notice, TimerId};
 pub use graph::{ExchangeGroup, ExecutionGraph, GroupId, PartitionId, TaskId};
 pub use job_state::JobState;
-pub use jobmaster::{CoreConfig, CoreError, Counters, JobMaster, PastAttempt, Rejected, TaskView};
+pub use jobmaster::{
+    CoreConfig, CoreError, Counters, JobMaster, PartitionHost, PastAttempt, Rejected, TaskView,
+};
 pub use region::{RegionId, Regions};
 pub use restart_set::{
     RestartEntry, RestartReason, RestartScope, RestartSet, compute_restart_set,

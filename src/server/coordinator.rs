@@ -1,0 +1,615 @@
+//! The coordinator: the one task that owns the JobMaster core.
+//!
+//! gRPC handlers validate their input and send a [`Request`] here; the coordinator turns it
+//! into core events, and the core's commands into RPCs to executors (each spawned, with a
+//! deadline, so a slow or dead executor never stalls the loop), timers, and watch events.
+//! Being the only writer, it needs no locks; handlers await its replies.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tonic::transport::{Channel, Endpoint};
+use tracing::{debug, info, warn};
+
+use super::Shared;
+use super::error::ApiError;
+use crate::api::v1::task_executor_service_client::TaskExecutorServiceClient;
+use crate::api::v1::{
+    AttemptRef, CancelTaskRequest, InputGate, InputPartition, OutputGate, PartitionRef,
+    ReleasePartitionsRequest, SubmitTaskRequest, WatchEvent,
+};
+use crate::core::{
+    AttemptId, AttemptState, Command, Event, ExecutorId, Failure, FailureClass, JobId, JobMaster,
+    JobSpec, Notice, PartitionHost, PartitionId, TaskId,
+};
+
+/// What handlers ask of the coordinator.
+pub(crate) enum Request {
+    /// A core event; the reply carries the core's verdict.
+    Core {
+        event: Event,
+        reply: Option<oneshot::Sender<Result<(), ApiError>>>,
+    },
+    /// A new job from a validated spec; replies with its id.
+    Submit {
+        spec: JobSpec,
+        reply: oneshot::Sender<Result<JobId, ApiError>>,
+    },
+    Register {
+        executor: ExecutorId,
+        address: String,
+        slots: u32,
+        session: String,
+        free_disk: u64,
+        reply: oneshot::Sender<Result<(), ApiError>>,
+    },
+    /// An executor is gone. With `session`, only if that session is still the current one.
+    Lose {
+        executor: ExecutorId,
+        session: Option<String>,
+        reason: String,
+    },
+    Heartbeat {
+        executor: ExecutorId,
+        attempts: Vec<AttemptRef>,
+    },
+    Report {
+        executor: ExecutorId,
+        attempt: AttemptRef,
+        state: AttemptState,
+        failure: Option<Failure>,
+        missing_partition: Option<PartitionRef>,
+        reply: oneshot::Sender<Result<(), ApiError>>,
+    },
+    /// Anything else that needs the core: runs on the coordinator.
+    With(Box<dyn FnOnce(&mut Coordinator) + Send>),
+}
+
+pub(crate) struct Coordinator {
+    pub(crate) core: JobMaster,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) specs: HashMap<JobId, Arc<JobSpec>>,
+    next_job: u64,
+    clients: HashMap<ExecutorId, TaskExecutorServiceClient<Channel>>,
+}
+
+impl Coordinator {
+    pub(crate) fn new(core: JobMaster, shared: Arc<Shared>) -> Coordinator {
+        Coordinator {
+            core,
+            next_job: 0,
+            specs: HashMap::new(),
+            clients: HashMap::new(),
+            shared,
+        }
+    }
+
+    /// Serves requests until every sender is gone.
+    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        while let Some(request) = rx.recv().await {
+            self.serve(request);
+        }
+        debug!("coordinator stopped");
+    }
+
+    fn serve(&mut self, request: Request) {
+        match request {
+            Request::Core { event, reply } => {
+                let result = self.feed(event);
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                }
+            }
+            Request::Submit { spec, reply } => {
+                self.next_job += 1;
+                // Epoch in the high bits: ids stay unique across JobMaster restarts.
+                let job = JobId((self.shared.epoch << 20) | (self.next_job & 0xF_FFFF));
+                let name = spec.name.clone();
+                self.specs.insert(job, Arc::new(spec.clone()));
+                let result = self.feed(Event::SubmitJob { job, spec }).map(|()| job);
+                if result.is_ok() {
+                    info!(job = %job, name = %name, "job submitted");
+                } else {
+                    self.specs.remove(&job);
+                }
+                let _ = reply.send(result);
+            }
+            Request::Register {
+                executor,
+                address,
+                slots,
+                session,
+                free_disk,
+                reply,
+            } => {
+                let result = self.register(executor, address, slots, session, free_disk);
+                let _ = reply.send(result);
+            }
+            Request::Lose {
+                executor,
+                session,
+                reason,
+            } => self.lose(&executor, session.as_deref(), &reason),
+            Request::Heartbeat { executor, attempts } => self.heartbeat(executor, &attempts),
+            Request::Report {
+                executor,
+                attempt,
+                state,
+                failure,
+                missing_partition,
+                reply,
+            } => {
+                let result = self.report(executor, &attempt, state, failure, missing_partition);
+                let _ = reply.send(result);
+            }
+            Request::With(f) => f(self),
+        }
+    }
+
+    /// Feeds one event to the core and carries out its commands, also when it refused.
+    pub(crate) fn feed(&mut self, event: Event) -> Result<(), ApiError> {
+        let now = self.shared.now();
+        match self.core.handle(event, now) {
+            Ok(commands) => {
+                self.carry_out(commands);
+                Ok(())
+            }
+            Err(rejected) => {
+                self.carry_out(rejected.commands);
+                Err(rejected.error.into())
+            }
+        }
+    }
+
+    fn register(
+        &mut self,
+        executor: ExecutorId,
+        address: String,
+        slots: u32,
+        session: String,
+        free_disk: u64,
+    ) -> Result<(), ApiError> {
+        if let Some(status) = self.shared.executors.get(&executor)
+            && status.session == session
+        {
+            return Ok(()); // the same session again: a retried registration
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| ApiError::InvalidArgument(format!("address {address:?}: {e}")))?
+            .connect_timeout(self.shared.settings.rpc.connect_timeout)
+            .timeout(self.shared.settings.rpc.timeout);
+        let limit = self.shared.settings.server.max_message_bytes;
+        let client = TaskExecutorServiceClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit);
+        // A new session of a known id: the core fences the old one off first.
+        self.feed(Event::ExecutorRegistered {
+            executor: executor.clone(),
+            slots,
+        })?;
+        self.clients.insert(executor.clone(), client);
+        self.shared.executors.insert(
+            executor.clone(),
+            super::ExecutorStatus::new(address.clone(), session, free_disk),
+        );
+        info!(executor = %executor, %address, slots, "executor registered");
+        Ok(())
+    }
+
+    fn lose(&mut self, executor: &ExecutorId, session: Option<&str>, reason: &str) {
+        let current = self
+            .shared
+            .executors
+            .get(executor)
+            .map(|s| s.session.clone());
+        match (current, session) {
+            (None, _) => return,
+            (Some(current), Some(session)) if current != session => return,
+            _ => {}
+        }
+        warn!(executor = %executor, reason, "executor lost");
+        self.shared.executors.remove(executor);
+        self.clients.remove(executor);
+        let _ = self.feed(Event::ExecutorLost {
+            executor: executor.clone(),
+            reason: reason.to_owned(),
+        });
+    }
+
+    fn heartbeat(&mut self, executor: ExecutorId, refs: &[AttemptRef]) {
+        let mut attempts = Vec::with_capacity(refs.len());
+        for r in refs {
+            match self.attempt_id(r) {
+                Some(a) => attempts.push(a),
+                // An attempt of a job or task we do not know: it must not run.
+                None => self.send_cancel(&executor, r.clone()),
+            }
+        }
+        let _ = self.feed(Event::Heartbeat { executor, attempts });
+    }
+
+    fn report(
+        &mut self,
+        executor: ExecutorId,
+        attempt: &AttemptRef,
+        state: AttemptState,
+        failure: Option<Failure>,
+        missing: Option<PartitionRef>,
+    ) -> Result<(), ApiError> {
+        let Some(id) = self.attempt_id(attempt) else {
+            return Err(ApiError::NotFound(format!(
+                "no task {}#{} in job {:?}",
+                attempt.vertex, attempt.subtask, attempt.job_id
+            )));
+        };
+        let failure = failure.map(|mut f| {
+            if let Some(p) = missing.as_ref().and_then(|p| self.partition_id(p)) {
+                f.partition = Some(p);
+            }
+            f
+        });
+        self.feed(Event::TaskStateChanged {
+            executor,
+            attempt: id,
+            state,
+            failure,
+        })
+    }
+
+    /// Resolves a wire attempt reference against the live jobs.
+    pub(crate) fn attempt_id(&self, r: &AttemptRef) -> Option<AttemptId> {
+        let job = super::parse_job_id(&r.job_id).ok()?;
+        let graph = self.core.graph(job)?;
+        let vertex = graph.find_vertex(&r.vertex)?;
+        let task = graph.vertex(vertex).task(r.subtask)?;
+        Some(AttemptId {
+            job,
+            task,
+            attempt: r.attempt,
+        })
+    }
+
+    fn partition_id(&self, r: &PartitionRef) -> Option<PartitionId> {
+        let job = super::parse_job_id(&r.job_id).ok()?;
+        let graph = self.core.graph(job)?;
+        let producer = graph.find_task(&r.producer)?;
+        let consumer = graph.find_vertex(&r.consumer_vertex)?;
+        let vertex = graph.vertex(graph.vertex_of(producer));
+        vertex
+            .outputs()
+            .iter()
+            .zip(graph.produced_partitions(producer))
+            .find(|(e, _)| graph.edge(**e).to == consumer)
+            .map(|(_, p)| p)
+    }
+
+    pub(crate) fn attempt_ref(&self, a: AttemptId) -> AttemptRef {
+        let (vertex, subtask) = self
+            .core
+            .graph(a.job)
+            .map(|g| {
+                let name = g.task_name(a.task);
+                (name.vertex.to_owned(), name.subtask)
+            })
+            .unwrap_or_default();
+        AttemptRef {
+            job_id: a.job.to_string(),
+            vertex,
+            subtask,
+            attempt: a.attempt,
+        }
+    }
+
+    fn carry_out(&mut self, commands: Vec<Command>) {
+        for command in commands {
+            match command {
+                Command::Deploy { attempt, executor } => self.deploy(attempt, executor),
+                Command::Cancel { attempt, executor } => {
+                    let r = self.attempt_ref(attempt);
+                    self.send_cancel(&executor, r);
+                }
+                Command::ReleasePartitions {
+                    job,
+                    executor,
+                    partitions,
+                } => self.release(job, executor, &partitions),
+                Command::SetTimer { timer, at } => {
+                    let tx = self.shared.tx.clone();
+                    let deadline = self.shared.start + Duration::from_millis(at);
+                    tokio::spawn(async move {
+                        tokio::time::sleep_until(deadline.into()).await;
+                        let _ = tx
+                            .send(Request::Core {
+                                event: Event::TimerFired { timer },
+                                reply: None,
+                            })
+                            .await;
+                    });
+                }
+                Command::Notify(notice) => self.notify(notice),
+            }
+        }
+    }
+
+    fn deploy(&mut self, attempt: AttemptId, executor: ExecutorId) {
+        let Some(request) = self.submit_request(attempt) else {
+            return;
+        };
+        let Some(client) = self.clients.get(&executor).cloned() else {
+            return; // lost meanwhile: the core learns it from the loss
+        };
+        let shared = self.shared.clone();
+        let attempt_ref = request.attempt.clone().unwrap_or_default();
+        tokio::spawn(async move {
+            let mut client = client;
+            let result = client.submit_task(request).await;
+            match result {
+                Ok(_) => shared.rpc_succeeded(&executor),
+                Err(status) => {
+                    warn!(executor = %executor, task = %format!("{}#{}", attempt_ref.vertex, attempt_ref.subtask),
+                          attempt = attempt_ref.attempt, code = ?status.code(), message = status.message(),
+                          "deploy failed");
+                    shared.rpc_failed(&executor, &status).await;
+                    let (reply, _) = oneshot::channel();
+                    let _ = shared
+                        .tx
+                        .send(Request::Report {
+                            executor: executor.clone(),
+                            attempt: attempt_ref,
+                            state: AttemptState::Failed,
+                            failure: Some(Failure::recoverable(format!(
+                                "deploy to executor {executor} failed: {}",
+                                status.message()
+                            ))),
+                            missing_partition: None,
+                            reply,
+                        })
+                        .await;
+                }
+            }
+        });
+    }
+
+    /// The task descriptor: command, inputs with their producers' locations, outputs.
+    fn submit_request(&self, a: AttemptId) -> Option<SubmitTaskRequest> {
+        let graph = self.core.graph(a.job)?;
+        let spec = self.specs.get(&a.job)?;
+        let v = graph.vertex_of(a.task);
+        let vertex = graph.vertex(v);
+        let mut inputs = Vec::new();
+        for (&e, g) in vertex.inputs().iter().zip(graph.consumed_groups(a.task)) {
+            let edge = graph.edge(e);
+            let group = graph.group(g);
+            let partitions = group
+                .partitions_with_producers()
+                .map(|(p, producer)| {
+                    let view = self.core.task(a.job, producer);
+                    let executor = view.as_ref().and_then(|v| v.executor.clone());
+                    let location = match self.core.partition_host(a.job, p) {
+                        Some(PartitionHost::Executor(host)) => self
+                            .shared
+                            .executors
+                            .get(host)
+                            .map(|s| s.address.clone())
+                            .unwrap_or_default(),
+                        Some(PartitionHost::Persistent) => "persistent".to_owned(),
+                        _ => String::new(),
+                    };
+                    InputPartition {
+                        subtask: graph.subtask_of(producer),
+                        attempt: view.map_or(0, |v| v.attempt),
+                        location,
+                        executor: executor.map(|e| e.0).unwrap_or_default(),
+                    }
+                })
+                .collect();
+            inputs.push(InputGate {
+                producer_vertex: graph.vertex(edge.from).id.clone(),
+                exchange: edge.exchange.name().to_owned(),
+                pattern: edge.pattern.name().to_owned(),
+                partitions,
+            });
+        }
+        let mut outputs = Vec::new();
+        for (&e, g) in vertex.outputs().iter().zip(graph.produced_groups(a.task)) {
+            let edge = graph.edge(e);
+            let group = graph.group(g);
+            let first = graph.vertex(edge.to).tasks().next().map_or(0, |t| t.0);
+            outputs.push(OutputGate {
+                consumer_vertex: graph.vertex(edge.to).id.clone(),
+                exchange: edge.exchange.name().to_owned(),
+                pattern: edge.pattern.name().to_owned(),
+                first_consumer: group.consumers.start - first,
+                consumers: group.consumers.len() as u32,
+            });
+        }
+        Some(SubmitTaskRequest {
+            epoch: self.shared.epoch,
+            attempt: Some(self.attempt_ref(a)),
+            job_name: graph.name().to_owned(),
+            parallelism: vertex.parallelism,
+            command: spec.vertices[v.0 as usize].command.clone(),
+            inputs,
+            outputs,
+        })
+    }
+
+    fn send_cancel(&self, executor: &ExecutorId, attempt: AttemptRef) {
+        let Some(client) = self.clients.get(executor).cloned() else {
+            return;
+        };
+        let shared = self.shared.clone();
+        let executor = executor.clone();
+        let request = CancelTaskRequest {
+            epoch: self.shared.epoch,
+            attempt: Some(attempt),
+        };
+        tokio::spawn(async move {
+            let mut client = client;
+            let mut tries = 0;
+            loop {
+                match client.cancel_task(request.clone()).await {
+                    Ok(_) => return shared.rpc_succeeded(&executor),
+                    Err(status) if tries < shared.settings.rpc.retries && is_transient(&status) => {
+                        tries += 1;
+                    }
+                    Err(status) => {
+                        debug!(executor = %executor, code = ?status.code(), "cancel failed");
+                        return shared.rpc_failed(&executor, &status).await;
+                    }
+                }
+            }
+        });
+    }
+
+    fn release(&self, job: JobId, executor: Option<ExecutorId>, partitions: &[PartitionId]) {
+        // Persistent partitions live on shared storage; executors delete them when their
+        // producer's executor asks, so only executor-hosted ones are sent here.
+        let Some(executor) = executor else {
+            return;
+        };
+        let Some(client) = self.clients.get(&executor).cloned() else {
+            return;
+        };
+        let Some(graph) = self.core.graph(job) else {
+            return;
+        };
+        let refs: Vec<PartitionRef> = partitions
+            .iter()
+            .map(|&p| {
+                let producer = graph.producer_of(p);
+                let edge = graph.edge(graph.edge_of_partition(p));
+                PartitionRef {
+                    job_id: job.to_string(),
+                    producer: graph.task_name(producer).to_string(),
+                    attempt: self.core.task(job, producer).map_or(0, |v| v.attempt),
+                    consumer_vertex: graph.vertex(edge.to).id.clone(),
+                }
+            })
+            .collect();
+        let request = ReleasePartitionsRequest {
+            epoch: self.shared.epoch,
+            partitions: refs,
+        };
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let mut client = client;
+            match client.release_partitions(request).await {
+                Ok(_) => shared.rpc_succeeded(&executor),
+                Err(status) => shared.rpc_failed(&executor, &status).await,
+            }
+        });
+    }
+
+    fn notify(&self, notice: Notice) {
+        let now = self.shared.now();
+        let name = |job: JobId, t: TaskId| {
+            self.core
+                .graph(job)
+                .map(|g| g.task_name(t).to_string())
+                .unwrap_or_default()
+        };
+        let event = match notice {
+            Notice::JobState { job, state, cause } => {
+                info!(job = %job, state = %state, cause = cause.as_deref().unwrap_or(""), "job state");
+                WatchEvent {
+                    time_ms: now,
+                    kind: "job-state".into(),
+                    job_id: job.to_string(),
+                    state: state.name().into(),
+                    detail: cause.unwrap_or_default(),
+                    ..WatchEvent::default()
+                }
+            }
+            Notice::TaskState {
+                attempt,
+                state,
+                executor,
+            } => {
+                let task = name(attempt.job, attempt.task);
+                debug!(job = %attempt.job, task = %task, attempt = attempt.attempt, state = %state, "task state");
+                WatchEvent {
+                    time_ms: now,
+                    kind: "task-state".into(),
+                    job_id: attempt.job.to_string(),
+                    task,
+                    attempt: attempt.attempt,
+                    executor: executor.map(|e| e.0).unwrap_or_default(),
+                    state: state.name().into(),
+                    ..WatchEvent::default()
+                }
+            }
+            Notice::RestartScheduled {
+                job,
+                tasks,
+                regions,
+                delay_ms,
+                merged,
+                cause,
+            } => {
+                info!(job = %job, tasks = tasks.len(), regions, delay_ms, merged, cause = %cause, "restart scheduled");
+                WatchEvent {
+                    time_ms: now,
+                    kind: "restart-scheduled".into(),
+                    job_id: job.to_string(),
+                    tasks: tasks.iter().map(|&t| name(job, t)).collect(),
+                    delay_ms,
+                    merged,
+                    detail: cause,
+                    ..WatchEvent::default()
+                }
+            }
+            Notice::ExecutorRegistered { executor, slots } => WatchEvent {
+                time_ms: now,
+                kind: "executor-registered".into(),
+                executor: executor.0,
+                detail: format!("{slots} slots"),
+                ..WatchEvent::default()
+            },
+            Notice::ExecutorLost { executor, reason } => WatchEvent {
+                time_ms: now,
+                kind: "executor-lost".into(),
+                executor: executor.0,
+                detail: reason,
+                ..WatchEvent::default()
+            },
+        };
+        // No watcher is fine.
+        let _ = self.shared.events.send(event);
+    }
+
+    /// Builds an attempt failure from the wire's class name.
+    pub(crate) fn failure(class: &str, message: &str) -> Result<Failure, ApiError> {
+        let class = if class.is_empty() {
+            FailureClass::Recoverable
+        } else {
+            FailureClass::parse(class).ok_or_else(|| {
+                ApiError::InvalidArgument(format!(
+                    "failure_class {class:?} is unknown; expected recoverable, non-recoverable, \
+                     executor-lost or partition-lost"
+                ))
+            })?
+        };
+        Ok(Failure::new(
+            class,
+            if message.is_empty() {
+                "task failed".to_owned()
+            } else {
+                message.to_owned()
+            },
+        ))
+    }
+}
+
+/// Errors that say the executor could not be reached (as opposed to refusing the request).
+pub(crate) fn is_transient(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Unknown
+            | tonic::Code::Cancelled
+    )
+}

@@ -1,0 +1,272 @@
+//! `TaskExecutorGateway`: registration, the heartbeat stream, task state reports, and the
+//! heartbeat watchdog — every way the JobMaster learns that an executor is gone.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request as GrpcRequest, Response, Status, Streaming};
+use tracing::{debug, info};
+
+use super::coordinator::{Coordinator, Request};
+use super::{ApiError, Shared};
+use crate::api::v1::task_executor_gateway_server::TaskExecutorGateway;
+use crate::api::v1::{
+    DisconnectRequest, DisconnectResponse, HeartbeatRequest, HeartbeatResponse,
+    RegisterExecutorRequest, RegisterExecutorResponse, UpdateTaskStateRequest,
+    UpdateTaskStateResponse,
+};
+use crate::core::{AttemptState, ExecutorId};
+
+pub(crate) struct Gateway {
+    shared: Arc<Shared>,
+}
+
+impl Gateway {
+    pub(crate) fn new(shared: Arc<Shared>) -> Gateway {
+        Gateway { shared }
+    }
+
+    /// The executor must be registered under this session.
+    fn check_session(&self, executor: &str, session: &str) -> Result<ExecutorId, ApiError> {
+        let id = ExecutorId(executor.to_owned());
+        match self.shared.executors.get(&id) {
+            Some(s) if s.session == session => Ok(id),
+            Some(_) => Err(ApiError::FailedPrecondition(format!(
+                "executor {executor}: session {session:?} was replaced by a newer registration"
+            ))),
+            None => Err(ApiError::FailedPrecondition(format!(
+                "executor {executor} is not registered (or was declared lost): register again"
+            ))),
+        }
+    }
+}
+
+type HeartbeatStream = Pin<Box<dyn Stream<Item = Result<HeartbeatResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl TaskExecutorGateway for Gateway {
+    async fn register_executor(
+        &self,
+        request: GrpcRequest<RegisterExecutorRequest>,
+    ) -> Result<Response<RegisterExecutorResponse>, Status> {
+        let r = request.into_inner();
+        if r.executor_id.is_empty() {
+            return Err(ApiError::InvalidArgument("executor_id must not be empty".into()).into());
+        }
+        if r.session_id.is_empty() {
+            return Err(ApiError::InvalidArgument("session_id must not be empty".into()).into());
+        }
+        if r.slots == 0 {
+            return Err(ApiError::InvalidArgument("slots must be at least 1".into()).into());
+        }
+        if r.address.parse::<std::net::SocketAddr>().is_err() && !r.address.contains(':') {
+            return Err(ApiError::InvalidArgument(format!(
+                "address {:?} must be host:port of the executor's TaskExecutorService",
+                r.address
+            ))
+            .into());
+        }
+        self.shared
+            .ask(|reply| Request::Register {
+                executor: ExecutorId(r.executor_id),
+                address: r.address,
+                slots: r.slots,
+                session: r.session_id,
+                free_disk: r.free_disk_bytes,
+                reply,
+            })
+            .await?;
+        let hb = &self.shared.settings.heartbeat;
+        Ok(Response::new(RegisterExecutorResponse {
+            epoch: self.shared.epoch,
+            heartbeat_interval_ms: hb.interval.as_millis() as u64,
+            heartbeat_timeout_ms: hb.timeout.as_millis() as u64,
+        }))
+    }
+
+    type HeartbeatStream = HeartbeatStream;
+
+    async fn heartbeat(
+        &self,
+        request: GrpcRequest<Streaming<HeartbeatRequest>>,
+    ) -> Result<Response<Self::HeartbeatStream>, Status> {
+        let mut inbound = request.into_inner();
+        let shared = self.shared.clone();
+        let (out, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            // The stream's owner: the first heartbeat names it; its closing loses the executor.
+            let mut owner: Option<(ExecutorId, String)> = None;
+            loop {
+                let message = inbound.next().await;
+                let hb = match message {
+                    Some(Ok(hb)) => hb,
+                    Some(Err(status)) => {
+                        debug!(code = ?status.code(), "heartbeat stream broke");
+                        break;
+                    }
+                    None => break,
+                };
+                let id = ExecutorId(hb.executor_id.clone());
+                let known = match shared.executors.get_mut(&id) {
+                    Some(mut s) if s.session == hb.session_id => {
+                        s.last_heartbeat = Instant::now();
+                        s.free_disk = hb.free_disk_bytes;
+                        s.partitions = hb.partitions.len() as u32;
+                        true
+                    }
+                    _ => false,
+                };
+                if !known {
+                    // Declared lost, replaced, or never registered: tell it to start over.
+                    let _ = out
+                        .send(Ok(HeartbeatResponse {
+                            epoch: shared.epoch,
+                            reregister: true,
+                        }))
+                        .await;
+                    owner = None;
+                    continue;
+                }
+                owner = Some((id.clone(), hb.session_id.clone()));
+                if shared
+                    .tx
+                    .send(Request::Heartbeat {
+                        executor: id,
+                        attempts: hb.attempts,
+                    })
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                if out
+                    .send(Ok(HeartbeatResponse {
+                        epoch: shared.epoch,
+                        reregister: false,
+                    }))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            if let Some((executor, session)) = owner {
+                lose(&shared, executor, session, "heartbeat stream closed").await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn update_task_state(
+        &self,
+        request: GrpcRequest<UpdateTaskStateRequest>,
+    ) -> Result<Response<UpdateTaskStateResponse>, Status> {
+        let r = request.into_inner();
+        let executor = self.check_session(&r.executor_id, &r.session_id)?;
+        let attempt = r
+            .attempt
+            .ok_or_else(|| ApiError::InvalidArgument("attempt is missing".into()))?;
+        let state = match r.state.as_str() {
+            "INITIALIZING" => AttemptState::Initializing,
+            "RUNNING" => AttemptState::Running,
+            "FINISHED" => AttemptState::Finished,
+            "CANCELED" => AttemptState::Canceled,
+            "FAILED" => AttemptState::Failed,
+            other => {
+                return Err(ApiError::InvalidArgument(format!(
+                    "state {other:?} is not reportable; expected INITIALIZING, RUNNING, FINISHED, \
+                     CANCELED or FAILED"
+                ))
+                .into());
+            }
+        };
+        let failure = if state == AttemptState::Failed {
+            Some(Coordinator::failure(&r.failure_class, &r.message)?)
+        } else {
+            None
+        };
+        self.shared
+            .ask(|reply| Request::Report {
+                executor,
+                attempt,
+                state,
+                failure,
+                missing_partition: r.missing_partition,
+                reply,
+            })
+            .await?;
+        Ok(Response::new(UpdateTaskStateResponse {}))
+    }
+
+    async fn disconnect(
+        &self,
+        request: GrpcRequest<DisconnectRequest>,
+    ) -> Result<Response<DisconnectResponse>, Status> {
+        let r = request.into_inner();
+        let executor = self.check_session(&r.executor_id, &r.session_id)?;
+        info!(executor = %executor, reason = %r.reason, "executor disconnects");
+        lose(
+            &self.shared,
+            executor,
+            r.session_id,
+            &format!("disconnected: {}", r.reason),
+        )
+        .await;
+        Ok(Response::new(DisconnectResponse {}))
+    }
+}
+
+async fn lose(shared: &Shared, executor: ExecutorId, session: String, reason: &str) {
+    let first = shared.executors.get_mut(&executor).is_some_and(|mut s| {
+        let first = s.session == session && !s.lost_reported;
+        if first {
+            s.lost_reported = true;
+        }
+        first
+    });
+    if first {
+        let _ = shared
+            .tx
+            .send(Request::Lose {
+                executor,
+                session: Some(session),
+                reason: reason.to_owned(),
+            })
+            .await;
+    }
+}
+
+/// Declares lost every executor whose last heartbeat is older than the heartbeat timeout.
+pub(crate) async fn watchdog(shared: Arc<Shared>) {
+    let hb = &shared.settings.heartbeat;
+    let period = (hb.interval / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let timeout = shared.settings.heartbeat.timeout;
+        let mut late = Vec::new();
+        for mut entry in shared.executors.iter_mut() {
+            let age = entry.last_heartbeat.elapsed();
+            if age > timeout && !entry.lost_reported {
+                entry.lost_reported = true;
+                late.push((entry.key().clone(), entry.session.clone(), age));
+            }
+        }
+        for (executor, session, age) in late {
+            let _ = shared
+                .tx
+                .send(Request::Lose {
+                    executor,
+                    session: Some(session),
+                    reason: format!("no heartbeat for {} ms", age.as_millis()),
+                })
+                .await;
+        }
+    }
+}

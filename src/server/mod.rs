@@ -1,0 +1,251 @@
+//! The `jobmaster` daemon: the gRPC shell around the core (DESIGN §4, §5).
+//!
+//! [`serve`] takes bound listeners and a shutdown future, so the binary passes Ctrl-C/SIGTERM
+//! and tests pass port-0 listeners.
+
+mod coordinator;
+mod error;
+mod gateway;
+mod operator;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::{info, warn};
+
+pub use error::ApiError;
+
+use crate::api::v1::WatchEvent;
+use crate::api::v1::job_master_service_server::JobMasterServiceServer;
+use crate::api::v1::task_executor_gateway_server::TaskExecutorGatewayServer;
+use crate::core::{CoreConfig, ExecutorId, JobId, JobMaster};
+use crate::settings::Settings;
+use coordinator::{Coordinator, Request};
+
+/// What every handler shares: settings, the coordinator's inbox, the executor registry.
+pub(crate) struct Shared {
+    pub(crate) settings: Settings,
+    /// The JobMaster's epoch (leader term): its start time in ms since the Unix epoch, so a
+    /// restarted JobMaster always has a newer one. Every command to executors carries it.
+    pub(crate) epoch: u64,
+    pub(crate) start: Instant,
+    pub(crate) tx: mpsc::Sender<Request>,
+    /// Read-mostly executor registry: heartbeats update it without going through the
+    /// coordinator; only the coordinator adds and removes entries.
+    pub(crate) executors: DashMap<ExecutorId, ExecutorStatus>,
+    pub(crate) events: broadcast::Sender<WatchEvent>,
+}
+
+pub(crate) struct ExecutorStatus {
+    pub(crate) address: String,
+    pub(crate) session: String,
+    pub(crate) last_heartbeat: Instant,
+    pub(crate) free_disk: u64,
+    pub(crate) partitions: u32,
+    /// Consecutive failed RPCs (transport errors only).
+    pub(crate) rpc_failures: u32,
+    /// A loss was already reported for this session.
+    pub(crate) lost_reported: bool,
+}
+
+impl ExecutorStatus {
+    fn new(address: String, session: String, free_disk: u64) -> ExecutorStatus {
+        ExecutorStatus {
+            address,
+            session,
+            last_heartbeat: Instant::now(),
+            free_disk,
+            partitions: 0,
+            rpc_failures: 0,
+            lost_reported: false,
+        }
+    }
+}
+
+impl Shared {
+    /// Milliseconds since this JobMaster started: the core's clock.
+    pub(crate) fn now(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    pub(crate) fn rpc_succeeded(&self, executor: &ExecutorId) {
+        if let Some(mut s) = self.executors.get_mut(executor) {
+            s.rpc_failures = 0;
+        }
+    }
+
+    /// Counts a failed RPC; at the threshold of consecutive transport failures the executor
+    /// is declared lost.
+    pub(crate) async fn rpc_failed(&self, executor: &ExecutorId, status: &tonic::Status) {
+        if !coordinator::is_transient(status) {
+            return;
+        }
+        let threshold = self.settings.heartbeat.rpc_failure_threshold;
+        let lose = self.executors.get_mut(executor).and_then(|mut s| {
+            s.rpc_failures += 1;
+            (threshold > 0 && s.rpc_failures >= threshold && !s.lost_reported).then(|| {
+                s.lost_reported = true;
+                (s.session.clone(), s.rpc_failures)
+            })
+        });
+        if let Some((session, failures)) = lose {
+            let _ = self
+                .tx
+                .send(Request::Lose {
+                    executor: executor.clone(),
+                    session: Some(session),
+                    reason: format!("{failures} consecutive RPCs failed: {}", status.message()),
+                })
+                .await;
+        }
+    }
+
+    /// Sends a request to the coordinator and awaits its reply.
+    pub(crate) async fn ask<T>(
+        &self,
+        make: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, ApiError>>) -> Request,
+    ) -> Result<T, ApiError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| ApiError::ShuttingDown)?;
+        answer.await.map_err(|_| ApiError::ShuttingDown)?
+    }
+
+    /// Runs `f` on the coordinator and returns its result.
+    pub(crate) async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Coordinator) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        self.ask(|reply| {
+            Request::With(Box::new(move |c| {
+                let _ = reply.send(f(c));
+            }))
+        })
+        .await
+    }
+}
+
+/// Parses a job id (16 hex digits).
+pub(crate) fn parse_job_id(text: &str) -> Result<JobId, ApiError> {
+    if text.len() != 16 {
+        return Err(ApiError::InvalidArgument(format!(
+            "job_id {text:?} is not a job id (16 hex digits)"
+        )));
+    }
+    u64::from_str_radix(text, 16).map(JobId).map_err(|_| {
+        ApiError::InvalidArgument(format!("job_id {text:?} is not a job id (16 hex digits)"))
+    })
+}
+
+/// Runs the daemon on `grpc` (gRPC) and `http` (liveness page) until `shutdown` completes.
+pub async fn serve(
+    settings: Settings,
+    grpc: TcpListener,
+    http: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(1);
+    let (tx, rx) = mpsc::channel(4096);
+    let (events, _) = broadcast::channel(settings.events.buffer);
+    let shared = Arc::new(Shared {
+        settings: settings.clone(),
+        epoch,
+        start: Instant::now(),
+        tx,
+        executors: DashMap::new(),
+        events,
+    });
+    let core = JobMaster::new(CoreConfig {
+        slot_request_timeout_ms: settings.scheduler.slot_request_timeout.as_millis() as u64,
+        cancel_timeout_ms: settings.scheduler.cancel_timeout.as_millis() as u64,
+        exception_history_size: settings.scheduler.exception_history_size,
+        attempt_history_size: 16,
+        seed: if settings.scheduler.seed == 0 {
+            epoch
+        } else {
+            settings.scheduler.seed
+        },
+    });
+    let coordinator = tokio::spawn(Coordinator::new(core, shared.clone()).run(rx));
+    let watchdog = tokio::spawn(gateway::watchdog(shared.clone()));
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<JobMasterServiceServer<operator::Operator>>()
+        .await;
+    health_reporter
+        .set_serving::<TaskExecutorGatewayServer<gateway::Gateway>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let limit = settings.server.max_message_bytes;
+    let operator = JobMasterServiceServer::new(operator::Operator::new(shared.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let gateway = TaskExecutorGatewayServer::new(gateway::Gateway::new(shared.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+
+    let grpc_addr = grpc.local_addr()?;
+    let http_addr = http.local_addr()?;
+    info!(grpc = %grpc_addr, http = %http_addr, epoch, "jobmaster listening");
+
+    let (stop_tx, _) = broadcast::channel::<()>(1);
+    let mut stop_grpc = stop_tx.subscribe();
+    let mut stop_http = stop_tx.subscribe();
+    let grpc_server = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(operator)
+        .add_service(gateway)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async move {
+            let _ = stop_grpc.recv().await;
+        });
+    let app = axum::Router::new()
+        .route("/", axum::routing::get(|| async { "jobmaster is alive\n" }))
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }));
+    let http_server = axum::serve(http, app).with_graceful_shutdown(async move {
+        let _ = stop_http.recv().await;
+    });
+    let grpc_task = tokio::spawn(grpc_server);
+    let http_task = tokio::spawn(async move { http_server.await });
+
+    shutdown.await;
+    info!("shutting down");
+    let _ = stop_tx.send(());
+    let grace = settings.server.shutdown_grace;
+    match tokio::time::timeout(grace, async {
+        let g = grpc_task.await;
+        let h = http_task.await;
+        (g, h)
+    })
+    .await
+    {
+        Ok((g, h)) => {
+            if let Ok(Err(e)) = g {
+                warn!(error = %e, "grpc server ended with an error");
+            }
+            if let Ok(Err(e)) = h {
+                warn!(error = %e, "http server ended with an error");
+            }
+        }
+        Err(_) => {
+            warn!(grace = ?grace, "in-flight requests did not finish within the grace period")
+        }
+    }
+    watchdog.abort();
+    coordinator.abort();
+    Ok(())
+}

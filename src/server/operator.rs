@@ -1,0 +1,442 @@
+//! `JobMasterService`: the operators' API.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio_stream::wrappers::BroadcastStream;
+use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request as GrpcRequest, Response, Status};
+
+use super::coordinator::{Coordinator, Request};
+use super::{ApiError, Shared, parse_job_id};
+use crate::api::v1::job_master_service_server::JobMasterService;
+use crate::api::v1::{
+    CancelJobRequest, CancelJobResponse, ExceptionEntryInfo, ExecutorInfo, ExplainFailoverRequest,
+    ExplainFailoverResponse, FailureInfo, GetExceptionHistoryRequest, GetExceptionHistoryResponse,
+    GetJobRequest, GetJobResponse, InjectFailureRequest, InjectFailureResponse, JobCounters,
+    JobSummary, ListExecutorsRequest, ListExecutorsResponse, ListJobsRequest, ListJobsResponse,
+    RestartReasonInfo, SubmitJobRequest, SubmitJobResponse, TaskInfo, WatchEvent,
+    WatchEventsRequest, explain_failover_request, inject_failure_request,
+};
+use crate::core::history::FailureRecord;
+use crate::core::{
+    Event, ExecutorId, JobId, JobSpec, RestartReason, RestartScope, RestartSet, SpecFormat,
+    SpecLimits,
+};
+
+pub(crate) struct Operator {
+    shared: Arc<Shared>,
+}
+
+impl Operator {
+    pub(crate) fn new(shared: Arc<Shared>) -> Operator {
+        Operator { shared }
+    }
+}
+
+fn known_job(c: &Coordinator, job: JobId) -> Result<(), ApiError> {
+    if c.core.job_state(job).is_some() {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound(format!("job {job} does not exist")))
+    }
+}
+
+fn restart_set_info(c: &Coordinator, job: JobId, set: &RestartSet) -> ExplainFailoverResponse {
+    let Some(graph) = c.core.graph(job) else {
+        return ExplainFailoverResponse::default();
+    };
+    let Some(regions) = c.core.regions(job) else {
+        return ExplainFailoverResponse::default();
+    };
+    let name = |t| graph.task_name(t).to_string();
+    let scope = |s: RestartScope| match s {
+        RestartScope::Region(r) => format!("region {}", r.0),
+        RestartScope::Task(t) => name(t),
+    };
+    ExplainFailoverResponse {
+        strategy: set.strategy.name().to_owned(),
+        restart: set.tasks.iter().map(|&t| name(t)).collect(),
+        reasons: set
+            .entries
+            .iter()
+            .map(|e| {
+                let (region, tasks) = match e.scope {
+                    RestartScope::Region(r) => (
+                        Some(r.0),
+                        regions.tasks(r).iter().map(|&t| name(t)).collect(),
+                    ),
+                    RestartScope::Task(t) => (None, vec![name(t)]),
+                };
+                let mut info = RestartReasonInfo {
+                    region,
+                    tasks,
+                    reason: e.reason.kind().to_owned(),
+                    ..RestartReasonInfo::default()
+                };
+                match e.reason {
+                    RestartReason::Failed { task } => info.failed_task = name(task),
+                    RestartReason::ProducerOfLostInput {
+                        partition,
+                        consumer,
+                    } => {
+                        info.partition = graph.partition_name(partition);
+                        info.consumer = scope(consumer);
+                    }
+                    RestartReason::ConsumerOfRestartedRegion { producer } => {
+                        info.producer = scope(producer)
+                    }
+                    RestartReason::LostOutput { partition } => {
+                        info.partition = graph.partition_name(partition)
+                    }
+                    RestartReason::FullRestart => {}
+                }
+                info
+            })
+            .collect(),
+    }
+}
+
+fn failure_info(c: &Coordinator, f: &FailureRecord) -> FailureInfo {
+    let task = f
+        .attempt
+        .and_then(|a| c.core.graph(a.job).map(|g| g.task_name(a.task).to_string()))
+        .unwrap_or_default();
+    FailureInfo {
+        time_ms: f.time,
+        task,
+        attempt: f.attempt.map_or(0, |a| a.attempt),
+        executor: f.executor.as_ref().map(|e| e.0.clone()).unwrap_or_default(),
+        class: f.class.name().to_owned(),
+        message: f.message.clone(),
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl JobMasterService for Operator {
+    async fn submit_job(
+        &self,
+        request: GrpcRequest<SubmitJobRequest>,
+    ) -> Result<Response<SubmitJobResponse>, Status> {
+        let r = request.into_inner();
+        let format = match r.format.to_ascii_lowercase().as_str() {
+            "toml" => SpecFormat::Toml,
+            "json" => SpecFormat::Json,
+            "" => SpecFormat::detect(None, &r.spec),
+            other => {
+                return Err(ApiError::InvalidArgument(format!(
+                    "format {other:?} is unknown; expected toml, json or empty"
+                ))
+                .into());
+            }
+        };
+        let limits = SpecLimits {
+            max_parallelism: self.shared.settings.spec.max_parallelism,
+        };
+        let spec = JobSpec::parse_with_limits(&r.spec, format, limits).map_err(ApiError::from)?;
+        let job = self
+            .shared
+            .ask(|reply| Request::Submit { spec, reply })
+            .await?;
+        Ok(Response::new(SubmitJobResponse {
+            job_id: job.to_string(),
+        }))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: GrpcRequest<CancelJobRequest>,
+    ) -> Result<Response<CancelJobResponse>, Status> {
+        let job = parse_job_id(&request.into_inner().job_id)?;
+        let state = self
+            .shared
+            .with(move |c| {
+                c.feed(Event::CancelJob { job })?;
+                Ok(c.core.job_state(job).map(|s| s.name()).unwrap_or_default())
+            })
+            .await?;
+        Ok(Response::new(CancelJobResponse {
+            state: state.to_owned(),
+        }))
+    }
+
+    async fn list_jobs(
+        &self,
+        _request: GrpcRequest<ListJobsRequest>,
+    ) -> Result<Response<ListJobsResponse>, Status> {
+        let jobs = self
+            .shared
+            .with(|c| {
+                Ok(c.core
+                    .job_ids()
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .map(|job| JobSummary {
+                        job_id: job.to_string(),
+                        name: c
+                            .core
+                            .graph(job)
+                            .map(|g| g.name().to_owned())
+                            .unwrap_or_default(),
+                        state: c
+                            .core
+                            .job_state(job)
+                            .map(|s| s.name())
+                            .unwrap_or_default()
+                            .to_owned(),
+                        tasks: c.core.graph(job).map_or(0, |g| g.task_count() as u32),
+                        regions: c.core.regions(job).map_or(0, |r| r.len() as u32),
+                        restarts: c.core.counters(job).map_or(0, |k| k.restarts),
+                    })
+                    .collect())
+            })
+            .await?;
+        Ok(Response::new(ListJobsResponse { jobs }))
+    }
+
+    async fn get_job(
+        &self,
+        request: GrpcRequest<GetJobRequest>,
+    ) -> Result<Response<GetJobResponse>, Status> {
+        let job = parse_job_id(&request.into_inner().job_id)?;
+        let response = self
+            .shared
+            .with(move |c| {
+                known_job(c, job)?;
+                let now = c.shared.now();
+                let counters = c.core.counters(job).cloned().unwrap_or_default();
+                Ok(GetJobResponse {
+                    job_id: job.to_string(),
+                    name: c
+                        .core
+                        .graph(job)
+                        .map(|g| g.name().to_owned())
+                        .unwrap_or_default(),
+                    state: c
+                        .core
+                        .job_state(job)
+                        .map(|s| s.name())
+                        .unwrap_or_default()
+                        .to_owned(),
+                    cause: c.core.job_cause(job).unwrap_or_default().to_owned(),
+                    failover: c
+                        .core
+                        .failover_strategy(job)
+                        .map(|f| f.name())
+                        .unwrap_or_default()
+                        .to_owned(),
+                    tasks: c
+                        .core
+                        .tasks(job)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|t| TaskInfo {
+                            name: t.name,
+                            state: t.state.name().to_owned(),
+                            attempt: t.attempt,
+                            executor: t.executor.map(|e| e.0).unwrap_or_default(),
+                            region: t.region.0,
+                        })
+                        .collect(),
+                    counters: Some(JobCounters {
+                        failovers: counters.failovers,
+                        restarts: counters.restarts,
+                        full_restarts: counters.full_restarts,
+                        tasks_restarted: counters.tasks_restarted,
+                        restarting_ms: c.core.restarting_ms(job, now).unwrap_or(0),
+                    }),
+                })
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn list_executors(
+        &self,
+        _request: GrpcRequest<ListExecutorsRequest>,
+    ) -> Result<Response<ListExecutorsResponse>, Status> {
+        let executors = self
+            .shared
+            .with(|c| {
+                Ok(c.core
+                    .executors()
+                    .map(|(id, slots, free, partitions)| {
+                        let status = c.shared.executors.get(id);
+                        ExecutorInfo {
+                            id: id.0.clone(),
+                            address: status
+                                .as_ref()
+                                .map(|s| s.address.clone())
+                                .unwrap_or_default(),
+                            slots,
+                            free_slots: free,
+                            heartbeat_age_ms: status
+                                .as_ref()
+                                .map_or(0, |s| s.last_heartbeat.elapsed().as_millis() as u64),
+                            partitions: partitions as u32,
+                            free_disk_bytes: status.as_ref().map_or(0, |s| s.free_disk),
+                        }
+                    })
+                    .collect())
+            })
+            .await?;
+        Ok(Response::new(ListExecutorsResponse { executors }))
+    }
+
+    async fn explain_failover(
+        &self,
+        request: GrpcRequest<ExplainFailoverRequest>,
+    ) -> Result<Response<ExplainFailoverResponse>, Status> {
+        let r = request.into_inner();
+        let job = parse_job_id(&r.job_id)?;
+        let target = r.target.ok_or_else(|| {
+            ApiError::InvalidArgument("give a task (vertex#subtask) or an executor".into())
+        })?;
+        let response = self
+            .shared
+            .with(move |c| {
+                known_job(c, job)?;
+                let set = match target {
+                    explain_failover_request::Target::Task(name) => {
+                        let task = c
+                            .core
+                            .graph(job)
+                            .and_then(|g| g.find_task(&name))
+                            .ok_or_else(|| {
+                                ApiError::NotFound(format!("job {job} has no task {name:?}"))
+                            })?;
+                        c.core.explain_task_failure(job, task)
+                    }
+                    explain_failover_request::Target::Executor(id) => c
+                        .core
+                        .explain_executor_loss(job, &ExecutorId(id.clone()))
+                        .ok_or_else(|| {
+                            ApiError::NotFound(format!("executor {id:?} is not registered"))
+                        })
+                        .map(Some)?,
+                };
+                Ok(set
+                    .map(|s| restart_set_info(c, job, &s))
+                    .unwrap_or_default())
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn get_exception_history(
+        &self,
+        request: GrpcRequest<GetExceptionHistoryRequest>,
+    ) -> Result<Response<GetExceptionHistoryResponse>, Status> {
+        let job = parse_job_id(&request.into_inner().job_id)?;
+        let response = self
+            .shared
+            .with(move |c| {
+                known_job(c, job)?;
+                let Some(history) = c.core.exception_history(job) else {
+                    return Ok(GetExceptionHistoryResponse::default());
+                };
+                let graph = c.core.graph(job);
+                Ok(GetExceptionHistoryResponse {
+                    entries: history
+                        .entries()
+                        .map(|e| ExceptionEntryInfo {
+                            root: Some(failure_info(c, &e.root)),
+                            concurrent: e.concurrent.iter().map(|f| failure_info(c, f)).collect(),
+                            restarted: e
+                                .restarted
+                                .iter()
+                                .filter_map(|&t| graph.map(|g| g.task_name(t).to_string()))
+                                .collect(),
+                            outcome: e.outcome.clone(),
+                        })
+                        .collect(),
+                    truncated: history.truncated(),
+                })
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    type WatchEventsStream = WatchStream;
+
+    async fn watch_events(
+        &self,
+        request: GrpcRequest<WatchEventsRequest>,
+    ) -> Result<Response<Self::WatchEventsStream>, Status> {
+        let filter = request.into_inner().job_id;
+        if !filter.is_empty() {
+            let job = parse_job_id(&filter)?;
+            self.shared.with(move |c| known_job(c, job)).await?;
+        }
+        let stream =
+            BroadcastStream::new(self.shared.events.subscribe()).filter_map(
+                move |item| match item {
+                    Ok(e) if filter.is_empty() || e.job_id.is_empty() || e.job_id == filter => {
+                        Some(Ok(e))
+                    }
+                    Ok(_) => None,
+                    Err(BroadcastStreamRecvError::Lagged(n)) => Some(Ok(WatchEvent {
+                        kind: "lagged".into(),
+                        detail: format!("{n} events missed"),
+                        ..WatchEvent::default()
+                    })),
+                },
+            );
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn inject_failure(
+        &self,
+        request: GrpcRequest<InjectFailureRequest>,
+    ) -> Result<Response<InjectFailureResponse>, Status> {
+        let r = request.into_inner();
+        let target = r.target.ok_or_else(|| {
+            ApiError::InvalidArgument("give a task (vertex#subtask) or an executor".into())
+        })?;
+        match target {
+            inject_failure_request::Target::Executor(id) => {
+                let executor = ExecutorId(id.clone());
+                if !self.shared.executors.contains_key(&executor) {
+                    return Err(
+                        ApiError::NotFound(format!("executor {id:?} is not registered")).into(),
+                    );
+                }
+                self.shared
+                    .tx
+                    .send(Request::Lose {
+                        executor,
+                        session: None,
+                        reason: "declared lost by an operator (InjectFailure)".into(),
+                    })
+                    .await
+                    .map_err(|_| ApiError::ShuttingDown)?;
+            }
+            inject_failure_request::Target::Task(name) => {
+                let job = parse_job_id(&r.job_id)?;
+                let message = if r.message.is_empty() {
+                    "failure injected by an operator".to_owned()
+                } else {
+                    r.message
+                };
+                let failure = Coordinator::failure(&r.class, &message)?;
+                self.shared
+                    .with(move |c| {
+                        known_job(c, job)?;
+                        let task = c
+                            .core
+                            .graph(job)
+                            .and_then(|g| g.find_task(&name))
+                            .ok_or_else(|| {
+                                ApiError::NotFound(format!("job {job} has no task {name:?}"))
+                            })?;
+                        c.feed(Event::InjectFailure { job, task, failure })
+                    })
+                    .await?;
+            }
+        }
+        Ok(Response::new(InjectFailureResponse {}))
+    }
+}

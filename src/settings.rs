@@ -1,0 +1,217 @@
+//! Daemon settings: `config/default.toml` (compiled in), then an optional file, then
+//! `JOBMASTER__SECTION__KEY` environment variables.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The defaults, documented key by key.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub heartbeat: HeartbeatSettings,
+    pub rpc: RpcSettings,
+    pub scheduler: SchedulerSettings,
+    pub spec: SpecSettings,
+    pub events: EventSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub http: SocketAddr,
+    pub max_message_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HeartbeatSettings {
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    pub rpc_failure_threshold: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RpcSettings {
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    pub retries: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SchedulerSettings {
+    #[serde(with = "humantime_serde")]
+    pub slot_request_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub cancel_timeout: Duration,
+    pub exception_history_size: usize,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SpecSettings {
+    pub max_parallelism: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EventSettings {
+    pub buffer: usize,
+}
+
+/// Settings that cannot work, with the key to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration: {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl Settings {
+    /// Loads the defaults, then `file` (if any), then the environment.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Settings, SettingsError> {
+        Settings::load_from(file, std::env::vars())
+    }
+
+    /// Like [`Settings::load`] with an explicit environment (for tests).
+    pub fn load_from(
+        file: Option<&std::path::Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, SettingsError> {
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
+        if let Some(path) = file {
+            builder = builder.add_source(
+                config::File::from(path.to_path_buf())
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        // Environment overrides: JOBMASTER__HEARTBEAT__TIMEOUT=10s -> heartbeat.timeout.
+        for (key, value) in env {
+            let Some(rest) = key.strip_prefix("JOBMASTER__") else {
+                continue;
+            };
+            let path = rest
+                .to_ascii_lowercase()
+                .replace("__", ".")
+                .replace('_', "-");
+            builder = builder.set_override(path, value)?;
+        }
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let bad = |key, message: &str| {
+            Err(SettingsError::Invalid {
+                key,
+                message: message.to_owned(),
+            })
+        };
+        if self.heartbeat.interval.is_zero() {
+            return bad("heartbeat.interval", "must be greater than 0");
+        }
+        if self.heartbeat.timeout <= self.heartbeat.interval {
+            return bad(
+                "heartbeat.timeout",
+                "must be longer than heartbeat.interval (a few intervals, to ride out a late one)",
+            );
+        }
+        if self.rpc.timeout.is_zero() || self.rpc.connect_timeout.is_zero() {
+            return bad(
+                "rpc.timeout",
+                "rpc.timeout and rpc.connect-timeout must be greater than 0",
+            );
+        }
+        if self.server.max_message_bytes < 1024 {
+            return bad("server.max-message-bytes", "must be at least 1024");
+        }
+        if self.events.buffer == 0 {
+            return bad("events.buffer", "must be at least 1");
+        }
+        if self.spec.max_parallelism == 0 {
+            return bad("spec.max-parallelism", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Serde glue for human-readable durations ("4s").
+mod humantime_serde {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(text.trim()).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a duration ({e}); write e.g. \"500ms\", \"4s\", \"5min\""
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load_and_environment_overrides_them() {
+        let s = Settings::load_from(None, []).unwrap();
+        assert_eq!(s.heartbeat.interval, Duration::from_secs(1));
+        assert_eq!(s.server.listen.port(), 6123);
+        let s = Settings::load_from(
+            None,
+            [
+                ("JOBMASTER__HEARTBEAT__TIMEOUT".to_owned(), "10s".to_owned()),
+                (
+                    "JOBMASTER__HEARTBEAT__RPC_FAILURE_THRESHOLD".to_owned(),
+                    "5".to_owned(),
+                ),
+                ("OTHER".to_owned(), "x".to_owned()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.heartbeat.timeout, Duration::from_secs(10));
+        assert_eq!(s.heartbeat.rpc_failure_threshold, 5);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = Settings::load_from(
+            None,
+            [(
+                "JOBMASTER__HEARTBEAT__TIMEOUT".to_owned(),
+                "500ms".to_owned(),
+            )],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("heartbeat.timeout"), "{e}");
+        let e = Settings::load_from(
+            None,
+            [("JOBMASTER__RPC__TIMEOUT".to_owned(), "soon".to_owned())],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("soon"), "{e}");
+    }
+}
