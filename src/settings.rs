@@ -18,6 +18,24 @@ pub struct Settings {
     pub scheduler: SchedulerSettings,
     pub spec: SpecSettings,
     pub events: EventSettings,
+    pub executor: ExecutorSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ExecutorSettings {
+    pub jobmaster: String,
+    pub listen: SocketAddr,
+    pub advertise: String,
+    pub id: String,
+    pub slots: u32,
+    pub data_dir: String,
+    pub persistent_dir: String,
+    #[serde(with = "humantime_serde")]
+    pub jobmaster_reconnect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub cancel_grace: Duration,
+    pub min_free_disk_bytes: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -147,6 +165,9 @@ impl Settings {
         }
         if self.events.buffer == 0 {
             return bad("events.buffer", "must be at least 1");
+        }
+        if self.executor.slots == 0 {
+            return bad("executor.slots", "must be at least 1");
         }
         if self.spec.max_parallelism == 0 {
             return bad("spec.max-parallelism", "must be at least 1");

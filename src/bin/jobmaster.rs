@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use jobmaster::executor::ExecutorConfig;
 use jobmaster::settings::Settings;
 use tracing_subscriber::EnvFilter;
 
@@ -23,6 +24,15 @@ struct Cli {
     /// HTTP address [default: server.http, 0.0.0.0:8081].
     #[arg(long, value_name = "ADDR")]
     http: Option<std::net::SocketAddr>,
+    /// Also start N in-process executors with temporary data dirs (a local cluster).
+    #[arg(long, value_name = "N")]
+    local: Option<u32>,
+    /// Slots of each local executor.
+    #[arg(long, value_name = "N", default_value_t = 4, requires = "local")]
+    local_slots: u32,
+    /// Submit this job spec once the daemon is up, and print how to watch it.
+    #[arg(long, value_name = "SPEC")]
+    submit: Option<PathBuf>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -63,7 +73,109 @@ async fn main() -> anyhow::Result<()> {
     let http = tokio::net::TcpListener::bind(settings.server.http)
         .await
         .with_context(|| format!("cannot listen on {} (server.http)", settings.server.http))?;
-    jobmaster::server::serve(settings, grpc, http, shutdown_signal()).await
+    let grpc_addr = grpc.local_addr()?;
+    let endpoint = format!(
+        "http://{}",
+        if grpc_addr.ip().is_unspecified() {
+            std::net::SocketAddr::new([127, 0, 0, 1].into(), grpc_addr.port())
+        } else {
+            grpc_addr
+        }
+    );
+    let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
+    let mut waiters = Vec::new();
+    let local_root = std::env::temp_dir().join(format!("jobmaster-local-{}", std::process::id()));
+    if let Some(n) = cli.local {
+        let root = local_root.clone();
+        for i in 0..n {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let config = jobmaster::executor::resolve(
+                ExecutorConfig {
+                    jobmaster: endpoint.clone(),
+                    id: format!("local-{i}"),
+                    advertise: String::new(),
+                    slots: cli.local_slots,
+                    data_dir: root.join(format!("executor-{i}")),
+                    persistent_dir: root.join("persistent"),
+                    jobmaster_reconnect_timeout: settings.executor.jobmaster_reconnect_timeout,
+                    cancel_grace: settings.executor.cancel_grace,
+                    min_free_disk: settings.executor.min_free_disk_bytes,
+                    rpc_timeout: settings.rpc.timeout,
+                },
+                listener.local_addr()?,
+            )?;
+            let mut rx = stop.subscribe();
+            waiters.push(tokio::spawn(jobmaster::executor::run(
+                config,
+                listener,
+                async move {
+                    let _ = rx.recv().await;
+                },
+            )));
+        }
+        eprintln!(
+            "local cluster: {n} executors, data under {}",
+            root.display()
+        );
+    }
+    if let Some(spec) = cli.submit {
+        let text = std::fs::read_to_string(&spec)
+            .with_context(|| format!("cannot read job spec {}", spec.display()))?;
+        let endpoint = endpoint.clone();
+        tokio::spawn(async move {
+            match submit(&endpoint, text).await {
+                Ok(job) => eprintln!(
+                    "submitted job {job}\n\
+                     watch it:        grpcurl -plaintext -d '{{\"job_id\":\"{job}\"}}' {host} jobmaster.v1.JobMasterService/GetJob\n\
+                     fail one task:   grpcurl -plaintext -d '{{\"job_id\":\"{job}\",\"task\":\"beijing-orders#1\"}}' {host} jobmaster.v1.JobMasterService/InjectFailure\n\
+                     then GetJob again: only that task's region has a new attempt.",
+                    host = endpoint.trim_start_matches("http://")
+                ),
+                Err(e) => eprintln!("jobmaster: submitting the job failed: {e}"),
+            }
+        });
+    }
+    let stop_executors = stop.clone();
+    let result = jobmaster::server::serve(settings, grpc, http, async move {
+        shutdown_signal().await;
+        let _ = stop_executors.send(());
+    })
+    .await;
+    let local = !waiters.is_empty();
+    for w in waiters {
+        let _ = w.await;
+    }
+    if local {
+        let _ = std::fs::remove_dir_all(&local_root);
+    }
+    result
+}
+
+/// Submits a spec to the daemon at `endpoint`, retrying while it starts.
+async fn submit(endpoint: &str, spec: String) -> anyhow::Result<String> {
+    use jobmaster::api::v1::SubmitJobRequest;
+    use jobmaster::api::v1::job_master_service_client::JobMasterServiceClient;
+    let mut tries = 0;
+    let mut client = loop {
+        match JobMasterServiceClient::connect(endpoint.to_owned()).await {
+            Ok(c) => break c,
+            Err(_) if tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    // Give local executors a moment to register so the job is placed at once.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let response = client
+        .submit_job(SubmitJobRequest {
+            spec,
+            format: String::new(),
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+    Ok(response.into_inner().job_id)
 }
 
 /// Completes on SIGINT or SIGTERM.

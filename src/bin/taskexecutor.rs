@@ -1,0 +1,97 @@
+//! The reference `taskexecutor` agent.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use jobmaster::executor::ExecutorConfig;
+use jobmaster::settings::Settings;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "taskexecutor",
+    version,
+    about = "Runs jobmaster tasks as processes on this machine"
+)]
+struct Cli {
+    /// Configuration file (TOML, keys as in config/default.toml, section [executor]).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The JobMaster's gRPC URL [default: http://127.0.0.1:6123].
+    #[arg(long, value_name = "URL")]
+    jobmaster: Option<String>,
+    /// Tasks run at once [default: 4].
+    #[arg(long)]
+    slots: Option<u32>,
+    /// Blocking partitions, logs and descriptors.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Persistent partitions (storage that outlives this executor).
+    #[arg(long, value_name = "DIR")]
+    persistent_dir: Option<PathBuf>,
+    /// TaskExecutorService address [default: 0.0.0.0:6124]; port 0 picks one.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+    /// Address to register, host:port [default: the listen address].
+    #[arg(long, value_name = "ADDR")]
+    advertise: Option<String>,
+    /// Executor id [default: host name and port].
+    #[arg(long)]
+    id: Option<String>,
+    /// Log as JSON.
+    #[arg(long)]
+    log_json: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    if cli.log_json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let settings = Settings::load(cli.config.as_deref())?;
+    let s = settings.executor;
+    let listen = cli.listen.unwrap_or(s.listen);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let config = jobmaster::executor::resolve(
+        ExecutorConfig {
+            jobmaster: cli.jobmaster.unwrap_or(s.jobmaster),
+            id: cli.id.unwrap_or(s.id),
+            advertise: cli.advertise.unwrap_or(s.advertise),
+            slots: cli.slots.unwrap_or(s.slots),
+            data_dir: cli.data_dir.unwrap_or_else(|| PathBuf::from(&s.data_dir)),
+            persistent_dir: cli
+                .persistent_dir
+                .unwrap_or_else(|| PathBuf::from(&s.persistent_dir)),
+            jobmaster_reconnect_timeout: s.jobmaster_reconnect_timeout,
+            cancel_grace: s.cancel_grace,
+            min_free_disk: s.min_free_disk_bytes,
+            rpc_timeout: settings.rpc.timeout,
+        },
+        listener.local_addr()?,
+    )?;
+    jobmaster::executor::run(config, listener, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

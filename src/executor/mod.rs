@@ -1,0 +1,375 @@
+//! The reference TaskExecutor agent (DESIGN §1, §4): registers with the JobMaster, offers its
+//! slots, heartbeats, runs each task as a child process, keeps result partitions on disk and
+//! serves them, and obeys the JobMaster's epoch.
+//!
+//! [`run`] takes a bound listener and a shutdown future, like the daemon's `serve`.
+
+mod partitions;
+mod process;
+mod service;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::transport::{Channel, Endpoint};
+use tracing::{debug, info, warn};
+
+use crate::api::v1::task_executor_gateway_client::TaskExecutorGatewayClient;
+use crate::api::v1::task_executor_service_server::TaskExecutorServiceServer;
+use crate::api::v1::{
+    AttemptRef, DisconnectRequest, HeartbeatRequest, PartitionRef, RegisterExecutorRequest,
+    UpdateTaskStateRequest,
+};
+
+/// How an executor is set up.
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    /// The JobMaster's gRPC URL, e.g. `http://127.0.0.1:6123`.
+    pub jobmaster: String,
+    pub id: String,
+    /// host:port the JobMaster and other executors reach this executor at.
+    pub advertise: String,
+    pub slots: u32,
+    pub data_dir: PathBuf,
+    pub persistent_dir: PathBuf,
+    /// Without the JobMaster for this long, the executor kills its tasks.
+    pub jobmaster_reconnect_timeout: Duration,
+    /// SIGTERM, then SIGKILL after this long.
+    pub cancel_grace: Duration,
+    /// Below this many free bytes in the data dir, new tasks are refused.
+    pub min_free_disk: u64,
+    pub rpc_timeout: Duration,
+}
+
+/// Fills in defaults that depend on the bound address: the advertised address, the id and
+/// the directories.
+pub fn resolve(
+    mut config: ExecutorConfig,
+    bound: std::net::SocketAddr,
+) -> anyhow::Result<ExecutorConfig> {
+    if config.slots == 0 {
+        anyhow::bail!("slots must be at least 1");
+    }
+    if config.advertise.is_empty() {
+        let ip = if bound.ip().is_unspecified() {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            bound.ip()
+        };
+        config.advertise = std::net::SocketAddr::new(ip, bound.port()).to_string();
+    }
+    if config.id.is_empty() {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "executor".to_owned());
+        config.id = format!("{host}-{}", bound.port());
+    }
+    if !partitions::safe_component(&config.id) {
+        anyhow::bail!("executor id {:?} must be a plain name (no '/')", config.id);
+    }
+    if config.data_dir.as_os_str().is_empty() {
+        config.data_dir = std::env::temp_dir().join(format!("jobmaster-executor-{}", config.id));
+    }
+    if config.persistent_dir.as_os_str().is_empty() {
+        config.persistent_dir = config.data_dir.join("persistent");
+    }
+    Ok(config)
+}
+
+/// Key of an attempt: (job, vertex, subtask, attempt).
+pub(crate) type AttemptKey = (String, String, u32, u32);
+
+pub(crate) fn key(a: &AttemptRef) -> AttemptKey {
+    (a.job_id.clone(), a.vertex.clone(), a.subtask, a.attempt)
+}
+
+pub(crate) struct Running {
+    pub(crate) attempt: AttemptRef,
+    /// Process group id once the process runs.
+    pub(crate) pid: Option<u32>,
+    pub(crate) cancel: Arc<Notify>,
+    pub(crate) cancelled: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    /// Highest JobMaster epoch seen; older commands are refused.
+    pub(crate) epoch: u64,
+    pub(crate) attempts: HashMap<AttemptKey, Running>,
+    /// Partitions hosted here (blocking ones in the data dir).
+    pub(crate) partitions: Vec<PartitionRef>,
+}
+
+/// The agent shared by the gRPC service, the task runners and the heartbeat loop.
+pub(crate) struct Agent {
+    pub(crate) config: ExecutorConfig,
+    pub(crate) session: Mutex<String>,
+    pub(crate) state: Mutex<State>,
+    pub(crate) gateway: TaskExecutorGatewayClient<Channel>,
+    /// Reports for the JobMaster, sent in order by one task.
+    pub(crate) reports: mpsc::UnboundedSender<UpdateTaskStateRequest>,
+}
+
+fn new_session() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{:x}-{:x}", std::process::id(), nanos)
+}
+
+impl Agent {
+    pub(crate) fn session(&self) -> String {
+        self.session.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic elsewhere must not wedge the executor: keep using the state.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a state report for the JobMaster.
+    pub(crate) fn report(&self, attempt: &AttemptRef, state: &str, class: &str, message: String) {
+        let _ = self.reports.send(UpdateTaskStateRequest {
+            executor_id: self.config.id.clone(),
+            session_id: self.session(),
+            attempt: Some(attempt.clone()),
+            state: state.to_owned(),
+            failure_class: class.to_owned(),
+            message,
+            missing_partition: None,
+        });
+    }
+
+    /// Kills every attempt (declared lost, JobMaster gone, shutting down).
+    pub(crate) fn kill_all(&self, why: &str) {
+        let attempts: Vec<(AttemptRef, Option<u32>, Arc<Notify>)> = {
+            let mut state = self.lock();
+            state
+                .attempts
+                .values_mut()
+                .map(|r| {
+                    r.cancelled = true;
+                    (r.attempt.clone(), r.pid, r.cancel.clone())
+                })
+                .collect()
+        };
+        for (attempt, pid, cancel) in attempts {
+            info!(job = %attempt.job_id, task = %format!("{}#{}", attempt.vertex, attempt.subtask), attempt = attempt.attempt, why, "killing attempt");
+            if let Some(pid) = pid {
+                process::signal_group(pid, libc::SIGKILL);
+            }
+            cancel.notify_one();
+        }
+    }
+
+    fn free_disk(&self) -> u64 {
+        partitions::free_disk(&self.config.data_dir)
+    }
+}
+
+/// Runs an executor on `listener` until `shutdown` completes.
+pub async fn run(
+    config: ExecutorConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    for dir in [
+        config.data_dir.clone(),
+        config.data_dir.join("pids"),
+        config.data_dir.join("attempts"),
+        config.persistent_dir.clone(),
+    ] {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    }
+    let reaped = process::reap_leftovers(&config.data_dir.join("pids"));
+    if reaped > 0 {
+        warn!(reaped, "killed task processes left by an earlier run");
+    }
+    // Outputs of an earlier run are unknown to the JobMaster now: start clean.
+    let _ = std::fs::remove_dir_all(config.data_dir.join("partitions"));
+
+    let endpoint = Endpoint::from_shared(config.jobmaster.clone())?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(config.rpc_timeout);
+    let gateway = TaskExecutorGatewayClient::new(endpoint.connect_lazy());
+    let (reports, report_rx) = mpsc::unbounded_channel();
+    let agent = Arc::new(Agent {
+        config: config.clone(),
+        session: Mutex::new(new_session()),
+        state: Mutex::new(State::default()),
+        gateway,
+        reports,
+    });
+
+    let service = TaskExecutorServiceServer::new(service::Service::new(agent.clone()))
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                let _ = stop_rx.changed().await;
+            }),
+    );
+    let reporter = tokio::spawn(report_loop(agent.clone(), report_rx));
+    let connection = tokio::spawn(connection_loop(agent.clone()));
+    info!(id = %config.id, address = %config.advertise, slots = config.slots, "executor started");
+
+    shutdown.await;
+    info!("executor shutting down");
+    connection.abort();
+    agent.kill_all("executor shutting down");
+    let mut gateway = agent.gateway.clone();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        gateway.disconnect(DisconnectRequest {
+            executor_id: config.id.clone(),
+            session_id: agent.session(),
+            reason: "shutting down".into(),
+        }),
+    )
+    .await;
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    reporter.abort();
+    Ok(())
+}
+
+/// Sends state reports in order, retrying while the JobMaster is unreachable.
+async fn report_loop(agent: Arc<Agent>, mut rx: mpsc::UnboundedReceiver<UpdateTaskStateRequest>) {
+    while let Some(mut report) = rx.recv().await {
+        let mut delay = Duration::from_millis(50);
+        let deadline = Instant::now() + agent.config.jobmaster_reconnect_timeout;
+        loop {
+            // A re-registration changes the session: report under the current one.
+            report.session_id = agent.session();
+            let mut gateway = agent.gateway.clone();
+            match gateway.update_task_state(report.clone()).await {
+                Ok(_) => break,
+                Err(status)
+                    if matches!(
+                        status.code(),
+                        tonic::Code::Unavailable
+                            | tonic::Code::DeadlineExceeded
+                            | tonic::Code::Unknown
+                    ) && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                Err(status) => {
+                    // Stale attempt or unknown session: the JobMaster has moved on.
+                    debug!(code = ?status.code(), message = status.message(), "report refused");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Registers, then keeps a heartbeat stream open; re-registers when told to; kills every
+/// attempt when the JobMaster stays unreachable for `jobmaster_reconnect_timeout`.
+async fn connection_loop(agent: Arc<Agent>) {
+    let mut unreachable_since: Option<Instant> = None;
+    loop {
+        match session(&agent).await {
+            Ok(SessionEnd::Reregister) => {
+                warn!("declared lost by the jobmaster: killing attempts and registering again");
+                agent.kill_all("declared lost by the jobmaster");
+                if let Ok(mut s) = agent.session.lock() {
+                    *s = new_session();
+                }
+                unreachable_since = None;
+                continue;
+            }
+            Ok(SessionEnd::Closed) | Err(_) => {}
+        }
+        let since = *unreachable_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= agent.config.jobmaster_reconnect_timeout {
+            let any = !agent.lock().attempts.is_empty();
+            if any {
+                warn!("jobmaster unreachable for too long: killing attempts");
+                agent.kill_all("jobmaster unreachable");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+enum SessionEnd {
+    Reregister,
+    Closed,
+}
+
+async fn session(agent: &Arc<Agent>) -> Result<SessionEnd, tonic::Status> {
+    let mut gateway = agent.gateway.clone();
+    let registered = gateway
+        .register_executor(RegisterExecutorRequest {
+            executor_id: agent.config.id.clone(),
+            address: agent.config.advertise.clone(),
+            slots: agent.config.slots,
+            session_id: agent.session(),
+            free_disk_bytes: agent.free_disk(),
+        })
+        .await?
+        .into_inner();
+    {
+        let mut state = agent.lock();
+        state.epoch = state.epoch.max(registered.epoch);
+    }
+    let interval = Duration::from_millis(registered.heartbeat_interval_ms.max(10));
+    info!(epoch = registered.epoch, interval = ?interval, "registered with the jobmaster");
+    let (tx, rx) = mpsc::channel(4);
+    let mut responses = gateway
+        .heartbeat(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let (attempts, partitions) = {
+                    let state = agent.lock();
+                    (
+                        state.attempts.values().map(|r| r.attempt.clone()).collect(),
+                        state.partitions.clone(),
+                    )
+                };
+                let hb = HeartbeatRequest {
+                    executor_id: agent.config.id.clone(),
+                    session_id: agent.session(),
+                    attempts,
+                    partitions,
+                    free_disk_bytes: agent.free_disk(),
+                };
+                if tx.send(hb).await.is_err() {
+                    return Ok(SessionEnd::Closed);
+                }
+            }
+            response = responses.next() => match response {
+                Some(Ok(r)) => {
+                    {
+                        let mut state = agent.lock();
+                        state.epoch = state.epoch.max(r.epoch);
+                    }
+                    if r.reregister {
+                        return Ok(SessionEnd::Reregister);
+                    }
+                }
+                Some(Err(status)) => return Err(status),
+                None => return Ok(SessionEnd::Closed),
+            }
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! Result partitions on disk: where they live, how much disk is free, deleting them.
+//!
+//! A blocking output of attempt `a` of task `p#i` for consumer vertex `c` is a directory
+//! `DATA/partitions/JOB/p#i.a/c/` holding one file per consumer subtask (`0`, `1`, ...);
+//! a persistent output has the same layout under the persistent directory.
+
+use std::path::{Path, PathBuf};
+
+use crate::api::v1::PartitionRef;
+
+/// A name that is safe as one path component.
+pub(crate) fn safe_component(s: &str) -> bool {
+    !s.is_empty()
+        && s != "."
+        && s != ".."
+        && !s.contains('/')
+        && !s.contains('\0')
+        && s.len() <= 255
+}
+
+/// The directory of a partition under `root` (data dir or persistent dir), or `None` when a
+/// name is not a safe path component.
+pub(crate) fn partition_dir(
+    root: &Path,
+    job: &str,
+    producer: &str,
+    attempt: u32,
+    consumer: &str,
+) -> Option<PathBuf> {
+    if !(safe_component(job) && safe_component(producer) && safe_component(consumer)) {
+        return None;
+    }
+    Some(
+        root.join("partitions")
+            .join(job)
+            .join(format!("{producer}.{attempt}"))
+            .join(consumer),
+    )
+}
+
+pub(crate) fn ref_dir(root: &Path, r: &PartitionRef) -> Option<PathBuf> {
+    partition_dir(root, &r.job_id, &r.producer, r.attempt, &r.consumer_vertex)
+}
+
+/// Free bytes on the file system holding `path`.
+pub(crate) fn free_disk(path: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return 0;
+    };
+    // SAFETY: statvfs writes into the zeroed struct we pass; `c` is a valid C string.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut st) == 0 {
+            (st.f_bavail as u64).saturating_mul(st.f_frsize as u64)
+        } else {
+            0
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsafe_names_never_become_paths() {
+        let root = Path::new("/data");
+        assert!(partition_dir(root, "j", "../etc", 0, "c").is_none());
+        assert!(partition_dir(root, "j", "a#0", 0, "..").is_none());
+        assert!(partition_dir(root, "", "a#0", 0, "c").is_none());
+        assert_eq!(
+            partition_dir(root, "j", "a#0", 2, "c").unwrap(),
+            Path::new("/data/partitions/j/a#0.2/c")
+        );
+    }
+}

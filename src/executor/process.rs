@@ -1,0 +1,109 @@
+//! Task processes: each attempt runs in its own process group, dies with the executor
+//! (parent-death signal), and is recorded in a pid file so that a restarted executor kills
+//! whatever an earlier run left behind (grandchildren escape the parent-death signal).
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use tokio::process::{Child, Command};
+
+/// Starts `command` in a new process group with `env`, logging to `stdout`/`stderr`.
+pub(crate) fn spawn(
+    command: &[String],
+    env: &[(String, String)],
+    cwd: &Path,
+    stdout: &Path,
+    stderr: &Path,
+) -> io::Result<Child> {
+    let (program, args) = command
+        .split_first()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(stdout)?)
+        .stderr(std::fs::File::create(stderr)?)
+        .kill_on_drop(false);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setpgid(0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            #[cfg(target_os = "linux")]
+            {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The executor may have died between fork and prctl.
+                if libc::getppid() == 1 {
+                    libc::_exit(137);
+                }
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// Sends `signal` to the whole process group led by `pid`.
+pub(crate) fn signal_group(pid: u32, signal: i32) {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return;
+    }
+    // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
+    unsafe {
+        libc::kill(-(pid as i32), signal);
+    }
+}
+
+/// The last `max` bytes of a file, as text (for failure reports).
+pub(crate) fn tail(path: &Path, max: usize) -> String {
+    let Ok(bytes) = std::fs::read(path) else {
+        return String::new();
+    };
+    let start = bytes.len().saturating_sub(max);
+    String::from_utf8_lossy(&bytes[start..]).trim().to_owned()
+}
+
+/// Start time of a process (field 22 of /proc/PID/stat), to tell it from a reused pid.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces; fields after it are separated cleanly.
+    let after = stat.rsplit_once(')')?.1;
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Records a task process so a later run of the executor can kill it.
+pub(crate) fn record(pids: &Path, name: &str, pid: u32) -> Option<PathBuf> {
+    let start = start_time(pid)?;
+    let path = pids.join(name);
+    std::fs::write(&path, format!("{pid} {start}\n")).ok()?;
+    Some(path)
+}
+
+/// Kills the process groups recorded by an earlier run that are still alive; returns how many.
+pub(crate) fn reap_leftovers(pids: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(pids) else {
+        return 0;
+    };
+    let mut killed = 0;
+    for entry in entries.flatten() {
+        if let Ok(text) = std::fs::read_to_string(entry.path()) {
+            let mut parts = text.split_whitespace();
+            let pid = parts.next().and_then(|p| p.parse::<u32>().ok());
+            let start = parts.next().and_then(|s| s.parse::<u64>().ok());
+            if let (Some(pid), Some(start)) = (pid, start)
+                && start_time(pid) == Some(start)
+            {
+                signal_group(pid, libc::SIGKILL);
+                killed += 1;
+            }
+        }
+        let _ = std::fs::remove_file(entry.path());
+    }
+    killed
+}
