@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod core;
+pub mod ctl;
 pub mod executor;
 pub mod plan;
 pub mod server;

@@ -1,18 +1,29 @@
-//! jmctl: the operators' CLI. Offline tools (`plan`, `simulate`) work without a daemon.
+//! jmctl: the operators' CLI. Offline tools (`plan`, `simulate`) work without a daemon; the
+//! other commands call a running JobMaster.
 //!
-//! Exit codes: 0 success, 2 bad usage or bad input (one line on stderr).
+//! Exit codes: 0 success, 1 server or connection error, 2 bad usage or bad input (one line on
+//! stderr).
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use jobmaster::core::{FailoverStrategy, JobSpec, SpecFormat};
+use jobmaster::ctl;
 use jobmaster::plan::{Plan, PlanRequest};
 use jobmaster::simulate::{self, Scenario};
 
 #[derive(Parser)]
 #[command(name = "jmctl", version, about = "Operate and plan jobmaster jobs")]
 struct Cli {
+    /// The JobMaster's gRPC URL.
+    #[arg(
+        long,
+        global = true,
+        env = "JOBMASTER_ENDPOINT",
+        default_value = "http://127.0.0.1:6123"
+    )]
+    endpoint: String,
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
@@ -55,10 +66,79 @@ enum Command {
         #[arg(long)]
         summary: bool,
     },
+    /// Submit a job spec; prints the job id.
+    Submit {
+        /// Job spec file (TOML or JSON; `-` reads standard input).
+        spec: String,
+    },
+    /// List jobs.
+    List,
+    /// A job's state and its tasks, grouped by region.
+    Status { job: String },
+    /// Cancel a job.
+    Cancel { job: String },
+    /// What would restart, and why, if a task failed or an executor were lost now.
+    Explain {
+        job: String,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// A job's exception history, newest first.
+    Exceptions { job: String },
+    /// Registered executors.
+    Executors,
+    /// Live events (of one job, or all) until interrupted.
+    Watch { job: Option<String> },
+    /// Drill: fail a task's current attempt, or declare an executor lost.
+    Inject {
+        job: String,
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Failure class for a task: recoverable, non-recoverable, partition-lost.
+        #[arg(long, default_value = "recoverable")]
+        class: String,
+        /// Failure message.
+        #[arg(long, default_value = "")]
+        message: String,
+    },
+    /// Print shell completions.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct TargetArgs {
+    /// A task, vertex#subtask.
+    #[arg(long)]
+    task: Option<String>,
+    /// An executor id.
+    #[arg(long)]
+    executor: Option<String>,
+}
+
+impl TargetArgs {
+    fn target(&self) -> ctl::Target {
+        match (&self.task, &self.executor) {
+            (Some(t), _) => ctl::Target::Task(t.clone()),
+            (None, Some(e)) => ctl::Target::Executor(e.clone()),
+            (None, None) => ctl::Target::Task(String::new()),
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Completions { shell } = &cli.command {
+        use clap::CommandFactory;
+        clap_complete::generate(*shell, &mut Cli::command(), "jmctl", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    if !matches!(cli.command, Command::Plan { .. } | Command::Simulate { .. }) {
+        return remote(&cli);
+    }
     match run(&cli) {
         Ok(text) => {
             let mut stdout = std::io::stdout().lock();
@@ -77,6 +157,61 @@ fn main() -> ExitCode {
         Err(message) => {
             eprintln!("jmctl: error: {message}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs a command against the JobMaster.
+fn remote(cli: &Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("jmctl: error: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let json = cli.output == Output::Json;
+    let result = runtime.block_on(async {
+        let mut client = ctl::connect(&cli.endpoint).await?;
+        let c = &mut client;
+        match &cli.command {
+            Command::Submit { spec } => ctl::submit(c, spec, json).await,
+            Command::List => ctl::list(c, json).await,
+            Command::Status { job } => ctl::status(c, job, json).await,
+            Command::Cancel { job } => ctl::cancel(c, job, json).await,
+            Command::Explain { job, target } => ctl::explain(c, job, target.target(), json).await,
+            Command::Exceptions { job } => ctl::exceptions(c, job, json).await,
+            Command::Executors => ctl::executors(c, json).await,
+            Command::Inject {
+                job,
+                target,
+                class,
+                message,
+            } => ctl::inject(c, job, target.target(), class, message).await,
+            Command::Watch { job } => {
+                let mut out = std::io::stdout();
+                tokio::select! {
+                    r = ctl::watch(c, job.as_deref(), json, &mut out) => r.map(|()| String::new()),
+                    _ = tokio::signal::ctrl_c() => Ok(String::new()),
+                }
+            }
+            _ => Ok(String::new()),
+        }
+    });
+    match result {
+        Ok(text) => {
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout
+                .write_all(text.as_bytes())
+                .and_then(|()| stdout.flush());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("jmctl: error: {}", e.message);
+            ExitCode::from(e.code)
         }
     }
 }
@@ -106,6 +241,7 @@ fn run(cli: &Cli) -> Result<String, String> {
             })
         }
         Command::Simulate { scenario, summary } => simulate(scenario, *summary, cli.output),
+        _ => Ok(String::new()),
     }
 }
 

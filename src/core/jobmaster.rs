@@ -943,6 +943,12 @@ impl JobMaster {
                 state,
             });
         }
+        if state.is_on_executor() {
+            // The process is alive: stop it first, so that the redeploy never runs beside it.
+            self.jobs.get_mut(&id).expect("exists").tasks[t.index()].avoid =
+                self.jobs[&id].tasks[t.index()].executor.clone();
+            self.stop_task(id, t, now);
+        }
         self.fail_attempt(id, t, failure, now);
         Ok(())
     }
@@ -1014,13 +1020,18 @@ impl JobMaster {
                 ),
             }))
             .collect();
+        // An attempt already being cancelled (an injected failure of a live process) stays
+        // CANCELING: the restart waits until its process is really gone.
+        let mut marked = Vec::new();
         for (t, _, _) in &failures {
-            if !job.tasks[t.index()].log.state().is_terminal() {
+            let state = job.tasks[t.index()].log.state();
+            if !state.is_terminal() && state != AttemptState::Canceling {
                 job.set_attempt_state(*t, AttemptState::Failed, now, &mut self.out);
+                marked.push(*t);
             }
         }
-        for (t, _, _) in &failures {
-            self.free_slot(id, *t);
+        for t in marked {
+            self.free_slot(id, t);
         }
         let job = self.jobs.get_mut(&id).expect("exists");
         if !job.state.state().is_active() {

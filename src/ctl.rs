@@ -1,0 +1,437 @@
+//! `jmctl`'s operator commands: calls to a running JobMaster's `JobMasterService`, rendered as
+//! tables or JSON.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use serde_json::json;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+use crate::api::v1::job_master_service_client::JobMasterServiceClient;
+use crate::api::v1::{
+    CancelJobRequest, ExplainFailoverRequest, GetExceptionHistoryRequest, GetJobRequest,
+    InjectFailureRequest, ListExecutorsRequest, ListJobsRequest, SubmitJobRequest, WatchEvent,
+    WatchEventsRequest, explain_failover_request, inject_failure_request,
+};
+use crate::core::{JobSpec, SpecFormat};
+
+/// A failed command: exit code 1 (server or connection) or 2 (usage or input), one line.
+#[derive(Debug)]
+pub struct CtlError {
+    pub code: u8,
+    pub message: String,
+}
+
+impl CtlError {
+    pub fn input(message: impl Into<String>) -> CtlError {
+        CtlError {
+            code: 2,
+            message: message.into(),
+        }
+    }
+
+    fn server(status: tonic::Status) -> CtlError {
+        CtlError {
+            code: 1,
+            message: format!("{:?}: {}", status.code(), status.message()),
+        }
+    }
+}
+
+pub type Client = JobMasterServiceClient<Channel>;
+
+/// Connects to the JobMaster at `endpoint`.
+pub async fn connect(endpoint: &str) -> Result<Client, CtlError> {
+    let ep = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+        .map_err(|e| CtlError::input(format!("endpoint {endpoint:?}: {e}")))?
+        .connect_timeout(std::time::Duration::from_secs(3));
+    let channel = ep.connect().await.map_err(|e| CtlError {
+        code: 1,
+        message: format!("cannot connect to the jobmaster at {endpoint}: {e}"),
+    })?;
+    Ok(JobMasterServiceClient::new(channel).max_decoding_message_size(64 << 20))
+}
+
+/// A target of explain/inject: a task or an executor.
+pub enum Target {
+    Task(String),
+    Executor(String),
+}
+
+fn to_json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default() + "\n"
+}
+
+/// Submits a spec file (validated locally first, so input errors exit with 2).
+pub async fn submit(client: &mut Client, path: &str, json_out: bool) -> Result<String, CtlError> {
+    let text = if path == "-" {
+        let mut t = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut t).map_err(|e| {
+            CtlError::input(format!("cannot read the spec from standard input: {e}"))
+        })?;
+        t
+    } else {
+        std::fs::read_to_string(path)
+            .map_err(|e| CtlError::input(format!("cannot read job spec {path:?}: {e}")))?
+    };
+    let format = SpecFormat::detect((path != "-").then_some(path), &text);
+    JobSpec::parse(&text, format).map_err(|e| CtlError::input(format!("{path}: {e}")))?;
+    let r = client
+        .submit_job(SubmitJobRequest {
+            spec: text,
+            format: match format {
+                SpecFormat::Toml => "toml".into(),
+                SpecFormat::Json => "json".into(),
+            },
+        })
+        .await
+        .map_err(CtlError::server)?
+        .into_inner();
+    Ok(if json_out {
+        to_json(&json!({ "job_id": r.job_id }))
+    } else {
+        format!("{}\n", r.job_id)
+    })
+}
+
+pub async fn list(client: &mut Client, json_out: bool) -> Result<String, CtlError> {
+    let jobs = client
+        .list_jobs(ListJobsRequest {})
+        .await
+        .map_err(CtlError::server)?
+        .into_inner()
+        .jobs;
+    if json_out {
+        return Ok(to_json(
+            &jobs
+                .iter()
+                .map(|j| {
+                    json!({"job_id": j.job_id, "name": j.name, "state": j.state, "tasks": j.tasks,
+                           "regions": j.regions, "restarts": j.restarts})
+                })
+                .collect::<Vec<_>>(),
+        ));
+    }
+    let mut out = format!(
+        "{:<18} {:<24} {:<11} {:>6} {:>8} {:>9}\n",
+        "JOB", "NAME", "STATE", "TASKS", "REGIONS", "RESTARTS"
+    );
+    for j in jobs {
+        let _ = writeln!(
+            out,
+            "{:<18} {:<24} {:<11} {:>6} {:>8} {:>9}",
+            j.job_id, j.name, j.state, j.tasks, j.regions, j.restarts
+        );
+    }
+    Ok(out)
+}
+
+pub async fn status(client: &mut Client, job: &str, json_out: bool) -> Result<String, CtlError> {
+    let j = client
+        .get_job(GetJobRequest { job_id: job.into() })
+        .await
+        .map_err(CtlError::server)?
+        .into_inner();
+    if json_out {
+        return Ok(to_json(&json!({
+            "job_id": j.job_id, "name": j.name, "state": j.state, "cause": j.cause,
+            "failover": j.failover,
+            "tasks": j.tasks.iter().map(|t| json!({"name": t.name, "state": t.state,
+                "attempt": t.attempt, "executor": t.executor, "region": t.region})).collect::<Vec<_>>(),
+            "counters": j.counters.map(|c| json!({"failovers": c.failovers, "restarts": c.restarts,
+                "full_restarts": c.full_restarts, "tasks_restarted": c.tasks_restarted,
+                "restarting_ms": c.restarting_ms})),
+        })));
+    }
+    let mut out = format!(
+        "job {} ({}): {}, failover {}\n",
+        j.job_id, j.name, j.state, j.failover
+    );
+    if !j.cause.is_empty() {
+        let _ = writeln!(out, "cause: {}", j.cause);
+    }
+    if let Some(c) = &j.counters {
+        let _ = writeln!(
+            out,
+            "failovers {}, restarts {}, full restarts {}, tasks restarted {}, time restarting {} ms",
+            c.failovers, c.restarts, c.full_restarts, c.tasks_restarted, c.restarting_ms
+        );
+    }
+    let mut tasks = j.tasks;
+    tasks.sort_by_key(|t| t.region);
+    let _ = writeln!(
+        out,
+        "\n{:<7} {:<28} {:<13} {:>7}  EXECUTOR",
+        "REGION", "TASK", "STATE", "ATTEMPT"
+    );
+    for t in tasks {
+        let _ = writeln!(
+            out,
+            "{:<7} {:<28} {:<13} {:>7}  {}",
+            t.region, t.name, t.state, t.attempt, t.executor
+        );
+    }
+    Ok(out)
+}
+
+pub async fn cancel(client: &mut Client, job: &str, json_out: bool) -> Result<String, CtlError> {
+    let r = client
+        .cancel_job(CancelJobRequest { job_id: job.into() })
+        .await
+        .map_err(CtlError::server)?
+        .into_inner();
+    Ok(if json_out {
+        to_json(&json!({"job_id": job, "state": r.state}))
+    } else {
+        format!("job {job}: {}\n", r.state)
+    })
+}
+
+pub async fn explain(
+    client: &mut Client,
+    job: &str,
+    target: Target,
+    json_out: bool,
+) -> Result<String, CtlError> {
+    let target = match target {
+        Target::Task(t) => explain_failover_request::Target::Task(t),
+        Target::Executor(e) => explain_failover_request::Target::Executor(e),
+    };
+    let r = client
+        .explain_failover(ExplainFailoverRequest {
+            job_id: job.into(),
+            target: Some(target),
+        })
+        .await
+        .map_err(CtlError::server)?
+        .into_inner();
+    if json_out {
+        return Ok(to_json(&json!({
+            "strategy": r.strategy, "restart": r.restart,
+            "reasons": r.reasons.iter().map(|x| json!({"region": x.region, "tasks": x.tasks,
+                "reason": x.reason, "failed_task": x.failed_task, "partition": x.partition,
+                "consumer": x.consumer, "producer": x.producer})).collect::<Vec<_>>(),
+        })));
+    }
+    let mut out = format!(
+        "strategy {}: {} tasks would restart\n\n",
+        r.strategy,
+        r.restart.len()
+    );
+    for x in r.reasons {
+        let scope = x
+            .region
+            .map_or_else(|| x.tasks.join(" "), |r| format!("region {r}"));
+        let why = match x.reason.as_str() {
+            "failed" => format!("failed: {}", x.failed_task),
+            "producer-of-lost-input" => format!(
+                "producer of lost input {} (read by {})",
+                x.partition, x.consumer
+            ),
+            "consumer-of-restarted-region" => format!("consumer of restarted {}", x.producer),
+            "lost-output" => format!("lost output {} still needed", x.partition),
+            other => other.to_owned(),
+        };
+        let _ = writeln!(out, "{scope:<12} {why:<50} {}", x.tasks.join(" "));
+    }
+    Ok(out)
+}
+
+pub async fn exceptions(
+    client: &mut Client,
+    job: &str,
+    json_out: bool,
+) -> Result<String, CtlError> {
+    let r = client
+        .get_exception_history(GetExceptionHistoryRequest { job_id: job.into() })
+        .await
+        .map_err(CtlError::server)?
+        .into_inner();
+    let failure = |f: &crate::api::v1::FailureInfo| {
+        json!({"time_ms": f.time_ms, "task": f.task, "attempt": f.attempt, "executor": f.executor,
+               "class": f.class, "message": f.message})
+    };
+    if json_out {
+        return Ok(to_json(&json!({
+            "truncated": r.truncated,
+            "entries": r.entries.iter().map(|e| json!({
+                "root": e.root.as_ref().map(failure),
+                "concurrent": e.concurrent.iter().map(failure).collect::<Vec<_>>(),
+                "restarted": e.restarted, "outcome": e.outcome})).collect::<Vec<_>>(),
+        })));
+    }
+    let mut out = String::new();
+    if r.entries.is_empty() {
+        out.push_str("no failures\n");
+    }
+    for e in r.entries.iter().rev() {
+        if let Some(f) = &e.root {
+            let _ = writeln!(
+                out,
+                "{:>10.3}s  {} attempt {} on {}  [{}] {}",
+                f.time_ms as f64 / 1000.0,
+                f.task,
+                f.attempt,
+                f.executor,
+                f.class,
+                f.message
+            );
+        }
+        for f in &e.concurrent {
+            let _ = writeln!(
+                out,
+                "             + {} attempt {} on {}  [{}] {}",
+                f.task, f.attempt, f.executor, f.class, f.message
+            );
+        }
+        let _ = writeln!(
+            out,
+            "             => {} ({} tasks)",
+            e.outcome,
+            e.restarted.len()
+        );
+    }
+    if r.truncated {
+        out.push_str("(older entries were dropped)\n");
+    }
+    Ok(out)
+}
+
+pub async fn executors(client: &mut Client, json_out: bool) -> Result<String, CtlError> {
+    let list = client
+        .list_executors(ListExecutorsRequest {})
+        .await
+        .map_err(CtlError::server)?
+        .into_inner()
+        .executors;
+    if json_out {
+        return Ok(to_json(
+            &list
+                .iter()
+                .map(|e| {
+                    json!({"id": e.id, "address": e.address, "slots": e.slots,
+                    "free_slots": e.free_slots, "heartbeat_age_ms": e.heartbeat_age_ms,
+                    "partitions": e.partitions, "free_disk_bytes": e.free_disk_bytes})
+                })
+                .collect::<Vec<_>>(),
+        ));
+    }
+    let mut out = format!(
+        "{:<20} {:<22} {:>5} {:>5} {:>9} {:>10} {:>14}\n",
+        "EXECUTOR", "ADDRESS", "SLOTS", "FREE", "HB_AGE_MS", "PARTITIONS", "FREE_DISK"
+    );
+    for e in list {
+        let _ = writeln!(
+            out,
+            "{:<20} {:<22} {:>5} {:>5} {:>9} {:>10} {:>14}",
+            e.id,
+            e.address,
+            e.slots,
+            e.free_slots,
+            e.heartbeat_age_ms,
+            e.partitions,
+            e.free_disk_bytes
+        );
+    }
+    Ok(out)
+}
+
+pub async fn inject(
+    client: &mut Client,
+    job: &str,
+    target: Target,
+    class: &str,
+    message: &str,
+) -> Result<String, CtlError> {
+    let (target, what) = match target {
+        Target::Task(t) => (
+            inject_failure_request::Target::Task(t.clone()),
+            format!("task {t}"),
+        ),
+        Target::Executor(e) => (
+            inject_failure_request::Target::Executor(e.clone()),
+            format!("executor {e}"),
+        ),
+    };
+    client
+        .inject_failure(InjectFailureRequest {
+            job_id: job.into(),
+            target: Some(target),
+            class: class.into(),
+            message: message.into(),
+        })
+        .await
+        .map_err(CtlError::server)?;
+    Ok(format!("injected a failure into {what}\n"))
+}
+
+/// Streams events to `out` until the server ends the stream or the process is interrupted.
+pub async fn watch(
+    client: &mut Client,
+    job: Option<&str>,
+    json_out: bool,
+    out: &mut (dyn std::io::Write + Send),
+) -> Result<(), CtlError> {
+    let mut stream = client
+        .watch_events(WatchEventsRequest {
+            job_id: job.unwrap_or_default().into(),
+        })
+        .await
+        .map_err(CtlError::server)?
+        .into_inner();
+    while let Some(event) = stream.next().await {
+        let e = event.map_err(CtlError::server)?;
+        let line = if json_out {
+            event_json(&e)
+        } else {
+            event_line(&e)
+        };
+        if out
+            .write_all(line.as_bytes())
+            .and_then(|()| out.flush())
+            .is_err()
+        {
+            return Ok(()); // the reader went away
+        }
+    }
+    Ok(())
+}
+
+fn event_json(e: &WatchEvent) -> String {
+    to_json(
+        &json!({"time_ms": e.time_ms, "kind": e.kind, "job_id": e.job_id, "task": e.task,
+        "attempt": e.attempt, "executor": e.executor, "state": e.state, "detail": e.detail,
+        "tasks": e.tasks, "delay_ms": e.delay_ms, "merged": e.merged}),
+    )
+}
+
+fn event_line(e: &WatchEvent) -> String {
+    let mut s = format!("{:>10.3}s  {:<20}", e.time_ms as f64 / 1000.0, e.kind);
+    if !e.job_id.is_empty() {
+        let _ = write!(s, " job {}", e.job_id);
+    }
+    if !e.task.is_empty() {
+        let _ = write!(s, " {} attempt {}", e.task, e.attempt);
+    }
+    if !e.state.is_empty() {
+        let _ = write!(s, " {}", e.state);
+    }
+    if !e.executor.is_empty() {
+        let _ = write!(s, " on {}", e.executor);
+    }
+    if !e.tasks.is_empty() {
+        let _ = write!(
+            s,
+            " {} tasks in {} ms{}",
+            e.tasks.len(),
+            e.delay_ms,
+            if e.merged { " (merged)" } else { "" }
+        );
+    }
+    if !e.detail.is_empty() {
+        let _ = write!(s, " — {}", e.detail);
+    }
+    s.push('\n');
+    s
+}
