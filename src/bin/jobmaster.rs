@@ -126,10 +126,12 @@ async fn main() -> anyhow::Result<()> {
             match submit(&endpoint, text).await {
                 Ok(job) => eprintln!(
                     "submitted job {job}\n\
-                     watch it:        grpcurl -plaintext -d '{{\"job_id\":\"{job}\"}}' {host} jobmaster.v1.JobMasterService/GetJob\n\
-                     fail one task:   grpcurl -plaintext -d '{{\"job_id\":\"{job}\",\"task\":\"beijing-orders#1\"}}' {host} jobmaster.v1.JobMasterService/InjectFailure\n\
-                     then GetJob again: only that task's region has a new attempt.",
-                    host = endpoint.trim_start_matches("http://")
+                     in another terminal (cargo run --release --bin jmctl -- ... or target/release/jmctl):\n  \
+                     jmctl --endpoint {endpoint} status {job}        # tasks by region\n  \
+                     jmctl --endpoint {endpoint} watch {job}         # live events\n  \
+                     jmctl --endpoint {endpoint} explain {job} --task TASK   # what a failure would restart\n  \
+                     jmctl --endpoint {endpoint} inject {job} --task TASK    # fail it: only its region restarts\n  \
+                     jmctl --endpoint {endpoint} exceptions {job}"
                 ),
                 Err(e) => eprintln!("jobmaster: submitting the job failed: {e}"),
             }
