@@ -486,13 +486,16 @@ enum Item {
         executor: ExecutorId,
         attempt: AttemptId,
     },
-    /// The JobMaster notices a dead executor.
-    Detect(ExecutorId),
+    /// The JobMaster notices a dead executor (this incarnation of it).
+    Detect(ExecutorId, u64),
 }
 
 struct VirtualExecutor {
     alive: bool,
     running: BTreeSet<AttemptId>,
+    /// Bumped when the id registers again: a late detection of an earlier incarnation's death
+    /// must not take the new one down (the new registration already fenced the old session).
+    incarnation: u64,
 }
 
 struct Sim<'a> {
@@ -524,6 +527,7 @@ pub fn simulate(scenario: &Scenario, record_events: bool) -> SimReport {
             VirtualExecutor {
                 alive: true,
                 running: BTreeSet::new(),
+                incarnation: 0,
             },
         );
         sim.feed(
@@ -777,13 +781,21 @@ impl Sim<'_> {
                 },
                 now,
             ),
-            Item::Detect(executor) => self.feed(
-                Event::ExecutorLost {
-                    executor,
-                    reason: "lost in the scenario".into(),
-                },
-                now,
-            ),
+            Item::Detect(executor, incarnation) => {
+                let current = self
+                    .executors
+                    .get(&executor)
+                    .is_some_and(|vx| vx.incarnation == incarnation);
+                if current {
+                    self.feed(
+                        Event::ExecutorLost {
+                            executor,
+                            reason: "lost in the scenario".into(),
+                        },
+                        now,
+                    );
+                }
+            }
             Item::Fault(i) => self.fault(i, now),
         }
     }
@@ -839,9 +851,10 @@ impl Sim<'_> {
                 {
                     vx.alive = false;
                     vx.running.clear();
+                    let incarnation = vx.incarnation;
                     self.push(
                         now + self.scenario.detection_latency,
-                        Item::Detect(executor),
+                        Item::Detect(executor, incarnation),
                     );
                 }
             }
@@ -850,11 +863,16 @@ impl Sim<'_> {
                 e.executor = Some(executor.0.clone());
                 e.slots = Some(slots);
                 self.log(e);
+                let incarnation = self
+                    .executors
+                    .get(&executor)
+                    .map_or(0, |vx| vx.incarnation + 1);
                 self.executors.insert(
                     executor.clone(),
                     VirtualExecutor {
                         alive: true,
                         running: BTreeSet::new(),
+                        incarnation,
                     },
                 );
                 self.feed(Event::ExecutorRegistered { executor, slots }, now);

@@ -151,6 +151,8 @@ struct Task {
     version: u64,
     /// The executor of the task's last failure, avoided by its redeploy when possible.
     avoid: Option<ExecutorId>,
+    /// A pending restart will replace the current attempt (even a FINISHED one).
+    awaiting_restart: bool,
     /// Earlier attempts: (attempt, its log, executor).
     previous: VecDeque<(u32, AttemptLog, Option<ExecutorId>)>,
 }
@@ -456,6 +458,7 @@ impl JobMaster {
                     executor: None,
                     version: 0,
                     avoid: None,
+                    awaiting_restart: false,
                     previous: VecDeque::new(),
                 })
                 .collect(),
@@ -880,6 +883,28 @@ impl JobMaster {
             }
             ready.extend(job.set_host(p, host));
         }
+        if job.failover == FailoverStrategy::Individual {
+            // Partially restarted regions may wait on just these outputs.
+            let consumers: BTreeSet<RegionId> = job
+                .graph
+                .produced_groups(t)
+                .flat_map(|g| job.graph.group(g).consumer_tasks())
+                .map(|c| job.regions.region_of(c))
+                .filter(|r| !job.pending[r.index()].is_empty())
+                .collect();
+            ready.extend(consumers);
+        }
+        if job.failover == FailoverStrategy::Individual {
+            // Partially restarted regions may wait on just these outputs.
+            let consumers: BTreeSet<RegionId> = job
+                .graph
+                .produced_groups(t)
+                .flat_map(|g| job.graph.group(g).consumer_tasks())
+                .map(|c| job.regions.region_of(c))
+                .filter(|r| !job.pending[r.index()].is_empty())
+                .collect();
+            ready.extend(consumers);
+        }
         for r in ready {
             self.enqueue(id, r, now);
         }
@@ -1123,6 +1148,7 @@ impl JobMaster {
         for &t in &tasks {
             let task = &mut job.tasks[t.index()];
             task.version += 1;
+            task.awaiting_restart = true;
             versions.push((t, task.version));
             let produced: Vec<PartitionId> = job.graph.produced_partitions(t).collect();
             for p in produced {
@@ -1260,6 +1286,7 @@ impl JobMaster {
                 if task.version != v {
                     continue; // a later failover took this task over
                 }
+                task.awaiting_restart = false;
                 let old = std::mem::replace(&mut task.log, AttemptLog::new(now));
                 if task.previous.len() == self.config.attempt_history_size.max(1) {
                     task.previous.pop_front();
@@ -1294,9 +1321,7 @@ impl JobMaster {
             }));
         }
         for r in touched {
-            if self.jobs[&id].readiness.waiting[r.index()] == 0 {
-                self.enqueue(id, r, now);
-            }
+            self.enqueue(id, r, now);
         }
     }
 
@@ -1310,7 +1335,7 @@ impl JobMaster {
         if job.pending[r.index()].is_empty()
             || job.queued[r.index()].is_some()
             || !job.state.state().is_active()
-            || job.readiness.waiting[r.index()] > 0
+            || !job.pending_ready(r)
         {
             return;
         }
@@ -1350,7 +1375,7 @@ impl JobMaster {
             }
             let need = job.pending[r.index()].len() as u64;
             // Empty, or its inputs were lost again while it waited: it is queued anew when ready.
-            if need == 0 || job.readiness.waiting[r.index()] > 0 {
+            if need == 0 || !job.pending_ready(r) {
                 self.jobs.get_mut(&id).expect("exists").queued[r.index()] = None;
                 continue;
             }
@@ -1556,7 +1581,31 @@ impl Job {
         }
     }
 
-    /// Does any consumer of `p` still need it (not finished)?
+    /// Can the waiting tasks of region `r` start? When the whole region waits, its external
+    /// inputs must all be available (the counters say so in O(1)). When only some of its tasks
+    /// wait (the `individual` strategy restarts single tasks), only *their* external inputs
+    /// count: a finished region-mate's lost input must not hold them back.
+    fn pending_ready(&self, r: RegionId) -> bool {
+        if self.readiness.waiting[r.index()] == 0 {
+            return true;
+        }
+        let pending = &self.pending[r.index()];
+        if pending.len() == self.regions.tasks(r).len() {
+            return false;
+        }
+        pending.iter().all(|&t| {
+            self.graph.consumed_groups(t).all(|g| {
+                let group = self.graph.group(g);
+                !group.exchange.is_reconsumable()
+                    || group.partitions_with_producers().all(|(p, producer)| {
+                        self.regions.region_of(producer) == r
+                            || self.hosts[p.0 as usize] != PartitionHost::Unavailable
+                    })
+            })
+        })
+    }
+
+    /// Does any consumer of `p` still need it (not finished, or about to run again)?
     fn has_unfinished_consumer(&self, p: PartitionId) -> bool {
         let producer = self.graph.producer_of(p);
         let edge = self.graph.edge_of_partition(p);
@@ -1565,8 +1614,10 @@ impl Job {
             .map(|g| self.graph.group(g))
             .filter(|g| g.edge == edge)
             .any(|g| {
-                g.consumer_tasks()
-                    .any(|c| self.tasks[c.index()].log.state() != AttemptState::Finished)
+                g.consumer_tasks().any(|c| {
+                    let t = &self.tasks[c.index()];
+                    t.awaiting_restart || t.log.state() != AttemptState::Finished
+                })
             })
     }
 

@@ -14,7 +14,7 @@
 //!   `1..=attempts` restart after `delay`, the next one gives up.
 //! * `failure-rate` — a failure at `now` counts together with the earlier failures at `t` with
 //!   `now - t < interval`; more than `max-failures-per-interval` of them give up.
-//! * `exponential-delay` — a failure while a restart is pending (`now <= next_restart_at`) merges
+//! * `exponential-delay` — a failure while a restart is pending (`now < next_restart_at`) merges
 //!   into it (no new attempt). Otherwise the attempt counter resets when `now - next_restart_at >=
 //!   reset-backoff-threshold`, the delay is `initial · multiplier^attempt` with uniform jitter of
 //!   `±delay · jitter-factor`, clamped to `[initial, max]`, and the job gives up once the attempt
@@ -228,7 +228,9 @@ impl RestartBackoff {
                     ),
                 };
                 match *next_restart_at {
-                    Some(pending) if now <= pending => {
+                    // At `now == pending` the restart is due (and may already have happened): a new
+                    // failure then starts a new attempt rather than merging into a finished one.
+                    Some(pending) if now < pending => {
                         // Merged into the pending restart. Like Flink's `canRestart()`, which is
                         // asked after every failure, a failure merged into a refused restart is
                         // refused too.

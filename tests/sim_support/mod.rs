@@ -11,7 +11,9 @@ use jobmaster::simulate::{FinalTask, Scenario, SimEvent, SimReport, simulate};
 /// Parses a TOML scenario with an inline `[job]` table (no spec files to load).
 pub fn scenario(text: &str) -> Scenario {
     Scenario::parse(text, SpecFormat::Toml, |path| {
-        Err(format!("inline scenarios load no files (asked for {path:?})"))
+        Err(format!(
+            "inline scenarios load no files (asked for {path:?})"
+        ))
     })
     .unwrap_or_else(|e| panic!("scenario does not parse: {e}\n{text}"))
 }
