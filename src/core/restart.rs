@@ -560,11 +560,12 @@ mod tests {
         let mut b = RestartBackoff::new(&config, 0);
         assert_eq!(b.on_failure(0), restart(1000));
         assert_eq!(b.on_failure(400), merged(600));
-        assert_eq!(b.on_failure(1000), merged(0));
+        assert_eq!(b.on_failure(999), merged(1));
         assert_eq!(b.restarts(), 1);
-        // The merged failures did not advance the backoff: the next attempt is the second.
-        assert_eq!(b.on_failure(1001), restart(2000));
-        assert_eq!(b.on_failure(3001), merged(0));
+        // The merged failures did not advance the backoff: the next attempt is the second. At
+        // the pending moment itself the restart is due, so a failure then is a new attempt.
+        assert_eq!(b.on_failure(1000), restart(2000));
+        assert_eq!(b.on_failure(2999), merged(1));
         assert_eq!(b.restarts(), 2);
     }
 
@@ -753,8 +754,12 @@ mod tests {
             BackoffDecision::Restart { merged: false, .. }
         ));
         assert!(matches!(
-            b.on_failure(u64::MAX),
+            b.on_failure(u64::MAX - 1),
             BackoffDecision::Restart { merged: true, .. }
+        ));
+        assert!(matches!(
+            b.on_failure(u64::MAX),
+            BackoffDecision::Restart { .. }
         ));
     }
 }
