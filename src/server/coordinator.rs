@@ -184,16 +184,29 @@ impl Coordinator {
         let client = TaskExecutorServiceClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit);
-        // A new session of a known id: the core fences the old one off first.
-        self.feed(Event::ExecutorRegistered {
-            executor: executor.clone(),
-            slots,
-        })?;
-        self.clients.insert(executor.clone(), client);
-        self.shared.executors.insert(
+        // The client and status go in first: the registration may place waiting regions on
+        // the new executor at once, and those deploys need its client.
+        let old_client = self.clients.insert(executor.clone(), client);
+        let old_status = self.shared.executors.insert(
             executor.clone(),
             super::ExecutorStatus::new(address.clone(), session, free_disk),
         );
+        // A new session of a known id: the core fences the old one off first.
+        if let Err(e) = self.feed(Event::ExecutorRegistered {
+            executor: executor.clone(),
+            slots,
+        }) {
+            // Refused (nothing changed in the core): put the previous registration back.
+            match old_client {
+                Some(c) => drop(self.clients.insert(executor.clone(), c)),
+                None => drop(self.clients.remove(&executor)),
+            }
+            match old_status {
+                Some(s) => drop(self.shared.executors.insert(executor.clone(), s)),
+                None => drop(self.shared.executors.remove(&executor)),
+            }
+            return Err(e);
+        }
         info!(executor = %executor, %address, slots, "executor registered");
         Ok(())
     }

@@ -98,11 +98,19 @@ impl TaskExecutorGateway for Gateway {
         let mut inbound = request.into_inner();
         let shared = self.shared.clone();
         let (out, rx) = mpsc::channel(4);
+        let mut stopping = shared.stopping.subscribe();
         tokio::spawn(async move {
             // The stream's owner: the first heartbeat names it; its closing loses the executor.
             let mut owner: Option<(ExecutorId, String)> = None;
             loop {
-                let message = inbound.next().await;
+                let message = tokio::select! {
+                    message = inbound.next() => message,
+                    _ = stopping.wait_for(|stopping| *stopping) => {
+                        // Shutting down: end the stream; the executor is not lost.
+                        let _ = out.try_send(Err(ApiError::ShuttingDown.into()));
+                        return;
+                    }
+                };
                 let hb = match message {
                     Some(Ok(hb)) => hb,
                     Some(Err(status)) => {

@@ -14,7 +14,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{info, warn};
 
@@ -39,6 +39,9 @@ pub(crate) struct Shared {
     /// coordinator; only the coordinator adds and removes entries.
     pub(crate) executors: DashMap<ExecutorId, ExecutorStatus>,
     pub(crate) events: broadcast::Sender<WatchEvent>,
+    /// Becomes true when shutdown starts: long-lived streams (heartbeats, WatchEvents) end
+    /// with UNAVAILABLE, so graceful shutdown need not wait them out.
+    pub(crate) stopping: watch::Sender<bool>,
 }
 
 pub(crate) struct ExecutorStatus {
@@ -164,6 +167,7 @@ pub async fn serve(
         tx,
         executors: DashMap::new(),
         events,
+        stopping: watch::Sender::new(false),
     });
     let core = JobMaster::new(CoreConfig {
         slot_request_timeout_ms: settings.scheduler.slot_request_timeout.as_millis() as u64,
@@ -219,31 +223,39 @@ pub async fn serve(
     let http_server = axum::serve(http, app).with_graceful_shutdown(async move {
         let _ = stop_http.recv().await;
     });
-    let grpc_task = tokio::spawn(grpc_server);
-    let http_task = tokio::spawn(async move { http_server.await });
+    let mut grpc_task = tokio::spawn(grpc_server);
+    let mut http_task = tokio::spawn(async move { http_server.await });
 
     shutdown.await;
     info!("shutting down");
+    shared.stopping.send_replace(true);
     let _ = stop_tx.send(());
     let grace = settings.server.shutdown_grace;
-    match tokio::time::timeout(grace, async {
-        let g = grpc_task.await;
-        let h = http_task.await;
-        (g, h)
+    let (mut grpc_done, mut http_done) = (None, None);
+    let in_time = tokio::time::timeout(grace, async {
+        grpc_done = Some((&mut grpc_task).await);
+        http_done = Some((&mut http_task).await);
     })
     .await
-    {
-        Ok((g, h)) => {
-            if let Ok(Err(e)) = g {
-                warn!(error = %e, "grpc server ended with an error");
-            }
-            if let Ok(Err(e)) = h {
-                warn!(error = %e, "http server ended with an error");
-            }
-        }
-        Err(_) => {
-            warn!(grace = ?grace, "in-flight requests did not finish within the grace period")
-        }
+    .is_ok();
+    if !in_time {
+        warn!(grace = ?grace, "in-flight requests did not finish within the grace period");
+    }
+    // Stop serving for good (a detached server would keep the port), and wait until the
+    // listeners are really closed: aborting is asynchronous.
+    if grpc_done.is_none() {
+        grpc_task.abort();
+        grpc_done = Some(grpc_task.await);
+    }
+    if http_done.is_none() {
+        http_task.abort();
+        http_done = Some(http_task.await);
+    }
+    if let Some(Ok(Err(e))) = grpc_done {
+        warn!(error = %e, "grpc server ended with an error");
+    }
+    if let Some(Ok(Err(e))) = http_done {
+        warn!(error = %e, "http server ended with an error");
     }
     watchdog.abort();
     coordinator.abort();

@@ -3,8 +3,8 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
+use tokio_stream::wrappers::{BroadcastStream, WatchStream as WatchValues};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request as GrpcRequest, Response, Status};
 
@@ -385,7 +385,10 @@ impl JobMasterService for Operator {
                     })),
                 },
             );
-        Ok(Response::new(Box::pin(stream)))
+        // Shutdown ends the stream with UNAVAILABLE, so graceful shutdown need not wait it out.
+        let stop = WatchValues::new(self.shared.stopping.subscribe())
+            .filter_map(|stopping| stopping.then(|| Err(ApiError::ShuttingDown.into())));
+        Ok(Response::new(Box::pin(stream.merge(stop))))
     }
 
     async fn inject_failure(

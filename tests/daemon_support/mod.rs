@@ -1,0 +1,763 @@
+//! Helpers for the daemon tests: the daemon in-process on port-0 listeners, fake TaskExecutors
+//! built from the generated gRPC code, and `eventually` (poll with a deadline, never sleep to
+//! wait for a condition).
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::collections::hash_map::RandomState;
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use jobmaster::api::v1::job_master_service_client::JobMasterServiceClient;
+use jobmaster::api::v1::task_executor_gateway_client::TaskExecutorGatewayClient;
+use jobmaster::api::v1::task_executor_service_server::{
+    TaskExecutorService, TaskExecutorServiceServer,
+};
+use jobmaster::api::v1::{
+    AttemptRef, CancelTaskRequest, CancelTaskResponse, FetchPartitionRequest, GetJobRequest,
+    GetJobResponse, HeartbeatRequest, HeartbeatResponse, ListExecutorsRequest, PartitionChunk,
+    RegisterExecutorRequest, RegisterExecutorResponse, ReleasePartitionsRequest,
+    ReleasePartitionsResponse, SubmitJobRequest, SubmitTaskRequest, SubmitTaskResponse, TaskInfo,
+    UpdateTaskStateRequest,
+};
+use jobmaster::settings::Settings;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::codec::Streaming;
+use tonic::transport::{Channel, Server};
+use tonic::{Request, Response, Status};
+
+/// How long a test waits for any one condition: generous, for a noisy 2-core machine.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+/// Upper bound of a whole test.
+pub const TEST_LIMIT: Duration = Duration::from_secs(60);
+/// How often `eventually` probes.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Runs a test body with an overall time limit.
+pub async fn within<T>(limit: Duration, body: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, body).await {
+        Ok(v) => v,
+        Err(_) => panic!("the test did not finish within {limit:?}"),
+    }
+}
+
+/// Probes until it answers `Ok`, at most `timeout` in total (a hanging probe counts). `Err`
+/// says why not yet; the last one is in the panic message.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = String::from("never probed");
+    loop {
+        match tokio::time::timeout_at(deadline, probe()).await {
+            Ok(Ok(v)) => return v,
+            Ok(Err(why)) => last = why,
+            Err(_) => break,
+        }
+        if tokio::time::Instant::now() + POLL >= deadline {
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    panic!("timed out after {timeout:?} waiting for {what}; last: {last}")
+}
+
+/// Awaits an RPC (or anything) that must answer within [`DEADLINE`].
+pub async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(DEADLINE, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what} did not answer within {DEADLINE:?}"),
+    }
+}
+
+/// A random session id.
+pub fn session_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(NEXT.fetch_add(1, Ordering::Relaxed));
+    format!("session-{:016x}", h.finish())
+}
+
+// ----- the daemon ---------------------------------------------------------------------------
+
+/// Short intervals for tests; `extra` overrides them (later entries win).
+pub fn settings(extra: &[(&str, &str)]) -> Settings {
+    let base = [
+        ("JOBMASTER__HEARTBEAT__INTERVAL", "100ms"),
+        ("JOBMASTER__HEARTBEAT__TIMEOUT", "3s"),
+        ("JOBMASTER__RPC__TIMEOUT", "3s"),
+        ("JOBMASTER__RPC__CONNECT_TIMEOUT", "1s"),
+        ("JOBMASTER__SERVER__SHUTDOWN_GRACE", "5s"),
+    ];
+    let env: Vec<(String, String)> = base
+        .iter()
+        .chain(extra.iter())
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    Settings::load_from(None, env).expect("test settings are valid")
+}
+
+/// The daemon, served in-process on 127.0.0.1 port-0 listeners.
+pub struct Daemon {
+    pub addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub settings: Settings,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Daemon {
+    pub async fn start(settings: Settings) -> Daemon {
+        let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
+        let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
+        let addr = grpc.local_addr().expect("grpc address");
+        let http_addr = http.local_addr().expect("http address");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(jobmaster::server::serve(
+            settings.clone(),
+            grpc,
+            http,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Daemon {
+            addr,
+            http_addr,
+            settings,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        bounded(
+            "connecting to the daemon",
+            Channel::from_shared(self.url()).expect("url").connect(),
+        )
+        .await
+        .expect("connect to the daemon")
+    }
+
+    /// An operator client.
+    pub async fn client(&self) -> JobMasterServiceClient<Channel> {
+        JobMasterServiceClient::new(self.channel().await)
+    }
+
+    /// Completes the shutdown future and returns what `serve` returned and how long it took.
+    pub async fn shutdown(mut self) -> (anyhow::Result<()>, Duration) {
+        let started = Instant::now();
+        let _ = self.stop.take().expect("not stopped yet").send(());
+        let task = self.task.take().expect("running");
+        let result = match tokio::time::timeout(DEADLINE, task).await {
+            Ok(joined) => joined.expect("serve does not panic"),
+            Err(_) => panic!("serve did not return within {DEADLINE:?} of the shutdown signal"),
+        };
+        (result, started.elapsed())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+// ----- operator helpers ---------------------------------------------------------------------
+
+pub async fn submit(client: &JobMasterServiceClient<Channel>, spec: &str) -> String {
+    let mut c = client.clone();
+    bounded(
+        "SubmitJob",
+        c.submit_job(SubmitJobRequest {
+            spec: spec.to_owned(),
+            format: String::new(),
+        }),
+    )
+    .await
+    .unwrap_or_else(|s| panic!("SubmitJob refused: {s:?}"))
+    .into_inner()
+    .job_id
+}
+
+pub async fn get_job(client: &JobMasterServiceClient<Channel>, job: &str) -> GetJobResponse {
+    let mut c = client.clone();
+    bounded(
+        "GetJob",
+        c.get_job(GetJobRequest {
+            job_id: job.to_owned(),
+        }),
+    )
+    .await
+    .unwrap_or_else(|s| panic!("GetJob {job}: {s:?}"))
+    .into_inner()
+}
+
+pub fn task<'a>(job: &'a GetJobResponse, name: &str) -> &'a TaskInfo {
+    job.tasks
+        .iter()
+        .find(|t| t.name == name)
+        .unwrap_or_else(|| panic!("job {} has no task {name}", job.job_id))
+}
+
+pub fn describe(job: &GetJobResponse) -> String {
+    let tasks: Vec<String> = job
+        .tasks
+        .iter()
+        .map(|t| format!("{}@{} {} on {:?}", t.name, t.attempt, t.state, t.executor))
+        .collect();
+    format!("job {} {}: [{}]", job.job_id, job.state, tasks.join(", "))
+}
+
+/// Waits until `ready` holds for the job, and returns the job.
+pub async fn wait_job(
+    client: &JobMasterServiceClient<Channel>,
+    job: &str,
+    what: &str,
+    ready: impl Fn(&GetJobResponse) -> bool,
+) -> GetJobResponse {
+    let ready = &ready;
+    eventually(what, DEADLINE, || async move {
+        let j = get_job(client, job).await;
+        if ready(&j) { Ok(j) } else { Err(describe(&j)) }
+    })
+    .await
+}
+
+/// Waits until the job is RUNNING with every task RUNNING.
+pub async fn wait_all_running(
+    client: &JobMasterServiceClient<Channel>,
+    job: &str,
+) -> GetJobResponse {
+    wait_job(client, job, "every task RUNNING", |j| {
+        j.state == "RUNNING" && j.tasks.iter().all(|t| t.state == "RUNNING")
+    })
+    .await
+}
+
+pub async fn executor_ids(client: &JobMasterServiceClient<Channel>) -> Vec<String> {
+    let mut c = client.clone();
+    bounded("ListExecutors", c.list_executors(ListExecutorsRequest {}))
+        .await
+        .expect("ListExecutors")
+        .into_inner()
+        .executors
+        .into_iter()
+        .map(|e| e.id)
+        .collect()
+}
+
+/// The wire reference of `task` ("vertex#subtask") of `job`, attempt `attempt`.
+pub fn attempt_ref(job: &str, task: &str, attempt: u32) -> AttemptRef {
+    let (vertex, subtask) = task.split_once('#').expect("vertex#subtask");
+    AttemptRef {
+        job_id: job.to_owned(),
+        vertex: vertex.to_owned(),
+        subtask: subtask.parse().expect("subtask number"),
+        attempt,
+    }
+}
+
+pub fn task_name(r: &AttemptRef) -> String {
+    format!("{}#{}", r.vertex, r.subtask)
+}
+
+// ----- fake executors -----------------------------------------------------------------------
+
+/// A call the JobMaster made to a fake executor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    Submit {
+        job: String,
+        task: String,
+        attempt: u32,
+        epoch: u64,
+    },
+    Cancel {
+        job: String,
+        task: String,
+        attempt: u32,
+        epoch: u64,
+    },
+    Release {
+        /// "job producer@attempt->consumer"
+        partitions: Vec<String>,
+        epoch: u64,
+    },
+}
+
+impl Call {
+    /// (job, task, attempt) of a Submit or Cancel.
+    pub fn target(&self) -> Option<(&str, &str, u32)> {
+        match self {
+            Call::Submit {
+                job, task, attempt, ..
+            }
+            | Call::Cancel {
+                job, task, attempt, ..
+            } => Some((job, task, *attempt)),
+            Call::Release { .. } => None,
+        }
+    }
+}
+
+type AttemptKey = (String, String, u32, u32);
+
+fn key(r: &AttemptRef) -> AttemptKey {
+    (r.job_id.clone(), r.vertex.clone(), r.subtask, r.attempt)
+}
+
+struct State {
+    session: String,
+    /// Attempts this executor holds (deploying, running or cancelling): in every heartbeat.
+    held: BTreeMap<AttemptKey, AttemptRef>,
+    /// Sequence number of the next heartbeat (from 0).
+    next_seq: u64,
+    paused: bool,
+    last_sent: Option<Instant>,
+    /// Cancels received but not yet confirmed (when confirmation is manual).
+    unconfirmed: Vec<AttemptRef>,
+}
+
+struct Inner {
+    id: String,
+    address: String,
+    slots: u32,
+    gateway: TaskExecutorGatewayClient<Channel>,
+    state: Mutex<State>,
+    calls: Mutex<Vec<Call>>,
+    /// Heartbeat answers received; the n-th answers heartbeat n-1.
+    acked: watch::Sender<u64>,
+    reregister_asks: AtomicU64,
+    /// Send a heartbeat now.
+    nudge: Notify,
+    auto_cancel: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Inner {
+    fn record(&self, call: Call) {
+        lock(&self.calls).push(call);
+    }
+
+    fn holds(&self, r: &AttemptRef) -> bool {
+        lock(&self.state).held.contains_key(&key(r))
+    }
+
+    fn session(&self) -> String {
+        lock(&self.state).session.clone()
+    }
+
+    async fn update(
+        &self,
+        attempt: &AttemptRef,
+        state: &str,
+        class: &str,
+        message: &str,
+    ) -> Result<(), Status> {
+        let mut request = Request::new(UpdateTaskStateRequest {
+            executor_id: self.id.clone(),
+            session_id: self.session(),
+            attempt: Some(attempt.clone()),
+            state: state.to_owned(),
+            failure_class: class.to_owned(),
+            message: message.to_owned(),
+            missing_partition: None,
+        });
+        request.set_timeout(DEADLINE);
+        self.gateway
+            .clone()
+            .update_task_state(request)
+            .await
+            .map(|_| ())
+    }
+
+    async fn register(&self) -> Result<RegisterExecutorResponse, Status> {
+        let mut request = Request::new(RegisterExecutorRequest {
+            executor_id: self.id.clone(),
+            address: self.address.clone(),
+            slots: self.slots,
+            session_id: self.session(),
+            free_disk_bytes: 1 << 30,
+        });
+        request.set_timeout(DEADLINE);
+        self.gateway
+            .clone()
+            .register_executor(request)
+            .await
+            .map(Response::into_inner)
+    }
+
+    /// Reports RUNNING once a heartbeat listing the attempt has been answered, so no older
+    /// heartbeat (without it) can reach the JobMaster after the report and fail it.
+    async fn report_running(self: Arc<Self>, attempt: AttemptRef, seq: u64) {
+        self.nudge.notify_one();
+        let mut acked = self.acked.subscribe();
+        let answered = tokio::time::timeout(Duration::from_secs(30), acked.wait_for(|&n| n > seq))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if answered && self.holds(&attempt) {
+            let _ = self.update(&attempt, "RUNNING", "", "").await;
+        }
+    }
+
+    async fn heartbeats(self: Arc<Self>, tx: mpsc::Sender<HeartbeatRequest>, interval: Duration) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.nudge.notified() => {}
+            }
+            let hb = {
+                let mut s = lock(&self.state);
+                if s.paused {
+                    continue;
+                }
+                s.next_seq += 1;
+                s.last_sent = Some(Instant::now());
+                HeartbeatRequest {
+                    executor_id: self.id.clone(),
+                    session_id: s.session.clone(),
+                    attempts: s.held.values().cloned().collect(),
+                    partitions: Vec::new(),
+                    free_disk_bytes: 1 << 30,
+                }
+            };
+            if tx.send(hb).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    async fn answers(self: Arc<Self>, mut stream: Streaming<HeartbeatResponse>) {
+        while let Ok(Some(answer)) = stream.message().await {
+            if answer.reregister {
+                self.reregister_asks.fetch_add(1, Ordering::SeqCst);
+            }
+            self.acked.send_modify(|n| *n += 1);
+        }
+    }
+}
+
+struct Service(Arc<Inner>);
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<PartitionChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl TaskExecutorService for Service {
+    async fn submit_task(
+        &self,
+        request: Request<SubmitTaskRequest>,
+    ) -> Result<Response<SubmitTaskResponse>, Status> {
+        let r = request.into_inner();
+        let attempt = r
+            .attempt
+            .ok_or_else(|| Status::invalid_argument("attempt is missing"))?;
+        let seq = {
+            let mut s = lock(&self.0.state);
+            s.held.insert(key(&attempt), attempt.clone());
+            s.next_seq
+        };
+        self.0.record(Call::Submit {
+            job: attempt.job_id.clone(),
+            task: task_name(&attempt),
+            attempt: attempt.attempt,
+            epoch: r.epoch,
+        });
+        tokio::spawn(self.0.clone().report_running(attempt, seq));
+        Ok(Response::new(SubmitTaskResponse {}))
+    }
+
+    async fn cancel_task(
+        &self,
+        request: Request<CancelTaskRequest>,
+    ) -> Result<Response<CancelTaskResponse>, Status> {
+        let r = request.into_inner();
+        let attempt = r
+            .attempt
+            .ok_or_else(|| Status::invalid_argument("attempt is missing"))?;
+        self.0.record(Call::Cancel {
+            job: attempt.job_id.clone(),
+            task: task_name(&attempt),
+            attempt: attempt.attempt,
+            epoch: r.epoch,
+        });
+        if self.0.auto_cancel.load(Ordering::SeqCst) {
+            lock(&self.0.state).held.remove(&key(&attempt));
+            let inner = self.0.clone();
+            tokio::spawn(async move {
+                let _ = inner.update(&attempt, "CANCELED", "", "").await;
+            });
+        } else {
+            lock(&self.0.state).unconfirmed.push(attempt);
+        }
+        Ok(Response::new(CancelTaskResponse {}))
+    }
+
+    async fn release_partitions(
+        &self,
+        request: Request<ReleasePartitionsRequest>,
+    ) -> Result<Response<ReleasePartitionsResponse>, Status> {
+        let r = request.into_inner();
+        self.0.record(Call::Release {
+            partitions: r
+                .partitions
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{} {}@{}->{}",
+                        p.job_id, p.producer, p.attempt, p.consumer_vertex
+                    )
+                })
+                .collect(),
+            epoch: r.epoch,
+        });
+        Ok(Response::new(ReleasePartitionsResponse {}))
+    }
+
+    type FetchPartitionStream = ChunkStream;
+
+    async fn fetch_partition(
+        &self,
+        _request: Request<FetchPartitionRequest>,
+    ) -> Result<Response<Self::FetchPartitionStream>, Status> {
+        Err(Status::unimplemented("the fake executor hosts no data"))
+    }
+}
+
+/// A TaskExecutor faked with the generated code: serves `TaskExecutorService` on its own
+/// port-0 listener and records the calls it gets; registers with a random session; keeps a
+/// heartbeat stream open listing the attempts it holds; reports RUNNING after each SubmitTask
+/// and (unless told otherwise) CANCELED after each CancelTask.
+pub struct FakeExecutor {
+    pub id: String,
+    pub addr: SocketAddr,
+    /// The epoch the JobMaster answered the registration with.
+    pub epoch: u64,
+    inner: Arc<Inner>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl FakeExecutor {
+    /// Starts, registers and opens the heartbeat stream.
+    pub async fn start(daemon: &Daemon, id: &str, slots: u32) -> FakeExecutor {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind executor");
+        let addr = listener.local_addr().expect("executor address");
+        let gateway = TaskExecutorGatewayClient::new(daemon.channel().await);
+        let (acked, _) = watch::channel(0);
+        let inner = Arc::new(Inner {
+            id: id.to_owned(),
+            address: addr.to_string(),
+            slots,
+            gateway,
+            state: Mutex::new(State {
+                session: session_id(),
+                held: BTreeMap::new(),
+                next_seq: 0,
+                paused: false,
+                last_sent: None,
+                unconfirmed: Vec::new(),
+            }),
+            calls: Mutex::new(Vec::new()),
+            acked,
+            reregister_asks: AtomicU64::new(0),
+            nudge: Notify::new(),
+            auto_cancel: AtomicBool::new(true),
+        });
+        let server = tokio::spawn({
+            let service = TaskExecutorServiceServer::new(Service(inner.clone()));
+            async move {
+                let _ = Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming(TcpListenerStream::new(listener))
+                    .await;
+            }
+        });
+        let registered = inner
+            .register()
+            .await
+            .unwrap_or_else(|s| panic!("executor {id} registers: {s:?}"));
+        let (tx, rx) = mpsc::channel(16);
+        let stream = bounded(
+            "opening the heartbeat stream",
+            inner.gateway.clone().heartbeat(ReceiverStream::new(rx)),
+        )
+        .await
+        .unwrap_or_else(|s| panic!("executor {id} opens its heartbeat stream: {s:?}"))
+        .into_inner();
+        let interval = Duration::from_millis(registered.heartbeat_interval_ms.max(1));
+        let producer = tokio::spawn(inner.clone().heartbeats(tx, interval));
+        let reader = tokio::spawn(inner.clone().answers(stream));
+        FakeExecutor {
+            id: id.to_owned(),
+            addr,
+            epoch: registered.epoch,
+            inner,
+            tasks: Mutex::new(vec![server, producer, reader]),
+        }
+    }
+
+    pub fn session(&self) -> String {
+        self.inner.session()
+    }
+
+    /// Every call received so far.
+    pub fn calls(&self) -> Vec<Call> {
+        lock(&self.inner.calls).clone()
+    }
+
+    /// How many calls were received so far (a mark for `calls_since`).
+    pub fn call_count(&self) -> usize {
+        lock(&self.inner.calls).len()
+    }
+
+    pub fn calls_since(&self, mark: usize) -> Vec<Call> {
+        lock(&self.inner.calls)[mark..].to_vec()
+    }
+
+    /// The attempts the executor holds now.
+    pub fn held(&self) -> Vec<AttemptRef> {
+        lock(&self.inner.state).held.values().cloned().collect()
+    }
+
+    /// Heartbeats answered so far.
+    pub fn heartbeats_answered(&self) -> u64 {
+        *self.inner.acked.borrow()
+    }
+
+    /// Answers that told the executor to register again.
+    pub fn reregister_asks(&self) -> u64 {
+        self.inner.reregister_asks.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `n` more heartbeats have been answered.
+    pub async fn wait_heartbeats(&self, n: u64) {
+        let target = self.heartbeats_answered() + n;
+        let mut acked = self.inner.acked.subscribe();
+        let ok = tokio::time::timeout(DEADLINE, acked.wait_for(|&a| a >= target)).await;
+        assert!(
+            matches!(ok, Ok(Ok(_))),
+            "executor {}: {n} more heartbeats were not answered within {DEADLINE:?}",
+            self.id
+        );
+    }
+
+    /// Reports a state of an attempt over UpdateTaskState, with this executor's session.
+    pub async fn report(&self, attempt: &AttemptRef, state: &str) -> Result<(), Status> {
+        bounded("UpdateTaskState", self.inner.update(attempt, state, "", "")).await
+    }
+
+    /// The attempt failed: drop it and report FAILED.
+    pub async fn fail(
+        &self,
+        attempt: &AttemptRef,
+        class: &str,
+        message: &str,
+    ) -> Result<(), Status> {
+        lock(&self.inner.state).held.remove(&key(attempt));
+        bounded(
+            "UpdateTaskState",
+            self.inner.update(attempt, "FAILED", class, message),
+        )
+        .await
+    }
+
+    /// The attempt finished: drop it and report FINISHED.
+    pub async fn finish(&self, attempt: &AttemptRef) -> Result<(), Status> {
+        lock(&self.inner.state).held.remove(&key(attempt));
+        bounded(
+            "UpdateTaskState",
+            self.inner.update(attempt, "FINISHED", "", ""),
+        )
+        .await
+    }
+
+    /// With `false`, CancelTask calls are recorded and held until `confirm_cancels`.
+    pub fn set_auto_cancel(&self, on: bool) {
+        self.inner.auto_cancel.store(on, Ordering::SeqCst);
+    }
+
+    /// Stops the attempts cancelled so far and reports them CANCELED.
+    pub async fn confirm_cancels(&self) {
+        let pending = {
+            let mut s = lock(&self.inner.state);
+            let pending = std::mem::take(&mut s.unconfirmed);
+            for a in &pending {
+                s.held.remove(&key(a));
+            }
+            pending
+        };
+        for a in pending {
+            let _ = bounded("UpdateTaskState", self.inner.update(&a, "CANCELED", "", "")).await;
+        }
+    }
+
+    /// Stops sending heartbeats but keeps the stream open; returns when the last one was sent.
+    pub fn pause_heartbeats(&self) -> Instant {
+        let mut s = lock(&self.inner.state);
+        s.paused = true;
+        s.last_sent.expect("a heartbeat was sent")
+    }
+
+    /// Drops every attempt and registers again with a new session.
+    pub async fn reregister(&self) -> Result<RegisterExecutorResponse, Status> {
+        {
+            let mut s = lock(&self.inner.state);
+            s.session = session_id();
+            s.held.clear();
+            s.unconfirmed.clear();
+        }
+        bounded("RegisterExecutor", self.inner.register()).await
+    }
+
+    /// The process dies: its heartbeat stream closes and its server stops.
+    pub fn kill(&self) {
+        for task in lock(&self.tasks).drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for FakeExecutor {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits until the executor received a call matching `pred`, and returns it.
+pub async fn wait_call(fake: &FakeExecutor, what: &str, pred: impl Fn(&Call) -> bool) -> Call {
+    let pred = &pred;
+    eventually(what, DEADLINE, || async move {
+        let calls = fake.calls();
+        calls
+            .iter()
+            .find(|c| pred(c))
+            .cloned()
+            .ok_or_else(|| format!("{} got {calls:?}", fake.id))
+    })
+    .await
+}
