@@ -980,12 +980,10 @@ async fn unknown_ids_are_not_found_and_malformed_job_ids_invalid_argument() {
     .await;
 }
 
-/// What tonic 0.14 answers for a request over `max_decoding_message_size`. The API documents
-/// RESOURCE_EXHAUSTED; tonic yields OUT_OF_RANGE ("decoded message length too large") and the
-/// daemon does not remap it yet. When it does, drop the OUT_OF_RANGE arm.
+/// The API documents RESOURCE_EXHAUSTED for a request over `max_decoding_message_size`
+/// (tonic itself says OUT_OF_RANGE; the daemon remaps it).
 fn is_oversize_refusal(code: Code, message: &str) -> bool {
-    code == Code::ResourceExhausted
-        || (code == Code::OutOfRange && message.contains("message length too large"))
+    code == Code::ResourceExhausted && message.contains("too large")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@ use clap::{Parser, ValueEnum};
 use jobmaster::executor::ExecutorConfig;
 use jobmaster::settings::Settings;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::FmtSpan;
 
 #[derive(Parser)]
 #[command(
@@ -49,10 +50,16 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     match cli.log_format {
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        // A failover is one span (job, cause, restart-set size); its close line carries how
+        // long it lasted, so a log shows each failover as one unit.
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_span_events(FmtSpan::CLOSE)
+            .init(),
         LogFormat::Json => tracing_subscriber::fmt()
             .json()
             .with_env_filter(filter)
+            .with_span_events(FmtSpan::CLOSE)
             .init(),
     }
     let mut settings = Settings::load(cli.config.as_deref())?;

@@ -103,6 +103,10 @@ pub(crate) struct State {
     /// Highest JobMaster epoch seen; older commands are refused.
     pub(crate) epoch: u64,
     pub(crate) attempts: HashMap<AttemptKey, Running>,
+    /// Attempts that ended but whose final report the JobMaster has not answered yet. They
+    /// hold no slot, but heartbeats still name them: a heartbeat that overtook the report
+    /// would otherwise tell the JobMaster the attempt vanished, and it would fail it over.
+    pub(crate) reporting: HashMap<AttemptKey, AttemptRef>,
     /// Partitions hosted here (blocking ones in the data dir).
     pub(crate) partitions: Vec<PartitionRef>,
 }
@@ -190,7 +194,10 @@ pub async fn run(
         std::fs::create_dir_all(&dir)
             .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
     }
-    let reaped = process::reap_leftovers(&config.data_dir.join("pids"));
+    let reaped = process::reap_leftovers(
+        &config.data_dir.join("pids"),
+        &config.data_dir.join("attempts"),
+    );
     if reaped > 0 {
         warn!(reaped, "killed task processes left by an earlier run");
     }
@@ -250,6 +257,7 @@ async fn report_loop(agent: Arc<Agent>, mut rx: mpsc::UnboundedReceiver<UpdateTa
     while let Some(mut report) = rx.recv().await {
         let mut delay = Duration::from_millis(50);
         let deadline = Instant::now() + agent.config.jobmaster_reconnect_timeout;
+        let terminal = matches!(report.state.as_str(), "FINISHED" | "FAILED" | "CANCELED");
         loop {
             // A re-registration changes the session: report under the current one.
             report.session_id = agent.session();
@@ -273,6 +281,9 @@ async fn report_loop(agent: Arc<Agent>, mut rx: mpsc::UnboundedReceiver<UpdateTa
                     break;
                 }
             }
+        }
+        if terminal && let Some(attempt) = &report.attempt {
+            agent.lock().reporting.remove(&key(attempt));
         }
     }
 }
@@ -342,7 +353,12 @@ async fn session(agent: &Arc<Agent>) -> Result<SessionEnd, tonic::Status> {
                 let (attempts, partitions) = {
                     let state = agent.lock();
                     (
-                        state.attempts.values().map(|r| r.attempt.clone()).collect(),
+                        state
+                            .attempts
+                            .values()
+                            .map(|r| r.attempt.clone())
+                            .chain(state.reporting.values().cloned())
+                            .collect(),
                         state.partitions.clone(),
                     )
                 };

@@ -1,6 +1,7 @@
 //! Task processes: each attempt runs in its own process group, dies with the executor
 //! (parent-death signal), and is recorded in a pid file so that a restarted executor kills
-//! whatever an earlier run left behind (grandchildren escape the parent-death signal).
+//! whatever an earlier run left behind (grandchildren escape the parent-death signal; they are
+//! also found by the attempt directory in their environment once their leader is gone).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -85,25 +86,70 @@ pub(crate) fn record(pids: &Path, name: &str, pid: u32) -> Option<PathBuf> {
     Some(path)
 }
 
-/// Kills the process groups recorded by an earlier run that are still alive; returns how many.
-pub(crate) fn reap_leftovers(pids: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(pids) else {
-        return 0;
-    };
+/// Kills what an earlier run of the executor left behind; returns how many process groups and
+/// stray processes it killed. A recorded group whose leader still runs is killed as a whole;
+/// then every process whose environment names an attempt directory under `attempts` dies too:
+/// the children of a task whose leader is already gone (killed by the parent-death signal and
+/// reaped by init, so its pid no longer identifies the group), and those that left the group.
+pub(crate) fn reap_leftovers(pids: &Path, attempts: &Path) -> usize {
     let mut killed = 0;
-    for entry in entries.flatten() {
-        if let Ok(text) = std::fs::read_to_string(entry.path()) {
-            let mut parts = text.split_whitespace();
-            let pid = parts.next().and_then(|p| p.parse::<u32>().ok());
-            let start = parts.next().and_then(|s| s.parse::<u64>().ok());
-            if let (Some(pid), Some(start)) = (pid, start)
-                && start_time(pid) == Some(start)
-            {
-                signal_group(pid, libc::SIGKILL);
-                killed += 1;
+    if let Ok(entries) = std::fs::read_dir(pids) {
+        for entry in entries.flatten() {
+            if let Ok(text) = std::fs::read_to_string(entry.path()) {
+                let mut parts = text.split_whitespace();
+                let pid = parts.next().and_then(|p| p.parse::<u32>().ok());
+                let start = parts.next().and_then(|s| s.parse::<u64>().ok());
+                if let (Some(pid), Some(start)) = (pid, start)
+                    && start_time(pid) == Some(start)
+                {
+                    signal_group(pid, libc::SIGKILL);
+                    killed += 1;
+                }
             }
+            let _ = std::fs::remove_file(entry.path());
         }
-        let _ = std::fs::remove_file(entry.path());
+    }
+    for pid in strays(attempts) {
+        // SAFETY: kill(2) on a pid just read from /proc; no memory is involved.
+        if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+            killed += 1;
+        }
     }
     killed
+}
+
+/// Live processes (other than this one) whose `JM_ATTEMPT_DIR` lies under `attempts`.
+fn strays(attempts: &Path) -> Vec<i32> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    let me = std::process::id() as i32;
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        // Unreadable (another user's) and zombie (empty) environments do not match.
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        let ours = environ.split(|b| *b == 0).any(|kv| {
+            kv.strip_prefix(b"JM_ATTEMPT_DIR=".as_slice())
+                .is_some_and(|dir| {
+                    Path::new(std::ffi::OsStr::from_bytes(dir)).starts_with(attempts)
+                })
+        });
+        if ours {
+            found.push(pid);
+        }
+    }
+    found
 }

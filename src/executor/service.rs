@@ -278,6 +278,8 @@ async fn run_attempt(agent: Arc<Agent>, r: SubmitTaskRequest, cancel: Arc<Notify
             .attempts
             .remove(&key(&attempt))
             .is_some_and(|r| r.cancelled);
+        // Named in heartbeats until the final report below is answered.
+        state.reporting.insert(key(&attempt), attempt.clone());
         if let Outcome::Finished(ref outputs) = result
             && !cancelled
         {

@@ -5,9 +5,9 @@
 //! deadline, so a slow or dead executor never stalls the loop), timers, and watch events.
 //! Being the only writer, it needs no locks; handlers await its replies.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::{Channel, Endpoint};
@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 
 use super::Shared;
 use super::error::ApiError;
+use super::metrics::Metrics;
 use crate::api::v1::task_executor_service_client::TaskExecutorServiceClient;
 use crate::api::v1::{
     AttemptRef, CancelTaskRequest, InputGate, InputPartition, OutputGate, PartitionRef,
@@ -50,6 +51,8 @@ pub(crate) enum Request {
         executor: ExecutorId,
         session: Option<String>,
         reason: String,
+        /// When the loss became evident (the last heartbeat, the stream closing, ...).
+        evidence: Instant,
     },
     Heartbeat {
         executor: ExecutorId,
@@ -73,6 +76,13 @@ pub(crate) struct Coordinator {
     pub(crate) specs: HashMap<JobId, Arc<JobSpec>>,
     next_job: u64,
     clients: HashMap<ExecutorId, TaskExecutorServiceClient<Channel>>,
+    pub(crate) metrics: Metrics,
+    /// When the evidence of the fault being handled arrived (for detection-time metrics).
+    evidence: Option<Instant>,
+    /// One span per job, parent of its failover spans.
+    job_spans: HashMap<JobId, tracing::Span>,
+    /// Open failover spans, closed when the failover's tasks run again.
+    failover_spans: HashMap<JobId, Vec<(tracing::Span, BTreeSet<TaskId>, Instant)>>,
 }
 
 impl Coordinator {
@@ -82,6 +92,10 @@ impl Coordinator {
             next_job: 0,
             specs: HashMap::new(),
             clients: HashMap::new(),
+            metrics: Metrics::default(),
+            evidence: None,
+            job_spans: HashMap::new(),
+            failover_spans: HashMap::new(),
             shared,
         }
     }
@@ -95,6 +109,8 @@ impl Coordinator {
     }
 
     fn serve(&mut self, request: Request) {
+        // By default the evidence of a fault is the request that reports it.
+        self.evidence = Some(Instant::now());
         match request {
             Request::Core { event, reply } => {
                 let result = self.feed(event);
@@ -110,7 +126,9 @@ impl Coordinator {
                 self.specs.insert(job, Arc::new(spec.clone()));
                 let result = self.feed(Event::SubmitJob { job, spec }).map(|()| job);
                 if result.is_ok() {
-                    info!(job = %job, name = %name, "job submitted");
+                    let span = tracing::info_span!("job", job = %job, name = %name);
+                    span.in_scope(|| info!("job submitted"));
+                    self.job_spans.insert(job, span);
                 } else {
                     self.specs.remove(&job);
                 }
@@ -131,7 +149,11 @@ impl Coordinator {
                 executor,
                 session,
                 reason,
-            } => self.lose(&executor, session.as_deref(), &reason),
+                evidence,
+            } => {
+                self.evidence = Some(evidence);
+                self.lose(&executor, session.as_deref(), &reason);
+            }
             Request::Heartbeat { executor, attempts } => self.heartbeat(executor, &attempts),
             Request::Report {
                 executor,
@@ -516,7 +538,7 @@ impl Coordinator {
         });
     }
 
-    fn notify(&self, notice: Notice) {
+    fn notify(&mut self, notice: Notice) {
         let now = self.shared.now();
         let name = |job: JobId, t: TaskId| {
             self.core
@@ -526,7 +548,17 @@ impl Coordinator {
         };
         let event = match notice {
             Notice::JobState { job, state, cause } => {
-                info!(job = %job, state = %state, cause = cause.as_deref().unwrap_or(""), "job state");
+                let span = self
+                    .job_spans
+                    .get(&job)
+                    .cloned()
+                    .unwrap_or_else(tracing::Span::none);
+                span.in_scope(|| info!(job = %job, state = %state, cause = cause.as_deref().unwrap_or(""), "job state"));
+                if state.is_terminal() {
+                    self.metrics.job_ended(job);
+                    self.failover_spans.remove(&job);
+                    self.job_spans.remove(&job);
+                }
                 WatchEvent {
                     time_ms: now,
                     kind: "job-state".into(),
@@ -543,6 +575,21 @@ impl Coordinator {
             } => {
                 let task = name(attempt.job, attempt.task);
                 debug!(job = %attempt.job, task = %task, attempt = attempt.attempt, state = %state, "task state");
+                if matches!(state, AttemptState::Running | AttemptState::Finished) {
+                    let at = Instant::now();
+                    self.metrics.task_up(attempt.job, attempt.task, at);
+                    if let Some(spans) = self.failover_spans.get_mut(&attempt.job) {
+                        spans.retain_mut(|(span, waiting, decided)| {
+                            waiting.remove(&attempt.task);
+                            if waiting.is_empty() {
+                                let ms = at.saturating_duration_since(*decided).as_millis() as u64;
+                                span.record("recovery_ms", ms);
+                                span.in_scope(|| info!(recovery_ms = ms, "failover recovered"));
+                            }
+                            !waiting.is_empty()
+                        });
+                    }
+                }
                 WatchEvent {
                     time_ms: now,
                     kind: "task-state".into(),
@@ -562,7 +609,33 @@ impl Coordinator {
                 merged,
                 cause,
             } => {
-                info!(job = %job, tasks = tasks.len(), regions, delay_ms, merged, cause = %cause, "restart scheduled");
+                let parent = self
+                    .job_spans
+                    .get(&job)
+                    .cloned()
+                    .unwrap_or_else(tracing::Span::none);
+                let span = tracing::info_span!(parent: &parent, "failover", job = %job, cause = %cause,
+                    tasks = tasks.len(), regions, delay_ms, merged, recovery_ms = tracing::field::Empty);
+                span.in_scope(|| info!("restart scheduled"));
+                let decided = Instant::now();
+                self.metrics.failover(
+                    job,
+                    decided,
+                    now,
+                    self.evidence,
+                    &tasks,
+                    regions,
+                    delay_ms,
+                    merged,
+                    &cause,
+                );
+                if !tasks.is_empty() {
+                    self.failover_spans.entry(job).or_default().push((
+                        span,
+                        tasks.iter().copied().collect(),
+                        decided,
+                    ));
+                }
                 WatchEvent {
                     time_ms: now,
                     kind: "restart-scheduled".into(),

@@ -244,6 +244,7 @@ async fn lose(shared: &Shared, executor: ExecutorId, session: String, reason: &s
                 executor,
                 session: Some(session),
                 reason: reason.to_owned(),
+                evidence: Instant::now(),
             })
             .await;
     }
@@ -263,16 +264,23 @@ pub(crate) async fn watchdog(shared: Arc<Shared>) {
             let age = entry.last_heartbeat.elapsed();
             if age > timeout && !entry.lost_reported {
                 entry.lost_reported = true;
-                late.push((entry.key().clone(), entry.session.clone(), age));
+                late.push((
+                    entry.key().clone(),
+                    entry.session.clone(),
+                    age,
+                    entry.last_heartbeat,
+                ));
             }
         }
-        for (executor, session, age) in late {
+        for (executor, session, age, last_heartbeat) in late {
             let _ = shared
                 .tx
                 .send(Request::Lose {
                     executor,
                     session: Some(session),
                     reason: format!("no heartbeat for {} ms", age.as_millis()),
+                    // The executor fell silent at its last heartbeat.
+                    evidence: last_heartbeat,
                 })
                 .await;
         }

@@ -6,6 +6,8 @@
 mod coordinator;
 mod error;
 mod gateway;
+mod http;
+mod metrics;
 mod operator;
 
 use std::future::Future;
@@ -103,6 +105,7 @@ impl Shared {
                     executor: executor.clone(),
                     session: Some(session),
                     reason: format!("{failures} consecutive RPCs failed: {}", status.message()),
+                    evidence: Instant::now(),
                 })
                 .await;
         }
@@ -133,6 +136,23 @@ impl Shared {
         })
         .await
     }
+}
+
+/// tonic answers a request over `max_decoding_message_size` with OUT_OF_RANGE; our API
+/// promises RESOURCE_EXHAUSTED (the client should send less, not fix a value).
+fn oversize_is_resource_exhausted<B>(
+    mut response: axum::http::Response<B>,
+) -> axum::http::Response<B> {
+    let headers = response.headers_mut();
+    let too_large = headers.get("grpc-status").is_some_and(|v| v == "11")
+        && headers
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            .is_some_and(|m| m.contains("too%20large") || m.contains("too large"));
+    if too_large {
+        headers.insert("grpc-status", axum::http::HeaderValue::from_static("8"));
+    }
+    response
 }
 
 /// Parses a job id (16 hex digits).
@@ -210,6 +230,9 @@ pub async fn serve(
     let mut stop_grpc = stop_tx.subscribe();
     let mut stop_http = stop_tx.subscribe();
     let grpc_server = tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            oversize_is_resource_exhausted,
+        ))
         .add_service(health)
         .add_service(reflection)
         .add_service(operator)
@@ -217,9 +240,7 @@ pub async fn serve(
         .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async move {
             let _ = stop_grpc.recv().await;
         });
-    let app = axum::Router::new()
-        .route("/", axum::routing::get(|| async { "jobmaster is alive\n" }))
-        .route("/healthz", axum::routing::get(|| async { "ok\n" }));
+    let app = http::router(shared.clone());
     let http_server = axum::serve(http, app).with_graceful_shutdown(async move {
         let _ = stop_http.recv().await;
     });

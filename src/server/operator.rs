@@ -413,6 +413,7 @@ impl JobMasterService for Operator {
                         executor,
                         session: None,
                         reason: "declared lost by an operator (InjectFailure)".into(),
+                        evidence: std::time::Instant::now(),
                     })
                     .await
                     .map_err(|_| ApiError::ShuttingDown)?;

@@ -1,0 +1,229 @@
+//! The operators' view on a running daemon: `/metrics` (checked by `promtool`) and the
+//! dashboard (loaded in headless Chromium).
+
+mod daemon_support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use daemon_support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const TWO_CITIES: &str = r#"
+name = "two-cities"
+restart = { strategy = "fixed-delay", attempts = 5, delay = "0s" }
+[[vertices]]
+id = "beijing"
+parallelism = 2
+command = ["x"]
+[[vertices]]
+id = "beijing-orders"
+parallelism = 2
+command = ["x"]
+[[vertices]]
+id = "shanghai"
+parallelism = 2
+command = ["x"]
+[[edges]]
+from = "beijing"
+to = "beijing-orders"
+pattern = "pointwise"
+exchange = "pipelined"
+"#;
+
+/// A plain HTTP/1.0 GET: status code and body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, body.to_owned())
+}
+
+fn require(tool: &str) {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "{tool} is not installed: `apt-get install {}` (.ci/run does)",
+        if tool == "promtool" {
+            "prometheus"
+        } else {
+            tool
+        }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_page_passes_promtool_and_counts_a_failover() {
+    require("promtool");
+    within(TEST_LIMIT, async {
+        let daemon = Daemon::start(settings(&[])).await;
+        let a = FakeExecutor::start(&daemon, "tm-a", 4).await;
+        let b = FakeExecutor::start(&daemon, "tm-b", 4).await;
+        let client = daemon.client().await;
+        let job = submit(&client, TWO_CITIES).await;
+        wait_all_running(&client, &job).await;
+
+        // Fail one Beijing task: its region restarts (fine-grained), Shanghai does not.
+        let view = get_job(&client, &job).await;
+        let failed = task(&view, "beijing-orders#1");
+        let on = if failed.executor == a.id { &a } else { &b };
+        on.fail(
+            &attempt_ref(&job, "beijing-orders#1", 0),
+            "recoverable",
+            "boom",
+        )
+        .await
+        .expect("report accepted");
+        eventually("the restarted region runs again", DEADLINE, || async {
+            let v = get_job(&client, &job).await;
+            (task(&v, "beijing-orders#1").attempt == 1
+                && v.tasks.iter().all(|t| t.state == "RUNNING"))
+            .then_some(())
+            .ok_or_else(|| describe(&v))
+        })
+        .await;
+
+        let page = eventually("recovery is measured", DEADLINE, || async {
+            let (code, body) = http_get(daemon.http_addr, "/metrics").await;
+            assert_eq!(code, 200);
+            let want =
+                format!("jobmaster_recovery_seconds_count{{job=\"{job}\",name=\"two-cities\"}} 1");
+            if body.contains(&want) {
+                Ok(body)
+            } else {
+                Err(body)
+            }
+        })
+        .await;
+        let labels = format!("job=\"{job}\",name=\"two-cities\"");
+        for line in [
+            format!("jobmaster_failovers_total{{{labels}}} 1"),
+            format!("jobmaster_restarts_total{{{labels}}} 1"),
+            format!("jobmaster_full_restarts_total{{{labels}}} 0"),
+            format!("jobmaster_region_restarts_total{{{labels}}} 1"),
+            format!("jobmaster_tasks_restarted_total{{{labels}}} 2"),
+            format!("jobmaster_tasks_restarted_count{{{labels}}} 1"),
+            format!("jobmaster_failure_detection_seconds_count{{{labels}}} 1"),
+            format!("jobmaster_tasks{{{labels},state=\"RUNNING\"}} 6"),
+            format!("jobmaster_job_state{{{labels},state=\"RUNNING\"}} 1"),
+            "jobmaster_executor_registered{executor=\"tm-a\"} 1".to_owned(),
+            "jobmaster_executor_slots{executor=\"tm-b\"} 4".to_owned(),
+        ] {
+            assert!(page.contains(&line), "missing {line:?} in\n{page}");
+        }
+
+        let mut promtool = tokio::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("promtool runs");
+        let mut stdin = promtool.stdin.take().unwrap();
+        stdin.write_all(page.as_bytes()).await.unwrap();
+        drop(stdin);
+        let out = promtool.wait_with_output().await.unwrap();
+        assert!(
+            out.status.success(),
+            "promtool check metrics failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        daemon.shutdown().await.0.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_regions_and_task_states_in_chromium() {
+    require("chromium");
+    within(TEST_LIMIT, async {
+        let daemon = Daemon::start(settings(&[])).await;
+        let _a = FakeExecutor::start(&daemon, "tm-a", 8).await;
+        let client = daemon.client().await;
+        let job = submit(&client, TWO_CITIES).await;
+        wait_all_running(&client, &job).await;
+
+        let (code, api) = http_get(daemon.http_addr, &format!("/api/jobs/{job}")).await;
+        assert_eq!(code, 200, "{api}");
+        let v: serde_json::Value = serde_json::from_str(&api).unwrap();
+        assert_eq!(v["regions"].as_array().unwrap().len(), 4);
+        let (code, _) = http_get(daemon.http_addr, "/api/jobs/0000000000000bad").await;
+        assert_eq!(code, 404);
+
+        let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+        let url = format!("http://{}/", daemon.http_addr);
+        let profile = tempdir("chromium-profile");
+        let chromium = |extra: Vec<String>| {
+            let mut args = vec![
+                "--headless".to_owned(),
+                "--no-sandbox".to_owned(),
+                "--disable-gpu".to_owned(),
+                "--disable-dev-shm-usage".to_owned(),
+                format!("--user-data-dir={}", profile.display()),
+                "--virtual-time-budget=4000".to_owned(),
+                "--window-size=1400,900".to_owned(),
+            ];
+            args.extend(extra);
+            args.push(url.clone());
+            tokio::process::Command::new("chromium")
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .output()
+        };
+        let out =
+            tokio::time::timeout(Duration::from_secs(40), chromium(vec!["--dump-dom".into()]))
+                .await
+                .expect("chromium finishes")
+                .expect("chromium runs");
+        let dom = String::from_utf8_lossy(&out.stdout);
+        assert!(dom.contains("two-cities"), "job name shown:\n{dom}");
+        for region in 0..4 {
+            assert!(
+                dom.contains(&format!("data-region=\"{region}\"")),
+                "region {region} shown:\n{dom}"
+            );
+        }
+        for t in ["beijing#0", "beijing-orders#1", "shanghai#1"] {
+            assert!(
+                dom.contains(&format!("{t} · RUNNING")),
+                "{t} shown RUNNING:\n{dom}"
+            );
+        }
+        assert!(dom.contains("tm-a"), "executor listed");
+        let _ = tokio::time::timeout(
+            Duration::from_secs(40),
+            chromium(vec![format!("--screenshot={}", shot.display())]),
+        )
+        .await;
+        assert!(shot.is_file(), "screenshot kept at {}", shot.display());
+        let _ = std::fs::remove_dir_all(&profile);
+        daemon.shutdown().await.0.unwrap();
+    })
+    .await;
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("jobmaster-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
