@@ -227,3 +227,158 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Runs the real `jmctl` against `endpoint`.
+async fn jmctl(endpoint: &str, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_jmctl"))
+        .arg("--endpoint")
+        .arg(endpoint)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("jmctl runs")
+}
+
+fn json_of(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "jmctl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON document")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jmctl_drives_a_job_and_reports_errors_with_exit_codes() {
+    within(TEST_LIMIT, async {
+        let daemon = Daemon::start(settings(&[])).await;
+        let a = FakeExecutor::start(&daemon, "tm-a", 8).await;
+        let url = daemon.url();
+        let dir = tempdir("jmctl");
+        let spec = dir.join("two-cities.toml");
+        std::fs::write(&spec, TWO_CITIES).unwrap();
+
+        let job = json_of(
+            &jmctl(
+                &url,
+                &["--output", "json", "submit", spec.to_str().unwrap()],
+            )
+            .await,
+        )["job_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let client = daemon.client().await;
+        wait_all_running(&client, &job).await;
+
+        let status = json_of(&jmctl(&url, &["--output", "json", "status", &job]).await);
+        assert_eq!(status["job_id"], job.as_str());
+        assert_eq!(status["name"], "two-cities");
+        assert_eq!(status["state"], "RUNNING");
+        let tasks = status["tasks"].as_array().unwrap();
+        assert_eq!(tasks.len(), 6);
+        for t in tasks {
+            for field in ["name", "state", "attempt", "executor", "region"] {
+                assert!(t.get(field).is_some(), "task field {field}: {t}");
+            }
+            assert_eq!(t["executor"], "tm-a");
+        }
+
+        let executors = json_of(&jmctl(&url, &["--output", "json", "executors"]).await);
+        let e = &executors.as_array().unwrap()[0];
+        assert_eq!(e["id"], "tm-a");
+        assert_eq!(e["slots"], 8);
+        assert_eq!(e["free_slots"], 2);
+        for field in [
+            "address",
+            "heartbeat_age_ms",
+            "partitions",
+            "free_disk_bytes",
+        ] {
+            assert!(e.get(field).is_some(), "executor field {field}: {e}");
+        }
+
+        let explain = json_of(
+            &jmctl(
+                &url,
+                &[
+                    "--output",
+                    "json",
+                    "explain",
+                    &job,
+                    "--task",
+                    "beijing-orders#0",
+                ],
+            )
+            .await,
+        );
+        assert_eq!(
+            explain["restart"],
+            serde_json::json!(["beijing#0", "beijing-orders#0"])
+        );
+
+        let table = jmctl(&url, &["status", &job]).await;
+        let text = String::from_utf8_lossy(&table.stdout);
+        assert!(
+            text.contains("REGION") && text.contains("shanghai#1"),
+            "{text}"
+        );
+
+        let out = jmctl(&url, &["inject", &job, "--task", "shanghai#1"]).await;
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        a.confirm_cancels().await;
+        let history = eventually("the failure is in the history", DEADLINE, || async {
+            let h = json_of(&jmctl(&url, &["--output", "json", "exceptions", &job]).await);
+            if h["entries"].as_array().is_some_and(|e| e.len() == 1) {
+                Ok(h)
+            } else {
+                Err(h.to_string())
+            }
+        })
+        .await;
+        assert_eq!(history["entries"][0]["root"]["task"], "shanghai#1");
+
+        let list = json_of(&jmctl(&url, &["--output", "json", "list"]).await);
+        assert_eq!(list[0]["job_id"], job.as_str());
+
+        // Errors: server-side (exit 1), input (exit 2), connection (exit 1); one line each.
+        for (args, code, needle) in [
+            (vec!["status", "00000000000000ff"], 1, "NotFound"),
+            (vec!["status", "nope"], 1, "job_id"),
+            (vec!["submit", "does-not-exist.toml"], 2, "cannot read"),
+            (vec!["inject", &job, "--task", "nope#0"], 1, "NotFound"),
+            (vec!["explain", &job], 2, ""),
+        ] {
+            let out = jmctl(&url, &args).await;
+            assert_eq!(
+                out.status.code(),
+                Some(code),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+        let out = jmctl("http://127.0.0.1:1", &["list"]).await;
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr)
+                .trim_end()
+                .lines()
+                .count(),
+            1
+        );
+
+        let out = jmctl(&url, &["completions", "bash"]).await;
+        assert!(String::from_utf8_lossy(&out.stdout).contains("jmctl"));
+        let _ = std::fs::remove_dir_all(&dir);
+        daemon.shutdown().await.0.unwrap();
+    })
+    .await;
+}
