@@ -304,6 +304,11 @@ impl JobMaster {
         self.jobs.keys().copied()
     }
 
+    /// The job's name, or "" for an unknown job.
+    pub fn job_name(&self, job: JobId) -> &str {
+        self.jobs.get(&job).map_or("", |j| j.graph.name())
+    }
+
     pub fn job_state(&self, job: JobId) -> Option<JobState> {
         self.jobs.get(&job).map(|j| j.state.state())
     }
@@ -583,6 +588,11 @@ impl JobMaster {
                 }
             }
         }
+        self.release(id, by_host);
+    }
+
+    /// Forgets where released partitions were hosted and tells the shell to delete them.
+    fn release(&mut self, id: JobId, by_host: BTreeMap<Option<ExecutorId>, Vec<PartitionId>>) {
         for (executor, partitions) in by_host {
             if let Some(e) = executor.as_ref().and_then(|e| self.executors.get_mut(e)) {
                 for p in &partitions {
@@ -794,26 +804,13 @@ impl JobMaster {
             return Ok(()); // a repeated report (retries are allowed to deliver twice)
         }
         match reported {
-            AttemptState::Initializing | AttemptState::Running => {
+            AttemptState::Initializing | AttemptState::Running | AttemptState::Finished => {
                 if state == AttemptState::Canceling {
-                    return Ok(()); // late: the cancel is under way
-                }
-                let path = state
-                    .forward_path(reported)
-                    .ok_or(CoreError::IllegalReport {
-                        task: name,
-                        state,
-                        reported,
-                    })?;
-                let job = self.jobs.get_mut(&a.job).expect("checked above");
-                for &s in path {
-                    job.set_attempt_state(a.task, s, now, &mut self.out);
-                }
-                job.note_region_up(job.regions.region_of(a.task), now);
-            }
-            AttemptState::Finished => {
-                if state == AttemptState::Canceling {
-                    self.finish_cancel(a.job, a.task, now);
+                    // Late progress of an attempt being cancelled; a finished one is simply
+                    // gone (its output is not wanted any more).
+                    if reported == AttemptState::Finished {
+                        self.finish_cancel(a.job, a.task, now);
+                    }
                     return Ok(());
                 }
                 let path = state
@@ -827,7 +824,11 @@ impl JobMaster {
                 for &s in path {
                     job.set_attempt_state(a.task, s, now, &mut self.out);
                 }
-                self.finish_task(a.job, a.task, executor, now);
+                if reported == AttemptState::Finished {
+                    self.finish_task(a.job, a.task, executor, now);
+                } else {
+                    job.note_region_up(job.regions.region_of(a.task), now);
+                }
             }
             AttemptState::Canceled => match state {
                 AttemptState::Canceling => self.finish_cancel(a.job, a.task, now),
@@ -1162,18 +1163,7 @@ impl JobMaster {
             }
             job.pending[job.regions.region_of(t).index()].remove(&t);
         }
-        for (executor, partitions) in release {
-            if let Some(ex) = executor.as_ref().and_then(|e| self.executors.get_mut(e)) {
-                for p in &partitions {
-                    ex.partitions.remove(&(id, *p));
-                }
-            }
-            self.out.push(Command::ReleasePartitions {
-                job: id,
-                executor,
-                partitions,
-            });
-        }
+        self.release(id, release);
 
         let job = self.jobs.get_mut(&id).expect("exists");
         let restart = job.next_restart;

@@ -75,7 +75,7 @@ fn overview_json(c: &Coordinator) -> Value {
         .map(|job| {
             json!({
                 "job_id": job.to_string(),
-                "name": c.core.graph(job).map(|g| g.name().to_owned()).unwrap_or_default(),
+                "name": c.core.job_name(job).to_owned(),
                 "state": c.core.job_state(job).map(|s| s.name()).unwrap_or_default(),
                 "tasks": c.core.graph(job).map_or(0, |g| g.task_count()),
                 "regions": c.core.regions(job).map_or(0, |r| r.len()),

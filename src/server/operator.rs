@@ -176,17 +176,8 @@ impl JobMasterService for Operator {
                     .into_iter()
                     .map(|job| JobSummary {
                         job_id: job.to_string(),
-                        name: c
-                            .core
-                            .graph(job)
-                            .map(|g| g.name().to_owned())
-                            .unwrap_or_default(),
-                        state: c
-                            .core
-                            .job_state(job)
-                            .map(|s| s.name())
-                            .unwrap_or_default()
-                            .to_owned(),
+                        name: c.core.job_name(job).to_owned(),
+                        state: c.core.job_state(job).map_or("", |s| s.name()).to_owned(),
                         tasks: c.core.graph(job).map_or(0, |g| g.task_count() as u32),
                         regions: c.core.regions(job).map_or(0, |r| r.len() as u32),
                         restarts: c.core.counters(job).map_or(0, |k| k.restarts),
@@ -210,17 +201,8 @@ impl JobMasterService for Operator {
                 let counters = c.core.counters(job).cloned().unwrap_or_default();
                 Ok(GetJobResponse {
                     job_id: job.to_string(),
-                    name: c
-                        .core
-                        .graph(job)
-                        .map(|g| g.name().to_owned())
-                        .unwrap_or_default(),
-                    state: c
-                        .core
-                        .job_state(job)
-                        .map(|s| s.name())
-                        .unwrap_or_default()
-                        .to_owned(),
+                    name: c.core.job_name(job).to_owned(),
+                    state: c.core.job_state(job).map_or("", |s| s.name()).to_owned(),
                     cause: c.core.job_cause(job).unwrap_or_default().to_owned(),
                     failover: c
                         .core
