@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, info, warn};
 
@@ -224,9 +224,14 @@ pub async fn run(
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(service)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                let _ = stop_rx.changed().await;
-            }),
+            // TCP_NODELAY on accepted connections (`Server::tcp_nodelay` does not apply to
+            // an incoming stream): small replies must not wait for delayed ACKs.
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async move {
+                    let _ = stop_rx.changed().await;
+                },
+            ),
     );
     let reporter = tokio::spawn(report_loop(agent.clone(), report_rx));
     let connection = tokio::spawn(connection_loop(agent.clone()));

@@ -17,7 +17,6 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use dashmap::DashMap;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, watch};
-use tokio_stream::wrappers::TcpListenerStream;
 use tracing::{info, warn};
 
 pub use error::ApiError;
@@ -237,9 +236,13 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(operator)
         .add_service(gateway)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), async move {
-            let _ = stop_grpc.recv().await;
-        });
+        .serve_with_incoming_shutdown(
+            // Small replies must not wait for delayed ACKs (~40 ms per report otherwise).
+            tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
+            async move {
+                let _ = stop_grpc.recv().await;
+            },
+        );
     let app = http::router(shared.clone());
     let http_server = axum::serve(http, app).with_graceful_shutdown(async move {
         let _ = stop_http.recv().await;

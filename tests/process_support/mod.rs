@@ -1,0 +1,640 @@
+//! Helpers for the process-tier tests (DESIGN §7, tier 3): a real `jobmaster` and real
+//! `taskexecutor` processes on loopback, each test in its own temporary directory, and the
+//! task processes found through /proc by the `JM_ATTEMPT_DIR` in their environment.
+//!
+//! Everything a [`Cluster`] starts is killed when it is dropped, also when the test panics;
+//! then every task process left under the test's directory is killed and the directory is
+//! removed. Waiting is always polling with a deadline ([`eventually`]), never a bare sleep.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use jobmaster::api::v1::job_master_service_client::JobMasterServiceClient;
+use jobmaster::api::v1::{
+    ExecutorInfo, GetJobRequest, GetJobResponse, ListExecutorsRequest, SubmitJobRequest, TaskInfo,
+};
+use tonic::transport::Channel;
+
+pub const JOBMASTER: &str = env!("CARGO_BIN_EXE_jobmaster");
+pub const TASKEXECUTOR: &str = env!("CARGO_BIN_EXE_taskexecutor");
+
+/// The repository root (where `examples/` lives).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// An absolute path under `examples/`.
+pub fn example(path: &str) -> String {
+    repo().join("examples").join(path).display().to_string()
+}
+
+/// Settings every process of a test cluster gets (later entries, from the test, win).
+/// Heartbeats are fast; the heartbeat timeout is generous because a noisy machine may delay a
+/// heartbeat, and a spurious executor loss would spoil the attempt numbers a test asserts.
+const BASE_ENV: &[(&str, &str)] = &[
+    ("RUST_LOG", "info"),
+    ("JOBMASTER__HEARTBEAT__INTERVAL", "100ms"),
+    ("JOBMASTER__HEARTBEAT__TIMEOUT", "3s"),
+    ("JOBMASTER__RPC__TIMEOUT", "3s"),
+    ("JOBMASTER__RPC__CONNECT_TIMEOUT", "1s"),
+    ("JOBMASTER__EXECUTOR__CANCEL_GRACE", "2s"),
+    ("JOBMASTER__EXECUTOR__MIN_FREE_DISK_BYTES", "0"),
+];
+
+struct Executor {
+    child: Child,
+    /// Still to be reaped.
+    alive: bool,
+}
+
+/// A jobmaster and its taskexecutors, all child processes of the test.
+pub struct Cluster {
+    /// The test's own directory: executors' data dirs, the persistent dir, logs, job inputs.
+    pub root: PathBuf,
+    /// The jobmaster's gRPC URL.
+    pub url: String,
+    /// The jobmaster's epoch: its start in ms since the Unix epoch, the zero of the `time_ms`
+    /// of its events.
+    pub epoch: u64,
+    env: Vec<(String, String)>,
+    jobmaster: Option<Child>,
+    executors: BTreeMap<String, Executor>,
+    client: Option<JobMasterServiceClient<Channel>>,
+}
+
+impl Cluster {
+    /// A fresh directory for test `name`; nothing runs yet.
+    pub fn new(name: &str, env: &[(&str, &str)]) -> Cluster {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let root = std::env::temp_dir().join(format!(
+            "jobmaster-processes-{name}-{}-{nanos:x}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(root.join("persistent")).expect("create the test directory");
+        let root = root.canonicalize().expect("canonical test directory");
+        let env = BASE_ENV
+            .iter()
+            .chain(env)
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Cluster {
+            root,
+            url: String::new(),
+            epoch: 0,
+            env,
+            jobmaster: None,
+            executors: BTreeMap::new(),
+            client: None,
+        }
+    }
+
+    /// Starts the jobmaster (on port 0: it logs the ports it bound) and `executors`
+    /// (id, slots), and waits until every executor is registered.
+    pub async fn start(name: &str, executors: &[(&str, u32)], env: &[(&str, &str)]) -> Cluster {
+        let mut cluster = Cluster::new(name, env);
+        cluster.start_jobmaster().await;
+        for (id, slots) in executors {
+            cluster.start_executor(id, *slots);
+        }
+        let ids: Vec<&str> = executors.iter().map(|(id, _)| *id).collect();
+        cluster.wait_registered(&ids).await;
+        cluster
+    }
+
+    fn log(&self, name: &str) -> std::fs::File {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.join(format!("{name}.log")))
+            .expect("open a log file")
+    }
+
+    pub async fn start_jobmaster(&mut self) {
+        let log = self.root.join("jobmaster.log");
+        let out = self.log("jobmaster");
+        let child = Command::new(JOBMASTER)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+            ])
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .current_dir(&self.root)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("clone a log handle"))
+            .stderr(out)
+            .spawn()
+            .expect("start the jobmaster");
+        self.jobmaster = Some(child);
+        // The daemon logs `jobmaster listening` with the address it bound.
+        let (grpc, epoch) = eventually("the jobmaster listens", Duration::from_secs(30), || {
+            let exited = self
+                .jobmaster
+                .as_mut()
+                .map(|c| matches!(c.try_wait(), Ok(Some(_))))
+                .unwrap_or(true);
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            async move {
+                if exited {
+                    panic!("the jobmaster exited at start:\n{text}");
+                }
+                text.lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .find(|v| v["fields"]["message"] == "jobmaster listening")
+                    .and_then(|v| {
+                        let grpc = v["fields"]["grpc"].as_str()?.to_owned();
+                        Some((grpc, v["fields"]["epoch"].as_u64()?))
+                    })
+                    .ok_or_else(|| "no `jobmaster listening` line yet".to_owned())
+            }
+        })
+        .await;
+        self.url = format!("http://{grpc}");
+        self.epoch = epoch;
+        let url = self.url.clone();
+        let client = eventually("connect to the jobmaster", Duration::from_secs(30), || {
+            let url = url.clone();
+            async move {
+                JobMasterServiceClient::connect(url)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .await;
+        self.client = Some(client);
+    }
+
+    pub fn data_dir(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+
+    /// Starts `taskexecutor --id ID` (again, if it ran before: same data dir).
+    pub fn start_executor(&mut self, id: &str, slots: u32) {
+        if let Some(old) = self.executors.get_mut(id) {
+            assert!(!old.alive, "executor {id} still runs");
+        }
+        let out = self.log(id);
+        let data = self.data_dir(id);
+        let persistent = self.root.join("persistent");
+        let child = Command::new(TASKEXECUTOR)
+            .arg("--jobmaster")
+            .arg(&self.url)
+            .args(["--listen", "127.0.0.1:0", "--id", id])
+            .arg("--slots")
+            .arg(slots.to_string())
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--persistent-dir")
+            .arg(&persistent)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .current_dir(&self.root)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("clone a log handle"))
+            .stderr(out)
+            .spawn()
+            .expect("start a taskexecutor");
+        self.executors
+            .insert(id.to_owned(), Executor { child, alive: true });
+    }
+
+    pub fn executor_pid(&self, id: &str) -> i32 {
+        self.executors
+            .get(id)
+            .unwrap_or_else(|| panic!("no executor {id}"))
+            .child
+            .id() as i32
+    }
+
+    /// Sends `signal` to executor `id`; SIGKILL also reaps it.
+    pub fn signal_executor(&mut self, id: &str, signal: i32) {
+        let executor = self
+            .executors
+            .get_mut(id)
+            .unwrap_or_else(|| panic!("no executor {id}"));
+        assert!(executor.alive, "executor {id} is not running");
+        // SAFETY: kill(2) on our own child's pid, which we have not reaped yet.
+        let rc = unsafe { libc::kill(executor.child.id() as i32, signal) };
+        assert_eq!(rc, 0, "kill({signal}) of executor {id}");
+        if signal == libc::SIGKILL {
+            let _ = executor.child.wait();
+            executor.alive = false;
+        }
+    }
+
+    /// SIGTERM to executor `id`, then waits (bounded) for it to exit.
+    pub async fn stop_executor(&mut self, id: &str) {
+        self.signal_executor(id, libc::SIGTERM);
+        let executor = self.executors.get_mut(id).expect("exists");
+        let child = &mut executor.child;
+        let status = eventually(
+            &format!("executor {id} exits on SIGTERM"),
+            Duration::from_secs(30),
+            || {
+                let r = child.try_wait();
+                async move {
+                    match r {
+                        Ok(Some(status)) => Ok(status),
+                        Ok(None) => Err("still running".to_owned()),
+                        Err(e) => panic!("wait: {e}"),
+                    }
+                }
+            },
+        )
+        .await;
+        executor.alive = false;
+        assert!(status.success(), "executor {id} exited with {status}");
+    }
+
+    /// SIGKILL to the jobmaster.
+    pub fn kill_jobmaster(&mut self) {
+        if let Some(mut child) = self.jobmaster.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.client = None;
+    }
+
+    pub fn client(&self) -> JobMasterServiceClient<Channel> {
+        self.client.clone().expect("the jobmaster runs")
+    }
+
+    pub async fn submit(&self, spec: &serde_json::Value) -> String {
+        self.client()
+            .submit_job(SubmitJobRequest {
+                spec: spec.to_string(),
+                format: "json".into(),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("SubmitJob: {}", s.message()))
+            .into_inner()
+            .job_id
+    }
+
+    pub async fn job(&self, job: &str) -> GetJobResponse {
+        self.client()
+            .get_job(GetJobRequest {
+                job_id: job.to_owned(),
+            })
+            .await
+            .unwrap_or_else(|s| panic!("GetJob: {}", s.message()))
+            .into_inner()
+    }
+
+    /// The job's tasks by name.
+    pub async fn tasks(&self, job: &str) -> BTreeMap<String, TaskInfo> {
+        self.job(job)
+            .await
+            .tasks
+            .into_iter()
+            .map(|t| (t.name.clone(), t))
+            .collect()
+    }
+
+    pub async fn executors(&self) -> Vec<ExecutorInfo> {
+        self.client()
+            .list_executors(ListExecutorsRequest {})
+            .await
+            .unwrap_or_else(|s| panic!("ListExecutors: {}", s.message()))
+            .into_inner()
+            .executors
+    }
+
+    pub async fn registered(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.executors().await.into_iter().map(|e| e.id).collect();
+        ids.sort();
+        ids
+    }
+
+    /// Waits until exactly `ids` are registered.
+    pub async fn wait_registered(&self, ids: &[&str]) {
+        let mut want: Vec<String> = ids.iter().map(|s| (*s).to_owned()).collect();
+        want.sort();
+        eventually(
+            &format!("executors {want:?} registered"),
+            Duration::from_secs(30),
+            || {
+                let want = want.clone();
+                async move {
+                    let have = self.registered().await;
+                    if have == want {
+                        Ok(())
+                    } else {
+                        Err(format!("registered: {have:?}"))
+                    }
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Waits until every task of `job` satisfies `ok`; returns the tasks.
+    pub async fn wait_tasks(
+        &self,
+        job: &str,
+        what: &str,
+        within: Duration,
+        ok: impl Fn(&TaskInfo) -> bool,
+    ) -> BTreeMap<String, TaskInfo> {
+        let ok = &ok;
+        eventually(what, within, || async move {
+            let tasks = self.tasks(job).await;
+            if tasks.values().all(ok) {
+                Ok(tasks)
+            } else {
+                Err(describe(&tasks))
+            }
+        })
+        .await
+    }
+
+    /// Waits until the job is in `state`.
+    pub async fn wait_job_state(&self, job: &str, state: &str, within: Duration) -> GetJobResponse {
+        eventually(&format!("job {job} {state}"), within, || async move {
+            let j = self.job(job).await;
+            if j.state == state {
+                Ok(j)
+            } else {
+                Err(format!(
+                    "job {} (cause {:?}); tasks: {}",
+                    j.state,
+                    j.cause,
+                    describe(
+                        &j.tasks
+                            .iter()
+                            .map(|t| (t.name.clone(), t.clone()))
+                            .collect()
+                    )
+                ))
+            }
+        })
+        .await
+    }
+
+    /// Live task processes of this test.
+    pub fn processes(&self) -> Vec<TaskProcess> {
+        task_processes(&self.root)
+    }
+
+    /// Live task processes started by executor `id` (its data dir).
+    pub fn processes_of(&self, id: &str) -> Vec<TaskProcess> {
+        task_processes(&self.data_dir(id))
+    }
+
+    /// Waits until no task process started by executor `id` is alive.
+    pub async fn wait_no_processes_of(&self, id: &str) {
+        eventually(
+            &format!("no task process of executor {id} remains"),
+            Duration::from_secs(60),
+            || async move {
+                let left = self.processes_of(id);
+                if left.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("{left:?}"))
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Waits until no task process of this test is alive.
+    pub async fn wait_no_processes(&self) {
+        eventually(
+            "no task process of the test remains",
+            Duration::from_secs(60),
+            || async move {
+                let left = self.processes();
+                if left.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("{left:?}"))
+                }
+            },
+        )
+        .await;
+    }
+
+    fn print_logs(&self) {
+        let mut names: Vec<String> = vec!["jobmaster".to_owned()];
+        names.extend(self.executors.keys().cloned());
+        for name in names {
+            let text =
+                std::fs::read_to_string(self.root.join(format!("{name}.log"))).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(60)..];
+            eprintln!("----- {name}.log (last {} lines) -----", tail.len());
+            for line in tail {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.print_logs();
+            for p in self.processes() {
+                eprintln!("live task process: {p:?}");
+            }
+        }
+        for executor in self.executors.values_mut() {
+            if executor.alive {
+                let pid = executor.child.id() as i32;
+                // SAFETY: kill(2) on our own unreaped child; a stopped one is woken first.
+                unsafe {
+                    libc::kill(pid, libc::SIGCONT);
+                    libc::kill(pid, libc::SIGKILL);
+                }
+                let _ = executor.child.wait();
+                executor.alive = false;
+            }
+        }
+        self.kill_jobmaster();
+        // Whatever task processes are left (grandchildren escape the parent-death signal).
+        for p in self.processes() {
+            // SAFETY: kill(2) on a pid we just read from /proc; it belongs to this test.
+            unsafe {
+                libc::kill(p.pid, libc::SIGKILL);
+            }
+        }
+        // JM_TEST_KEEP=1 keeps the directory (logs, task logs) of a failed test.
+        if std::thread::panicking() && std::env::var_os("JM_TEST_KEEP").is_some() {
+            eprintln!("kept {}", self.root.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+/// `name state attempt@executor` of each task, for failure messages.
+pub fn describe(tasks: &BTreeMap<String, TaskInfo>) -> String {
+    tasks
+        .values()
+        .map(|t| format!("{} {} {}@{}", t.name, t.state, t.attempt, t.executor))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Polls `probe` until it returns `Ok`, for at most `within`; panics with the last `Err`.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        match probe().await {
+            Ok(value) => return value,
+            Err(last) => {
+                if Instant::now() >= deadline {
+                    panic!("timed out after {within:?} waiting until {what}; last: {last}");
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Runs a test body with an overall deadline.
+pub async fn bounded<F: Future<Output = ()>>(limit: Duration, body: F) {
+    if tokio::time::timeout(limit, body).await.is_err() {
+        panic!("the test did not finish within {limit:?}");
+    }
+}
+
+/// A live (not zombie) process started by a taskexecutor for a task.
+#[derive(Debug, Clone)]
+pub struct TaskProcess {
+    pub pid: i32,
+    pub pgid: i32,
+    pub cmdline: String,
+    /// `vertex#subtask`.
+    pub task: String,
+    pub attempt: u32,
+    pub executor: String,
+    pub attempt_dir: String,
+}
+
+/// Every live process whose `JM_ATTEMPT_DIR` lies under `under` (task processes and their
+/// descendants, which inherit the environment).
+pub fn task_processes(under: &Path) -> Vec<TaskProcess> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let dir = entry.path();
+        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+            continue;
+        };
+        // Fields after the command name: state, ppid, pgrp, ...
+        let Some((_, after)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        if fields.len() < 3 || matches!(fields[0], "Z" | "X" | "x") {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(dir.join("environ")) else {
+            continue;
+        };
+        let env: BTreeMap<String, String> = environ
+            .split(|b| *b == 0)
+            .filter_map(|kv| {
+                let kv = String::from_utf8_lossy(kv);
+                let (k, v) = kv.split_once('=')?;
+                k.starts_with("JM_").then(|| (k.to_owned(), v.to_owned()))
+            })
+            .collect();
+        let Some(attempt_dir) = env.get("JM_ATTEMPT_DIR") else {
+            continue;
+        };
+        if !Path::new(attempt_dir).starts_with(under) {
+            continue;
+        }
+        let cmdline = std::fs::read(dir.join("cmdline"))
+            .map(|c| {
+                c.split(|b| *b == 0)
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        let get = |k: &str| env.get(k).cloned().unwrap_or_default();
+        found.push(TaskProcess {
+            pid,
+            pgid: fields[2].parse().unwrap_or(0),
+            cmdline: cmdline.trim().to_owned(),
+            task: format!("{}#{}", get("JM_VERTEX"), get("JM_SUBTASK")),
+            attempt: get("JM_ATTEMPT").parse().unwrap_or(u32::MAX),
+            executor: get("JM_EXECUTOR_ID"),
+            attempt_dir: attempt_dir.clone(),
+        });
+    }
+    found
+}
+
+/// A restart strategy that restarts at once (or nearly), many times.
+pub fn quick_restarts(delay: &str) -> serde_json::Value {
+    serde_json::json!({ "strategy": "fixed-delay", "attempts": 1000, "delay": delay })
+}
+
+/// The two-city streaming job: `cities` independent pipelines source -> orders (pointwise,
+/// pipelined), each vertex of `parallelism`, so `cities * parallelism` regions of 2 tasks.
+pub fn streaming_job(
+    name: &str,
+    cities: &[&str],
+    parallelism: u32,
+    command: &[String],
+    restart: serde_json::Value,
+) -> serde_json::Value {
+    let mut vertices = Vec::new();
+    let mut edges = Vec::new();
+    for city in cities {
+        for v in ["source", "orders"] {
+            vertices.push(serde_json::json!({
+                "id": format!("{city}-{v}"),
+                "parallelism": parallelism,
+                "command": command,
+            }));
+        }
+        edges.push(serde_json::json!({
+            "from": format!("{city}-source"),
+            "to": format!("{city}-orders"),
+            "pattern": "pointwise",
+            "exchange": "pipelined",
+        }));
+    }
+    serde_json::json!({
+        "name": name,
+        "failover": "region",
+        "restart": restart,
+        "vertices": vertices,
+        "edges": edges,
+    })
+}
+
+/// `sh examples/tasks/stream.sh`, with an absolute path (tasks run in the executor's working
+/// directory).
+pub fn stream_command() -> Vec<String> {
+    vec!["sh".into(), example("tasks/stream.sh")]
+}
