@@ -339,6 +339,13 @@ impl JobMaster {
         Some(j.graph.tasks().map(|t| j.task_view(t)).collect())
     }
 
+    /// A task's current attempt number and executor, without building a [`TaskView`] (for
+    /// hot paths such as task descriptors).
+    pub fn task_placement(&self, job: JobId, task: TaskId) -> Option<(u32, Option<&ExecutorId>)> {
+        let t = self.jobs.get(&job)?.tasks.get(task.index())?;
+        Some((t.attempt, t.executor.as_ref()))
+    }
+
     pub fn task(&self, job: JobId, task: TaskId) -> Option<TaskView> {
         let j = self.jobs.get(&job)?;
         (task.index() < j.tasks.len()).then(|| j.task_view(task))

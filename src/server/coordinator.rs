@@ -420,8 +420,10 @@ impl Coordinator {
             let partitions = group
                 .partitions_with_producers()
                 .map(|(p, producer)| {
-                    let view = self.core.task(a.job, producer);
-                    let executor = view.as_ref().and_then(|v| v.executor.clone());
+                    let (attempt, executor) = self
+                        .core
+                        .task_placement(a.job, producer)
+                        .unwrap_or((0, None));
                     let location = match self.core.partition_host(a.job, p) {
                         Some(PartitionHost::Executor(host)) => self
                             .shared
@@ -434,9 +436,9 @@ impl Coordinator {
                     };
                     InputPartition {
                         subtask: graph.subtask_of(producer),
-                        attempt: view.map_or(0, |v| v.attempt),
+                        attempt,
                         location,
-                        executor: executor.map(|e| e.0).unwrap_or_default(),
+                        executor: executor.map(|e| e.0.clone()).unwrap_or_default(),
                     }
                 })
                 .collect();
