@@ -902,17 +902,6 @@ impl JobMaster {
                 .collect();
             ready.extend(consumers);
         }
-        if job.failover == FailoverStrategy::Individual {
-            // Partially restarted regions may wait on just these outputs.
-            let consumers: BTreeSet<RegionId> = job
-                .graph
-                .produced_groups(t)
-                .flat_map(|g| job.graph.group(g).consumer_tasks())
-                .map(|c| job.regions.region_of(c))
-                .filter(|r| !job.pending[r.index()].is_empty())
-                .collect();
-            ready.extend(consumers);
-        }
         for r in ready {
             self.enqueue(id, r, now);
         }
