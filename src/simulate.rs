@@ -7,7 +7,7 @@
 //! events. Everything is ordered by (time, sequence number), so the same scenario always yields
 //! the same output, byte for byte.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -504,6 +504,8 @@ struct Sim<'a> {
     job: JobId,
     queue: BTreeMap<(Millis, u64), Item>,
     seq: u64,
+    /// Where each set timer sits in `queue`, so a cancelled one can be taken out.
+    timers: HashMap<TimerId, (Millis, u64)>,
     executors: BTreeMap<ExecutorId, VirtualExecutor>,
     events: Vec<SimEvent>,
     record: bool,
@@ -517,6 +519,7 @@ pub fn simulate(scenario: &Scenario, record_events: bool) -> SimReport {
         job: JobId(1),
         queue: BTreeMap::new(),
         seq: 0,
+        timers: HashMap::new(),
         executors: BTreeMap::new(),
         events: Vec::new(),
         record: record_events,
@@ -597,7 +600,16 @@ impl Sim<'_> {
     fn carry_out(&mut self, commands: Vec<Command>, now: Millis) {
         for command in commands {
             match command {
-                Command::SetTimer { timer, at } => self.push(at.max(now), Item::Timer(timer)),
+                Command::SetTimer { timer, at } => {
+                    let key = (at.max(now), self.seq);
+                    self.timers.insert(timer, key);
+                    self.push(key.0, Item::Timer(timer));
+                }
+                Command::CancelTimer { timer } => {
+                    if let Some(key) = self.timers.remove(&timer) {
+                        self.queue.remove(&key);
+                    }
+                }
                 Command::Deploy { attempt, executor } => {
                     let mut e = SimEvent::new(now, "deploy");
                     e.task = Some(self.task_name(attempt.task));
@@ -722,7 +734,10 @@ impl Sim<'_> {
 
     fn step(&mut self, item: Item, now: Millis) {
         match item {
-            Item::Timer(timer) => self.feed(Event::TimerFired { timer }, now),
+            Item::Timer(timer) => {
+                self.timers.remove(&timer);
+                self.feed(Event::TimerFired { timer }, now)
+            }
             Item::Report {
                 executor,
                 attempt,

@@ -1317,6 +1317,347 @@ async fn cancel_job_ends_canceled_once_the_executors_confirm() {
     .await;
 }
 
+// ----- 11. command dispatch: order, batches, losses decided by the core --------------------
+
+/// source(4) → sink(4), all-to-all pipelined: one region of eight tasks; restarts at once.
+fn one_region(name: &str) -> String {
+    format!(
+        r#"
+name = "{name}"
+failover = "region"
+
+[restart]
+strategy = "fixed-delay"
+attempts = 1000
+delay = "0s"
+
+[[vertices]]
+id = "source"
+parallelism = 4
+command = ["source"]
+
+[[vertices]]
+id = "sink"
+parallelism = 4
+command = ["sink"]
+
+[[edges]]
+from = "source"
+to = "sink"
+pattern = "all-to-all"
+exchange = "pipelined"
+"#
+    )
+}
+
+async fn inject_task_failure(client: &JobMasterServiceClient<Channel>, job: &str, task: &str) {
+    let mut c = client.clone();
+    bounded(
+        "InjectFailure",
+        c.inject_failure(InjectFailureRequest {
+            job_id: job.to_owned(),
+            target: Some(inject_failure_request::Target::Task(task.to_owned())),
+            class: String::new(),
+            message: "drill".into(),
+        }),
+    )
+    .await
+    .unwrap_or_else(|s| panic!("InjectFailure {task} of {job}: {s:?}"));
+}
+
+async fn cancel_job(client: &JobMasterServiceClient<Channel>, job: &str) {
+    let mut c = client.clone();
+    bounded(
+        "CancelJob",
+        c.cancel_job(CancelJobRequest {
+            job_id: job.to_owned(),
+        }),
+    )
+    .await
+    .unwrap_or_else(|s| panic!("CancelJob {job}: {s:?}"));
+}
+
+/// Checks that every Cancel the executor received came after the Submit of the same attempt;
+/// returns how many cancels there were.
+fn assert_submit_before_cancel(f: &FakeExecutor) -> usize {
+    let calls = f.calls();
+    let mut submitted = BTreeSet::new();
+    let mut cancels = 0;
+    for (i, call) in calls.iter().enumerate() {
+        match call {
+            Call::Submit {
+                job, task, attempt, ..
+            } => {
+                submitted.insert((job.clone(), task.clone(), *attempt));
+            }
+            Call::Cancel {
+                job, task, attempt, ..
+            } => {
+                cancels += 1;
+                assert!(
+                    submitted.contains(&(job.clone(), task.clone(), *attempt)),
+                    "{}: call {i} cancels {task} attempt {attempt} of job {job} before its submit \
+                     arrived; the calls before it: {:?}",
+                    f.id,
+                    &calls[i.saturating_sub(16)..i]
+                );
+            }
+            Call::Release { .. } => {}
+        }
+    }
+    cancels
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_never_reaches_an_executor_before_its_attempts_submit() {
+    within(TEST_LIMIT, async {
+        let daemon = Daemon::start(settings(&[])).await;
+        let client = daemon.client().await;
+        let a = FakeExecutor::start(&daemon, "exec-a", 8).await;
+        let b = FakeExecutor::start(&daemon, "exec-b", 8).await;
+        let fakes = [&a, &b];
+        // Slow executors: a cancel sent while its submit is still being handled would be
+        // handled (and recorded) first.
+        for f in fakes {
+            f.set_submit_delay(Duration::from_millis(50));
+        }
+        for round in 0..3 {
+            let job = submit(&client, &one_region(&format!("race-{round}"))).await;
+            // Every task was just deployed: the failure cancels the whole region right after
+            // the submits, and the region is redeployed as attempt 1 once they are confirmed.
+            inject_task_failure(&client, &job, "source#0").await;
+            wait_job(&client, &job, "the region redeployed as attempt 1", |j| {
+                j.tasks
+                    .iter()
+                    .all(|t| t.attempt == 1 && !t.executor.is_empty())
+            })
+            .await;
+            // And cancelling the job right away cancels attempts still being deployed.
+            cancel_job(&client, &job).await;
+            wait_job(&client, &job, "CANCELED", |j| j.state == "CANCELED").await;
+        }
+        let mut cancels = 0;
+        for f in fakes {
+            cancels += assert_submit_before_cancel(f);
+        }
+        // Per round: the eight attempts 0, then the eight attempts 1.
+        assert!(cancels >= 3 * 16, "only {cancels} cancels were made");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_to_one_executor_travel_in_batches_each_task_once() {
+    within(TEST_LIMIT, async {
+        let daemon = Daemon::start(settings(&[])).await;
+        let client = daemon.client().await;
+        let a = FakeExecutor::start(&daemon, "exec-a", 16).await;
+        // While one batch is in flight, the rest piles up behind it.
+        a.set_submit_delay(Duration::from_millis(20));
+        let job = submit(&client, &independent("batched", 16)).await;
+        wait_all_running(&client, &job).await;
+        let expected: BTreeSet<String> = (0..16).map(|i| format!("work#{i}")).collect();
+
+        let submits: Vec<String> = a
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Submit {
+                    job: j,
+                    task,
+                    attempt: 0,
+                    epoch,
+                } if j == job => {
+                    assert_eq!(epoch, a.epoch, "commands carry the JobMaster's epoch");
+                    Some(task)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            submits.len(),
+            16,
+            "each task is submitted once: {submits:?}"
+        );
+        assert_eq!(submits.iter().cloned().collect::<BTreeSet<_>>(), expected);
+        let batches = a.batches();
+        let submit_calls: Vec<usize> = batches
+            .iter()
+            .filter_map(|b| match b {
+                Batch::SubmitTasks(n) => Some(*n),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            !batches.contains(&Batch::SubmitTask),
+            "the JobMaster sends batches: {batches:?}"
+        );
+        assert_eq!(submit_calls.iter().sum::<usize>(), 16, "{batches:?}");
+        assert!(
+            submit_calls.len() < 16,
+            "16 tasks arrive in fewer SubmitTasks calls: {batches:?}"
+        );
+
+        let mark = a.call_count();
+        let before = batches.len();
+        cancel_job(&client, &job).await;
+        wait_job(&client, &job, "CANCELED", |j| j.state == "CANCELED").await;
+        let cancels: Vec<String> = a
+            .calls_since(mark)
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Cancel {
+                    job: j,
+                    task,
+                    attempt: 0,
+                    ..
+                } if j == job => Some(task),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            cancels.len(),
+            16,
+            "each task is cancelled once: {cancels:?}"
+        );
+        assert_eq!(cancels.into_iter().collect::<BTreeSet<_>>(), expected);
+        let batches = a.batches()[before..].to_vec();
+        let cancel_calls: Vec<usize> = batches
+            .iter()
+            .filter_map(|b| match b {
+                Batch::CancelTasks(n) => Some(*n),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            !batches.contains(&Batch::CancelTask),
+            "the JobMaster sends batches: {batches:?}"
+        );
+        assert_eq!(cancel_calls.iter().sum::<usize>(), 16, "{batches:?}");
+        assert!(
+            cancel_calls.len() < 16,
+            "16 cancels arrive in fewer CancelTasks calls: {batches:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_lost_by_the_cancel_timeout_leaves_the_registry() {
+    within(TEST_LIMIT, async {
+        let daemon = Daemon::start(settings(&[(
+            "JOBMASTER__SCHEDULER__CANCEL_TIMEOUT",
+            "300ms",
+        )]))
+        .await;
+        let client = daemon.client().await;
+        let a = FakeExecutor::start(&daemon, "exec-a", 1).await;
+        let job = submit(&client, &independent("stuck", 1)).await;
+        let running = wait_all_running(&client, &job).await;
+        assert_eq!(task(&running, "work#0").executor, "exec-a");
+        let b = FakeExecutor::start(&daemon, "exec-b", 1).await;
+        // A gets the cancel but never confirms it; it keeps heartbeating.
+        a.set_auto_cancel(false);
+        inject_task_failure(&client, &job, "work#0").await;
+        wait_call(&a, "CancelTask of work#0", |c| {
+            matches!(c, Call::Cancel { .. }) && c.target() == Some((job.as_str(), "work#0", 0))
+        })
+        .await;
+
+        // The core declares A lost when the cancel times out; the registry follows.
+        let ids = eventually("exec-a gone from ListExecutors", DEADLINE, || async {
+            let ids = executor_ids(&client).await;
+            if ids.iter().any(|id| id == "exec-a") {
+                Err(format!("{ids:?}"))
+            } else {
+                Ok(ids)
+            }
+        })
+        .await;
+        assert_eq!(ids, vec!["exec-b".to_owned()]);
+        eventually("A told to register again", DEADLINE, || async {
+            if a.reregister_asks() > 0 {
+                Ok(())
+            } else {
+                Err(format!("{} answers", a.heartbeats_answered()))
+            }
+        })
+        .await;
+        // Its session is no longer valid, and its task runs again on B.
+        let (code, message) = code_of(a.report(&attempt_ref(&job, "work#0", 0), "CANCELED").await);
+        assert_eq!(code, Code::FailedPrecondition, "{message}");
+        wait_job(&client, &job, "work#0 running on B", |j| {
+            let t = task(j, "work#0");
+            t.state == "RUNNING" && t.attempt == 1 && t.executor == "exec-b"
+        })
+        .await;
+        assert!(b.held().iter().any(|r| r.attempt == 1));
+        assert_eq!(reasons_of_history(&client, &job).await, vec!["recoverable"]);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_consumers_get_their_full_all_to_all_input_list() {
+    within(TEST_LIMIT, async {
+        let daemon = Daemon::start(settings(&[])).await;
+        let client = daemon.client().await;
+        let a = FakeExecutor::start(&daemon, "exec-a", 8).await;
+        a.set_submit_delay(Duration::from_millis(20));
+        let job = submit(&client, &one_region("shared-inputs")).await;
+        wait_all_running(&client, &job).await;
+        inject_task_failure(&client, &job, "sink#3").await;
+        let running = wait_job(&client, &job, "the region running as attempt 1", |j| {
+            j.tasks
+                .iter()
+                .all(|t| t.state == "RUNNING" && t.attempt == 1)
+        })
+        .await;
+
+        for attempt in [0, 1] {
+            let sinks: Vec<_> = a
+                .descriptors()
+                .into_iter()
+                .filter(|d| {
+                    d.attempt
+                        .as_ref()
+                        .is_some_and(|r| r.vertex == "sink" && r.attempt == attempt)
+                })
+                .collect();
+            assert_eq!(sinks.len(), 4, "attempt {attempt}: {sinks:?}");
+            for d in &sinks {
+                assert_eq!(d.inputs.len(), 1, "{d:?}");
+                let gate = &d.inputs[0];
+                assert_eq!(
+                    (gate.producer_vertex.as_str(), gate.shared_partitions),
+                    ("source", 0)
+                );
+                // Every producer, at the attempt deployed with this one, where it runs.
+                let producers: Vec<(u32, u32, &str)> = gate
+                    .partitions
+                    .iter()
+                    .map(|p| (p.subtask, p.attempt, p.executor.as_str()))
+                    .collect();
+                assert_eq!(
+                    producers,
+                    (0..4).map(|i| (i, attempt, "exec-a")).collect::<Vec<_>>(),
+                    "{}",
+                    describe(&running)
+                );
+            }
+        }
+        // The four sinks of an attempt shared one list: some batch carried more than one.
+        assert!(
+            a.batches()
+                .iter()
+                .any(|b| matches!(b, Batch::SubmitTasks(n) if *n > 1)),
+            "{:?}",
+            a.batches()
+        );
+    })
+    .await;
+}
+
 // ----- 10. shutdown -------------------------------------------------------------------------
 
 /// No TCP connection is accepted on `addr` any more.

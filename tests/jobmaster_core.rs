@@ -164,7 +164,20 @@ fn heartbeat_cancels_unknown_attempts_and_fails_missing_ones() {
         task: h.task("sink#1"),
         attempt: 5,
     };
-    // The executor holds src#0, src#1, sink#0 and an attempt we never deployed, but not sink#1.
+    // A first heartbeat lists all four attempts.
+    let all = vec![
+        src0,
+        h.current("src#1").0,
+        h.current("sink#0").0,
+        h.current("sink#1").0,
+    ];
+    let out = h.ok(Event::Heartbeat {
+        executor: "a".into(),
+        attempts: all,
+    });
+    assert!(cancels(&out).is_empty(), "every attempt is expected there");
+    // Then the executor holds src#0, src#1, sink#0 and an attempt we never deployed, but no
+    // longer sink#1.
     let attempts = vec![src0, h.current("src#1").0, h.current("sink#0").0, stranger];
     let out = h.ok(Event::Heartbeat {
         executor: "a".into(),
@@ -194,6 +207,64 @@ fn heartbeat_cancels_unknown_attempts_and_fails_missing_ones() {
         "{}",
         root.message
     );
+}
+
+#[test]
+fn attempt_deployed_after_a_heartbeat_snapshot_is_not_failed_by_that_heartbeat() {
+    let mut h = Harness::new(&[("a", 4)]);
+    let c = h.submit(STREAM);
+    h.run_all(&c);
+    let listed: Vec<AttemptId> = ["src#0", "src#1", "sink#0"]
+        .iter()
+        .map(|t| h.current(t).0)
+        .collect();
+    // sink#1 runs (its reports arrived) but the heartbeat was taken before it was deployed.
+    assert_eq!(h.view("sink#1").state, AttemptState::Running);
+    let out = h.ok(Event::Heartbeat {
+        executor: "a".into(),
+        attempts: listed.clone(),
+    });
+    assert!(cancels(&out).is_empty(), "{out:?}");
+    assert_eq!(
+        h.view("sink#1").state,
+        AttemptState::Running,
+        "one heartbeat without a never-listed attempt is not evidence of its loss"
+    );
+    // The next heartbeat lists it: from now on one omission is enough.
+    let mut all = listed.clone();
+    all.push(h.current("sink#1").0);
+    h.ok(Event::Heartbeat {
+        executor: "a".into(),
+        attempts: all,
+    });
+    h.ok(Event::Heartbeat {
+        executor: "a".into(),
+        attempts: listed,
+    });
+    assert_eq!(h.view("sink#1").state, AttemptState::Failed);
+}
+
+#[test]
+fn attempt_never_listed_fails_after_consecutive_heartbeats_leave_it_out() {
+    let mut h = Harness::new(&[("a", 4)]);
+    let c = h.submit(STREAM);
+    h.run_all(&c);
+    let listed: Vec<AttemptId> = ["src#0", "src#1", "sink#0"]
+        .iter()
+        .map(|t| h.current(t).0)
+        .collect();
+    for n in 1..=jobmaster::core::UNSEEN_HEARTBEATS {
+        h.ok(Event::Heartbeat {
+            executor: "a".into(),
+            attempts: listed.clone(),
+        });
+        let expected = if n < jobmaster::core::UNSEEN_HEARTBEATS {
+            AttemptState::Running
+        } else {
+            AttemptState::Failed
+        };
+        assert_eq!(h.view("sink#1").state, expected, "after {n} heartbeats");
+    }
 }
 
 #[test]
@@ -449,4 +520,71 @@ fn partition_lost_report_pulls_in_the_producer() {
         "p's persistent output is kept"
     );
     assert_eq!(h.jm.partition_available(JOB, partition), Some(false));
+}
+
+#[test]
+fn slot_timeout_of_a_placed_region_is_cancelled_and_one_of_a_waiting_region_is_not() {
+    // Two regions of two tasks each, one slot free: the first region waits for slots.
+    let mut h = Harness::new(&[("a", 1)]);
+    let out = h.submit(STREAM);
+    let set: Vec<_> = out
+        .iter()
+        .filter_map(|c| match c {
+            Command::SetTimer { timer, at } => Some((*timer, *at)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(set.len(), 2, "one slot timeout per queued region: {out:?}");
+    assert!(set.iter().all(|(_, at)| *at == 5_000));
+    assert!(deploys(&out).is_empty(), "no region fits in one slot");
+    // Two more slots: one region is placed, its slot timeout cancelled; the other still waits.
+    let out = h.ok(Event::ExecutorRegistered {
+        executor: "b".into(),
+        slots: 2,
+    });
+    assert_eq!(deploys(&out).len(), 2);
+    let cancelled: Vec<_> = out
+        .iter()
+        .filter_map(|c| match c {
+            Command::CancelTimer { timer } => Some(*timer),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cancelled.len(), 1, "{out:?}");
+    assert!(set.iter().any(|(t, _)| *t == cancelled[0]));
+}
+
+#[test]
+fn placement_prefers_the_most_free_slots_and_avoids_the_last_failed_executor() {
+    let mut h = Harness::new(&[("a", 2), ("b", 4), ("c", 4)]);
+    let out = h.submit(STREAM);
+    // Four tasks: b and c tie at 4 free (b first by id), then they alternate.
+    let mut on: Vec<(String, String)> = out
+        .iter()
+        .filter_map(|c| match c {
+            Command::Deploy { attempt, executor } => Some((
+                h.jm.graph(JOB).unwrap().task_name(attempt.task).to_string(),
+                executor.0.clone(),
+            )),
+            _ => None,
+        })
+        .collect();
+    on.sort();
+    let executors: Vec<&str> = on.iter().map(|(_, e)| e.as_str()).collect();
+    assert_eq!(executors.iter().filter(|e| **e == "b").count(), 2, "{on:?}");
+    assert_eq!(executors.iter().filter(|e| **e == "c").count(), 2, "{on:?}");
+    h.run_all(&out);
+    // src#0 fails on its executor: free slots are a 2, b 2, c 2 then; its region (src#0,
+    // sink#0) is redeployed, and src#0 avoids the executor it failed on.
+    let (attempt, failed_on) = h.current("src#0");
+    let out = h.ok(Event::TaskStateChanged {
+        executor: failed_on.clone(),
+        attempt,
+        state: AttemptState::Failed,
+        failure: Some(Failure::recoverable("boom")),
+    });
+    let out = [out, h.report("sink#0", AttemptState::Canceled)].concat();
+    assert_eq!(deploys(&out).len(), 2, "{out:?}");
+    let (_, now_on) = h.current("src#0");
+    assert_ne!(now_on, failed_on, "the redeploy avoids the failed executor");
 }

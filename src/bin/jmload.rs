@@ -5,7 +5,9 @@
 //! running one with `--endpoint URL` (127.0.0.1 only). It simulates TaskExecutors with the
 //! generated gRPC code: each registers, keeps one Heartbeat stream whose requests list the
 //! attempts it holds, and serves a minimal TaskExecutorService (SubmitTask → holds the attempt and
-//! reports RUNNING, CancelTask → drops it and reports CANCELED at once). All simulated executors
+//! reports RUNNING, CancelTask → drops it and reports CANCELED at once; the batch calls
+//! SubmitTasks and CancelTasks do the same for each of their tasks, all counted as received
+//! when the batch arrives). All simulated executors
 //! share one gRPC server: each has its own listening port, and the port a call arrived on says
 //! which executor it is for.
 //!
@@ -35,11 +37,12 @@ use jobmaster::api::v1::task_executor_service_server::{
     TaskExecutorService, TaskExecutorServiceServer,
 };
 use jobmaster::api::v1::{
-    AttemptRef, CancelTaskRequest, CancelTaskResponse, FetchPartitionRequest, GetJobRequest,
-    GetJobResponse, HeartbeatRequest, InjectFailureRequest, ListExecutorsRequest, PartitionChunk,
-    RegisterExecutorRequest, ReleasePartitionsRequest, ReleasePartitionsResponse, SubmitJobRequest,
-    SubmitTaskRequest, SubmitTaskResponse, UpdateTaskStateRequest, WatchEvent, WatchEventsRequest,
-    inject_failure_request,
+    AttemptRef, CancelTaskRequest, CancelTaskResponse, CancelTasksRequest, CancelTasksResponse,
+    FetchPartitionRequest, GetJobRequest, GetJobResponse, HeartbeatRequest, InjectFailureRequest,
+    ListExecutorsRequest, PartitionChunk, RegisterExecutorRequest, ReleasePartitionsRequest,
+    ReleasePartitionsResponse, SubmitJobRequest, SubmitTaskRequest, SubmitTaskResponse,
+    SubmitTasksRequest, SubmitTasksResponse, TaskOutcome, UpdateTaskStateRequest, WatchEvent,
+    WatchEventsRequest, inject_failure_request,
 };
 use jobmaster::settings::Settings;
 use serde_json::{Value, json};
@@ -408,8 +411,9 @@ struct Exec {
     held: Mutex<HashMap<TaskKey, AttemptRef>>,
     /// RUNNING reports the daemon accepted.
     running: AtomicU64,
-    /// Attempts cancelled before their SubmitTask arrived (the two calls can overtake each
-    /// other): a later SubmitTask for one of them is answered with a CANCELED report at once.
+    /// Attempts cancelled before their SubmitTask arrived (a JobMaster that sends the two
+    /// calls independently lets them overtake each other): a later SubmitTask for one of them
+    /// is answered with a CANCELED report at once.
     tombstones: Mutex<std::collections::HashSet<(TaskKey, u32)>>,
 }
 
@@ -526,18 +530,10 @@ async fn report(hub: Arc<Hub>, exec: Arc<Exec>, attempt: AttemptRef, state: &'st
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<PartitionChunk, Status>> + Send>>;
 
-#[tonic::async_trait]
-impl TaskExecutorService for FakeService {
-    async fn submit_task(
-        &self,
-        request: Request<SubmitTaskRequest>,
-    ) -> Result<Response<SubmitTaskResponse>, Status> {
-        let at = Instant::now();
-        let exec = self.hub.exec_for(&request)?;
-        let attempt = request
-            .into_inner()
-            .attempt
-            .ok_or_else(|| Status::invalid_argument("attempt is missing"))?;
+impl FakeService {
+    /// A SubmitTask (alone or in a batch) that arrived at `at`: holds the attempt and reports
+    /// RUNNING.
+    fn submit_one(&self, exec: &Arc<Exec>, attempt: AttemptRef, at: Instant) {
         let k = key(&attempt);
         if exec
             .tombstones
@@ -549,8 +545,8 @@ impl TaskExecutorService for FakeService {
             self.hub
                 .cancel_before_submit
                 .fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(report(self.hub.clone(), exec, attempt, "CANCELED"));
-            return Ok(Response::new(SubmitTaskResponse {}));
+            tokio::spawn(report(self.hub.clone(), exec.clone(), attempt, "CANCELED"));
+            return;
         }
         exec.held.lock().unwrap().insert(k, attempt.clone());
         self.hub.submits.fetch_add(1, Ordering::Relaxed);
@@ -558,20 +554,12 @@ impl TaskExecutorService for FakeService {
             self.hub.target_submits.fetch_add(1, Ordering::SeqCst);
         }
         self.hub.mark(Mark::Submit, at, attempt.attempt);
-        tokio::spawn(report(self.hub.clone(), exec, attempt, "RUNNING"));
-        Ok(Response::new(SubmitTaskResponse {}))
+        tokio::spawn(report(self.hub.clone(), exec.clone(), attempt, "RUNNING"));
     }
 
-    async fn cancel_task(
-        &self,
-        request: Request<CancelTaskRequest>,
-    ) -> Result<Response<CancelTaskResponse>, Status> {
-        let at = Instant::now();
-        let exec = self.hub.exec_for(&request)?;
-        let attempt = request
-            .into_inner()
-            .attempt
-            .ok_or_else(|| Status::invalid_argument("attempt is missing"))?;
+    /// A CancelTask (alone or in a batch) that arrived at `at`: drops the attempt and reports
+    /// CANCELED.
+    fn cancel_one(&self, exec: &Arc<Exec>, attempt: AttemptRef, at: Instant) {
         self.hub.cancels.fetch_add(1, Ordering::Relaxed);
         self.hub.mark(Mark::Cancel, at, attempt.attempt);
         let k = key(&attempt);
@@ -586,7 +574,7 @@ impl TaskExecutorService for FakeService {
         };
         match found {
             Some(true) => {
-                tokio::spawn(report(self.hub.clone(), exec, attempt, "CANCELED"));
+                tokio::spawn(report(self.hub.clone(), exec.clone(), attempt, "CANCELED"));
             }
             Some(false) => {} // an older attempt: long gone
             None => {
@@ -594,7 +582,78 @@ impl TaskExecutorService for FakeService {
                 exec.tombstones.lock().unwrap().insert((k, attempt.attempt));
             }
         }
+    }
+}
+
+#[tonic::async_trait]
+impl TaskExecutorService for FakeService {
+    async fn submit_task(
+        &self,
+        request: Request<SubmitTaskRequest>,
+    ) -> Result<Response<SubmitTaskResponse>, Status> {
+        let at = Instant::now();
+        let exec = self.hub.exec_for(&request)?;
+        let attempt = request
+            .into_inner()
+            .attempt
+            .ok_or_else(|| Status::invalid_argument("attempt is missing"))?;
+        self.submit_one(&exec, attempt, at);
+        Ok(Response::new(SubmitTaskResponse {}))
+    }
+
+    async fn submit_tasks(
+        &self,
+        request: Request<SubmitTasksRequest>,
+    ) -> Result<Response<SubmitTasksResponse>, Status> {
+        // Every task of the batch arrived with it.
+        let at = Instant::now();
+        let exec = self.hub.exec_for(&request)?;
+        let outcomes = request
+            .into_inner()
+            .tasks
+            .into_iter()
+            .map(|task| match task.attempt {
+                Some(attempt) => {
+                    self.submit_one(&exec, attempt, at);
+                    TaskOutcome {
+                        accepted: true,
+                        ..TaskOutcome::default()
+                    }
+                }
+                None => TaskOutcome {
+                    accepted: false,
+                    code: "INVALID_ARGUMENT".into(),
+                    message: "attempt is missing".into(),
+                },
+            })
+            .collect();
+        Ok(Response::new(SubmitTasksResponse { outcomes }))
+    }
+
+    async fn cancel_task(
+        &self,
+        request: Request<CancelTaskRequest>,
+    ) -> Result<Response<CancelTaskResponse>, Status> {
+        let at = Instant::now();
+        let exec = self.hub.exec_for(&request)?;
+        let attempt = request
+            .into_inner()
+            .attempt
+            .ok_or_else(|| Status::invalid_argument("attempt is missing"))?;
+        self.cancel_one(&exec, attempt, at);
         Ok(Response::new(CancelTaskResponse {}))
+    }
+
+    async fn cancel_tasks(
+        &self,
+        request: Request<CancelTasksRequest>,
+    ) -> Result<Response<CancelTasksResponse>, Status> {
+        let at = Instant::now();
+        let exec = self.hub.exec_for(&request)?;
+        for attempt in request.into_inner().attempts {
+            self.cancel_one(&exec, attempt, at);
+        }
+        Ok(Response::new(CancelTasksResponse {}))
     }
 
     async fn release_partitions(

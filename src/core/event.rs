@@ -141,6 +141,8 @@ pub enum Command {
     },
     /// Deliver [`Event::TimerFired`] at time `at`.
     SetTimer { timer: TimerId, at: Millis },
+    /// A timer set earlier is no longer needed; its [`Event::TimerFired`] would be ignored.
+    CancelTimer { timer: TimerId },
     /// Tell watchers what happened.
     Notify(Notice),
 }

@@ -6,6 +6,7 @@
 //! for the cancels and the backoff, and redeploys. Deterministic: no clock (time is `now`), no
 //! I/O, randomness only from the configured seed, and every map it iterates is ordered.
 
+use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use super::attempt::{AttemptId, AttemptLog, AttemptState};
@@ -17,6 +18,10 @@ use super::region::{RegionId, Regions};
 use super::restart::{BackoffDecision, RestartBackoff};
 use super::restart_set::{RestartSet, compute_restart_set_live};
 use super::spec::{Exchange, FailoverStrategy, JobSpec};
+
+/// Heartbeats in a row that may leave out an attempt its executor never listed before it
+/// counts as missing (see [`JobMaster::heartbeat`]).
+pub const UNSEEN_HEARTBEATS: u8 = 2;
 use super::{ExecutorId, JobId, Millis};
 
 /// Settings of the core; the shell reads them from its config.
@@ -153,6 +158,11 @@ struct Task {
     avoid: Option<ExecutorId>,
     /// A pending restart will replace the current attempt (even a FINISHED one).
     awaiting_restart: bool,
+    /// The current attempt was listed in a heartbeat of its executor.
+    seen: bool,
+    /// Heartbeats of its executor that did not list the current attempt while it was
+    /// initializing, running or canceling, before it was ever listed.
+    unseen: u8,
     /// Earlier attempts: (attempt, its log, executor).
     previous: VecDeque<(u32, AttemptLog, Option<ExecutorId>)>,
 }
@@ -191,7 +201,7 @@ struct Job {
     /// Per region: tasks waiting to be scheduled (CREATED, current attempt).
     pending: Vec<BTreeSet<TaskId>>,
     /// Per region: ticket while queued for slots.
-    queued: Vec<Option<u64>>,
+    queued: Vec<Option<(u64, TimerId)>>,
     backoff: RestartBackoff,
     restarts: BTreeMap<u64, PendingRestart>,
     next_restart: u64,
@@ -236,6 +246,10 @@ pub struct JobMaster {
     next_timer: u64,
     slot_queue: VecDeque<(JobId, RegionId, u64)>,
     next_ticket: u64,
+    /// Executors with a free slot, most free slots first, then by id: placement's index.
+    by_free: BTreeSet<(Reverse<u32>, ExecutorId)>,
+    /// Free slots over all executors.
+    free_slots: u64,
     out: Vec<Command>,
 }
 
@@ -249,6 +263,8 @@ impl JobMaster {
             next_timer: 0,
             slot_queue: VecDeque::new(),
             next_ticket: 0,
+            by_free: BTreeSet::new(),
+            free_slots: 0,
             out: Vec::new(),
         }
     }
@@ -287,6 +303,8 @@ impl JobMaster {
             }
         };
         self.schedule(now);
+        #[cfg(debug_assertions)]
+        self.check_slot_index();
         let commands = std::mem::take(&mut self.out);
         match result {
             Ok(()) => Ok(commands),
@@ -471,6 +489,8 @@ impl JobMaster {
                     version: 0,
                     avoid: None,
                     awaiting_restart: false,
+                    seen: false,
+                    unseen: 0,
                     previous: VecDeque::new(),
                 })
                 .collect(),
@@ -539,7 +559,10 @@ impl JobMaster {
         job.cause = cause.clone();
         job.restarts.clear();
         for r in 0..job.queued.len() {
-            job.queued[r] = None;
+            if let Some((_, timer)) = job.queued[r].take() {
+                self.timers.remove(&timer);
+                self.out.push(Command::CancelTimer { timer });
+            }
             job.pending[r].clear();
         }
         self.slot_queue.retain(|(j, _, _)| *j != id);
@@ -628,6 +651,8 @@ impl JobMaster {
         if self.executors.contains_key(&id) {
             self.lose_executor(&id, "executor registered again with a new session", now);
         }
+        self.by_free.insert((Reverse(slots), id.clone()));
+        self.free_slots += u64::from(slots);
         self.executors.insert(
             id.clone(),
             Executor {
@@ -649,6 +674,9 @@ impl JobMaster {
         let Some(executor) = self.executors.remove(id) else {
             return;
         };
+        let free = executor.slots - executor.used;
+        self.by_free.remove(&(Reverse(free), id.clone()));
+        self.free_slots -= u64::from(free);
         self.out.push(Command::Notify(Notice::ExecutorLost {
             executor: id.clone(),
             reason: reason.to_owned(),
@@ -700,6 +728,14 @@ impl JobMaster {
         }
     }
 
+    /// Reconciles an executor's view with ours: attempts it holds that we do not expect there
+    /// are cancelled; attempts we expect there that it no longer holds have failed (or, when
+    /// canceling, are done).
+    ///
+    /// A heartbeat is a snapshot taken before it travels, so an attempt deployed meanwhile may
+    /// be absent from it without being lost. An attempt therefore counts as missing once a
+    /// heartbeat listed it before, or — for one the executor never listed — after
+    /// [`UNSEEN_HEARTBEATS`] heartbeats in a row left it out while it was past deploying.
     fn heartbeat(
         &mut self,
         id: &ExecutorId,
@@ -726,17 +762,30 @@ impl JobMaster {
         // Expected there but missing: failed (or, when cancelling, done).
         let mut missing: Vec<AttemptId> = Vec::new();
         for a in &executor.attempts {
+            let task = &mut self
+                .jobs
+                .get_mut(&a.job)
+                .expect("attempts belong to live jobs")
+                .tasks[a.task.index()];
             if reported.contains(a) {
+                task.seen = true;
+                task.unseen = 0;
                 continue;
             }
-            let state = self.jobs[&a.job].tasks[a.task.index()].log.state();
             // DEPLOYING may still be in flight; SCHEDULED holds only a slot.
-            if matches!(
-                state,
+            if !matches!(
+                task.log.state(),
                 AttemptState::Initializing | AttemptState::Running | AttemptState::Canceling
             ) {
-                missing.push(*a);
+                continue;
             }
+            if !task.seen {
+                task.unseen = task.unseen.saturating_add(1);
+                if task.unseen < UNSEEN_HEARTBEATS {
+                    continue;
+                }
+            }
+            missing.push(*a);
         }
         for a in cancel {
             self.out.push(Command::Cancel {
@@ -1280,6 +1329,8 @@ impl JobMaster {
                 let old_executor = task.executor.take();
                 task.previous.push_back((task.attempt, old, old_executor));
                 task.attempt += 1;
+                task.seen = false;
+                task.unseen = 0;
                 if old_was_finished(&task.previous) {
                     job.finished -= 1;
                 }
@@ -1327,10 +1378,9 @@ impl JobMaster {
         }
         let ticket = self.next_ticket;
         self.next_ticket += 1;
-        job.queued[r.index()] = Some(ticket);
         self.slot_queue.push_back((id, r, ticket));
         let at = now + self.config.slot_request_timeout_ms;
-        self.set_timer(
+        let timer = self.set_timer(
             at,
             Timer::SlotTimeout {
                 job: id,
@@ -1338,6 +1388,8 @@ impl JobMaster {
                 ticket,
             },
         );
+        let job = self.jobs.get_mut(&id).expect("exists");
+        job.queued[r.index()] = Some((ticket, timer));
     }
 
     /// Places queued regions whose tasks all fit in the free slots, first come first served
@@ -1346,23 +1398,23 @@ impl JobMaster {
         if self.slot_queue.is_empty() {
             return;
         }
-        let mut free: u64 = self
-            .executors
-            .values()
-            .map(|e| u64::from(e.slots - e.used))
-            .sum();
+        let mut free = self.free_slots;
         let mut keep = VecDeque::new();
         while let Some((id, r, ticket)) = self.slot_queue.pop_front() {
             let Some(job) = self.jobs.get(&id) else {
                 continue;
             };
-            if job.queued[r.index()] != Some(ticket) {
+            let Some((queued, timer)) = job.queued[r.index()] else {
+                continue;
+            };
+            if queued != ticket {
                 continue;
             }
             let need = job.pending[r.index()].len() as u64;
             // Empty, or its inputs were lost again while it waited: it is queued anew when ready.
             if need == 0 || !job.pending_ready(r) {
                 self.jobs.get_mut(&id).expect("exists").queued[r.index()] = None;
+                self.cancel_timer(timer);
                 continue;
             }
             if need > free {
@@ -1370,6 +1422,7 @@ impl JobMaster {
                 continue;
             }
             free -= need;
+            self.cancel_timer(timer);
             let job = self.jobs.get_mut(&id).expect("exists");
             job.queued[r.index()] = None;
             let tasks: Vec<TaskId> = std::mem::take(&mut job.pending[r.index()])
@@ -1386,19 +1439,14 @@ impl JobMaster {
     /// on when another has room; ties go to the smallest executor id.
     fn deploy(&mut self, id: JobId, t: TaskId, now: Millis) {
         let job = self.jobs.get_mut(&id).expect("exists");
-        let avoid = job.tasks[t.index()].avoid.clone();
-        let pick = |skip: Option<&ExecutorId>| {
-            self.executors
-                .iter()
-                .filter(|(e, ex)| ex.used < ex.slots && Some(*e) != skip)
-                .max_by(|(ea, a), (eb, b)| {
-                    (a.slots - a.used).cmp(&(b.slots - b.used)).then(eb.cmp(ea))
-                })
-                .map(|(e, _)| e.clone())
-        };
-        let Some(executor) = pick(avoid.as_ref()).or_else(|| pick(None)) else {
-            return; // cannot happen: `schedule` counted the free slots
-        };
+        let avoid = job.tasks[t.index()].avoid.as_ref();
+        let mut best = self.by_free.iter().map(|(_, e)| e);
+        let executor = match best.next() {
+            Some(first) if Some(first) == avoid => best.next().unwrap_or(first),
+            Some(first) => first,
+            None => return, // cannot happen: `schedule` counted the free slots
+        }
+        .clone();
         let task = &mut job.tasks[t.index()];
         let attempt = AttemptId {
             job: id,
@@ -1407,8 +1455,14 @@ impl JobMaster {
         };
         task.executor = Some(executor.clone());
         let ex = self.executors.get_mut(&executor).expect("picked");
+        let free = ex.slots - ex.used;
         ex.used += 1;
         ex.attempts.insert(attempt);
+        self.by_free.remove(&(Reverse(free), executor.clone()));
+        if free > 1 {
+            self.by_free.insert((Reverse(free - 1), executor.clone()));
+        }
+        self.free_slots -= 1;
         job.set_attempt_state(t, AttemptState::Scheduled, now, &mut self.out);
         job.set_attempt_state(t, AttemptState::Deploying, now, &mut self.out);
         self.out.push(Command::Deploy { attempt, executor });
@@ -1428,8 +1482,32 @@ impl JobMaster {
             && let Some(ex) = self.executors.get_mut(e)
             && ex.attempts.remove(&attempt)
         {
+            let free = ex.slots - ex.used;
             ex.used -= 1;
+            if free > 0 {
+                self.by_free.remove(&(Reverse(free), e.clone()));
+            }
+            self.by_free.insert((Reverse(free + 1), e.clone()));
+            self.free_slots += 1;
         }
+    }
+
+    /// Debug builds: the placement index agrees with the executors' slot counts.
+    #[cfg(debug_assertions)]
+    fn check_slot_index(&self) {
+        let expected: BTreeSet<(Reverse<u32>, ExecutorId)> = self
+            .executors
+            .iter()
+            .filter(|(_, e)| e.used < e.slots)
+            .map(|(id, e)| (Reverse(e.slots - e.used), id.clone()))
+            .collect();
+        debug_assert_eq!(self.by_free, expected, "placement index");
+        let free: u64 = self
+            .executors
+            .values()
+            .map(|e| u64::from(e.slots - e.used))
+            .sum();
+        debug_assert_eq!(self.free_slots, free, "free slot count");
     }
 
     // ----- timers -------------------------------------------------------------------------
@@ -1440,6 +1518,13 @@ impl JobMaster {
         self.timers.insert(id, timer);
         self.out.push(Command::SetTimer { timer: id, at });
         id
+    }
+
+    /// Forgets a timer that is no longer needed and tells the shell.
+    fn cancel_timer(&mut self, timer: TimerId) {
+        if self.timers.remove(&timer).is_some() {
+            self.out.push(Command::CancelTimer { timer });
+        }
     }
 
     fn timer_fired(&mut self, id: TimerId, now: Millis) {
@@ -1473,14 +1558,14 @@ impl JobMaster {
                 let Some(j) = self.jobs.get_mut(&job) else {
                     return;
                 };
-                if j.queued[region.index()] != Some(ticket) {
+                if j.queued[region.index()].map(|(t, _)| t) != Some(ticket) {
                     return;
                 }
                 j.queued[region.index()] = None;
                 let waiting: Vec<TaskId> = std::mem::take(&mut j.pending[region.index()])
                     .into_iter()
                     .collect();
-                let free: u32 = self.executors.values().map(|e| e.slots - e.used).sum();
+                let free = self.free_slots;
                 let message = format!(
                     "no free slots for {} tasks of region {} within {} ms ({free} free)",
                     waiting.len(),

@@ -23,6 +23,7 @@ pub use graph::{ExchangeGroup, ExecutionGraph, GroupId, PartitionId, TaskId};
 pub use job_state::JobState;
 pub use jobmaster::{
     CoreConfig, CoreError, Counters, JobMaster, PartitionHost, PastAttempt, Rejected, TaskView,
+    UNSEEN_HEARTBEATS,
 };
 pub use region::{RegionId, Regions};
 pub use restart_set::{

@@ -8,6 +8,8 @@ mod partitions;
 mod process;
 mod service;
 
+pub use service::unbatch;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;

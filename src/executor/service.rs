@@ -11,16 +11,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 use tracing::{info, warn};
 
 use super::{Agent, Running, key, partitions, process};
 use crate::api::v1::task_executor_service_client::TaskExecutorServiceClient;
 use crate::api::v1::task_executor_service_server::TaskExecutorService;
 use crate::api::v1::{
-    AttemptRef, CancelTaskRequest, CancelTaskResponse, FetchPartitionRequest, PartitionChunk,
-    PartitionRef, ReleasePartitionsRequest, ReleasePartitionsResponse, SubmitTaskRequest,
-    SubmitTaskResponse, UpdateTaskStateRequest,
+    AttemptRef, CancelTaskRequest, CancelTaskResponse, CancelTasksRequest, CancelTasksResponse,
+    FetchPartitionRequest, PartitionChunk, PartitionRef, ReleasePartitionsRequest,
+    ReleasePartitionsResponse, SubmitTaskRequest, SubmitTaskResponse, SubmitTasksRequest,
+    SubmitTasksResponse, TaskOutcome, UpdateTaskStateRequest,
 };
 
 const CHUNK: usize = 64 * 1024;
@@ -46,18 +47,9 @@ impl Service {
         state.epoch = epoch;
         Ok(())
     }
-}
 
-type ChunkStream = Pin<Box<dyn Stream<Item = Result<PartitionChunk, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl TaskExecutorService for Service {
-    async fn submit_task(
-        &self,
-        request: Request<SubmitTaskRequest>,
-    ) -> Result<Response<SubmitTaskResponse>, Status> {
-        let r = request.into_inner();
-        self.fence(r.epoch)?;
+    /// Starts one attempt (the epoch was checked by the caller).
+    fn start(&self, r: SubmitTaskRequest) -> Result<(), Status> {
         let attempt = r
             .attempt
             .clone()
@@ -84,7 +76,7 @@ impl TaskExecutorService for Service {
             let mut state = self.agent.lock();
             let k = key(&attempt);
             if state.attempts.contains_key(&k) {
-                return Ok(Response::new(SubmitTaskResponse {})); // a retried submit
+                return Ok(()); // a retried submit
             }
             if state.attempts.len() >= self.agent.config.slots as usize {
                 return Err(Status::failed_precondition(format!(
@@ -103,7 +95,143 @@ impl TaskExecutorService for Service {
             );
         }
         tokio::spawn(run_attempt(self.agent.clone(), r, cancel));
+        Ok(())
+    }
+
+    /// Stops one attempt (the epoch was checked by the caller); unknown ones are fine.
+    fn stop(&self, attempt: &AttemptRef) {
+        let target = {
+            let mut state = self.agent.lock();
+            state.attempts.get_mut(&key(attempt)).map(|running| {
+                running.cancelled = true;
+                (running.pid, running.cancel.clone())
+            })
+        };
+        if let Some((pid, cancel)) = target {
+            if let Some(pid) = pid {
+                process::signal_group(pid, libc::SIGTERM);
+            }
+            cancel.notify_one();
+        }
+    }
+}
+
+/// Splits a SubmitTasks batch into the SubmitTask requests it stands for, in order: each task
+/// gets the batch's epoch and its shared partition lists filled in. A task naming a shared list
+/// the batch lacks is refused alone (INVALID_ARGUMENT).
+pub fn unbatch(batch: SubmitTasksRequest) -> Vec<Result<SubmitTaskRequest, Status>> {
+    let SubmitTasksRequest {
+        epoch,
+        tasks,
+        shared_partitions: shared,
+    } = batch;
+    tasks
+        .into_iter()
+        .map(|mut task| {
+            task.epoch = epoch;
+            for gate in &mut task.inputs {
+                if gate.shared_partitions == 0 {
+                    continue;
+                }
+                let list = (gate.shared_partitions as usize)
+                    .checked_sub(1)
+                    .and_then(|i| shared.get(i))
+                    .ok_or_else(|| {
+                        Status::invalid_argument(format!(
+                            "input {:?} names shared partition list {} of {}",
+                            gate.producer_vertex,
+                            gate.shared_partitions,
+                            shared.len()
+                        ))
+                    })?;
+                gate.partitions.extend_from_slice(&list.partitions);
+                gate.shared_partitions = 0;
+            }
+            Ok(task)
+        })
+        .collect()
+}
+
+/// The canonical gRPC name of a status code, as `TaskOutcome.code` carries it.
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<PartitionChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl TaskExecutorService for Service {
+    async fn submit_task(
+        &self,
+        request: Request<SubmitTaskRequest>,
+    ) -> Result<Response<SubmitTaskResponse>, Status> {
+        let r = request.into_inner();
+        self.fence(r.epoch)?;
+        if let Some(gate) = r.inputs.iter().find(|g| g.shared_partitions != 0) {
+            return Err(Status::invalid_argument(format!(
+                "input {:?}: shared partition lists only exist in SubmitTasks",
+                gate.producer_vertex
+            )));
+        }
+        self.start(r)?;
         Ok(Response::new(SubmitTaskResponse {}))
+    }
+
+    async fn submit_tasks(
+        &self,
+        request: Request<SubmitTasksRequest>,
+    ) -> Result<Response<SubmitTasksResponse>, Status> {
+        let r = request.into_inner();
+        self.fence(r.epoch)?;
+        let names: Vec<String> = r
+            .tasks
+            .iter()
+            .map(|t| {
+                t.attempt
+                    .as_ref()
+                    .map(|a| format!("{}#{}.{}", a.vertex, a.subtask, a.attempt))
+                    .unwrap_or_default()
+            })
+            .collect();
+        let outcomes = unbatch(r)
+            .into_iter()
+            .zip(names)
+            .map(|(task, name)| {
+                match task.and_then(|task| self.start(task)) {
+                    Ok(()) => TaskOutcome {
+                        accepted: true,
+                        ..TaskOutcome::default()
+                    },
+                    Err(status) => {
+                        warn!(task = %name, code = ?status.code(), message = status.message(), "task refused");
+                        TaskOutcome {
+                            accepted: false,
+                            code: code_name(status.code()).to_owned(),
+                            message: status.message().to_owned(),
+                        }
+                    }
+                }
+            })
+            .collect();
+        Ok(Response::new(SubmitTasksResponse { outcomes }))
     }
 
     async fn cancel_task(
@@ -115,20 +243,20 @@ impl TaskExecutorService for Service {
         let attempt = r
             .attempt
             .ok_or_else(|| Status::invalid_argument("attempt is missing"))?;
-        let target = {
-            let mut state = self.agent.lock();
-            state.attempts.get_mut(&key(&attempt)).map(|running| {
-                running.cancelled = true;
-                (running.pid, running.cancel.clone())
-            })
-        };
-        if let Some((pid, cancel)) = target {
-            if let Some(pid) = pid {
-                process::signal_group(pid, libc::SIGTERM);
-            }
-            cancel.notify_one();
-        }
+        self.stop(&attempt);
         Ok(Response::new(CancelTaskResponse {}))
+    }
+
+    async fn cancel_tasks(
+        &self,
+        request: Request<CancelTasksRequest>,
+    ) -> Result<Response<CancelTasksResponse>, Status> {
+        let r = request.into_inner();
+        self.fence(r.epoch)?;
+        for attempt in &r.attempts {
+            self.stop(attempt);
+        }
+        Ok(Response::new(CancelTasksResponse {}))
     }
 
     async fn release_partitions(

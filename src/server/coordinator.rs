@@ -1,30 +1,37 @@
 //! The coordinator: the one task that owns the JobMaster core.
 //!
 //! gRPC handlers validate their input and send a [`Request`] here; the coordinator turns it
-//! into core events, and the core's commands into RPCs to executors (each spawned, with a
-//! deadline, so a slow or dead executor never stalls the loop), timers, and watch events.
-//! Being the only writer, it needs no locks; handlers await its replies.
+//! into core events, and the core's commands into orders for executors, timers, and watch
+//! events. Orders go to the executor's [`Dispatcher`] (one queue and one sending task per
+//! executor, see `dispatcher.rs`): the coordinator never awaits an executor, so a slow or dead
+//! one never stalls the loop. Being the only writer, it needs no locks; handlers await its
+//! replies.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tracing::{debug, info, warn};
 
 use super::Shared;
+use super::dispatcher::{Deploy, Dispatcher, Order, SharedInputs};
 use super::error::ApiError;
 use super::metrics::Metrics;
+use super::timers::Timers;
 use crate::api::v1::task_executor_service_client::TaskExecutorServiceClient;
 use crate::api::v1::{
-    AttemptRef, CancelTaskRequest, InputGate, InputPartition, OutputGate, PartitionRef,
-    ReleasePartitionsRequest, SubmitTaskRequest, WatchEvent,
+    AttemptRef, InputGate, InputPartition, OutputGate, PartitionRef, SubmitTaskRequest, WatchEvent,
 };
 use crate::core::{
-    AttemptId, AttemptState, Command, Event, ExecutorId, Failure, FailureClass, JobId, JobMaster,
-    JobSpec, Notice, PartitionHost, PartitionId, TaskId,
+    AttemptId, AttemptState, Command, Event, ExecutorId, Failure, FailureClass, GroupId, JobId,
+    JobMaster, JobSpec, Notice, PartitionHost, PartitionId, TaskId,
 };
+
+/// Partition lists of exchange groups with several consumers, built once per `carry_out` (the
+/// core's state does not change while its commands are carried out).
+type InputCache = HashMap<(JobId, GroupId), Arc<SharedInputs>>;
 
 /// What handlers ask of the coordinator.
 pub(crate) enum Request {
@@ -75,7 +82,10 @@ pub(crate) struct Coordinator {
     pub(crate) shared: Arc<Shared>,
     pub(crate) specs: HashMap<JobId, Arc<JobSpec>>,
     next_job: u64,
-    clients: HashMap<ExecutorId, TaskExecutorServiceClient<Channel>>,
+    /// One per registered executor: where its orders go.
+    dispatchers: HashMap<ExecutorId, Dispatcher>,
+    /// Executors whose dispatcher holds orders of the request being served.
+    unflushed: Vec<ExecutorId>,
     pub(crate) metrics: Metrics,
     /// When the evidence of the fault being handled arrived (for detection-time metrics).
     evidence: Option<Instant>,
@@ -83,6 +93,8 @@ pub(crate) struct Coordinator {
     job_spans: HashMap<JobId, tracing::Span>,
     /// Open failover spans, closed when the failover's tasks run again.
     failover_spans: HashMap<JobId, Vec<(tracing::Span, BTreeSet<TaskId>, Instant)>>,
+    /// Delivers the core's timers.
+    timers: Timers,
 }
 
 impl Coordinator {
@@ -91,11 +103,13 @@ impl Coordinator {
             core,
             next_job: 0,
             specs: HashMap::new(),
-            clients: HashMap::new(),
+            dispatchers: HashMap::new(),
+            unflushed: Vec::new(),
             metrics: Metrics::default(),
             evidence: None,
             job_spans: HashMap::new(),
             failover_spans: HashMap::new(),
+            timers: Timers::spawn(shared.tx.clone()),
             shared,
         }
     }
@@ -168,6 +182,28 @@ impl Coordinator {
             }
             Request::With(f) => f(self),
         }
+        // The request's orders leave together: one core step's orders for an executor make
+        // one batch.
+        self.flush();
+    }
+
+    /// Queues an order for an executor (dropped if it is not registered: a lost executor's
+    /// orders have nowhere to go, and the core learns of the loss separately).
+    fn order(&mut self, executor: &ExecutorId, order: Order) {
+        if let Some(d) = self.dispatchers.get_mut(executor)
+            && d.push(order)
+        {
+            self.unflushed.push(executor.clone());
+        }
+    }
+
+    /// Hands every held order to its executor's dispatcher.
+    fn flush(&mut self) {
+        for executor in std::mem::take(&mut self.unflushed) {
+            if let Some(d) = self.dispatchers.get_mut(&executor) {
+                d.flush();
+            }
+        }
     }
 
     /// Feeds one event to the core and carries out its commands, also when it refused.
@@ -206,27 +242,32 @@ impl Coordinator {
         let client = TaskExecutorServiceClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit);
-        // The client and status go in first: the registration may place waiting regions on
-        // the new executor at once, and those deploys need its client.
-        let old_client = self.clients.insert(executor.clone(), client);
-        let old_status = self.shared.executors.insert(
+        // A new session of a known id: the old session is lost first (its attempts fail over,
+        // its dispatcher stops), so every loss goes through one path.
+        if self.shared.executors.contains_key(&executor) {
+            self.lose(
+                &executor,
+                None,
+                "executor registered again with a new session",
+            );
+        }
+        // The dispatcher and status go in before the core hears of the executor: the
+        // registration may place waiting regions on it at once, and those deploys need them.
+        self.dispatchers.insert(
+            executor.clone(),
+            Dispatcher::start(executor.clone(), client, self.shared.clone()),
+        );
+        self.shared.executors.insert(
             executor.clone(),
             super::ExecutorStatus::new(address.clone(), session, free_disk),
         );
-        // A new session of a known id: the core fences the old one off first.
         if let Err(e) = self.feed(Event::ExecutorRegistered {
             executor: executor.clone(),
             slots,
         }) {
-            // Refused (nothing changed in the core): put the previous registration back.
-            match old_client {
-                Some(c) => drop(self.clients.insert(executor.clone(), c)),
-                None => drop(self.clients.remove(&executor)),
-            }
-            match old_status {
-                Some(s) => drop(self.shared.executors.insert(executor.clone(), s)),
-                None => drop(self.shared.executors.remove(&executor)),
-            }
+            // Refused (nothing changed in the core): the registration did not happen.
+            self.dispatchers.remove(&executor);
+            self.shared.executors.remove(&executor);
             return Err(e);
         }
         info!(executor = %executor, %address, slots, "executor registered");
@@ -246,7 +287,7 @@ impl Coordinator {
         }
         warn!(executor = %executor, reason, "executor lost");
         self.shared.executors.remove(executor);
-        self.clients.remove(executor);
+        self.dispatchers.remove(executor);
         let _ = self.feed(Event::ExecutorLost {
             executor: executor.clone(),
             reason: reason.to_owned(),
@@ -338,9 +379,12 @@ impl Coordinator {
     }
 
     fn carry_out(&mut self, commands: Vec<Command>) {
+        let mut inputs = InputCache::new();
         for command in commands {
             match command {
-                Command::Deploy { attempt, executor } => self.deploy(attempt, executor),
+                Command::Deploy { attempt, executor } => {
+                    self.deploy(attempt, executor, &mut inputs)
+                }
                 Command::Cancel { attempt, executor } => {
                     let r = self.attempt_ref(attempt);
                     self.send_cancel(&executor, r);
@@ -351,102 +395,81 @@ impl Coordinator {
                     partitions,
                 } => self.release(job, executor, &partitions),
                 Command::SetTimer { timer, at } => {
-                    let tx = self.shared.tx.clone();
                     let deadline = self.shared.start + Duration::from_millis(at);
-                    tokio::spawn(async move {
-                        tokio::time::sleep_until(deadline.into()).await;
-                        let _ = tx
-                            .send(Request::Core {
-                                event: Event::TimerFired { timer },
-                                reply: None,
-                            })
-                            .await;
-                    });
+                    self.timers.set(timer, deadline);
                 }
+                Command::CancelTimer { timer } => self.timers.cancel(timer),
                 Command::Notify(notice) => self.notify(notice),
             }
         }
     }
 
-    fn deploy(&mut self, attempt: AttemptId, executor: ExecutorId) {
-        let Some(request) = self.submit_request(attempt) else {
-            return;
-        };
-        let Some(client) = self.clients.get(&executor).cloned() else {
+    /// Queues the attempt's SubmitTask for its executor. A deploy that cannot be carried out
+    /// comes back as a FAILED report from the dispatcher.
+    fn deploy(&mut self, attempt: AttemptId, executor: ExecutorId, inputs: &mut InputCache) {
+        if !self.dispatchers.contains_key(&executor) {
             return; // lost meanwhile: the core learns it from the loss
-        };
-        let shared = self.shared.clone();
-        let attempt_ref = request.attempt.clone().unwrap_or_default();
-        tokio::spawn(async move {
-            let mut client = client;
-            let result = client.submit_task(request).await;
-            match result {
-                Ok(_) => shared.rpc_succeeded(&executor),
-                Err(status) => {
-                    warn!(executor = %executor, task = %format!("{}#{}", attempt_ref.vertex, attempt_ref.subtask),
-                          attempt = attempt_ref.attempt, code = ?status.code(), message = status.message(),
-                          "deploy failed");
-                    shared.rpc_failed(&executor, &status).await;
-                    let (reply, _) = oneshot::channel();
-                    let _ = shared
-                        .tx
-                        .send(Request::Report {
-                            executor: executor.clone(),
-                            attempt: attempt_ref,
-                            state: AttemptState::Failed,
-                            failure: Some(Failure::recoverable(format!(
-                                "deploy to executor {executor} failed: {}",
-                                status.message()
-                            ))),
-                            missing_partition: None,
-                            reply,
-                        })
-                        .await;
-                }
-            }
-        });
+        }
+        if let Some(deploy) = self.submit_request(attempt, inputs) {
+            self.order(&executor, Order::Submit(deploy));
+        }
     }
 
     /// The task descriptor: command, inputs with their producers' locations, outputs.
-    fn submit_request(&self, a: AttemptId) -> Option<SubmitTaskRequest> {
+    /// Gates read by several consumers (all-to-all) get their partition list from `cache`,
+    /// built once per `carry_out` and sent once per batch.
+    fn submit_request(&self, a: AttemptId, cache: &mut InputCache) -> Option<Deploy> {
         let graph = self.core.graph(a.job)?;
         let spec = self.specs.get(&a.job)?;
         let v = graph.vertex_of(a.task);
         let vertex = graph.vertex(v);
         let mut inputs = Vec::new();
+        let mut shared = Vec::new();
         for (&e, g) in vertex.inputs().iter().zip(graph.consumed_groups(a.task)) {
             let edge = graph.edge(e);
             let group = graph.group(g);
-            let partitions = group
-                .partitions_with_producers()
-                .map(|(p, producer)| {
-                    let (attempt, executor) = self
-                        .core
-                        .task_placement(a.job, producer)
-                        .unwrap_or((0, None));
-                    let location = match self.core.partition_host(a.job, p) {
-                        Some(PartitionHost::Executor(host)) => self
-                            .shared
-                            .executors
-                            .get(host)
-                            .map(|s| s.address.clone())
-                            .unwrap_or_default(),
-                        Some(PartitionHost::Persistent) => "persistent".to_owned(),
-                        _ => String::new(),
-                    };
-                    InputPartition {
-                        subtask: graph.subtask_of(producer),
-                        attempt,
-                        location,
-                        executor: executor.map(|e| e.0.clone()).unwrap_or_default(),
-                    }
-                })
-                .collect();
+            let build = || -> Vec<InputPartition> {
+                group
+                    .partitions_with_producers()
+                    .map(|(p, producer)| {
+                        let (attempt, executor) = self
+                            .core
+                            .task_placement(a.job, producer)
+                            .unwrap_or((0, None));
+                        let location = match self.core.partition_host(a.job, p) {
+                            Some(PartitionHost::Executor(host)) => self
+                                .shared
+                                .executors
+                                .get(host)
+                                .map(|s| s.address.clone())
+                                .unwrap_or_default(),
+                            Some(PartitionHost::Persistent) => "persistent".to_owned(),
+                            _ => String::new(),
+                        };
+                        InputPartition {
+                            subtask: graph.subtask_of(producer),
+                            attempt,
+                            location,
+                            executor: executor.map(|e| e.0.clone()).unwrap_or_default(),
+                        }
+                    })
+                    .collect()
+            };
+            let partitions = if group.consumers.len() > 1 {
+                let list = cache
+                    .entry((a.job, g))
+                    .or_insert_with(|| SharedInputs::new(build()));
+                shared.push((inputs.len(), list.clone()));
+                Vec::new()
+            } else {
+                build()
+            };
             inputs.push(InputGate {
                 producer_vertex: graph.vertex(edge.from).id.clone(),
                 exchange: edge.exchange.name().to_owned(),
                 pattern: edge.pattern.name().to_owned(),
                 partitions,
+                shared_partitions: 0,
             });
         }
         let mut outputs = Vec::new();
@@ -462,7 +485,7 @@ impl Coordinator {
                 consumers: group.consumers.len() as u32,
             });
         }
-        Some(SubmitTaskRequest {
+        let request = SubmitTaskRequest {
             epoch: self.shared.epoch,
             attempt: Some(self.attempt_ref(a)),
             job_name: graph.name().to_owned(),
@@ -470,46 +493,23 @@ impl Coordinator {
             command: spec.vertices[v.0 as usize].command.clone(),
             inputs,
             outputs,
-        })
+        };
+        Some(Deploy { request, shared })
     }
 
-    fn send_cancel(&self, executor: &ExecutorId, attempt: AttemptRef) {
-        let Some(client) = self.clients.get(executor).cloned() else {
-            return;
-        };
-        let shared = self.shared.clone();
-        let executor = executor.clone();
-        let request = CancelTaskRequest {
-            epoch: self.shared.epoch,
-            attempt: Some(attempt),
-        };
-        tokio::spawn(async move {
-            let mut client = client;
-            let mut tries = 0;
-            loop {
-                match client.cancel_task(request.clone()).await {
-                    Ok(_) => return shared.rpc_succeeded(&executor),
-                    Err(status) if tries < shared.settings.rpc.retries && is_transient(&status) => {
-                        tries += 1;
-                    }
-                    Err(status) => {
-                        debug!(executor = %executor, code = ?status.code(), "cancel failed");
-                        return shared.rpc_failed(&executor, &status).await;
-                    }
-                }
-            }
-        });
+    fn send_cancel(&mut self, executor: &ExecutorId, attempt: AttemptRef) {
+        self.order(executor, Order::Cancel(attempt));
     }
 
-    fn release(&self, job: JobId, executor: Option<ExecutorId>, partitions: &[PartitionId]) {
+    fn release(&mut self, job: JobId, executor: Option<ExecutorId>, partitions: &[PartitionId]) {
         // Persistent partitions live on shared storage; executors delete them when their
         // producer's executor asks, so only executor-hosted ones are sent here.
         let Some(executor) = executor else {
             return;
         };
-        let Some(client) = self.clients.get(&executor).cloned() else {
+        if !self.dispatchers.contains_key(&executor) {
             return;
-        };
+        }
         let Some(graph) = self.core.graph(job) else {
             return;
         };
@@ -526,22 +526,14 @@ impl Coordinator {
                 }
             })
             .collect();
-        let request = ReleasePartitionsRequest {
-            epoch: self.shared.epoch,
-            partitions: refs,
-        };
-        let shared = self.shared.clone();
-        tokio::spawn(async move {
-            let mut client = client;
-            match client.release_partitions(request).await {
-                Ok(_) => shared.rpc_succeeded(&executor),
-                Err(status) => shared.rpc_failed(&executor, &status).await,
-            }
-        });
+        self.order(&executor, Order::Release(refs));
     }
 
+    /// Updates metrics, spans and the registry for a notice, and sends it to watchers (the
+    /// event is only built when someone watches).
     fn notify(&mut self, notice: Notice) {
         let now = self.shared.now();
+        let watching = self.shared.events.receiver_count() > 0;
         let name = |job: JobId, t: TaskId| {
             self.core
                 .graph(job)
@@ -561,22 +553,21 @@ impl Coordinator {
                     self.failover_spans.remove(&job);
                     self.job_spans.remove(&job);
                 }
-                WatchEvent {
+                watching.then(|| WatchEvent {
                     time_ms: now,
                     kind: "job-state".into(),
                     job_id: job.to_string(),
                     state: state.name().into(),
                     detail: cause.unwrap_or_default(),
                     ..WatchEvent::default()
-                }
+                })
             }
             Notice::TaskState {
                 attempt,
                 state,
                 executor,
             } => {
-                let task = name(attempt.job, attempt.task);
-                debug!(job = %attempt.job, task = %task, attempt = attempt.attempt, state = %state, "task state");
+                debug!(job = %attempt.job, task = %name(attempt.job, attempt.task), attempt = attempt.attempt, state = %state, "task state");
                 if matches!(state, AttemptState::Running | AttemptState::Finished) {
                     let at = Instant::now();
                     self.metrics.task_up(attempt.job, attempt.task, at);
@@ -592,16 +583,16 @@ impl Coordinator {
                         });
                     }
                 }
-                WatchEvent {
+                watching.then(|| WatchEvent {
                     time_ms: now,
                     kind: "task-state".into(),
                     job_id: attempt.job.to_string(),
-                    task,
+                    task: name(attempt.job, attempt.task),
                     attempt: attempt.attempt,
                     executor: executor.map(|e| e.0).unwrap_or_default(),
                     state: state.name().into(),
                     ..WatchEvent::default()
-                }
+                })
             }
             Notice::RestartScheduled {
                 job,
@@ -638,7 +629,7 @@ impl Coordinator {
                         decided,
                     ));
                 }
-                WatchEvent {
+                watching.then(|| WatchEvent {
                     time_ms: now,
                     kind: "restart-scheduled".into(),
                     job_id: job.to_string(),
@@ -647,25 +638,36 @@ impl Coordinator {
                     merged,
                     detail: cause,
                     ..WatchEvent::default()
-                }
+                })
             }
-            Notice::ExecutorRegistered { executor, slots } => WatchEvent {
+            Notice::ExecutorRegistered { executor, slots } => watching.then(|| WatchEvent {
                 time_ms: now,
                 kind: "executor-registered".into(),
                 executor: executor.0,
                 detail: format!("{slots} slots"),
                 ..WatchEvent::default()
-            },
-            Notice::ExecutorLost { executor, reason } => WatchEvent {
-                time_ms: now,
-                kind: "executor-lost".into(),
-                executor: executor.0,
-                detail: reason,
-                ..WatchEvent::default()
-            },
+            }),
+            Notice::ExecutorLost { executor, reason } => {
+                // Also when the core decided the loss itself (a cancel never confirmed): the
+                // executor leaves the registry (its heartbeats are answered `reregister`) and
+                // its dispatcher stops. A loss decided by the shell removed them already.
+                if self.shared.executors.remove(&executor).is_some() {
+                    warn!(executor = %executor, reason = %reason, "executor lost");
+                }
+                self.dispatchers.remove(&executor);
+                watching.then(|| WatchEvent {
+                    time_ms: now,
+                    kind: "executor-lost".into(),
+                    executor: executor.0,
+                    detail: reason,
+                    ..WatchEvent::default()
+                })
+            }
         };
-        // No watcher is fine.
-        let _ = self.shared.events.send(event);
+        // A watcher may have gone meanwhile: that is fine.
+        if let Some(event) = event {
+            let _ = self.shared.events.send(event);
+        }
     }
 
     /// Builds an attempt failure from the wire's class name.

@@ -16,7 +16,7 @@ use super::coordinator::{Coordinator, Request};
 use super::{ApiError, Shared};
 use crate::api::v1::task_executor_gateway_server::TaskExecutorGateway;
 use crate::api::v1::{
-    DisconnectRequest, DisconnectResponse, HeartbeatRequest, HeartbeatResponse,
+    AttemptRef, DisconnectRequest, DisconnectResponse, HeartbeatRequest, HeartbeatResponse,
     RegisterExecutorRequest, RegisterExecutorResponse, UpdateTaskStateRequest,
     UpdateTaskStateResponse,
 };
@@ -99,6 +99,7 @@ impl TaskExecutorGateway for Gateway {
         let shared = self.shared.clone();
         let (out, rx) = mpsc::channel(4);
         let mut stopping = shared.stopping.subscribe();
+        let forward = Forwarder::spawn(shared.clone());
         tokio::spawn(async move {
             // The stream's owner: the first heartbeat names it; its closing loses the executor.
             let mut owner: Option<(ExecutorId, String)> = None;
@@ -129,37 +130,25 @@ impl TaskExecutorGateway for Gateway {
                     }
                     _ => false,
                 };
+                // The answer never waits: an executor that does not read its answers only
+                // misses some of them.
+                let answer = |reregister| {
+                    out.try_send(Ok(HeartbeatResponse {
+                        epoch: shared.epoch,
+                        reregister,
+                    }))
+                };
                 if !known {
                     // Declared lost, replaced, or never registered: tell it to start over.
-                    let _ = out
-                        .send(Ok(HeartbeatResponse {
-                            epoch: shared.epoch,
-                            reregister: true,
-                        }))
-                        .await;
+                    if let Err(mpsc::error::TrySendError::Closed(_)) = answer(true) {
+                        break;
+                    }
                     owner = None;
                     continue;
                 }
                 owner = Some((id.clone(), hb.session_id.clone()));
-                if shared
-                    .tx
-                    .send(Request::Heartbeat {
-                        executor: id,
-                        attempts: hb.attempts,
-                    })
-                    .await
-                    .is_err()
-                {
-                    break;
-                }
-                if out
-                    .send(Ok(HeartbeatResponse {
-                        epoch: shared.epoch,
-                        reregister: false,
-                    }))
-                    .await
-                    .is_err()
-                {
+                forward.offer(id, hb.attempts);
+                if let Err(mpsc::error::TrySendError::Closed(_)) = answer(false) {
                     break;
                 }
             }
@@ -226,6 +215,53 @@ impl TaskExecutorGateway for Gateway {
         )
         .await;
         Ok(Response::new(DisconnectResponse {}))
+    }
+}
+
+/// A heartbeat read but not yet handed to the coordinator.
+type Pending = (ExecutorId, Vec<AttemptRef>);
+
+/// Hands a stream's heartbeats to the coordinator without ever blocking the stream's read
+/// loop: the liveness of an executor is recorded when its heartbeat is read, and a busy
+/// coordinator must not delay the reading of the next one (that would look like silence). While
+/// the coordinator is behind, a newer heartbeat replaces the one still waiting: reconciliation
+/// needs only the latest view.
+struct Forwarder {
+    latest: Arc<std::sync::Mutex<Option<Pending>>>,
+    bell: mpsc::Sender<()>,
+}
+
+impl Forwarder {
+    fn spawn(shared: Arc<Shared>) -> Forwarder {
+        let latest = Arc::new(std::sync::Mutex::new(None));
+        let (bell, mut rings) = mpsc::channel::<()>(1);
+        let slot = latest.clone();
+        tokio::spawn(async move {
+            // Ends when the read loop drops its Forwarder.
+            while rings.recv().await.is_some() {
+                let next = slot.lock().map(|mut s| s.take()).unwrap_or(None);
+                let Some((executor, attempts)) = next else {
+                    continue;
+                };
+                if shared
+                    .tx
+                    .send(Request::Heartbeat { executor, attempts })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        Forwarder { latest, bell }
+    }
+
+    fn offer(&self, executor: ExecutorId, attempts: Vec<AttemptRef>) {
+        if let Ok(mut slot) = self.latest.lock() {
+            *slot = Some((executor, attempts));
+        }
+        // A full bell has already rung: the forwarder will find the new heartbeat.
+        let _ = self.bell.try_send(());
     }
 }
 

@@ -4,11 +4,13 @@
 //! and tests pass port-0 listeners.
 
 mod coordinator;
+mod dispatcher;
 mod error;
 mod gateway;
 mod http;
 mod metrics;
 mod operator;
+mod timers;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -20,10 +20,11 @@ use jobmaster::api::v1::task_executor_service_server::{
     TaskExecutorService, TaskExecutorServiceServer,
 };
 use jobmaster::api::v1::{
-    AttemptRef, CancelTaskRequest, CancelTaskResponse, FetchPartitionRequest, GetJobRequest,
-    GetJobResponse, HeartbeatRequest, HeartbeatResponse, ListExecutorsRequest, PartitionChunk,
-    RegisterExecutorRequest, RegisterExecutorResponse, ReleasePartitionsRequest,
-    ReleasePartitionsResponse, SubmitJobRequest, SubmitTaskRequest, SubmitTaskResponse, TaskInfo,
+    AttemptRef, CancelTaskRequest, CancelTaskResponse, CancelTasksRequest, CancelTasksResponse,
+    FetchPartitionRequest, GetJobRequest, GetJobResponse, HeartbeatRequest, HeartbeatResponse,
+    ListExecutorsRequest, PartitionChunk, RegisterExecutorRequest, RegisterExecutorResponse,
+    ReleasePartitionsRequest, ReleasePartitionsResponse, SubmitJobRequest, SubmitTaskRequest,
+    SubmitTaskResponse, SubmitTasksRequest, SubmitTasksResponse, TaskInfo, TaskOutcome,
     UpdateTaskStateRequest,
 };
 use jobmaster::settings::Settings;
@@ -282,7 +283,9 @@ pub fn task_name(r: &AttemptRef) -> String {
 
 // ----- fake executors -----------------------------------------------------------------------
 
-/// A call the JobMaster made to a fake executor.
+/// A call the JobMaster made to a fake executor. A batch call (SubmitTasks, CancelTasks) is
+/// recorded as one `Submit` or `Cancel` per task, in the batch's order, exactly as the unary
+/// calls would have been; [`FakeExecutor::batches`] tells the calls apart.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
     Submit {
@@ -319,6 +322,19 @@ impl Call {
     }
 }
 
+/// One RPC that carried submits or cancels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batch {
+    /// A unary SubmitTask.
+    SubmitTask,
+    /// A SubmitTasks with this many tasks.
+    SubmitTasks(usize),
+    /// A unary CancelTask.
+    CancelTask,
+    /// A CancelTasks with this many attempts.
+    CancelTasks(usize),
+}
+
 type AttemptKey = (String, String, u32, u32);
 
 fn key(r: &AttemptRef) -> AttemptKey {
@@ -344,12 +360,18 @@ struct Inner {
     gateway: TaskExecutorGatewayClient<Channel>,
     state: Mutex<State>,
     calls: Mutex<Vec<Call>>,
+    /// One entry per RPC that carried submits or cancels: what it was and how many tasks.
+    batches: Mutex<Vec<Batch>>,
+    /// Every task descriptor received, batched ones unpacked as a real executor does.
+    descriptors: Mutex<Vec<SubmitTaskRequest>>,
     /// Heartbeat answers received; the n-th answers heartbeat n-1.
     acked: watch::Sender<u64>,
     reregister_asks: AtomicU64,
     /// Send a heartbeat now.
     nudge: Notify,
     auto_cancel: AtomicBool,
+    /// How long a SubmitTask or SubmitTasks takes to handle, in ms (a slow executor).
+    submit_delay_ms: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -359,6 +381,50 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Inner {
     fn record(&self, call: Call) {
         lock(&self.calls).push(call);
+    }
+
+    /// Simulates a slow executor: the submit is handled (and recorded) only after the delay.
+    async fn submit_delay(&self) {
+        let ms = self.submit_delay_ms.load(Ordering::SeqCst);
+        if ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+    }
+
+    /// A SubmitTask, alone or in a batch: holds the attempt, reports RUNNING soon.
+    fn submit(self: &Arc<Self>, attempt: AttemptRef, epoch: u64) {
+        let seq = {
+            let mut s = lock(&self.state);
+            s.held.insert(key(&attempt), attempt.clone());
+            s.next_seq
+        };
+        self.record(Call::Submit {
+            job: attempt.job_id.clone(),
+            task: task_name(&attempt),
+            attempt: attempt.attempt,
+            epoch,
+        });
+        tokio::spawn(self.clone().report_running(attempt, seq));
+    }
+
+    /// A CancelTask, alone or in a batch: drops the attempt and reports CANCELED, or (without
+    /// auto-cancel) keeps it until `confirm_cancels`.
+    fn cancel(self: &Arc<Self>, attempt: AttemptRef, epoch: u64) {
+        self.record(Call::Cancel {
+            job: attempt.job_id.clone(),
+            task: task_name(&attempt),
+            attempt: attempt.attempt,
+            epoch,
+        });
+        if self.auto_cancel.load(Ordering::SeqCst) {
+            lock(&self.state).held.remove(&key(&attempt));
+            let inner = self.clone();
+            tokio::spawn(async move {
+                let _ = inner.update(&attempt, "CANCELED", "", "").await;
+            });
+        } else {
+            lock(&self.state).unconfirmed.push(attempt);
+        }
     }
 
     fn holds(&self, r: &AttemptRef) -> bool {
@@ -474,20 +540,50 @@ impl TaskExecutorService for Service {
         let r = request.into_inner();
         let attempt = r
             .attempt
+            .clone()
             .ok_or_else(|| Status::invalid_argument("attempt is missing"))?;
-        let seq = {
-            let mut s = lock(&self.0.state);
-            s.held.insert(key(&attempt), attempt.clone());
-            s.next_seq
-        };
-        self.0.record(Call::Submit {
-            job: attempt.job_id.clone(),
-            task: task_name(&attempt),
-            attempt: attempt.attempt,
-            epoch: r.epoch,
-        });
-        tokio::spawn(self.0.clone().report_running(attempt, seq));
+        self.0.submit_delay().await;
+        lock(&self.0.batches).push(Batch::SubmitTask);
+        let epoch = r.epoch;
+        lock(&self.0.descriptors).push(r);
+        self.0.submit(attempt, epoch);
         Ok(Response::new(SubmitTaskResponse {}))
+    }
+
+    async fn submit_tasks(
+        &self,
+        request: Request<SubmitTasksRequest>,
+    ) -> Result<Response<SubmitTasksResponse>, Status> {
+        let r = request.into_inner();
+        self.0.submit_delay().await;
+        lock(&self.0.batches).push(Batch::SubmitTasks(r.tasks.len()));
+        let outcomes = jobmaster::executor::unbatch(r)
+            .into_iter()
+            .map(|task| match task {
+                Ok(task) => match task.attempt.clone() {
+                    Some(attempt) => {
+                        let epoch = task.epoch;
+                        lock(&self.0.descriptors).push(task);
+                        self.0.submit(attempt, epoch);
+                        TaskOutcome {
+                            accepted: true,
+                            ..TaskOutcome::default()
+                        }
+                    }
+                    None => TaskOutcome {
+                        accepted: false,
+                        code: "INVALID_ARGUMENT".into(),
+                        message: "attempt is missing".into(),
+                    },
+                },
+                Err(status) => TaskOutcome {
+                    accepted: false,
+                    code: "INVALID_ARGUMENT".into(),
+                    message: status.message().to_owned(),
+                },
+            })
+            .collect();
+        Ok(Response::new(SubmitTasksResponse { outcomes }))
     }
 
     async fn cancel_task(
@@ -498,22 +594,21 @@ impl TaskExecutorService for Service {
         let attempt = r
             .attempt
             .ok_or_else(|| Status::invalid_argument("attempt is missing"))?;
-        self.0.record(Call::Cancel {
-            job: attempt.job_id.clone(),
-            task: task_name(&attempt),
-            attempt: attempt.attempt,
-            epoch: r.epoch,
-        });
-        if self.0.auto_cancel.load(Ordering::SeqCst) {
-            lock(&self.0.state).held.remove(&key(&attempt));
-            let inner = self.0.clone();
-            tokio::spawn(async move {
-                let _ = inner.update(&attempt, "CANCELED", "", "").await;
-            });
-        } else {
-            lock(&self.0.state).unconfirmed.push(attempt);
-        }
+        lock(&self.0.batches).push(Batch::CancelTask);
+        self.0.cancel(attempt, r.epoch);
         Ok(Response::new(CancelTaskResponse {}))
+    }
+
+    async fn cancel_tasks(
+        &self,
+        request: Request<CancelTasksRequest>,
+    ) -> Result<Response<CancelTasksResponse>, Status> {
+        let r = request.into_inner();
+        lock(&self.0.batches).push(Batch::CancelTasks(r.attempts.len()));
+        for attempt in r.attempts {
+            self.0.cancel(attempt, r.epoch);
+        }
+        Ok(Response::new(CancelTasksResponse {}))
     }
 
     async fn release_partitions(
@@ -549,8 +644,8 @@ impl TaskExecutorService for Service {
 
 /// A TaskExecutor faked with the generated code: serves `TaskExecutorService` on its own
 /// port-0 listener and records the calls it gets; registers with a random session; keeps a
-/// heartbeat stream open listing the attempts it holds; reports RUNNING after each SubmitTask
-/// and (unless told otherwise) CANCELED after each CancelTask.
+/// heartbeat stream open listing the attempts it holds; reports RUNNING after each submitted
+/// task and (unless told otherwise) CANCELED after each cancelled one (unary or batched).
 pub struct FakeExecutor {
     pub id: String,
     pub addr: SocketAddr,
@@ -583,10 +678,13 @@ impl FakeExecutor {
                 unconfirmed: Vec::new(),
             }),
             calls: Mutex::new(Vec::new()),
+            batches: Mutex::new(Vec::new()),
+            descriptors: Mutex::new(Vec::new()),
             acked,
             reregister_asks: AtomicU64::new(0),
             nudge: Notify::new(),
             auto_cancel: AtomicBool::new(true),
+            submit_delay_ms: AtomicU64::new(0),
         });
         let server = tokio::spawn({
             let service = TaskExecutorServiceServer::new(Service(inner.clone()));
@@ -637,6 +735,16 @@ impl FakeExecutor {
 
     pub fn calls_since(&self, mark: usize) -> Vec<Call> {
         lock(&self.inner.calls)[mark..].to_vec()
+    }
+
+    /// Every task descriptor received so far (batches unpacked), in arrival order.
+    pub fn descriptors(&self) -> Vec<SubmitTaskRequest> {
+        lock(&self.inner.descriptors).clone()
+    }
+
+    /// Every RPC that carried submits or cancels so far, in arrival order.
+    pub fn batches(&self) -> Vec<Batch> {
+        lock(&self.inner.batches).clone()
     }
 
     /// The attempts the executor holds now.
@@ -699,6 +807,14 @@ impl FakeExecutor {
     /// With `false`, CancelTask calls are recorded and held until `confirm_cancels`.
     pub fn set_auto_cancel(&self, on: bool) {
         self.inner.auto_cancel.store(on, Ordering::SeqCst);
+    }
+
+    /// Each SubmitTask or SubmitTasks from now on takes `delay` to handle (it is recorded,
+    /// and the attempt held, after the delay), as on a busy executor.
+    pub fn set_submit_delay(&self, delay: Duration) {
+        self.inner
+            .submit_delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// Stops the attempts cancelled so far and reports them CANCELED.
