@@ -1658,6 +1658,293 @@ async fn batched_consumers_get_their_full_all_to_all_input_list() {
     .await;
 }
 
+// ----- 12. batched reports (UpdateTaskStates) ----------------------------------------------
+
+/// The roots of the job's exception history as (task, message), oldest first.
+async fn history_roots(
+    client: &JobMasterServiceClient<Channel>,
+    job: &str,
+) -> Vec<(String, String)> {
+    exception_history(client, job)
+        .await
+        .entries
+        .into_iter()
+        .filter_map(|e| e.root)
+        .map(|r| (r.task, r.message))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_batch_applies_in_order_and_refuses_only_its_stale_update() {
+    within(TEST_LIMIT, async {
+        let daemon = Daemon::start(settings(&[])).await;
+        let client = daemon.client().await;
+        let a = FakeExecutor::start(&daemon, "exec-a", 4).await;
+        let job = submit(&client, &independent("trio", 3)).await;
+        wait_all_running(&client, &job).await;
+        // work#0 fails and runs again as attempt 1: its attempt 0 is stale from now on.
+        let stale = attempt_ref(&job, "work#0", 0);
+        a.fail(&stale, "recoverable", "crashed")
+            .await
+            .expect("failure accepted");
+        wait_job(&client, &job, "work#0 running as attempt 1", |j| {
+            let t = task(j, "work#0");
+            j.state == "RUNNING" && t.state == "RUNNING" && t.attempt == 1
+        })
+        .await;
+
+        // Two failures around a stale update, and a repeat of a current state.
+        let outcomes = a
+            .report_batch(vec![
+                failed_update(&attempt_ref(&job, "work#1", 0), "recoverable", "first"),
+                state_update(&stale, "RUNNING"),
+                failed_update(&attempt_ref(&job, "work#2", 0), "recoverable", "second"),
+                state_update(&attempt_ref(&job, "work#0", 1), "RUNNING"),
+            ])
+            .await
+            .expect("the batch is answered");
+        let accepted = (true, String::new());
+        assert_eq!(
+            verdicts(&outcomes),
+            vec![
+                accepted.clone(),
+                (false, "FAILED_PRECONDITION".to_owned()),
+                accepted.clone(),
+                accepted.clone(),
+            ],
+            "{outcomes:?}"
+        );
+        assert!(outcomes[1].message.contains("stale"), "{outcomes:?}");
+        assert!(outcomes.iter().all(|o| o.accepted == o.message.is_empty()));
+
+        // Both failures were applied, in the batch's order, and their tasks run again.
+        let after = wait_job(
+            &client,
+            &job,
+            "work#1 and work#2 running as attempt 1",
+            |j| {
+                j.state == "RUNNING"
+                    && j.tasks
+                        .iter()
+                        .all(|t| t.state == "RUNNING" && t.attempt == 1)
+            },
+        )
+        .await;
+        assert_eq!(
+            history_roots(&client, &job).await,
+            vec![
+                ("work#0".to_owned(), "crashed".to_owned()),
+                ("work#1".to_owned(), "first".to_owned()),
+                ("work#2".to_owned(), "second".to_owned()),
+            ]
+        );
+        assert_eq!(after.counters.as_ref().map(|c| c.failovers), Some(3));
+        // The stale attempt is cancelled, as after a unary report.
+        wait_call(&a, "CancelTask for the stale attempt", |c| {
+            matches!(c, Call::Cancel { .. }) && c.target() == Some((job.as_str(), "work#0", 0))
+        })
+        .await;
+
+        // Malformed updates are refused one by one, with the unary call's codes; nothing
+        // changes (the executor's own view is left alone: these are not its reports).
+        let before = get_job(&client, &job).await;
+        let outcomes = a
+            .report_batch_as(
+                &a.id,
+                &a.session(),
+                vec![
+                    state_update(&attempt_ref(&job, "work#0", 1), "SLEEPING"),
+                    jobmaster::api::v1::TaskStateUpdate {
+                        state: "RUNNING".into(),
+                        ..Default::default()
+                    },
+                    failed_update(&attempt_ref(&job, "work#1", 1), "bogus-class", ""),
+                    state_update(&attempt_ref(&job, "nope#0", 1), "RUNNING"),
+                    state_update(&attempt_ref(&job, "work#2", 1), "RUNNING"),
+                ],
+            )
+            .await
+            .expect("the batch is answered");
+        let refused = |code: &str| (false, code.to_owned());
+        assert_eq!(
+            verdicts(&outcomes),
+            vec![
+                refused("INVALID_ARGUMENT"),
+                refused("INVALID_ARGUMENT"),
+                refused("INVALID_ARGUMENT"),
+                refused("NOT_FOUND"),
+                accepted,
+            ],
+            "{outcomes:?}"
+        );
+        a.wait_heartbeats(2).await;
+        assert_eq!(get_job(&client, &job).await, before);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_batch_from_an_unknown_or_replaced_session_is_refused_whole() {
+    within(TEST_LIMIT, async {
+        let daemon = Daemon::start(settings(&[])).await;
+        let client = daemon.client().await;
+        let old = FakeExecutor::start(&daemon, "exec-a", 2).await;
+        let job = submit(&client, &independent("pair", 2)).await;
+        let before = wait_all_running(&client, &job).await;
+        let mark = old.call_count();
+        let updates = |attempt: u32| {
+            vec![
+                failed_update(&attempt_ref(&job, "work#0", attempt), "recoverable", "boom"),
+                state_update(&attempt_ref(&job, "work#1", attempt), "FINISHED"),
+            ]
+        };
+
+        // A session that never registered, and an executor that never did.
+        let (code, message) = code_of(
+            old.report_batch_as("exec-a", "not-a-session", updates(0))
+                .await,
+        );
+        assert_eq!(code, Code::FailedPrecondition, "{message}");
+        let (code, message) = code_of(
+            old.report_batch_as("exec-z", &old.session(), updates(0))
+                .await,
+        );
+        assert_eq!(code, Code::FailedPrecondition, "{message}");
+        old.wait_heartbeats(3).await;
+        assert_eq!(get_job(&client, &job).await, before, "nothing was applied");
+        assert_eq!(old.calls_since(mark), vec![], "nothing was cancelled");
+        assert!(history_roots(&client, &job).await.is_empty());
+
+        // A new process with the same id fences the old session off; its attempts move over.
+        let new = FakeExecutor::start(&daemon, "exec-a", 2).await;
+        let moved = wait_job(
+            &client,
+            &job,
+            "both tasks running on the new session",
+            |j| {
+                j.state == "RUNNING"
+                    && j.tasks
+                        .iter()
+                        .all(|t| t.state == "RUNNING" && t.attempt == 1)
+            },
+        )
+        .await;
+        let (code, message) = code_of(
+            old.report_batch_as("exec-a", &old.session(), updates(1))
+                .await,
+        );
+        assert_eq!(code, Code::FailedPrecondition, "{message}");
+        assert!(message.contains("replaced"), "{message}");
+        new.wait_heartbeats(3).await;
+        assert_eq!(get_job(&client, &job).await, moved, "nothing was applied");
+        assert_eq!(
+            history_roots(&client, &job).await.len(),
+            1,
+            "only the fencing failed the job's tasks over"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_cancel_confirmations_complete_a_failover_and_redeploy_the_region() {
+    within(TEST_LIMIT, async {
+        let daemon = Daemon::start(settings(&[])).await;
+        let client = daemon.client().await;
+        let a = FakeExecutor::start(&daemon, "exec-a", 4).await;
+        let b = FakeExecutor::start(&daemon, "exec-b", 4).await;
+        let fakes = [&a, &b];
+        // One region of eight tasks, four on each executor.
+        let job = submit(&client, &one_region("batched-reports")).await;
+        let running = wait_all_running(&client, &job).await;
+        for f in fakes {
+            let here = running.tasks.iter().filter(|t| t.executor == f.id).count();
+            assert_eq!(here, 4, "{}", describe(&running));
+            f.set_auto_cancel(false);
+        }
+        let marks: Vec<(usize, usize)> = fakes
+            .iter()
+            .map(|f| (f.call_count(), f.batches().len()))
+            .collect();
+
+        inject_task_failure(&client, &job, "source#0").await;
+        eventually("every cancel received", DEADLINE, || async {
+            let got: Vec<usize> = fakes.iter().map(|f| f.unconfirmed().len()).collect();
+            if got == [4, 4] {
+                Ok(())
+            } else {
+                Err(format!("unconfirmed cancels {got:?}"))
+            }
+        })
+        .await;
+
+        // A confirms its four cancels in one call: the region still waits for B's.
+        let outcomes = a.confirm_cancels_batched().await.expect("A's batch");
+        assert_eq!(outcomes.len(), 4);
+        assert!(outcomes.iter().all(|o| o.accepted), "{outcomes:?}");
+        for f in fakes {
+            f.wait_heartbeats(2).await;
+        }
+        let waiting = get_job(&client, &job).await;
+        let states: BTreeSet<(String, String)> = waiting
+            .tasks
+            .iter()
+            .map(|t| (t.executor.clone(), t.state.clone()))
+            .collect();
+        assert!(
+            waiting.tasks.iter().all(|t| t.attempt == 0
+                && t.state
+                    == if t.executor == "exec-a" {
+                        "CANCELED"
+                    } else {
+                        "CANCELING"
+                    }),
+            "{states:?}: {}",
+            describe(&waiting)
+        );
+        for (f, &(calls, _)) in fakes.iter().zip(&marks) {
+            assert!(
+                !f.calls_since(calls)
+                    .iter()
+                    .any(|c| matches!(c, Call::Submit { .. })),
+                "{}: nothing is redeployed before every cancel is confirmed",
+                f.id
+            );
+        }
+
+        // B's batch completes the failover: the region is redeployed as attempt 1.
+        let outcomes = b.confirm_cancels_batched().await.expect("B's batch");
+        assert_eq!(outcomes.len(), 4);
+        assert!(outcomes.iter().all(|o| o.accepted), "{outcomes:?}");
+        let after = wait_job(&client, &job, "the region running as attempt 1", |j| {
+            j.state == "RUNNING"
+                && j.tasks
+                    .iter()
+                    .all(|t| t.state == "RUNNING" && t.attempt == 1)
+        })
+        .await;
+        for (f, &(calls, batches)) in fakes.iter().zip(&marks) {
+            let submitted: Vec<u32> = f
+                .calls_since(calls)
+                .iter()
+                .filter(|c| matches!(c, Call::Submit { .. }))
+                .filter_map(|c| c.target().map(|(_, _, attempt)| attempt))
+                .collect();
+            assert_eq!(submitted, vec![1; 4], "{}: {}", f.id, describe(&after));
+            // The cancels left in one call, and the whole redeploy in one more.
+            assert_eq!(
+                f.batches()[batches..].to_vec(),
+                vec![Batch::CancelTasks(4), Batch::SubmitTasks(4)],
+                "{}",
+                f.id
+            );
+        }
+        let counters = after.counters.expect("counters");
+        assert_eq!((counters.failovers, counters.tasks_restarted), (1, 8));
+    })
+    .await;
+}
+
 // ----- 10. shutdown -------------------------------------------------------------------------
 
 /// No TCP connection is accepted on `addr` any more.

@@ -245,7 +245,7 @@ fn attempt_deployed_after_a_heartbeat_snapshot_is_not_failed_by_that_heartbeat()
 }
 
 #[test]
-fn attempt_never_listed_fails_after_consecutive_heartbeats_leave_it_out() {
+fn attempt_never_listed_fails_once_heartbeats_leave_it_out_past_the_grace_period() {
     let mut h = Harness::new(&[("a", 4)]);
     let c = h.submit(STREAM);
     h.run_all(&c);
@@ -253,6 +253,37 @@ fn attempt_never_listed_fails_after_consecutive_heartbeats_leave_it_out() {
         .iter()
         .map(|t| h.current(t).0)
         .collect();
+    let grace = h.jm.config().unseen_grace_ms;
+    let heartbeat = |h: &mut Harness, at: Millis| {
+        h.now = at;
+        h.ok(Event::Heartbeat {
+            executor: "a".into(),
+            attempts: listed.clone(),
+        });
+        h.view("sink#1").state
+    };
+    // Late heartbeats taken before it arrived: many of them, but within the grace period.
+    for n in 0..5 {
+        assert_eq!(
+            heartbeat(&mut h, n * 10),
+            AttemptState::Running,
+            "heartbeat {n}"
+        );
+    }
+    // Past the grace period, still never listed: it is gone.
+    assert_eq!(heartbeat(&mut h, grace), AttemptState::Failed);
+}
+
+#[test]
+fn one_late_heartbeat_past_the_grace_period_is_not_enough_for_a_never_listed_attempt() {
+    let mut h = Harness::new(&[("a", 4)]);
+    let c = h.submit(STREAM);
+    h.run_all(&c);
+    let listed: Vec<AttemptId> = ["src#0", "src#1", "sink#0"]
+        .iter()
+        .map(|t| h.current(t).0)
+        .collect();
+    h.now = h.jm.config().unseen_grace_ms * 2;
     for n in 1..=jobmaster::core::UNSEEN_HEARTBEATS {
         h.ok(Event::Heartbeat {
             executor: "a".into(),

@@ -7,7 +7,9 @@
 //! attempts it holds, and serves a minimal TaskExecutorService (SubmitTask → holds the attempt and
 //! reports RUNNING, CancelTask → drops it and reports CANCELED at once; the batch calls
 //! SubmitTasks and CancelTasks do the same for each of their tasks, all counted as received
-//! when the batch arrives). All simulated executors
+//! when the batch arrives, and report the whole batch's states with one UpdateTaskStates call,
+//! as a real executor sends its queued reports; `--unary-reports` sends one UpdateTaskState per
+//! task instead). All simulated executors
 //! share one gRPC server: each has its own listening port, and the port a call arrived on says
 //! which executor it is for.
 //!
@@ -41,8 +43,8 @@ use jobmaster::api::v1::{
     FetchPartitionRequest, GetJobRequest, GetJobResponse, HeartbeatRequest, InjectFailureRequest,
     ListExecutorsRequest, PartitionChunk, RegisterExecutorRequest, ReleasePartitionsRequest,
     ReleasePartitionsResponse, SubmitJobRequest, SubmitTaskRequest, SubmitTaskResponse,
-    SubmitTasksRequest, SubmitTasksResponse, TaskOutcome, UpdateTaskStateRequest, WatchEvent,
-    WatchEventsRequest, inject_failure_request,
+    SubmitTasksRequest, SubmitTasksResponse, TaskOutcome, TaskStateUpdate, UpdateTaskStateRequest,
+    UpdateTaskStatesRequest, WatchEvent, WatchEventsRequest, inject_failure_request,
 };
 use jobmaster::settings::Settings;
 use serde_json::{Value, json};
@@ -106,6 +108,10 @@ struct Common {
     /// Log the in-process daemon (RUST_LOG filter, default "warn") to stderr.
     #[arg(long, global = true)]
     log: bool,
+    /// Simulated executors report each task's state with its own UpdateTaskState call instead
+    /// of one UpdateTaskStates call per SubmitTasks or CancelTasks batch (for comparison).
+    #[arg(long, global = true)]
+    unary_reports: bool,
 }
 
 #[derive(Subcommand)]
@@ -274,7 +280,7 @@ async fn run(cli: Cli) -> Result<()> {
         pid: common.daemon_pid,
         in_process: daemon.is_some(),
     };
-    let ctx = Ctx::new(url.clone(), origin).await?;
+    let ctx = Ctx::new(url.clone(), origin, common.unary_reports).await?;
     let load0 = loadavg();
     let machine0 = probe.machine();
     let t0 = Instant::now();
@@ -461,6 +467,11 @@ struct Hub {
     /// SubmitTask calls for attempt number `target_attempt` since `begin`.
     target_attempt: AtomicU32,
     target_submits: AtomicU64,
+    /// Report each task with its own UpdateTaskState, also for batch calls.
+    unary_reports: bool,
+    /// UpdateTaskStates calls made, and the reports they carried.
+    report_batches: AtomicU64,
+    batched_reports: AtomicU64,
 }
 
 impl Hub {
@@ -491,6 +502,15 @@ impl Hub {
         self.recording.store(true, Ordering::SeqCst);
     }
 
+    /// "calls (reports)" of UpdateTaskStates so far.
+    fn report_calls(&self) -> String {
+        format!(
+            "{} ({})",
+            self.report_batches.load(Ordering::Relaxed),
+            self.batched_reports.load(Ordering::Relaxed)
+        )
+    }
+
     fn end(&self) -> Vec<(Mark, Instant, u32)> {
         self.recording.store(false, Ordering::SeqCst);
         std::mem::take(&mut *self.marks.lock().unwrap())
@@ -501,7 +521,8 @@ struct FakeService {
     hub: Arc<Hub>,
 }
 
-/// Reports an attempt's state to the daemon (RUNNING after a submit, CANCELED after a cancel).
+/// Reports an attempt's state to the daemon (RUNNING after a submit, CANCELED after a cancel)
+/// with one UpdateTaskState call.
 async fn report(hub: Arc<Hub>, exec: Arc<Exec>, attempt: AttemptRef, state: &'static str) {
     if state == "CANCELED" {
         hub.mark(Mark::CanceledSent, Instant::now(), attempt.attempt);
@@ -514,27 +535,78 @@ async fn report(hub: Arc<Hub>, exec: Arc<Exec>, attempt: AttemptRef, state: &'st
         state: state.to_owned(),
         ..UpdateTaskStateRequest::default()
     };
-    match tokio::time::timeout(RPC_TIMEOUT, client.update_task_state(request)).await {
-        Ok(Ok(_)) if state == "RUNNING" => {
+    let result = tokio::time::timeout(RPC_TIMEOUT, client.update_task_state(request)).await;
+    count_report(&hub, &exec, state, matches!(result, Ok(Ok(_))));
+}
+
+/// Counts a report the daemon accepted or refused.
+fn count_report(hub: &Hub, exec: &Exec, state: &str, accepted: bool) {
+    match (accepted, state) {
+        (true, "RUNNING") => {
             exec.running.fetch_add(1, Ordering::Relaxed);
             hub.running_ok.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(Ok(_)) => {
+        (true, _) => {
             hub.canceled_ok.fetch_add(1, Ordering::Relaxed);
         }
-        _ => {
+        (false, _) => {
             hub.report_errors.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// Reports the states a batch call led to with one UpdateTaskStates call, in the batch's order.
+/// A CANCELED report counts as sent when the call carrying it is sent.
+async fn report_batch(hub: Arc<Hub>, exec: Arc<Exec>, reports: Vec<(AttemptRef, &'static str)>) {
+    if reports.is_empty() {
+        return;
+    }
+    let sent = Instant::now();
+    let mut canceled: Vec<u32> = reports
+        .iter()
+        .filter(|(_, state)| *state == "CANCELED")
+        .map(|(a, _)| a.attempt)
+        .collect();
+    canceled.sort_unstable();
+    canceled.dedup();
+    for attempt in canceled {
+        hub.mark(Mark::CanceledSent, sent, attempt);
+    }
+    let states: Vec<&'static str> = reports.iter().map(|(_, state)| *state).collect();
+    let request = UpdateTaskStatesRequest {
+        executor_id: exec.id.clone(),
+        session_id: exec.session.clone(),
+        updates: reports
+            .into_iter()
+            .map(|(attempt, state)| TaskStateUpdate {
+                attempt: Some(attempt),
+                state: state.to_owned(),
+                ..TaskStateUpdate::default()
+            })
+            .collect(),
+    };
+    hub.report_batches.fetch_add(1, Ordering::Relaxed);
+    hub.batched_reports
+        .fetch_add(states.len() as u64, Ordering::Relaxed);
+    let mut client = exec.gateway.clone();
+    let outcomes = match tokio::time::timeout(RPC_TIMEOUT, client.update_task_states(request)).await
+    {
+        Ok(Ok(answer)) => answer.into_inner().outcomes,
+        _ => Vec::new(),
+    };
+    for (i, state) in states.into_iter().enumerate() {
+        let accepted = outcomes.get(i).is_some_and(|o| o.accepted);
+        count_report(&hub, &exec, state, accepted);
     }
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<PartitionChunk, Status>> + Send>>;
 
 impl FakeService {
-    /// A SubmitTask (alone or in a batch) that arrived at `at`: holds the attempt and reports
-    /// RUNNING.
-    fn submit_one(&self, exec: &Arc<Exec>, attempt: AttemptRef, at: Instant) {
-        let k = key(&attempt);
+    /// A SubmitTask (alone or in a batch) that arrived at `at`: holds the attempt; returns the
+    /// state to report (RUNNING, or CANCELED when its cancel came first).
+    fn submit_one(&self, exec: &Arc<Exec>, attempt: &AttemptRef, at: Instant) -> &'static str {
+        let k = key(attempt);
         if exec
             .tombstones
             .lock()
@@ -545,8 +617,7 @@ impl FakeService {
             self.hub
                 .cancel_before_submit
                 .fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(report(self.hub.clone(), exec.clone(), attempt, "CANCELED"));
-            return;
+            return "CANCELED";
         }
         exec.held.lock().unwrap().insert(k, attempt.clone());
         self.hub.submits.fetch_add(1, Ordering::Relaxed);
@@ -554,15 +625,32 @@ impl FakeService {
             self.hub.target_submits.fetch_add(1, Ordering::SeqCst);
         }
         self.hub.mark(Mark::Submit, at, attempt.attempt);
-        tokio::spawn(report(self.hub.clone(), exec.clone(), attempt, "RUNNING"));
+        "RUNNING"
     }
 
-    /// A CancelTask (alone or in a batch) that arrived at `at`: drops the attempt and reports
-    /// CANCELED.
-    fn cancel_one(&self, exec: &Arc<Exec>, attempt: AttemptRef, at: Instant) {
+    /// Sends the reports a call led to: one UpdateTaskStates for a batch call, or one
+    /// UpdateTaskState per report (unary calls, `--unary-reports`).
+    fn send_reports(
+        &self,
+        exec: &Arc<Exec>,
+        reports: Vec<(AttemptRef, &'static str)>,
+        batch: bool,
+    ) {
+        if batch && !self.hub.unary_reports {
+            tokio::spawn(report_batch(self.hub.clone(), exec.clone(), reports));
+        } else {
+            for (attempt, state) in reports {
+                tokio::spawn(report(self.hub.clone(), exec.clone(), attempt, state));
+            }
+        }
+    }
+
+    /// A CancelTask (alone or in a batch) that arrived at `at`: drops the attempt; returns
+    /// whether to report it CANCELED.
+    fn cancel_one(&self, exec: &Arc<Exec>, attempt: &AttemptRef, at: Instant) -> bool {
         self.hub.cancels.fetch_add(1, Ordering::Relaxed);
         self.hub.mark(Mark::Cancel, at, attempt.attempt);
-        let k = key(&attempt);
+        let k = key(attempt);
         // Some(true): held, now dropped; Some(false): a newer attempt is held; None: not here.
         let found = {
             let mut held = exec.held.lock().unwrap();
@@ -573,13 +661,12 @@ impl FakeService {
             }
         };
         match found {
-            Some(true) => {
-                tokio::spawn(report(self.hub.clone(), exec.clone(), attempt, "CANCELED"));
-            }
-            Some(false) => {} // an older attempt: long gone
+            Some(true) => true,
+            Some(false) => false, // an older attempt: long gone
             None => {
                 // Not (yet) here: remember it, in case its SubmitTask is still on the way.
                 exec.tombstones.lock().unwrap().insert((k, attempt.attempt));
+                false
             }
         }
     }
@@ -597,7 +684,8 @@ impl TaskExecutorService for FakeService {
             .into_inner()
             .attempt
             .ok_or_else(|| Status::invalid_argument("attempt is missing"))?;
-        self.submit_one(&exec, attempt, at);
+        let state = self.submit_one(&exec, &attempt, at);
+        self.send_reports(&exec, vec![(attempt, state)], false);
         Ok(Response::new(SubmitTaskResponse {}))
     }
 
@@ -608,13 +696,15 @@ impl TaskExecutorService for FakeService {
         // Every task of the batch arrived with it.
         let at = Instant::now();
         let exec = self.hub.exec_for(&request)?;
+        let mut reports = Vec::new();
         let outcomes = request
             .into_inner()
             .tasks
             .into_iter()
             .map(|task| match task.attempt {
                 Some(attempt) => {
-                    self.submit_one(&exec, attempt, at);
+                    let state = self.submit_one(&exec, &attempt, at);
+                    reports.push((attempt, state));
                     TaskOutcome {
                         accepted: true,
                         ..TaskOutcome::default()
@@ -627,6 +717,7 @@ impl TaskExecutorService for FakeService {
                 },
             })
             .collect();
+        self.send_reports(&exec, reports, true);
         Ok(Response::new(SubmitTasksResponse { outcomes }))
     }
 
@@ -640,7 +731,9 @@ impl TaskExecutorService for FakeService {
             .into_inner()
             .attempt
             .ok_or_else(|| Status::invalid_argument("attempt is missing"))?;
-        self.cancel_one(&exec, attempt, at);
+        if self.cancel_one(&exec, &attempt, at) {
+            self.send_reports(&exec, vec![(attempt, "CANCELED")], false);
+        }
         Ok(Response::new(CancelTaskResponse {}))
     }
 
@@ -650,9 +743,14 @@ impl TaskExecutorService for FakeService {
     ) -> Result<Response<CancelTasksResponse>, Status> {
         let at = Instant::now();
         let exec = self.hub.exec_for(&request)?;
-        for attempt in request.into_inner().attempts {
-            self.cancel_one(&exec, attempt, at);
-        }
+        let reports: Vec<(AttemptRef, &'static str)> = request
+            .into_inner()
+            .attempts
+            .into_iter()
+            .filter(|attempt| self.cancel_one(&exec, attempt, at))
+            .map(|attempt| (attempt, "CANCELED"))
+            .collect();
+        self.send_reports(&exec, reports, true);
         Ok(Response::new(CancelTasksResponse {}))
     }
 
@@ -939,12 +1037,13 @@ async fn connect(url: &str) -> Result<Channel> {
 }
 
 impl Ctx {
-    async fn new(url: String, origin: Option<Instant>) -> Result<Ctx> {
+    async fn new(url: String, origin: Option<Instant>, unary_reports: bool) -> Result<Ctx> {
         let op = JobMasterServiceClient::new(connect(&url).await?)
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
         let hub = Arc::new(Hub {
             target_attempt: AtomicU32::new(u32::MAX),
+            unary_reports,
             ..Hub::default()
         });
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -1112,7 +1211,7 @@ impl Ctx {
                 }
                 bail!(
                     "job {job} not running after {timeout:?}: state {}, tasks by (state, \
-                     attempt): {states:?}; UpdateTaskState refused or failed: {}",
+                     attempt): {states:?}; reports refused or failed: {}",
                     view.state,
                     self.hub.report_errors.load(Ordering::Relaxed)
                 );
@@ -1935,6 +2034,11 @@ async fn failover(ctx: &Ctx, a: &FailoverArgs, probe: &Probe) -> Result<Value> {
             ["restart", "fixed-delay, delay 0s"],
             ["executors", format!("{} × {slots} slots, one connection each", a.executors)],
             ["failure", "InjectFailure source#0 (recoverable); executors confirm each cancel at once"],
+            ["reports", if ctx.hub.unary_reports {
+                "one UpdateTaskState per task"
+            } else {
+                "one UpdateTaskStates per SubmitTasks / CancelTasks batch"
+            }],
             ["runs", format!("{} measured after {} warm-up", a.runs, a.warmup)],
             ["WatchEvents subscriber", watch_note],
         ],
@@ -1949,7 +2053,8 @@ async fn failover(ctx: &Ctx, a: &FailoverArgs, probe: &Probe) -> Result<Value> {
             ["CancelTask before its SubmitTask (whole run)", ctx.hub.cancel_before_submit.load(Ordering::Relaxed)],
             ["cancels per run (median)", col("cancels").map_or(0.0, |s| s.p50)],
             ["WatchEvents lagged notices", ctx.events.lagged.load(Ordering::Relaxed)],
-            ["UpdateTaskState refused or failed", ctx.hub.report_errors.load(Ordering::Relaxed)],
+            ["reports refused or failed", ctx.hub.report_errors.load(Ordering::Relaxed)],
+            ["UpdateTaskStates calls (reports carried)", ctx.hub.report_calls()],
         ],
         "targets": targets,
     }))
@@ -2123,7 +2228,8 @@ async fn heartbeat(ctx: &Ctx, a: &HeartbeatArgs, probe: &Probe) -> Result<Value>
             ["daemon VmHWM (MiB)", round3(daemon_hwm as f64 / 1024.0)],
             ["daemon threads", end.daemon.map_or(Value::Null, |d| json!(d.threads))],
             ["memory measured", if probe.in_process { "whole jmload process (daemon + generator)" } else if probe.pid.is_some() { "daemon process" } else { "not measured (give --daemon-pid)" }],
-            ["UpdateTaskState refused or failed", ctx.hub.report_errors.load(Ordering::Relaxed)],
+            ["reports refused or failed", ctx.hub.report_errors.load(Ordering::Relaxed)],
+            ["UpdateTaskStates calls (reports carried)", ctx.hub.report_calls()],
             ["CancelTask received / before its SubmitTask", format!("{} / {}",
                 ctx.hub.cancels.load(Ordering::Relaxed), ctx.hub.cancel_before_submit.load(Ordering::Relaxed))],
         ],

@@ -37,6 +37,10 @@ pub struct CoreConfig {
     pub attempt_history_size: usize,
     /// Seed for the restart strategies' jitter.
     pub seed: u64,
+    /// How long after an attempt left DEPLOYING heartbeats that never listed it may keep
+    /// leaving it out (they may have been taken before it arrived and be late under load).
+    /// The daemon sets it to its heartbeat timeout.
+    pub unseen_grace_ms: Millis,
 }
 
 impl Default for CoreConfig {
@@ -47,6 +51,7 @@ impl Default for CoreConfig {
             exception_history_size: DEFAULT_HISTORY_SIZE,
             attempt_history_size: 16,
             seed: 0,
+            unseen_grace_ms: 4_000,
         }
     }
 }
@@ -734,8 +739,9 @@ impl JobMaster {
     ///
     /// A heartbeat is a snapshot taken before it travels, so an attempt deployed meanwhile may
     /// be absent from it without being lost. An attempt therefore counts as missing once a
-    /// heartbeat listed it before, or — for one the executor never listed — after
-    /// [`UNSEEN_HEARTBEATS`] heartbeats in a row left it out while it was past deploying.
+    /// heartbeat listed it before, or — for one the executor never listed — once
+    /// [`UNSEEN_HEARTBEATS`] heartbeats in a row left it out while it was past deploying and
+    /// `unseen_grace_ms` passed since it left deploying.
     fn heartbeat(
         &mut self,
         id: &ExecutorId,
@@ -781,7 +787,16 @@ impl JobMaster {
             }
             if !task.seen {
                 task.unseen = task.unseen.saturating_add(1);
-                if task.unseen < UNSEEN_HEARTBEATS {
+                let arrived = task
+                    .log
+                    .transitions()
+                    .iter()
+                    .skip_while(|(s, _)| *s != AttemptState::Deploying)
+                    .nth(1)
+                    .map_or(now, |&(_, at)| at);
+                if task.unseen < UNSEEN_HEARTBEATS
+                    || now.saturating_sub(arrived) < self.config.unseen_grace_ms
+                {
                     continue;
                 }
             }

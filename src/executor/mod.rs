@@ -8,7 +8,7 @@ mod partitions;
 mod process;
 mod service;
 
-pub use service::unbatch;
+pub use service::{code_name, unbatch};
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prost::Message;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::StreamExt;
@@ -27,8 +28,14 @@ use crate::api::v1::task_executor_gateway_client::TaskExecutorGatewayClient;
 use crate::api::v1::task_executor_service_server::TaskExecutorServiceServer;
 use crate::api::v1::{
     AttemptRef, DisconnectRequest, HeartbeatRequest, PartitionRef, RegisterExecutorRequest,
-    UpdateTaskStateRequest,
+    TaskStateUpdate, UpdateTaskStateRequest, UpdateTaskStatesRequest,
 };
+
+/// Most reports in one UpdateTaskStates call.
+const MAX_REPORTS: usize = 1000;
+/// Most encoded bytes of reports in one UpdateTaskStates call (failure messages carry stderr
+/// tails): well under the JobMaster's message limit.
+const MAX_REPORT_BYTES: usize = 1 << 20;
 
 /// How an executor is set up.
 #[derive(Debug, Clone)]
@@ -119,8 +126,9 @@ pub(crate) struct Agent {
     pub(crate) session: Mutex<String>,
     pub(crate) state: Mutex<State>,
     pub(crate) gateway: TaskExecutorGatewayClient<Channel>,
-    /// Reports for the JobMaster, sent in order by one task.
-    pub(crate) reports: mpsc::UnboundedSender<UpdateTaskStateRequest>,
+    /// Reports for the JobMaster, sent in order by one task (see [`report_loop`]); the session
+    /// is filled in when they are sent.
+    pub(crate) reports: mpsc::UnboundedSender<TaskStateUpdate>,
 }
 
 fn new_session() -> String {
@@ -143,9 +151,7 @@ impl Agent {
 
     /// Queues a state report for the JobMaster.
     pub(crate) fn report(&self, attempt: &AttemptRef, state: &str, class: &str, message: String) {
-        let _ = self.reports.send(UpdateTaskStateRequest {
-            executor_id: self.config.id.clone(),
-            session_id: self.session(),
+        let _ = self.reports.send(TaskStateUpdate {
             attempt: Some(attempt.clone()),
             state: state.to_owned(),
             failure_class: class.to_owned(),
@@ -259,38 +265,155 @@ pub async fn run(
     Ok(())
 }
 
-/// Sends state reports in order, retrying while the JobMaster is unreachable.
-async fn report_loop(agent: Arc<Agent>, mut rx: mpsc::UnboundedReceiver<UpdateTaskStateRequest>) {
-    while let Some(mut report) = rx.recv().await {
-        let mut delay = Duration::from_millis(50);
-        let deadline = Instant::now() + agent.config.jobmaster_reconnect_timeout;
-        let terminal = matches!(report.state.as_str(), "FINISHED" | "FAILED" | "CANCELED");
-        loop {
-            // A re-registration changes the session: report under the current one.
-            report.session_id = agent.session();
-            let mut gateway = agent.gateway.clone();
-            match gateway.update_task_state(report.clone()).await {
-                Ok(_) => break,
-                Err(status)
-                    if matches!(
-                        status.code(),
-                        tonic::Code::Unavailable
-                            | tonic::Code::DeadlineExceeded
-                            | tonic::Code::Unknown
-                    ) && Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(1));
-                }
-                Err(status) => {
-                    // Stale attempt or unknown session: the JobMaster has moved on.
-                    debug!(code = ?status.code(), message = status.message(), "report refused");
-                    break;
-                }
+/// Sends state reports in order, retrying while the JobMaster is unreachable. Reports travel
+/// in batches: it awaits one, takes whatever else is queued (at most [`MAX_REPORTS`] and
+/// [`MAX_REPORT_BYTES`]), and sends them as one UpdateTaskStates call, awaiting the answer
+/// before the next call, so the reports of an attempt arrive in the order they happened. A
+/// JobMaster without UpdateTaskStates (UNIMPLEMENTED) gets the batch one UpdateTaskState at a
+/// time.
+async fn report_loop(agent: Arc<Agent>, mut rx: mpsc::UnboundedReceiver<TaskStateUpdate>) {
+    let mut batcher = Batcher::default();
+    while let Some(updates) = batcher.next(&mut rx, MAX_REPORTS, MAX_REPORT_BYTES).await {
+        send_reports(&agent, &updates).await;
+        // Answered (or given up on): heartbeats stop naming the attempts that ended.
+        let mut state = agent.lock();
+        for update in &updates {
+            if is_terminal(&update.state)
+                && let Some(attempt) = &update.attempt
+            {
+                state.reporting.remove(&key(attempt));
             }
         }
-        if terminal && let Some(attempt) = &report.attempt {
-            agent.lock().reporting.remove(&key(attempt));
+    }
+}
+
+/// Cuts the report queue into batches, in queue order.
+#[derive(Default)]
+struct Batcher {
+    /// A report taken from the queue that did not fit into the previous batch.
+    carried: Option<TaskStateUpdate>,
+}
+
+impl Batcher {
+    /// Awaits a report, then takes whatever else is queued, at most `max` reports and
+    /// `max_bytes` encoded bytes (but at least one report). None once the queue is closed and
+    /// empty.
+    async fn next(
+        &mut self,
+        rx: &mut mpsc::UnboundedReceiver<TaskStateUpdate>,
+        max: usize,
+        max_bytes: usize,
+    ) -> Option<Vec<TaskStateUpdate>> {
+        let first = match self.carried.take() {
+            Some(update) => update,
+            None => rx.recv().await?,
+        };
+        let mut bytes = first.encoded_len();
+        let mut updates = vec![first];
+        while updates.len() < max {
+            let Ok(next) = rx.try_recv() else {
+                break;
+            };
+            let len = next.encoded_len();
+            if bytes + len > max_bytes {
+                self.carried = Some(next);
+                break;
+            }
+            bytes += len;
+            updates.push(next);
+        }
+        Some(updates)
+    }
+}
+
+fn is_terminal(state: &str) -> bool {
+    matches!(state, "FINISHED" | "FAILED" | "CANCELED")
+}
+
+/// Errors that say the JobMaster could not be reached (worth retrying), as opposed to a refusal.
+fn is_unreachable(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
+    )
+}
+
+/// Sends one batch of reports, retrying with backoff while the JobMaster is unreachable, for
+/// at most `jobmaster_reconnect_timeout`. A refused batch (unknown session: the executor will
+/// register again) or a refused update (a stale attempt: the JobMaster cancels it) is dropped.
+async fn send_reports(agent: &Agent, updates: &[TaskStateUpdate]) {
+    let mut delay = Duration::from_millis(50);
+    let deadline = Instant::now() + agent.config.jobmaster_reconnect_timeout;
+    loop {
+        // A re-registration changes the session: report under the current one.
+        let request = UpdateTaskStatesRequest {
+            executor_id: agent.config.id.clone(),
+            session_id: agent.session(),
+            updates: updates.to_vec(),
+        };
+        let mut gateway = agent.gateway.clone();
+        match gateway.update_task_states(request).await {
+            Ok(answer) => {
+                let outcomes = answer.into_inner().outcomes;
+                for (update, outcome) in updates.iter().zip(&outcomes) {
+                    if !outcome.accepted {
+                        let attempt = update.attempt.clone().unwrap_or_default();
+                        debug!(job = %attempt.job_id, task = %format!("{}#{}", attempt.vertex, attempt.subtask),
+                               attempt = attempt.attempt, state = %update.state, code = %outcome.code,
+                               message = %outcome.message, "report refused");
+                    }
+                }
+                return;
+            }
+            Err(status) if status.code() == tonic::Code::Unimplemented => {
+                debug!("the jobmaster has no UpdateTaskStates: reporting one by one");
+                for update in updates {
+                    send_report(agent, update).await;
+                }
+                return;
+            }
+            Err(status) if is_unreachable(&status) && Instant::now() < deadline => {
+                debug!(code = ?status.code(), message = status.message(), reports = updates.len(),
+                       "jobmaster unreachable: retrying reports");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+            Err(status) => {
+                // Unknown session (the executor registers again) or the JobMaster stayed away.
+                debug!(code = ?status.code(), message = status.message(), reports = updates.len(),
+                       "reports refused");
+                return;
+            }
+        }
+    }
+}
+
+/// Sends one report over the unary UpdateTaskState, with the same retries as a batch.
+async fn send_report(agent: &Agent, update: &TaskStateUpdate) {
+    let mut delay = Duration::from_millis(50);
+    let deadline = Instant::now() + agent.config.jobmaster_reconnect_timeout;
+    loop {
+        let request = UpdateTaskStateRequest {
+            executor_id: agent.config.id.clone(),
+            session_id: agent.session(),
+            attempt: update.attempt.clone(),
+            state: update.state.clone(),
+            failure_class: update.failure_class.clone(),
+            message: update.message.clone(),
+            missing_partition: update.missing_partition.clone(),
+        };
+        let mut gateway = agent.gateway.clone();
+        match gateway.update_task_state(request).await {
+            Ok(_) => return,
+            Err(status) if is_unreachable(&status) && Instant::now() < deadline => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+            Err(status) => {
+                // Stale attempt or unknown session: the JobMaster has moved on.
+                debug!(code = ?status.code(), message = status.message(), "report refused");
+                return;
+            }
         }
     }
 }
@@ -394,5 +517,69 @@ async fn session(agent: &Arc<Agent>) -> Result<SessionEnd, tonic::Status> {
                 None => return Ok(SessionEnd::Closed),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(subtask: u32, message: &str) -> TaskStateUpdate {
+        TaskStateUpdate {
+            attempt: Some(AttemptRef {
+                subtask,
+                ..AttemptRef::default()
+            }),
+            state: "CANCELED".into(),
+            message: message.to_owned(),
+            ..TaskStateUpdate::default()
+        }
+    }
+
+    fn subtasks(batch: &[TaskStateUpdate]) -> Vec<u32> {
+        batch
+            .iter()
+            .map(|u| u.attempt.as_ref().map_or(u32::MAX, |a| a.subtask))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn queued_reports_leave_in_order_in_batches_capped_by_count() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        for i in 0..2500 {
+            tx.send(update(i, "")).expect("queue open");
+        }
+        drop(tx);
+        let mut batcher = Batcher::default();
+        let mut sizes = Vec::new();
+        let mut all = Vec::new();
+        while let Some(batch) = batcher.next(&mut rx, 1000, usize::MAX).await {
+            sizes.push(batch.len());
+            all.extend(subtasks(&batch));
+        }
+        assert_eq!(sizes, vec![1000, 1000, 500]);
+        assert_eq!(all, (0..2500).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_capped_by_size_and_the_report_that_did_not_fit_comes_next() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let big = "x".repeat(400);
+        // Subtasks 1..=5: each report has the same encoded size.
+        for i in 1..=5 {
+            tx.send(update(i, &big)).expect("queue open");
+        }
+        let one = update(1, &big).encoded_len();
+        let mut batcher = Batcher::default();
+        // Two fit under the cap; the third is carried into the next batch, not lost.
+        let first = batcher.next(&mut rx, 1000, 2 * one + 1).await;
+        assert_eq!(first.as_deref().map(subtasks), Some(vec![1, 2]));
+        // A cap smaller than one report still sends that report alone.
+        let second = batcher.next(&mut rx, 1000, 1).await;
+        assert_eq!(second.as_deref().map(subtasks), Some(vec![3]));
+        drop(tx);
+        let rest = batcher.next(&mut rx, 1000, usize::MAX).await;
+        assert_eq!(rest.as_deref().map(subtasks), Some(vec![4, 5]));
+        assert!(batcher.next(&mut rx, 1000, usize::MAX).await.is_none());
     }
 }

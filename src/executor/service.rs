@@ -21,7 +21,7 @@ use crate::api::v1::{
     AttemptRef, CancelTaskRequest, CancelTaskResponse, CancelTasksRequest, CancelTasksResponse,
     FetchPartitionRequest, PartitionChunk, PartitionRef, ReleasePartitionsRequest,
     ReleasePartitionsResponse, SubmitTaskRequest, SubmitTaskResponse, SubmitTasksRequest,
-    SubmitTasksResponse, TaskOutcome, UpdateTaskStateRequest,
+    SubmitTasksResponse, TaskOutcome, TaskStateUpdate,
 };
 
 const CHUNK: usize = 64 * 1024;
@@ -153,7 +153,7 @@ pub fn unbatch(batch: SubmitTasksRequest) -> Vec<Result<SubmitTaskRequest, Statu
 }
 
 /// The canonical gRPC name of a status code, as `TaskOutcome.code` carries it.
-fn code_name(code: Code) -> &'static str {
+pub fn code_name(code: Code) -> &'static str {
     match code {
         Code::Ok => "OK",
         Code::Cancelled => "CANCELLED",
@@ -425,9 +425,7 @@ async fn run_attempt(agent: Arc<Agent>, r: SubmitTaskRequest, cancel: Arc<Notify
         }
         Outcome::Failed(early) => {
             warn!(job = %attempt.job_id, task = %name, attempt = attempt.attempt, message = %early.message, "task failed");
-            let _ = agent.reports.send(UpdateTaskStateRequest {
-                executor_id: agent.config.id.clone(),
-                session_id: agent.session(),
+            let _ = agent.reports.send(TaskStateUpdate {
                 attempt: Some(attempt.clone()),
                 state: "FAILED".into(),
                 failure_class: early.class.into(),

@@ -33,6 +33,15 @@ use crate::core::{
 /// core's state does not change while its commands are carried out).
 type InputCache = HashMap<(JobId, GroupId), Arc<SharedInputs>>;
 
+/// One validated state report of an executor: an UpdateTaskState call, or one update of an
+/// UpdateTaskStates batch.
+pub(crate) struct Report {
+    pub(crate) attempt: AttemptRef,
+    pub(crate) state: AttemptState,
+    pub(crate) failure: Option<Failure>,
+    pub(crate) missing_partition: Option<PartitionRef>,
+}
+
 /// What handlers ask of the coordinator.
 pub(crate) enum Request {
     /// A core event; the reply carries the core's verdict.
@@ -72,6 +81,13 @@ pub(crate) enum Request {
         failure: Option<Failure>,
         missing_partition: Option<PartitionRef>,
         reply: oneshot::Sender<Result<(), ApiError>>,
+    },
+    /// An executor's batch of reports (UpdateTaskStates), applied in order within one turn, so
+    /// the orders they cause together leave together. The reply has one verdict per report.
+    Reports {
+        executor: ExecutorId,
+        reports: Vec<Report>,
+        reply: oneshot::Sender<Result<Vec<Result<(), ApiError>>, ApiError>>,
     },
     /// Anything else that needs the core: runs on the coordinator.
     With(Box<dyn FnOnce(&mut Coordinator) + Send>),
@@ -179,6 +195,14 @@ impl Coordinator {
             } => {
                 let result = self.report(executor, &attempt, state, failure, missing_partition);
                 let _ = reply.send(result);
+            }
+            Request::Reports {
+                executor,
+                reports,
+                reply,
+            } => {
+                let results = self.reports(&executor, reports);
+                let _ = reply.send(Ok(results));
             }
             Request::With(f) => f(self),
         }
@@ -304,6 +328,31 @@ impl Coordinator {
             }
         }
         let _ = self.feed(Event::Heartbeat { executor, attempts });
+    }
+
+    /// Feeds a batch of reports to the core one by one, in order; a refused report does not
+    /// stop the ones after it. The caller's flush hands every resulting order over at once.
+    fn reports(
+        &mut self,
+        executor: &ExecutorId,
+        reports: Vec<Report>,
+    ) -> Vec<Result<(), ApiError>> {
+        let count = reports.len();
+        let results: Vec<Result<(), ApiError>> = reports
+            .into_iter()
+            .map(|r| {
+                self.report(
+                    executor.clone(),
+                    &r.attempt,
+                    r.state,
+                    r.failure,
+                    r.missing_partition,
+                )
+            })
+            .collect();
+        let refused = results.iter().filter(|r| r.is_err()).count();
+        debug!(executor = %executor, reports = count, refused, "reports applied");
+        results
     }
 
     fn report(

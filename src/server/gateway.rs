@@ -1,5 +1,6 @@
-//! `TaskExecutorGateway`: registration, the heartbeat stream, task state reports, and the
-//! heartbeat watchdog — every way the JobMaster learns that an executor is gone.
+//! `TaskExecutorGateway`: registration, the heartbeat stream, task state reports (one by one
+//! or in batches), and the heartbeat watchdog — every way the JobMaster learns that an executor
+//! is gone.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,15 +13,17 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request as GrpcRequest, Response, Status, Streaming};
 use tracing::{debug, info};
 
-use super::coordinator::{Coordinator, Request};
+use super::coordinator::{Coordinator, Report, Request};
 use super::{ApiError, Shared};
 use crate::api::v1::task_executor_gateway_server::TaskExecutorGateway;
 use crate::api::v1::{
     AttemptRef, DisconnectRequest, DisconnectResponse, HeartbeatRequest, HeartbeatResponse,
-    RegisterExecutorRequest, RegisterExecutorResponse, UpdateTaskStateRequest,
-    UpdateTaskStateResponse,
+    PartitionRef, RegisterExecutorRequest, RegisterExecutorResponse, TaskOutcome,
+    UpdateTaskStateRequest, UpdateTaskStateResponse, UpdateTaskStatesRequest,
+    UpdateTaskStatesResponse,
 };
 use crate::core::{AttemptState, ExecutorId};
+use crate::executor::code_name;
 
 pub(crate) struct Gateway {
     shared: Arc<Shared>,
@@ -42,6 +45,60 @@ impl Gateway {
             None => Err(ApiError::FailedPrecondition(format!(
                 "executor {executor} is not registered (or was declared lost): register again"
             ))),
+        }
+    }
+}
+
+/// Checks one report as UpdateTaskState (or one update of UpdateTaskStates) carries it: the
+/// attempt is named, the state is one an executor reports, the failure class is known.
+fn validate(
+    attempt: Option<AttemptRef>,
+    state: &str,
+    failure_class: &str,
+    message: &str,
+    missing_partition: Option<PartitionRef>,
+) -> Result<Report, ApiError> {
+    let attempt = attempt.ok_or_else(|| ApiError::InvalidArgument("attempt is missing".into()))?;
+    let state = match state {
+        "INITIALIZING" => AttemptState::Initializing,
+        "RUNNING" => AttemptState::Running,
+        "FINISHED" => AttemptState::Finished,
+        "CANCELED" => AttemptState::Canceled,
+        "FAILED" => AttemptState::Failed,
+        other => {
+            return Err(ApiError::InvalidArgument(format!(
+                "state {other:?} is not reportable; expected INITIALIZING, RUNNING, FINISHED, \
+                 CANCELED or FAILED"
+            )));
+        }
+    };
+    let failure = if state == AttemptState::Failed {
+        Some(Coordinator::failure(failure_class, message)?)
+    } else {
+        None
+    };
+    Ok(Report {
+        attempt,
+        state,
+        failure,
+        missing_partition,
+    })
+}
+
+/// The outcome of one update of a batch, as UpdateTaskState would have answered it.
+fn outcome(result: Result<(), ApiError>) -> TaskOutcome {
+    match result {
+        Ok(()) => TaskOutcome {
+            accepted: true,
+            ..TaskOutcome::default()
+        },
+        Err(e) => {
+            let status = Status::from(e);
+            TaskOutcome {
+                accepted: false,
+                code: code_name(status.code()).to_owned(),
+                message: status.message().to_owned(),
+            }
         }
     }
 }
@@ -165,39 +222,78 @@ impl TaskExecutorGateway for Gateway {
     ) -> Result<Response<UpdateTaskStateResponse>, Status> {
         let r = request.into_inner();
         let executor = self.check_session(&r.executor_id, &r.session_id)?;
-        let attempt = r
-            .attempt
-            .ok_or_else(|| ApiError::InvalidArgument("attempt is missing".into()))?;
-        let state = match r.state.as_str() {
-            "INITIALIZING" => AttemptState::Initializing,
-            "RUNNING" => AttemptState::Running,
-            "FINISHED" => AttemptState::Finished,
-            "CANCELED" => AttemptState::Canceled,
-            "FAILED" => AttemptState::Failed,
-            other => {
-                return Err(ApiError::InvalidArgument(format!(
-                    "state {other:?} is not reportable; expected INITIALIZING, RUNNING, FINISHED, \
-                     CANCELED or FAILED"
-                ))
-                .into());
-            }
-        };
-        let failure = if state == AttemptState::Failed {
-            Some(Coordinator::failure(&r.failure_class, &r.message)?)
-        } else {
-            None
-        };
+        let report = validate(
+            r.attempt,
+            &r.state,
+            &r.failure_class,
+            &r.message,
+            r.missing_partition,
+        )?;
         self.shared
             .ask(|reply| Request::Report {
                 executor,
-                attempt,
-                state,
-                failure,
-                missing_partition: r.missing_partition,
+                attempt: report.attempt,
+                state: report.state,
+                failure: report.failure,
+                missing_partition: report.missing_partition,
                 reply,
             })
             .await?;
         Ok(Response::new(UpdateTaskStateResponse {}))
+    }
+
+    async fn update_task_states(
+        &self,
+        request: GrpcRequest<UpdateTaskStatesRequest>,
+    ) -> Result<Response<UpdateTaskStatesResponse>, Status> {
+        let r = request.into_inner();
+        // An unknown or replaced session refuses the whole batch: nothing of it is applied.
+        let executor = self.check_session(&r.executor_id, &r.session_id)?;
+        // Updates that fail validation get their outcome here; the valid ones go to the
+        // coordinator together, in order, as one request.
+        let mut invalid: Vec<Option<ApiError>> = Vec::with_capacity(r.updates.len());
+        let mut reports = Vec::with_capacity(r.updates.len());
+        for u in r.updates {
+            match validate(
+                u.attempt,
+                &u.state,
+                &u.failure_class,
+                &u.message,
+                u.missing_partition,
+            ) {
+                Ok(report) => {
+                    reports.push(report);
+                    invalid.push(None);
+                }
+                Err(e) => invalid.push(Some(e)),
+            }
+        }
+        let verdicts = if reports.is_empty() {
+            Vec::new()
+        } else {
+            self.shared
+                .ask(|reply| Request::Reports {
+                    executor: executor.clone(),
+                    reports,
+                    reply,
+                })
+                .await?
+        };
+        let mut verdicts = verdicts.into_iter();
+        let outcomes: Vec<TaskOutcome> = invalid
+            .into_iter()
+            .map(|invalid| match invalid {
+                Some(e) => Err(e),
+                // The coordinator answers one verdict per report it was given.
+                None => verdicts.next().unwrap_or(Err(ApiError::ShuttingDown)),
+            })
+            .map(outcome)
+            .collect();
+        let refused = outcomes.iter().filter(|o| !o.accepted).count();
+        if refused > 0 {
+            debug!(executor = %executor, updates = outcomes.len(), refused, "reports refused in a batch");
+        }
+        Ok(Response::new(UpdateTaskStatesResponse { outcomes }))
     }
 
     async fn disconnect(

@@ -195,6 +195,7 @@ pub async fn serve(
         cancel_timeout_ms: settings.scheduler.cancel_timeout.as_millis() as u64,
         exception_history_size: settings.scheduler.exception_history_size,
         attempt_history_size: 16,
+        unseen_grace_ms: settings.heartbeat.timeout.as_millis() as u64,
         seed: if settings.scheduler.seed == 0 {
             epoch
         } else {

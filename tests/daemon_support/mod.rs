@@ -25,7 +25,7 @@ use jobmaster::api::v1::{
     ListExecutorsRequest, PartitionChunk, RegisterExecutorRequest, RegisterExecutorResponse,
     ReleasePartitionsRequest, ReleasePartitionsResponse, SubmitJobRequest, SubmitTaskRequest,
     SubmitTaskResponse, SubmitTasksRequest, SubmitTasksResponse, TaskInfo, TaskOutcome,
-    UpdateTaskStateRequest,
+    TaskStateUpdate, UpdateTaskStateRequest, UpdateTaskStatesRequest,
 };
 use jobmaster::settings::Settings;
 use tokio::net::TcpListener;
@@ -281,6 +281,32 @@ pub fn task_name(r: &AttemptRef) -> String {
     format!("{}#{}", r.vertex, r.subtask)
 }
 
+/// One update of an UpdateTaskStates batch: `attempt` is in `state`.
+pub fn state_update(attempt: &AttemptRef, state: &str) -> TaskStateUpdate {
+    TaskStateUpdate {
+        attempt: Some(attempt.clone()),
+        state: state.to_owned(),
+        ..TaskStateUpdate::default()
+    }
+}
+
+/// One update of an UpdateTaskStates batch: `attempt` FAILED.
+pub fn failed_update(attempt: &AttemptRef, class: &str, message: &str) -> TaskStateUpdate {
+    TaskStateUpdate {
+        failure_class: class.to_owned(),
+        message: message.to_owned(),
+        ..state_update(attempt, "FAILED")
+    }
+}
+
+/// The outcomes of a batch as (accepted, code) pairs, for comparisons.
+pub fn verdicts(outcomes: &[TaskOutcome]) -> Vec<(bool, String)> {
+    outcomes
+        .iter()
+        .map(|o| (o.accepted, o.code.clone()))
+        .collect()
+}
+
 // ----- fake executors -----------------------------------------------------------------------
 
 /// A call the JobMaster made to a fake executor. A batch call (SubmitTasks, CancelTasks) is
@@ -457,6 +483,26 @@ impl Inner {
             .update_task_state(request)
             .await
             .map(|_| ())
+    }
+
+    /// One UpdateTaskStates call under `executor_id` and `session`; returns its outcomes.
+    async fn update_batch(
+        &self,
+        executor_id: &str,
+        session: &str,
+        updates: Vec<TaskStateUpdate>,
+    ) -> Result<Vec<TaskOutcome>, Status> {
+        let mut request = Request::new(UpdateTaskStatesRequest {
+            executor_id: executor_id.to_owned(),
+            session_id: session.to_owned(),
+            updates,
+        });
+        request.set_timeout(DEADLINE);
+        self.gateway
+            .clone()
+            .update_task_states(request)
+            .await
+            .map(|answer| answer.into_inner().outcomes)
     }
 
     async fn register(&self) -> Result<RegisterExecutorResponse, Status> {
@@ -802,6 +848,74 @@ impl FakeExecutor {
             self.inner.update(attempt, "FINISHED", "", ""),
         )
         .await
+    }
+
+    /// Reports several updates in one UpdateTaskStates call, with this executor's session;
+    /// attempts reported FINISHED, CANCELED or FAILED are dropped first (as `fail` and `finish`
+    /// do). Returns one outcome per update.
+    pub async fn report_batch(
+        &self,
+        updates: Vec<TaskStateUpdate>,
+    ) -> Result<Vec<TaskOutcome>, Status> {
+        {
+            let mut s = lock(&self.inner.state);
+            for u in &updates {
+                if matches!(u.state.as_str(), "FINISHED" | "CANCELED" | "FAILED")
+                    && let Some(a) = &u.attempt
+                {
+                    s.held.remove(&key(a));
+                }
+            }
+        }
+        let session = self.session();
+        bounded(
+            "UpdateTaskStates",
+            self.inner.update_batch(&self.id, &session, updates),
+        )
+        .await
+    }
+
+    /// One UpdateTaskStates call under any executor id and session (an unknown or replaced
+    /// one); the executor's own state is left alone.
+    pub async fn report_batch_as(
+        &self,
+        executor_id: &str,
+        session: &str,
+        updates: Vec<TaskStateUpdate>,
+    ) -> Result<Vec<TaskOutcome>, Status> {
+        bounded(
+            "UpdateTaskStates",
+            self.inner.update_batch(executor_id, session, updates),
+        )
+        .await
+    }
+
+    /// Stops the attempts cancelled so far and reports them all CANCELED in one
+    /// UpdateTaskStates call (in the order the cancels arrived); returns the outcomes.
+    pub async fn confirm_cancels_batched(&self) -> Result<Vec<TaskOutcome>, Status> {
+        let pending = {
+            let mut s = lock(&self.inner.state);
+            let pending = std::mem::take(&mut s.unconfirmed);
+            for a in &pending {
+                s.held.remove(&key(a));
+            }
+            pending
+        };
+        let updates = pending
+            .iter()
+            .map(|a| state_update(a, "CANCELED"))
+            .collect();
+        let session = self.session();
+        bounded(
+            "UpdateTaskStates",
+            self.inner.update_batch(&self.id, &session, updates),
+        )
+        .await
+    }
+
+    /// Cancels received and not yet confirmed (without auto-cancel).
+    pub fn unconfirmed(&self) -> Vec<AttemptRef> {
+        lock(&self.inner.state).unconfirmed.clone()
     }
 
     /// With `false`, CancelTask calls are recorded and held until `confirm_cancels`.
