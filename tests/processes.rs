@@ -636,6 +636,20 @@ async fn a_persistent_partition_survives_its_executors_loss_without_rerunning_it
             let want = u32::from(name == "write#0" && writer == victim);
             assert_eq!(t.attempt, want, "{name}: {}", describe(&tasks));
         }
+        // The finished job's persistent partitions are deleted from the shared storage, also
+        // those whose producer's executor is gone.
+        let job_dir = cluster.root.join("persistent/partitions").join(&job);
+        eventually("the job's persistent partitions are deleted", WAIT, || {
+            let left = files_under(&job_dir);
+            async move {
+                if left.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("still there: {left:?}"))
+                }
+            }
+        })
+        .await;
     })
     .await;
 }
@@ -1003,4 +1017,24 @@ async fn recovery_once(run: usize) -> Recovery {
         restarted: restarted.len(),
         total: before.len(),
     }
+}
+
+/// Every file below `dir` (none when it does not exist).
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
 }

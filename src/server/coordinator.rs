@@ -551,10 +551,18 @@ impl Coordinator {
     }
 
     fn release(&mut self, job: JobId, executor: Option<ExecutorId>, partitions: &[PartitionId]) {
-        // Persistent partitions live on shared storage; executors delete them when their
-        // producer's executor asks, so only executor-hosted ones are sent here.
-        let Some(executor) = executor else {
-            return;
+        // Persistent partitions live on storage every executor mounts (`--persistent-dir`) and
+        // outlive their producer's executor: any live executor can delete them.
+        let executor = match executor {
+            Some(e) => e,
+            None => match self.dispatchers.keys().min() {
+                Some(e) => e.clone(),
+                None => {
+                    warn!(job = %job, partitions = partitions.len(),
+                          "no executor to delete persistent partitions; they stay on storage");
+                    return;
+                }
+            },
         };
         if !self.dispatchers.contains_key(&executor) {
             return;
