@@ -70,8 +70,11 @@ pub(crate) enum Request {
         /// When the loss became evident (the last heartbeat, the stream closing, ...).
         evidence: Instant,
     },
+    /// A heartbeat of `session`; ignored when that session is no longer the executor's
+    /// current one (it was read before a loss and a new registration).
     Heartbeat {
         executor: ExecutorId,
+        session: String,
         attempts: Vec<AttemptRef>,
     },
     Report {
@@ -184,7 +187,20 @@ impl Coordinator {
                 self.evidence = Some(evidence);
                 self.lose(&executor, session.as_deref(), &reason);
             }
-            Request::Heartbeat { executor, attempts } => self.heartbeat(executor, &attempts),
+            Request::Heartbeat {
+                executor,
+                session,
+                attempts,
+            } => {
+                let current = self
+                    .shared
+                    .executors
+                    .get(&executor)
+                    .is_some_and(|s| s.session == session);
+                if current {
+                    self.heartbeat(executor, &attempts);
+                }
+            }
             Request::Report {
                 executor,
                 attempt,

@@ -204,7 +204,7 @@ impl TaskExecutorGateway for Gateway {
                     continue;
                 }
                 owner = Some((id.clone(), hb.session_id.clone()));
-                forward.offer(id, hb.attempts);
+                forward.offer(id, hb.session_id, hb.attempts);
                 if let Err(mpsc::error::TrySendError::Closed(_)) = answer(false) {
                     break;
                 }
@@ -315,7 +315,7 @@ impl TaskExecutorGateway for Gateway {
 }
 
 /// A heartbeat read but not yet handed to the coordinator.
-type Pending = (ExecutorId, Vec<AttemptRef>);
+type Pending = (ExecutorId, String, Vec<AttemptRef>);
 
 /// Hands a stream's heartbeats to the coordinator without ever blocking the stream's read
 /// loop: the liveness of an executor is recorded when its heartbeat is read, and a busy
@@ -336,12 +336,16 @@ impl Forwarder {
             // Ends when the read loop drops its Forwarder.
             while rings.recv().await.is_some() {
                 let next = slot.lock().map(|mut s| s.take()).unwrap_or(None);
-                let Some((executor, attempts)) = next else {
+                let Some((executor, session, attempts)) = next else {
                     continue;
                 };
                 if shared
                     .tx
-                    .send(Request::Heartbeat { executor, attempts })
+                    .send(Request::Heartbeat {
+                        executor,
+                        session,
+                        attempts,
+                    })
                     .await
                     .is_err()
                 {
@@ -352,9 +356,9 @@ impl Forwarder {
         Forwarder { latest, bell }
     }
 
-    fn offer(&self, executor: ExecutorId, attempts: Vec<AttemptRef>) {
+    fn offer(&self, executor: ExecutorId, session: String, attempts: Vec<AttemptRef>) {
         if let Ok(mut slot) = self.latest.lock() {
-            *slot = Some((executor, attempts));
+            *slot = Some((executor, session, attempts));
         }
         // A full bell has already rung: the forwarder will find the new heartbeat.
         let _ = self.bell.try_send(());
