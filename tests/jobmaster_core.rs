@@ -73,6 +73,11 @@ impl Harness {
         })
     }
 
+    /// The current attempts of these tasks.
+    fn currents(&self, names: &[&str]) -> Vec<AttemptId> {
+        names.iter().map(|t| self.current(t).0).collect()
+    }
+
     /// Reports RUNNING for every deploy in `commands`.
     fn run_all(&mut self, commands: &[Command]) -> Vec<Command> {
         let mut out = Vec::new();
@@ -214,10 +219,7 @@ fn attempt_deployed_after_a_heartbeat_snapshot_is_not_failed_by_that_heartbeat()
     let mut h = Harness::new(&[("a", 4)]);
     let c = h.submit(STREAM);
     h.run_all(&c);
-    let listed: Vec<AttemptId> = ["src#0", "src#1", "sink#0"]
-        .iter()
-        .map(|t| h.current(t).0)
-        .collect();
+    let listed = h.currents(&["src#0", "src#1", "sink#0"]);
     // sink#1 runs (its reports arrived) but the heartbeat was taken before it was deployed.
     assert_eq!(h.view("sink#1").state, AttemptState::Running);
     let out = h.ok(Event::Heartbeat {
@@ -249,10 +251,7 @@ fn attempt_never_listed_fails_once_heartbeats_leave_it_out_past_the_grace_period
     let mut h = Harness::new(&[("a", 4)]);
     let c = h.submit(STREAM);
     h.run_all(&c);
-    let listed: Vec<AttemptId> = ["src#0", "src#1", "sink#0"]
-        .iter()
-        .map(|t| h.current(t).0)
-        .collect();
+    let listed = h.currents(&["src#0", "src#1", "sink#0"]);
     let grace = h.jm.config().unseen_grace_ms;
     let heartbeat = |h: &mut Harness, at: Millis| {
         h.now = at;
@@ -279,10 +278,7 @@ fn one_late_heartbeat_past_the_grace_period_is_not_enough_for_a_never_listed_att
     let mut h = Harness::new(&[("a", 4)]);
     let c = h.submit(STREAM);
     h.run_all(&c);
-    let listed: Vec<AttemptId> = ["src#0", "src#1", "sink#0"]
-        .iter()
-        .map(|t| h.current(t).0)
-        .collect();
+    let listed = h.currents(&["src#0", "src#1", "sink#0"]);
     h.now = h.jm.config().unseen_grace_ms * 2;
     for n in 1..=jobmaster::core::UNSEEN_HEARTBEATS {
         h.ok(Event::Heartbeat {
