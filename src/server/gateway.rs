@@ -422,3 +422,72 @@ pub(crate) async fn watchdog(shared: Arc<Shared>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::settings::Settings;
+
+    /// A registry whose coordinator inbox holds `capacity` requests and is not served.
+    fn shared(capacity: usize) -> (Arc<Shared>, mpsc::Receiver<Request>) {
+        let settings = Settings::load_from(None, Vec::new()).expect("default settings");
+        let (tx, rx) = mpsc::channel(capacity);
+        let (events, _) = tokio::sync::broadcast::channel(16);
+        let shared = Arc::new(Shared {
+            settings,
+            epoch: 1,
+            start: Instant::now(),
+            tx,
+            executors: dashmap::DashMap::new(),
+            events,
+            stopping: tokio::sync::watch::Sender::new(false),
+        });
+        (shared, rx)
+    }
+
+    fn attempt(n: u32) -> AttemptRef {
+        AttemptRef {
+            job_id: "j".into(),
+            vertex: "v".into(),
+            subtask: 0,
+            attempt: n,
+        }
+    }
+
+    #[tokio::test]
+    async fn heartbeats_never_wait_on_a_busy_coordinator_and_the_newest_one_gets_through() {
+        let (shared, mut rx) = shared(1);
+        // The coordinator is busy: its inbox is full and nobody reads it.
+        assert!(shared.tx.try_send(Request::With(Box::new(|_| {}))).is_ok());
+        let forward = Forwarder::spawn(shared.clone());
+        for n in 0..1_000 {
+            // Returns at once every time; a blocking offer would hang this test.
+            forward.offer(ExecutorId("e".into()), "s".into(), vec![attempt(n)]);
+            tokio::task::yield_now().await;
+        }
+        // The coordinator catches up: it gets at most the one heartbeat the forwarder was
+        // already handing over, then the newest.
+        assert!(matches!(rx.recv().await, Some(Request::With(_))));
+        let mut delivered = Vec::new();
+        while delivered.last() != Some(&999) {
+            let next = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("the newest heartbeat is delivered");
+            match next {
+                Some(Request::Heartbeat {
+                    session, attempts, ..
+                }) => {
+                    assert_eq!(session, "s");
+                    delivered.push(attempts[0].attempt);
+                }
+                _ => panic!("expected a heartbeat"),
+            }
+        }
+        assert!(
+            delivered.len() <= 2,
+            "stale heartbeats piled up: {delivered:?}"
+        );
+    }
+}
