@@ -1024,6 +1024,92 @@ async fn oversized_message_is_refused_and_the_daemon_keeps_serving() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submit_whose_answer_is_lost_is_retried_and_the_task_runs_without_a_failover() {
+    within(TEST_LIMIT, async {
+        let daemon = Daemon::start(settings(&[("JOBMASTER__RPC__RETRIES", "1")])).await;
+        let client = daemon.client().await;
+        let a = FakeExecutor::start(&daemon, "exec-a", 2).await;
+        a.lose_submit_answers(1);
+        let job = submit(&client, &independent("solo", 2)).await;
+        // The first call started the tasks; its answer was lost, so the batch goes again.
+        eventually("the batch sent again", DEADLINE, || async {
+            let batches = a.batches();
+            let submits = batches
+                .iter()
+                .filter(|b| matches!(b, Batch::SubmitTasks(_)))
+                .count();
+            if submits == 2 {
+                Ok(())
+            } else {
+                Err(format!("{batches:?}"))
+            }
+        })
+        .await;
+        // The retry's answer arrived: nothing failed over.
+        a.wait_heartbeats(2).await;
+        let j = wait_all_running(&client, &job).await;
+        assert!(
+            j.tasks.iter().all(|t| t.attempt == 0),
+            "no task restarted: {:?}",
+            j.tasks
+        );
+        let history = exception_history(&client, &job).await;
+        assert!(history.entries.is_empty(), "{:?}", history.entries);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_declared_lost_cannot_register_again_but_a_new_one_can() {
+    within(TEST_LIMIT, async {
+        let daemon = Daemon::start(settings(&[])).await;
+        let client = daemon.client().await;
+        let (_job, fakes, victim) = two_tasks_and_a_spare(&daemon, &client).await;
+        let fakes: Vec<&FakeExecutor> = fakes.iter().collect();
+        let lost = fake(&fakes, &victim);
+        // Its stream closes: declared lost, its attempts fail over.
+        lost.kill();
+        wait_gone(&client, &victim).await;
+
+        let mut gateway =
+            jobmaster::api::v1::task_executor_gateway_client::TaskExecutorGatewayClient::new(
+                daemon.channel().await,
+            );
+        let again = |session: String| RegisterExecutorRequest {
+            executor_id: victim.clone(),
+            address: lost.addr.to_string(),
+            slots: 2,
+            session_id: session,
+            free_disk_bytes: 0,
+        };
+        // The same session (an executor that kept its attempts through the outage): refused.
+        let refused = bounded(
+            "RegisterExecutor",
+            gateway.register_executor(again(lost.session())),
+        )
+        .await;
+        let (code, message) = code_of(refused);
+        assert_eq!(code, Code::FailedPrecondition, "{message}");
+        assert!(message.contains("declared lost"), "{message}");
+        let executors = executor_ids(&client).await;
+        assert!(
+            !executors.contains(&victim),
+            "the refused session is not registered: {executors:?}"
+        );
+        // A new session (attempts killed): accepted.
+        bounded(
+            "RegisterExecutor",
+            gateway.register_executor(again(format!("{}-new", lost.session()))),
+        )
+        .await
+        .expect("a new session registers");
+        let executors = executor_ids(&client).await;
+        assert!(executors.contains(&victim), "{executors:?}");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_registration_with_a_new_session_fences_the_old_one() {
     within(TEST_LIMIT, async {
         let daemon = Daemon::start(settings(&[])).await;

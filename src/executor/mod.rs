@@ -423,17 +423,20 @@ async fn send_report(agent: &Agent, update: &TaskStateUpdate) {
 async fn connection_loop(agent: Arc<Agent>) {
     let mut unreachable_since: Option<Instant> = None;
     loop {
-        match session(&agent).await {
-            Ok(SessionEnd::Reregister) => {
-                warn!("declared lost by the jobmaster: killing attempts and registering again");
-                agent.kill_all("declared lost by the jobmaster");
-                if let Ok(mut s) = agent.session.lock() {
-                    *s = new_session();
-                }
-                unreachable_since = None;
-                continue;
+        let lost = match session(&agent).await {
+            Ok(SessionEnd::Reregister) => true,
+            // Registration refused: this session was declared lost while the stream was down.
+            Err(status) => status.code() == tonic::Code::FailedPrecondition,
+            Ok(SessionEnd::Closed) => false,
+        };
+        if lost {
+            warn!("declared lost by the jobmaster: killing attempts and registering again");
+            agent.kill_all("declared lost by the jobmaster");
+            if let Ok(mut s) = agent.session.lock() {
+                *s = new_session();
             }
-            Ok(SessionEnd::Closed) | Err(_) => {}
+            unreachable_since = None;
+            continue;
         }
         let since = *unreachable_since.get_or_insert_with(Instant::now);
         if since.elapsed() >= agent.config.jobmaster_reconnect_timeout {

@@ -265,16 +265,29 @@ impl TaskExecutorService for Service {
     ) -> Result<Response<ReleasePartitionsResponse>, Status> {
         let r = request.into_inner();
         self.fence(r.epoch)?;
-        for p in &r.partitions {
-            for root in [
-                &self.agent.config.data_dir,
-                &self.agent.config.persistent_dir,
-            ] {
-                if let Some(dir) = partitions::ref_dir(root, p) {
-                    let _ = tokio::fs::remove_dir_all(&dir).await;
+        // Deleting can take long (big outputs, a slow shared mount): it runs in the background
+        // so the answer, and the JobMaster's next command to this executor, need not wait.
+        let dirs: Vec<std::path::PathBuf> = r
+            .partitions
+            .iter()
+            .flat_map(|p| {
+                [
+                    &self.agent.config.data_dir,
+                    &self.agent.config.persistent_dir,
+                ]
+                .into_iter()
+                .filter_map(move |root| partitions::ref_dir(root, p))
+            })
+            .collect();
+        tokio::spawn(async move {
+            for dir in dirs {
+                match tokio::fs::remove_dir_all(&dir).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => warn!(dir = %dir.display(), error = %e, "partition not deleted"),
                 }
             }
-        }
+        });
         let mut state = self.agent.lock();
         state.partitions.retain(|held| {
             !r.partitions.iter().any(|p| {

@@ -114,6 +114,8 @@ pub(crate) struct Coordinator {
     failover_spans: HashMap<JobId, Vec<(tracing::Span, BTreeSet<TaskId>, Instant)>>,
     /// Delivers the core's timers.
     timers: Timers,
+    /// Per executor id, its last session declared lost (refused if it registers again).
+    lost_sessions: HashMap<ExecutorId, String>,
 }
 
 impl Coordinator {
@@ -129,6 +131,7 @@ impl Coordinator {
             job_spans: HashMap::new(),
             failover_spans: HashMap::new(),
             timers: Timers::spawn(shared.tx.clone()),
+            lost_sessions: HashMap::new(),
             shared,
         }
     }
@@ -274,6 +277,13 @@ impl Coordinator {
         {
             return Ok(()); // the same session again: a retried registration
         }
+        if self.lost_sessions.get(&executor) == Some(&session) {
+            // Its attempts failed over already: it must not come back with them.
+            return Err(ApiError::FailedPrecondition(format!(
+                "executor {executor}: session {session:?} was declared lost; kill its attempts \
+                 and register with a new session"
+            )));
+        }
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|e| ApiError::InvalidArgument(format!("address {address:?}: {e}")))?
             .connect_timeout(self.shared.settings.rpc.connect_timeout)
@@ -326,12 +336,20 @@ impl Coordinator {
             _ => {}
         }
         warn!(executor = %executor, reason, "executor lost");
-        self.shared.executors.remove(executor);
-        self.dispatchers.remove(executor);
+        self.forget(executor);
         let _ = self.feed(Event::ExecutorLost {
             executor: executor.clone(),
             reason: reason.to_owned(),
         });
+    }
+
+    /// Removes a lost executor from the registry, stops its dispatcher and remembers its
+    /// session, which may not register again.
+    fn forget(&mut self, executor: &ExecutorId) {
+        if let Some((id, status)) = self.shared.executors.remove(executor) {
+            self.lost_sessions.insert(id, status.session);
+        }
+        self.dispatchers.remove(executor);
     }
 
     fn heartbeat(&mut self, executor: ExecutorId, refs: &[AttemptRef]) {
@@ -724,10 +742,10 @@ impl Coordinator {
                 // Also when the core decided the loss itself (a cancel never confirmed): the
                 // executor leaves the registry (its heartbeats are answered `reregister`) and
                 // its dispatcher stops. A loss decided by the shell removed them already.
-                if self.shared.executors.remove(&executor).is_some() {
+                if self.shared.executors.contains_key(&executor) {
                     warn!(executor = %executor, reason = %reason, "executor lost");
                 }
-                self.dispatchers.remove(&executor);
+                self.forget(&executor);
                 watching.then(|| WatchEvent {
                     time_ms: now,
                     kind: "executor-lost".into(),

@@ -22,7 +22,7 @@ use tonic::transport::Channel;
 use tracing::{debug, warn};
 
 use super::Shared;
-use super::coordinator::{Request, is_transient};
+use super::coordinator::{Report, Request, is_transient};
 use crate::api::v1::task_executor_service_client::TaskExecutorServiceClient;
 use crate::api::v1::{
     AttemptRef, CancelTasksRequest, InputPartition, PartitionList, PartitionRef,
@@ -273,14 +273,28 @@ impl Sender {
         }
     }
 
-    /// Sends a run of submits; every attempt that was not accepted is reported FAILED.
+    /// Sends a run of submits, retrying transient failures (a repeated submit of an attempt the
+    /// executor already started is a no-op there); every attempt that was not accepted is
+    /// reported FAILED, all in one report batch so they make one failover decision.
     async fn submit(&mut self, deploys: Vec<Deploy>) {
         let attempts: Vec<AttemptRef> = deploys
             .iter()
             .map(|d| d.request.attempt.clone().unwrap_or_default())
             .collect();
         let request = batch(self.shared.epoch, deploys);
-        match self.client.submit_tasks(request).await {
+        let retries = self.shared.settings.rpc.retries;
+        let mut tries = 0;
+        let answer = loop {
+            match self.client.submit_tasks(request.clone()).await {
+                Err(status) if tries < retries && is_transient(&status) => {
+                    debug!(executor = %self.executor, code = ?status.code(), "submit retried");
+                    tries += 1;
+                }
+                other => break other,
+            }
+        };
+        let mut failed = Vec::new();
+        match answer {
             Ok(answer) => {
                 self.shared.rpc_succeeded(&self.executor);
                 let outcomes = answer.into_inner().outcomes;
@@ -300,28 +314,29 @@ impl Sender {
                             "the executor answered no outcome for the task".to_owned()
                         }
                     };
-                    self.fail(attempt, &message).await;
+                    failed.push((attempt, message));
                 }
             }
             Err(status) => {
                 warn!(executor = %self.executor, tasks = attempts.len(), code = ?status.code(),
-                      message = status.message(), "deploy failed");
+                      message = status.message(), tries = tries + 1, "deploy failed");
                 self.shared.rpc_failed(&self.executor, &status).await;
-                for attempt in attempts {
-                    self.fail(attempt, status.message()).await;
-                }
+                let message = status.message().to_owned();
+                failed.extend(attempts.into_iter().map(|a| (a, message.clone())));
             }
         }
+        self.fail(failed).await;
     }
 
-    /// Reports an attempt whose deploy failed as FAILED (recoverable), as if it had run.
-    async fn fail(&self, attempt: AttemptRef, message: &str) {
-        let (reply, _) = oneshot::channel();
-        let _ = self
-            .shared
-            .tx
-            .send(Request::Report {
-                executor: self.executor.clone(),
+    /// Reports attempts whose deploy failed as FAILED (recoverable), as if they had run, in
+    /// one batch.
+    async fn fail(&self, failed: Vec<(AttemptRef, String)>) {
+        if failed.is_empty() {
+            return;
+        }
+        let reports = failed
+            .into_iter()
+            .map(|(attempt, message)| Report {
                 attempt,
                 state: AttemptState::Failed,
                 failure: Some(Failure::recoverable(format!(
@@ -329,6 +344,15 @@ impl Sender {
                     self.executor
                 ))),
                 missing_partition: None,
+            })
+            .collect();
+        let (reply, _) = oneshot::channel();
+        let _ = self
+            .shared
+            .tx
+            .send(Request::Reports {
+                executor: self.executor.clone(),
+                reports,
                 reply,
             })
             .await;

@@ -398,6 +398,9 @@ struct Inner {
     auto_cancel: AtomicBool,
     /// How long a SubmitTask or SubmitTasks takes to handle, in ms (a slow executor).
     submit_delay_ms: AtomicU64,
+    /// SubmitTasks calls still to be answered UNAVAILABLE after they were applied (an answer
+    /// lost on the way back).
+    lose_submit_answers: std::sync::atomic::AtomicU32,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -629,6 +632,14 @@ impl TaskExecutorService for Service {
                 },
             })
             .collect();
+        let lost = self
+            .0
+            .lose_submit_answers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if lost {
+            return Err(Status::unavailable("the answer was lost (injected)"));
+        }
         Ok(Response::new(SubmitTasksResponse { outcomes }))
     }
 
@@ -731,6 +742,7 @@ impl FakeExecutor {
             nudge: Notify::new(),
             auto_cancel: AtomicBool::new(true),
             submit_delay_ms: AtomicU64::new(0),
+            lose_submit_answers: std::sync::atomic::AtomicU32::new(0),
         });
         let server = tokio::spawn({
             let service = TaskExecutorServiceServer::new(Service(inner.clone()));
@@ -921,6 +933,12 @@ impl FakeExecutor {
     /// With `false`, CancelTask calls are recorded and held until `confirm_cancels`.
     pub fn set_auto_cancel(&self, on: bool) {
         self.inner.auto_cancel.store(on, Ordering::SeqCst);
+    }
+
+    /// The next `n` SubmitTasks calls are applied (the attempts start) but answered
+    /// UNAVAILABLE, as when the answer is lost on the way back.
+    pub fn lose_submit_answers(&self, n: u32) {
+        self.inner.lose_submit_answers.store(n, Ordering::SeqCst);
     }
 
     /// Each SubmitTask or SubmitTasks from now on takes `delay` to handle (it is recorded,
