@@ -31,6 +31,10 @@ use crate::api::v1::{
     TaskStateUpdate, UpdateTaskStateRequest, UpdateTaskStatesRequest,
 };
 
+/// Largest message the executor's TaskExecutorService accepts (the JobMaster keeps its
+/// batches under half of it).
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
 /// Most reports in one UpdateTaskStates call.
 const MAX_REPORTS: usize = 1000;
 /// Most encoded bytes of reports in one UpdateTaskStates call (failure messages carry stderr
@@ -226,8 +230,8 @@ pub async fn run(
     });
 
     let service = TaskExecutorServiceServer::new(service::Service::new(agent.clone()))
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20);
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(
         tonic::transport::Server::builder()
@@ -365,8 +369,14 @@ async fn send_reports(agent: &Agent, updates: &[TaskStateUpdate]) {
                 }
                 return;
             }
-            Err(status) if status.code() == tonic::Code::Unimplemented => {
-                debug!("the jobmaster has no UpdateTaskStates: reporting one by one");
+            // No batch RPC (an older JobMaster), or a batch over the JobMaster's message limit
+            // (`server.max-message-bytes` set below MAX_REPORT_BYTES): one by one instead.
+            Err(status)
+                if status.code() == tonic::Code::Unimplemented
+                    || (status.code() == tonic::Code::ResourceExhausted && updates.len() > 1) =>
+            {
+                debug!(code = ?status.code(), reports = updates.len(),
+                       "batch not taken: reporting one by one");
                 for update in updates {
                     send_report(agent, update).await;
                 }

@@ -89,8 +89,13 @@ impl Dispatcher {
         shared: Arc<Shared>,
     ) -> Dispatcher {
         let (queue, rx) = mpsc::unbounded_channel();
-        // Batches stay well under the message limit the executor is told about.
-        let budget = shared.settings.server.max_message_bytes / 2;
+        // Batches stay well under both our message limit and the reference executor's.
+        let budget = shared
+            .settings
+            .server
+            .max_message_bytes
+            .min(crate::executor::MAX_MESSAGE_BYTES)
+            / 2;
         let sender = Sender {
             executor,
             client,
