@@ -615,3 +615,51 @@ fn placement_prefers_the_most_free_slots_and_avoids_the_last_failed_executor() {
     let (_, now_on) = h.current("src#0");
     assert_ne!(now_on, failed_on, "the redeploy avoids the failed executor");
 }
+
+#[test]
+fn released_partitions_name_the_attempt_that_wrote_them_even_when_the_producer_restarts_at_once() {
+    const BATCH: &str = r#"
+name = "batch"
+failover = "full"
+restart = { strategy = "fixed-delay", attempts = 10, delay = "0s" }
+[[vertices]]
+id = "src"
+parallelism = 1
+command = ["x"]
+[[vertices]]
+id = "sink"
+parallelism = 1
+command = ["x"]
+[[edges]]
+from = "src"
+to = "sink"
+pattern = "pointwise"
+exchange = "blocking"
+"#;
+    let mut h = Harness::new(&[("a", 2)]);
+    let c = h.submit(BATCH);
+    h.run_all(&c);
+    h.report("src#0", AttemptState::Finished);
+    assert_eq!(h.view("sink#0").state, AttemptState::Deploying);
+    h.report("sink#0", AttemptState::Running);
+    // Every task is stopped when the sink fails: the full restart happens in the same step,
+    // and src#0 moves to attempt 1 before the shell deletes attempt 0's output.
+    let (attempt, executor) = h.current("sink#0");
+    let out = h.ok(Event::TaskStateChanged {
+        executor,
+        attempt,
+        state: AttemptState::Failed,
+        failure: Some(Failure::recoverable("boom")),
+    });
+    assert_eq!(h.view("src#0").attempt, 1, "{out:?}");
+    let released: Vec<(Vec<u32>, Option<ExecutorId>)> = out
+        .iter()
+        .filter_map(|c| match c {
+            Command::ReleasePartitions {
+                attempts, executor, ..
+            } => Some((attempts.clone(), executor.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(released, vec![(vec![0], Some(ExecutorId::from("a")))]);
+}

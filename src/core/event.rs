@@ -138,6 +138,9 @@ pub enum Command {
         job: JobId,
         executor: Option<ExecutorId>,
         partitions: Vec<PartitionId>,
+        /// Per partition, the attempt of its producer that wrote it (the producer may have
+        /// moved on to a new attempt by the time the shell carries this out).
+        attempts: Vec<u32>,
     },
     /// Deliver [`Event::TimerFired`] at time `at`.
     SetTimer { timer: TimerId, at: Millis },

@@ -634,10 +634,18 @@ impl JobMaster {
                     e.partitions.remove(&(id, *p));
                 }
             }
+            let attempts = match self.jobs.get(&id) {
+                Some(job) => partitions
+                    .iter()
+                    .map(|&p| job.tasks[job.graph.producer_of(p).index()].attempt)
+                    .collect(),
+                None => Vec::new(),
+            };
             self.out.push(Command::ReleasePartitions {
                 job: id,
                 executor,
                 partitions,
+                attempts,
             });
         }
     }

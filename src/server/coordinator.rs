@@ -476,7 +476,8 @@ impl Coordinator {
                     job,
                     executor,
                     partitions,
-                } => self.release(job, executor, &partitions),
+                    attempts,
+                } => self.release(job, executor, &partitions, &attempts),
                 Command::SetTimer { timer, at } => {
                     let deadline = self.shared.start + Duration::from_millis(at);
                     self.timers.set(timer, deadline);
@@ -584,7 +585,13 @@ impl Coordinator {
         self.order(executor, Order::Cancel(attempt));
     }
 
-    fn release(&mut self, job: JobId, executor: Option<ExecutorId>, partitions: &[PartitionId]) {
+    fn release(
+        &mut self,
+        job: JobId,
+        executor: Option<ExecutorId>,
+        partitions: &[PartitionId],
+        attempts: &[u32],
+    ) {
         // Persistent partitions live on storage every executor mounts (`--persistent-dir`) and
         // outlive their producer's executor: any live executor can delete them.
         let executor = match executor {
@@ -606,13 +613,14 @@ impl Coordinator {
         };
         let refs: Vec<PartitionRef> = partitions
             .iter()
-            .map(|&p| {
+            .zip(attempts)
+            .map(|(&p, &attempt)| {
                 let producer = graph.producer_of(p);
                 let edge = graph.edge(graph.edge_of_partition(p));
                 PartitionRef {
                     job_id: job.to_string(),
                     producer: graph.task_name(producer).to_string(),
-                    attempt: self.core.task(job, producer).map_or(0, |v| v.attempt),
+                    attempt,
                     consumer_vertex: graph.vertex(edge.to).id.clone(),
                 }
             })
