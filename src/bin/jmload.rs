@@ -172,7 +172,9 @@ struct FailoverArgs {
     /// Pause between a run's "all tasks running" and the next injected failure.
     #[arg(long, default_value = "300ms", value_parser = humantime::parse_duration)]
     pause: Duration,
-    /// Do not subscribe to WatchEvents (no restart-scheduled timing, no watcher load).
+    /// Keep only job and executor WatchEvents, not task-state ones (no restart-step timing).
+    /// The tool's subscription stays open, so the daemon still builds and sends every event;
+    /// this lightens the generator, not the daemon.
     #[arg(long)]
     no_watch: bool,
 }
