@@ -8,16 +8,18 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use jobmaster::api::v1::job_master_service_client::JobMasterServiceClient;
+use jobmaster::api::v1::task_executor_gateway_client::TaskExecutorGatewayClient;
 use jobmaster::api::v1::{
-    CancelJobRequest, ExplainFailoverRequest, ExplainFailoverResponse, GetExceptionHistoryRequest,
-    GetJobRequest, GetJobResponse, InjectFailureRequest, ListJobsRequest, RegisterExecutorRequest,
-    SubmitJobRequest, WatchEvent, WatchEventsRequest, explain_failover_request,
+    CancelJobRequest, CancelJobResponse, ExplainFailoverRequest, ExplainFailoverResponse,
+    FailureInfo, GetExceptionHistoryRequest, GetExceptionHistoryResponse, GetJobResponse,
+    InjectFailureRequest, JobSummary, ListJobsRequest, RegisterExecutorRequest,
+    RegisterExecutorResponse, WatchEvent, WatchEventsRequest, explain_failover_request,
     inject_failure_request,
 };
 use jobmaster::core::{JobSpec, SpecFormat};
 use jobmaster::plan::{Plan, PlanRequest};
 use tonic::transport::Channel;
-use tonic::{Code, Streaming};
+use tonic::{Code, Response, Status, Streaming};
 
 use daemon_support::*;
 
@@ -65,93 +67,75 @@ pattern = "all-to-all"
 exchange = "pipelined"
 "#;
 
-/// examples/city-orders-cross.toml: pointwise pipelined cities (four regions of two tasks)
-/// and a blocking all-to-all edge from Beijing's source to Shanghai's orders.
-const CITIES_CROSS: &str = r#"
-name = "city-orders-cross"
-failover = "region"
-
-[restart]
+/// The `[restart]` table of every job here: restart at once, as often as it takes.
+const INSTANT_RESTART: &str = r#"[restart]
 strategy = "fixed-delay"
 attempts = 1000
 delay = "0s"
-
-[[vertices]]
-id = "beijing-source"
-parallelism = 2
-command = ["sh", "-c", "exec my-source --city beijing"]
-
-[[vertices]]
-id = "beijing-orders"
-parallelism = 2
-command = ["sh", "-c", "exec my-orders --city beijing"]
-
-[[vertices]]
-id = "shanghai-source"
-parallelism = 2
-command = ["sh", "-c", "exec my-source --city shanghai"]
-
-[[vertices]]
-id = "shanghai-orders"
-parallelism = 2
-command = ["sh", "-c", "exec my-orders --city shanghai"]
-
-[[edges]]
-from = "beijing-source"
-to = "beijing-orders"
-pattern = "pointwise"
-exchange = "pipelined"
-
-[[edges]]
-from = "shanghai-source"
-to = "shanghai-orders"
-pattern = "pointwise"
-exchange = "pipelined"
-
-[[edges]]
-from = "beijing-source"
-to = "shanghai-orders"
-pattern = "all-to-all"
-exchange = "blocking"
 "#;
+
+/// examples/city-orders-cross.toml (pointwise pipelined cities, four regions of two tasks, and
+/// a blocking all-to-all edge from Beijing's source to Shanghai's orders), restarting at once.
+fn cities_cross() -> String {
+    with_instant_restart(include_str!("../examples/city-orders-cross.toml"))
+}
+
+/// `spec` with its one `[restart]` table (up to the next table header) replaced by
+/// [`INSTANT_RESTART`]; panics when there is no such table to replace.
+fn with_instant_restart(spec: &str) -> String {
+    let start = spec
+        .find("[restart]\n")
+        .unwrap_or_else(|| panic!("no [restart] table to replace in {spec}"));
+    let end = spec[start..]
+        .find("\n[")
+        .map_or(spec.len(), |newline| start + newline + 1);
+    let swapped = format!("{}{INSTANT_RESTART}\n{}", &spec[..start], &spec[end..]);
+    assert_eq!(
+        swapped.matches("[restart]").count(),
+        1,
+        "one [restart] table, replaced: {swapped}"
+    );
+    assert!(swapped.contains(INSTANT_RESTART), "{swapped}");
+    swapped
+}
+
+/// A region-failover job `name` restarting at once, with `body` (its vertices and edges).
+fn instant_job(name: &str, body: &str) -> String {
+    format!("\nname = \"{name}\"\nfailover = \"region\"\n\n{INSTANT_RESTART}{body}")
+}
 
 /// One vertex `work` of `parallelism` independent tasks (each its own region).
 fn independent(name: &str, parallelism: u32) -> String {
-    format!(
-        r#"
-name = "{name}"
-failover = "region"
-
-[restart]
-strategy = "fixed-delay"
-attempts = 1000
-delay = "0s"
-
+    instant_job(
+        name,
+        &format!(
+            r#"
 [[vertices]]
 id = "work"
 parallelism = {parallelism}
 command = ["work"]
 "#
+        ),
     )
 }
 
-fn fake<'a>(fakes: &[&'a FakeExecutor], id: &str) -> &'a FakeExecutor {
+fn fake<'a, F: std::borrow::Borrow<FakeExecutor>>(fakes: &'a [F], id: &str) -> &'a FakeExecutor {
     fakes
         .iter()
-        .copied()
+        .map(F::borrow)
         .find(|f| f.id == id)
         .unwrap_or_else(|| panic!("no fake executor {id:?}"))
 }
 
-fn code_of<T: std::fmt::Debug>(result: Result<T, tonic::Status>) -> (Code, String) {
+fn code_of<T: std::fmt::Debug>(result: Result<T, Status>) -> (Code, String) {
     let status = result.expect_err("the call is refused");
     (status.code(), status.message().to_owned())
 }
 
-async fn exception_history(
+async fn try_exception_history(
     client: &JobMasterServiceClient<Channel>,
     job: &str,
-) -> jobmaster::api::v1::GetExceptionHistoryResponse {
+) -> Result<GetExceptionHistoryResponse, Status> {
     let mut c = client.clone();
     bounded(
         "GetExceptionHistory",
@@ -160,8 +144,113 @@ async fn exception_history(
         }),
     )
     .await
-    .expect("GetExceptionHistory")
-    .into_inner()
+    .map(Response::into_inner)
+}
+
+async fn exception_history(
+    client: &JobMasterServiceClient<Channel>,
+    job: &str,
+) -> GetExceptionHistoryResponse {
+    try_exception_history(client, job)
+        .await
+        .expect("GetExceptionHistory")
+}
+
+/// WatchEvents of `job` ("" for every job).
+async fn try_watch(
+    client: &JobMasterServiceClient<Channel>,
+    job: &str,
+) -> Result<Streaming<WatchEvent>, Status> {
+    let mut c = client.clone();
+    bounded(
+        "WatchEvents",
+        c.watch_events(WatchEventsRequest {
+            job_id: job.to_owned(),
+        }),
+    )
+    .await
+    .map(Response::into_inner)
+}
+
+async fn watch(client: &JobMasterServiceClient<Channel>, job: &str) -> Streaming<WatchEvent> {
+    try_watch(client, job).await.expect("WatchEvents")
+}
+
+async fn try_cancel_job(
+    client: &JobMasterServiceClient<Channel>,
+    job: &str,
+) -> Result<CancelJobResponse, Status> {
+    let mut c = client.clone();
+    bounded(
+        "CancelJob",
+        c.cancel_job(CancelJobRequest {
+            job_id: job.to_owned(),
+        }),
+    )
+    .await
+    .map(Response::into_inner)
+}
+
+async fn cancel_job(client: &JobMasterServiceClient<Channel>, job: &str) -> CancelJobResponse {
+    try_cancel_job(client, job)
+        .await
+        .unwrap_or_else(|s| panic!("CancelJob {job}: {s:?}"))
+}
+
+fn executor_target(id: &str) -> inject_failure_request::Target {
+    inject_failure_request::Target::Executor(id.to_owned())
+}
+
+/// InjectFailure against `target` (of `job`, "" for an executor).
+async fn inject_failure(
+    client: &JobMasterServiceClient<Channel>,
+    job: &str,
+    target: inject_failure_request::Target,
+    message: &str,
+) -> Result<(), Status> {
+    let mut c = client.clone();
+    bounded(
+        "InjectFailure",
+        c.inject_failure(InjectFailureRequest {
+            job_id: job.to_owned(),
+            target: Some(target),
+            class: String::new(),
+            message: message.to_owned(),
+        }),
+    )
+    .await
+    .map(drop)
+}
+
+/// ExplainFailover of `target` in `job`.
+async fn explain(
+    client: &JobMasterServiceClient<Channel>,
+    job: &str,
+    target: explain_failover_request::Target,
+) -> Result<ExplainFailoverResponse, Status> {
+    let mut c = client.clone();
+    bounded(
+        "ExplainFailover",
+        c.explain_failover(ExplainFailoverRequest {
+            job_id: job.to_owned(),
+            target: Some(target),
+        }),
+    )
+    .await
+    .map(Response::into_inner)
+}
+
+fn task_target(name: &str) -> explain_failover_request::Target {
+    explain_failover_request::Target::Task(name.to_owned())
+}
+
+async fn list_jobs(client: &JobMasterServiceClient<Channel>) -> Vec<JobSummary> {
+    let mut c = client.clone();
+    bounded("ListJobs", c.list_jobs(ListJobsRequest {}))
+        .await
+        .expect("ListJobs")
+        .into_inner()
+        .jobs
 }
 
 /// Reads watch events until one matches `last`; returns all read, that one included.
@@ -198,13 +287,7 @@ async fn reported_task_failure_cancels_and_redeploys_only_its_region() {
         let a = FakeExecutor::start(&daemon, "exec-a", 2).await;
         let b = FakeExecutor::start(&daemon, "exec-b", 2).await;
         let job = submit(&client, TWO_CITIES).await;
-        wait_job(&client, &job, "Beijing running on A and B", |j| {
-            j.tasks
-                .iter()
-                .filter(|t| t.name.starts_with("beijing"))
-                .all(|t| t.state == "RUNNING")
-        })
-        .await;
+        wait_running(&client, &job, "beijing").await;
         let c = FakeExecutor::start(&daemon, "exec-c", 2).await;
         let d = FakeExecutor::start(&daemon, "exec-d", 2).await;
         let fakes = [&a, &b, &c, &d];
@@ -252,29 +335,20 @@ async fn reported_task_failure_cancels_and_redeploys_only_its_region() {
         let mut submits = BTreeSet::new();
         for (f, &mark) in fakes.iter().zip(&marks) {
             for call in f.calls_since(mark) {
-                match &call {
-                    Call::Cancel {
-                        job: j,
-                        task,
-                        attempt,
-                        epoch,
-                    } => {
-                        assert_eq!(j, &job);
-                        assert_eq!(*epoch, f.epoch, "commands carry the JobMaster's epoch");
-                        cancels.insert((task.clone(), *attempt));
-                    }
-                    Call::Submit {
-                        job: j,
-                        task,
-                        attempt,
-                        epoch,
-                    } => {
-                        assert_eq!(j, &job);
-                        assert_eq!(*epoch, f.epoch, "commands carry the JobMaster's epoch");
-                        submits.insert((task.clone(), *attempt));
-                    }
-                    Call::Release { .. } => panic!("{}: no partition to release: {call:?}", f.id),
-                }
+                let Some((j, task, attempt)) = call.target() else {
+                    panic!("{}: no partition to release: {call:?}", f.id);
+                };
+                assert_eq!(j, job);
+                assert_eq!(
+                    call.epoch(),
+                    f.epoch,
+                    "commands carry the JobMaster's epoch"
+                );
+                let set = match call.command() {
+                    Some(Command::Submit) => &mut submits,
+                    _ => &mut cancels,
+                };
+                set.insert((task.to_owned(), attempt));
             }
         }
         let set = |names: &[&str], attempt: u32| -> BTreeSet<(String, u32)> {
@@ -337,33 +411,69 @@ async fn two_tasks_and_a_spare(
     (job, [a, b, c], victim)
 }
 
-async fn wait_gone(client: &JobMasterServiceClient<Channel>, id: &str) -> Instant {
-    eventually(
-        &format!("{id} gone from ListExecutors"),
-        DEADLINE,
-        || async {
-            let ids = executor_ids(client).await;
-            if ids.iter().any(|e| e == id) {
-                Err(format!("{ids:?}"))
-            } else {
-                Ok(Instant::now())
-            }
-        },
-    )
+/// Waits until executor `id` is listed by ListExecutors (`listed`) or no longer is; returns
+/// when that was seen, and the ids listed then.
+async fn wait_listed(
+    client: &JobMasterServiceClient<Channel>,
+    id: &str,
+    listed: bool,
+) -> (Instant, Vec<String>) {
+    let what = if listed { "listed" } else { "gone from" };
+    eventually(&format!("{id} {what} ListExecutors"), DEADLINE, || async {
+        let ids = executor_ids(client).await;
+        if ids.iter().any(|e| e == id) == listed {
+            Ok((Instant::now(), ids))
+        } else {
+            Err(format!("{ids:?}"))
+        }
+    })
     .await
 }
 
-async fn wait_redeployed_off(
+async fn wait_gone(client: &JobMasterServiceClient<Channel>, id: &str) -> Instant {
+    wait_listed(client, id, false).await.0
+}
+
+/// Waits until the job is RUNNING and `name` runs again, as attempt 1, on an executor `on`
+/// accepts.
+async fn wait_rerun(
     client: &JobMasterServiceClient<Channel>,
     job: &str,
-    victim: &str,
-) -> (Instant, GetJobResponse) {
-    let j = wait_job(client, job, "work#0 running again elsewhere", |j| {
-        let t = task(j, "work#0");
-        j.state == "RUNNING" && t.state == "RUNNING" && t.attempt == 1 && t.executor != victim
+    name: &str,
+    on: impl Fn(&str) -> bool,
+) -> GetJobResponse {
+    wait_job(client, job, &format!("{name} running as attempt 1"), |j| {
+        let t = task(j, name);
+        j.state == "RUNNING" && t.state == "RUNNING" && t.attempt == 1 && on(&t.executor)
     })
-    .await;
-    (Instant::now(), j)
+    .await
+}
+
+/// Waits until every task whose name starts with `prefix` is RUNNING.
+async fn wait_running(
+    client: &JobMasterServiceClient<Channel>,
+    job: &str,
+    prefix: &str,
+) -> GetJobResponse {
+    wait_job(client, job, &format!("{prefix}* running"), |j| {
+        j.tasks
+            .iter()
+            .filter(|t| t.name.starts_with(prefix))
+            .all(|t| t.state == "RUNNING")
+    })
+    .await
+}
+
+async fn wait_canceled(client: &JobMasterServiceClient<Channel>, job: &str) -> GetJobResponse {
+    wait_job(client, job, "CANCELED", |j| j.state == "CANCELED").await
+}
+
+/// The root failure of the job's oldest exception history entry.
+async fn first_root(client: &JobMasterServiceClient<Channel>, job: &str) -> FailureInfo {
+    exception_history(client, job).await.entries[0]
+        .root
+        .clone()
+        .expect("root failure")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -374,12 +484,12 @@ async fn closed_heartbeat_stream_is_detected_well_under_the_heartbeat_timeout() 
         assert_eq!(daemon.settings.heartbeat.timeout, timeout);
         let client = daemon.client().await;
         let (job, fakes, victim) = two_tasks_and_a_spare(&daemon, &client).await;
-        let fakes: Vec<&FakeExecutor> = fakes.iter().collect();
 
         let killed = Instant::now();
         fake(&fakes, &victim).kill();
         let gone = wait_gone(&client, &victim).await;
-        let (redeployed, j) = wait_redeployed_off(&client, &job, &victim).await;
+        let j = wait_rerun(&client, &job, "work#0", |e| e != victim).await;
+        let redeployed = Instant::now();
         let bound = Duration::from_secs(2);
         assert!(
             gone - killed < bound && redeployed - killed < bound,
@@ -389,8 +499,7 @@ async fn closed_heartbeat_stream_is_detected_well_under_the_heartbeat_timeout() 
         );
         assert_eq!(task(&j, "work#1").attempt, 0, "the other task is untouched");
 
-        let history = exception_history(&client, &job).await;
-        let root = history.entries[0].root.clone().expect("root failure");
+        let root = first_root(&client, &job).await;
         assert_eq!(
             (
                 root.task.as_str(),
@@ -416,7 +525,6 @@ async fn silent_executor_with_an_open_stream_is_detected_by_the_heartbeat_timeou
         assert_eq!(daemon.settings.heartbeat.timeout, timeout);
         let client = daemon.client().await;
         let (job, fakes, victim) = two_tasks_and_a_spare(&daemon, &client).await;
-        let fakes: Vec<&FakeExecutor> = fakes.iter().collect();
 
         let last_heartbeat = fake(&fakes, &victim).pause_heartbeats();
         let gone = wait_gone(&client, &victim).await;
@@ -429,10 +537,9 @@ async fn silent_executor_with_an_open_stream_is_detected_by_the_heartbeat_timeou
             detected < timeout + Duration::from_secs(2),
             "declared lost only {detected:?} after its last heartbeat (timeout {timeout:?})"
         );
-        let (_, j) = wait_redeployed_off(&client, &job, &victim).await;
+        let j = wait_rerun(&client, &job, "work#0", |e| e != victim).await;
         assert_eq!(task(&j, "work#1").attempt, 0, "the other task is untouched");
-        let history = exception_history(&client, &job).await;
-        let root = history.entries[0].root.clone().expect("root failure");
+        let root = first_root(&client, &job).await;
         assert_eq!(root.class, "executor-lost");
         assert!(
             root.message.contains("no heartbeat for"),
@@ -449,7 +556,7 @@ async fn silent_executor_with_an_open_stream_is_detected_by_the_heartbeat_timeou
 async fn declared_lost_executor_is_fenced_and_registers_again() {
     within(TEST_LIMIT, async {
         let daemon = Daemon::start(settings(&[])).await;
-        let mut client = daemon.client().await;
+        let client = daemon.client().await;
         let a = FakeExecutor::start(&daemon, "exec-a", 2).await;
         let b = FakeExecutor::start(&daemon, "exec-b", 2).await;
         let job = submit(&client, &independent("pair", 2)).await;
@@ -461,49 +568,22 @@ async fn declared_lost_executor_is_fenced_and_registers_again() {
             .expect("a task runs on A")
             .clone();
 
-        bounded(
-            "InjectFailure",
-            client.inject_failure(InjectFailureRequest {
-                job_id: String::new(),
-                target: Some(inject_failure_request::Target::Executor("exec-a".into())),
-                class: String::new(),
-                message: String::new(),
-            }),
-        )
-        .await
-        .expect("InjectFailure executor");
+        inject_failure(&client, "", executor_target("exec-a"), "")
+            .await
+            .expect("InjectFailure executor");
         wait_gone(&client, "exec-a").await;
         // Its task moves to B.
-        wait_job(&client, &job, "A's task running on B", |j| {
-            let t = task(j, &on_a.name);
-            t.state == "RUNNING" && t.attempt == 1 && t.executor == "exec-b"
-        })
-        .await;
+        wait_rerun(&client, &job, &on_a.name, |e| e == "exec-b").await;
 
         // A still heartbeats: it is told to register again, and its reports are refused.
-        eventually("A told to register again", DEADLINE, || async {
-            if a.reregister_asks() > 0 {
-                Ok(())
-            } else {
-                Err(format!("{} answers", a.heartbeats_answered()))
-            }
-        })
-        .await;
+        a.wait_reregister_asked().await;
         let (code, message) = code_of(a.report(&attempt_ref(&job, &on_a.name, 0), "RUNNING").await);
         assert_eq!(code, Code::FailedPrecondition, "{message}");
         assert_eq!(get_job(&client, &job).await.state, "RUNNING");
 
         // A registers afresh with a new session, and is not told again.
         a.reregister().await.expect("re-registration is accepted");
-        eventually("A listed again", DEADLINE, || async {
-            let ids = executor_ids(&client).await;
-            if ids.iter().any(|e| e == "exec-a") {
-                Ok(())
-            } else {
-                Err(format!("{ids:?}"))
-            }
-        })
-        .await;
+        wait_listed(&client, "exec-a", true).await;
         a.wait_heartbeats(2).await;
         let asks = a.reregister_asks();
         a.wait_heartbeats(3).await;
@@ -517,8 +597,7 @@ async fn declared_lost_executor_is_fenced_and_registers_again() {
         assert!(
             a.calls_since(mark)
                 .iter()
-                .any(|c| c.target() == Some((second.as_str(), "work#0", 0))
-                    && matches!(c, Call::Submit { .. })),
+                .any(|c| c.is_submit_of(&second, "work#0", 0)),
             "{:?}",
             a.calls_since(mark)
         );
@@ -544,18 +623,11 @@ async fn stale_attempt_update_is_refused_changes_nothing_and_is_cancelled() {
         host.fail(&stale, "recoverable", "crashed")
             .await
             .expect("failure accepted");
-        let before = wait_job(&client, &job, "work#0 running as attempt 1", |j| {
-            let t = task(j, "work#0");
-            j.state == "RUNNING" && t.state == "RUNNING" && t.attempt == 1
-        })
-        .await;
+        let before = wait_rerun(&client, &job, "work#0", |_| true).await;
         let stale_cancels = |f: &FakeExecutor| {
             f.calls()
                 .iter()
-                .filter(|c| {
-                    matches!(c, Call::Cancel { .. })
-                        && c.target() == Some((job.as_str(), "work#0", 0))
-                })
+                .filter(|c| c.is_cancel_of(&job, "work#0", 0))
                 .count()
         };
         assert_eq!(stale_cancels(host), 0);
@@ -564,10 +636,7 @@ async fn stale_attempt_update_is_refused_changes_nothing_and_is_cancelled() {
         let (code, message) = code_of(host.report(&stale, "RUNNING").await);
         assert_eq!(code, Code::FailedPrecondition, "{message}");
         assert!(message.contains("stale"), "{message}");
-        wait_call(host, "CancelTask for the stale attempt", |c| {
-            matches!(c, Call::Cancel { .. }) && c.target() == Some((job.as_str(), "work#0", 0))
-        })
-        .await;
+        wait_cancel(host, &job, "work#0", 0).await;
         // A stale terminal report is refused too (nothing to cancel).
         let (code, message) = code_of(host.report(&stale, "FAILED").await);
         assert_eq!(code, Code::FailedPrecondition, "{message}");
@@ -613,7 +682,7 @@ fn reasons(r: &ExplainFailoverResponse) -> Vec<(Option<u32>, String)> {
 async fn explain_failover_agrees_with_jmctl_plan_on_the_same_spec() {
     within(TEST_LIMIT, async {
         let daemon = Daemon::start(settings(&[])).await;
-        let mut client = daemon.client().await;
+        let client = daemon.client().await;
         let a = FakeExecutor::start(&daemon, "exec-a", 16).await;
         let b = FakeExecutor::start(&daemon, "exec-b", 16).await;
         let fakes = [&a, &b];
@@ -621,14 +690,9 @@ async fn explain_failover_agrees_with_jmctl_plan_on_the_same_spec() {
         let cities = submit(&client, TWO_CITIES).await;
         wait_all_running(&client, &cities).await;
         // The cross job's Shanghai regions start once Beijing's sources finish (blocking).
-        let cross = submit(&client, CITIES_CROSS).await;
-        let j = wait_job(&client, &cross, "Beijing running", |j| {
-            j.tasks
-                .iter()
-                .filter(|t| t.name.starts_with("beijing"))
-                .all(|t| t.state == "RUNNING")
-        })
-        .await;
+        let cross_spec = cities_cross();
+        let cross = submit(&client, &cross_spec).await;
+        let j = wait_running(&client, &cross, "beijing").await;
         for name in ["beijing-source#0", "beijing-source#1"] {
             fake(&fakes, &task(&j, name).executor)
                 .finish(&attempt_ref(&cross, name, 0))
@@ -649,7 +713,7 @@ async fn explain_failover_agrees_with_jmctl_plan_on_the_same_spec() {
         .await;
 
         let mut compared = 0;
-        for (job, spec) in [(&cities, TWO_CITIES), (&cross, CITIES_CROSS)] {
+        for (job, spec) in [(&cities, TWO_CITIES), (&cross, cross_spec.as_str())] {
             let names: Vec<String> = get_job(&client, job)
                 .await
                 .tasks
@@ -657,16 +721,9 @@ async fn explain_failover_agrees_with_jmctl_plan_on_the_same_spec() {
                 .map(|t| t.name)
                 .collect();
             for name in names {
-                let live = bounded(
-                    "ExplainFailover",
-                    client.explain_failover(ExplainFailoverRequest {
-                        job_id: job.clone(),
-                        target: Some(explain_failover_request::Target::Task(name.clone())),
-                    }),
-                )
-                .await
-                .expect("ExplainFailover")
-                .into_inner();
+                let live = explain(&client, job, task_target(&name))
+                    .await
+                    .expect("ExplainFailover");
                 let plan = plan_of(spec, &name);
                 assert_eq!(live.strategy, plan.strategy, "{name}");
                 assert_eq!(live.restart, plan.restart, "restart set of {name} in {job}");
@@ -677,22 +734,13 @@ async fn explain_failover_agrees_with_jmctl_plan_on_the_same_spec() {
         assert_eq!(compared, 16);
 
         // And the jmctl binary itself, reasons included, on one cross-region case.
-        let live = bounded(
-            "ExplainFailover",
-            client.explain_failover(ExplainFailoverRequest {
-                job_id: cross.clone(),
-                target: Some(explain_failover_request::Target::Task(
-                    "beijing-orders#1".into(),
-                )),
-            }),
-        )
-        .await
-        .expect("ExplainFailover")
-        .into_inner();
+        let live = explain(&client, &cross, task_target("beijing-orders#1"))
+            .await
+            .expect("ExplainFailover");
         let dir = std::env::temp_dir().join(format!("jobmaster-daemon-test-{}", session_id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let file = dir.join("cross.toml");
-        std::fs::write(&file, CITIES_CROSS).expect("write spec");
+        std::fs::write(&file, &cross_spec).expect("write spec");
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_jmctl"))
             .args(["--output", "json", "plan"])
             .arg(&file)
@@ -749,32 +797,26 @@ async fn health_and_reflection_answer() {
     within(TEST_LIMIT, async {
         let daemon = Daemon::start(settings(&[])).await;
         let channel = daemon.channel().await;
-        let mut health = HealthClient::new(channel.clone());
+        let health = HealthClient::new(channel.clone());
+        let check = |service: &str| {
+            let mut health = health.clone();
+            let service = service.to_owned();
+            async move {
+                bounded("health check", health.check(HealthCheckRequest { service })).await
+            }
+        };
         for service in [
             "",
             "jobmaster.v1.JobMasterService",
             "jobmaster.v1.TaskExecutorGateway",
         ] {
-            let answer = bounded(
-                "health check",
-                health.check(HealthCheckRequest {
-                    service: service.to_owned(),
-                }),
-            )
-            .await
-            .unwrap_or_else(|s| panic!("health of {service:?}: {s:?}"))
-            .into_inner();
+            let answer = check(service)
+                .await
+                .unwrap_or_else(|s| panic!("health of {service:?}: {s:?}"))
+                .into_inner();
             assert_eq!(answer.status(), ServingStatus::Serving, "{service:?}");
         }
-        let (code, _) = code_of(
-            bounded(
-                "health check",
-                health.check(HealthCheckRequest {
-                    service: "no.such.Service".into(),
-                }),
-            )
-            .await,
-        );
+        let (code, _) = code_of(check("no.such.Service").await);
         assert_eq!(code, Code::NotFound);
 
         let mut reflection = ServerReflectionClient::new(channel);
@@ -825,7 +867,7 @@ async fn health_and_reflection_answer() {
 async fn malformed_spec_is_invalid_argument_naming_the_field() {
     within(TEST_LIMIT, async {
         let daemon = Daemon::start(settings(&[])).await;
-        let mut client = daemon.client().await;
+        let client = daemon.client().await;
         let bad_pattern =
             TWO_CITIES.replacen("pattern = \"all-to-all\"", "pattern = \"broadcast\"", 1);
         let cases = [
@@ -839,37 +881,15 @@ async fn malformed_spec_is_invalid_argument_naming_the_field() {
             ("name = ", "toml", ""),
         ];
         for (spec, format, field) in cases {
-            let (code, message) = code_of(
-                bounded(
-                    "SubmitJob",
-                    client.submit_job(SubmitJobRequest {
-                        spec: spec.to_owned(),
-                        format: format.to_owned(),
-                    }),
-                )
-                .await,
-            );
+            let (code, message) = code_of(try_submit(&client, spec, format).await);
             assert_eq!(code, Code::InvalidArgument, "{message}");
             assert!(message.contains(field), "{field:?} in {message:?}");
         }
-        let (code, message) = code_of(
-            bounded(
-                "SubmitJob",
-                client.submit_job(SubmitJobRequest {
-                    spec: TWO_CITIES.to_owned(),
-                    format: "yaml".into(),
-                }),
-            )
-            .await,
-        );
+        let (code, message) = code_of(try_submit(&client, TWO_CITIES, "yaml").await);
         assert_eq!(code, Code::InvalidArgument, "{message}");
         assert!(message.contains("format"), "{message}");
         // Nothing was created, and the daemon still serves.
-        let jobs = bounded("ListJobs", client.list_jobs(ListJobsRequest {}))
-            .await
-            .expect("ListJobs")
-            .into_inner()
-            .jobs;
+        let jobs = list_jobs(&client).await;
         assert!(jobs.is_empty(), "{jobs:?}");
         submit(&client, TWO_CITIES).await;
     })
@@ -880,100 +900,32 @@ async fn malformed_spec_is_invalid_argument_naming_the_field() {
 async fn unknown_ids_are_not_found_and_malformed_job_ids_invalid_argument() {
     within(TEST_LIMIT, async {
         let daemon = Daemon::start(settings(&[])).await;
-        let mut client = daemon.client().await;
-        let unknown = "00000000000000ff".to_owned();
+        let client = daemon.client().await;
+        let unknown = "00000000000000ff";
 
-        let (code, message) = code_of(
-            bounded(
-                "GetJob",
-                client.get_job(GetJobRequest {
-                    job_id: unknown.clone(),
-                }),
-            )
-            .await,
-        );
+        let (code, message) = code_of(try_get_job(&client, unknown).await);
         assert_eq!(code, Code::NotFound, "{message}");
-        let (code, _) = code_of(
-            bounded(
-                "CancelJob",
-                client.cancel_job(CancelJobRequest {
-                    job_id: unknown.clone(),
-                }),
-            )
-            .await,
-        );
+        let (code, _) = code_of(try_cancel_job(&client, unknown).await);
         assert_eq!(code, Code::NotFound);
-        let (code, _) = code_of(
-            bounded(
-                "GetExceptionHistory",
-                client.get_exception_history(GetExceptionHistoryRequest {
-                    job_id: unknown.clone(),
-                }),
-            )
-            .await,
-        );
+        let (code, _) = code_of(try_exception_history(&client, unknown).await);
         assert_eq!(code, Code::NotFound);
-        let (code, _) = code_of(
-            bounded(
-                "WatchEvents",
-                client.watch_events(WatchEventsRequest {
-                    job_id: unknown.clone(),
-                }),
-            )
-            .await,
-        );
+        let (code, _) = code_of(try_watch(&client, unknown).await);
         assert_eq!(code, Code::NotFound);
-        let (code, _) = code_of(
-            bounded(
-                "InjectFailure",
-                client.inject_failure(InjectFailureRequest {
-                    job_id: String::new(),
-                    target: Some(inject_failure_request::Target::Executor("ghost".into())),
-                    class: String::new(),
-                    message: String::new(),
-                }),
-            )
-            .await,
-        );
+        let (code, _) = code_of(inject_failure(&client, "", executor_target("ghost"), "").await);
         assert_eq!(code, Code::NotFound);
 
         for bad in ["", "nope", "0123456789abcdeg", "123"] {
-            let (code, message) = code_of(
-                bounded(
-                    "GetJob",
-                    client.get_job(GetJobRequest {
-                        job_id: bad.to_owned(),
-                    }),
-                )
-                .await,
-            );
+            let (code, message) = code_of(try_get_job(&client, bad).await);
             assert_eq!(code, Code::InvalidArgument, "{bad:?}: {message}");
             assert!(message.contains("job_id"), "{message}");
         }
 
         // Unknown task of a known job.
         let job = submit(&client, &independent("j", 1)).await;
-        let (code, message) = code_of(
-            bounded(
-                "ExplainFailover",
-                client.explain_failover(ExplainFailoverRequest {
-                    job_id: job.clone(),
-                    target: Some(explain_failover_request::Target::Task("nope#0".into())),
-                }),
-            )
-            .await,
-        );
+        let (code, message) = code_of(explain(&client, &job, task_target("nope#0")).await);
         assert_eq!(code, Code::NotFound, "{message}");
-        let (code, _) = code_of(
-            bounded(
-                "ExplainFailover",
-                client.explain_failover(ExplainFailoverRequest {
-                    job_id: job.clone(),
-                    target: Some(explain_failover_request::Target::Executor("ghost".into())),
-                }),
-            )
-            .await,
-        );
+        let ghost = explain_failover_request::Target::Executor("ghost".into());
+        let (code, _) = code_of(explain(&client, &job, ghost).await);
         assert_eq!(code, Code::NotFound);
         assert_eq!(get_job(&client, &job).await.job_id, job);
     })
@@ -995,27 +947,14 @@ async fn oversized_message_is_refused_and_the_daemon_keeps_serving() {
         )]))
         .await;
         assert_eq!(daemon.settings.server.max_message_bytes, 4096);
-        let mut client = daemon.client().await;
+        let client = daemon.client().await;
         let big = format!("# {}\n{TWO_CITIES}", "x".repeat(8192));
-        let (code, message) = code_of(
-            bounded(
-                "SubmitJob",
-                client.submit_job(SubmitJobRequest {
-                    spec: big,
-                    format: "toml".into(),
-                }),
-            )
-            .await,
-        );
+        let (code, message) = code_of(try_submit(&client, &big, "toml").await);
         assert!(
             is_oversize_refusal(code, &message),
             "oversized SubmitJob answered {code:?}: {message}"
         );
-        let jobs = bounded("ListJobs", client.list_jobs(ListJobsRequest {}))
-            .await
-            .expect("ListJobs")
-            .into_inner()
-            .jobs;
+        let jobs = list_jobs(&client).await;
         assert!(jobs.is_empty(), "{jobs:?}");
         // Under the limit it works, on the same connection.
         submit(&client, TWO_CITIES).await;
@@ -1036,7 +975,7 @@ async fn a_submit_whose_answer_is_lost_is_retried_and_the_task_runs_without_a_fa
             let batches = a.batches();
             let submits = batches
                 .iter()
-                .filter(|b| matches!(b, Batch::SubmitTasks(_)))
+                .filter(|b| b.command() == Command::Submit && b.batched().is_some())
                 .count();
             if submits == 2 {
                 Ok(())
@@ -1059,36 +998,40 @@ async fn a_submit_whose_answer_is_lost_is_retried_and_the_task_runs_without_a_fa
     .await;
 }
 
+/// RegisterExecutor under `f`'s id and address, with two slots and `session`.
+async fn register_as(
+    gateway: &TaskExecutorGatewayClient<Channel>,
+    f: &FakeExecutor,
+    session: String,
+) -> Result<Response<RegisterExecutorResponse>, Status> {
+    let mut gateway = gateway.clone();
+    bounded(
+        "RegisterExecutor",
+        gateway.register_executor(RegisterExecutorRequest {
+            executor_id: f.id.clone(),
+            address: f.addr.to_string(),
+            slots: 2,
+            session_id: session,
+            free_disk_bytes: 0,
+        }),
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_declared_lost_cannot_register_again_but_a_new_one_can() {
     within(TEST_LIMIT, async {
         let daemon = Daemon::start(settings(&[])).await;
         let client = daemon.client().await;
         let (_job, fakes, victim) = two_tasks_and_a_spare(&daemon, &client).await;
-        let fakes: Vec<&FakeExecutor> = fakes.iter().collect();
         let lost = fake(&fakes, &victim);
         // Its stream closes: declared lost, its attempts fail over.
         lost.kill();
         wait_gone(&client, &victim).await;
 
-        let mut gateway =
-            jobmaster::api::v1::task_executor_gateway_client::TaskExecutorGatewayClient::new(
-                daemon.channel().await,
-            );
-        let again = |session: String| RegisterExecutorRequest {
-            executor_id: victim.clone(),
-            address: lost.addr.to_string(),
-            slots: 2,
-            session_id: session,
-            free_disk_bytes: 0,
-        };
+        let gateway = daemon.gateway().await;
         // The same session (an executor that kept its attempts through the outage): refused.
-        let refused = bounded(
-            "RegisterExecutor",
-            gateway.register_executor(again(lost.session())),
-        )
-        .await;
-        let (code, message) = code_of(refused);
+        let (code, message) = code_of(register_as(&gateway, lost, lost.session()).await);
         assert_eq!(code, Code::FailedPrecondition, "{message}");
         assert!(message.contains("declared lost"), "{message}");
         let executors = executor_ids(&client).await;
@@ -1097,12 +1040,9 @@ async fn a_session_declared_lost_cannot_register_again_but_a_new_one_can() {
             "the refused session is not registered: {executors:?}"
         );
         // A new session (attempts killed): accepted.
-        bounded(
-            "RegisterExecutor",
-            gateway.register_executor(again(format!("{}-new", lost.session()))),
-        )
-        .await
-        .expect("a new session registers");
+        register_as(&gateway, lost, format!("{}-new", lost.session()))
+            .await
+            .expect("a new session registers");
         let executors = executor_ids(&client).await;
         assert!(executors.contains(&victim), "{executors:?}");
     })
@@ -1119,22 +1059,9 @@ async fn duplicate_registration_with_a_new_session_fences_the_old_one() {
         wait_all_running(&client, &job).await;
 
         // The same session again is a retried registration: a no-op.
-        let mut gateway =
-            jobmaster::api::v1::task_executor_gateway_client::TaskExecutorGatewayClient::new(
-                daemon.channel().await,
-            );
-        bounded(
-            "RegisterExecutor",
-            gateway.register_executor(RegisterExecutorRequest {
-                executor_id: "exec-a".into(),
-                address: old.addr.to_string(),
-                slots: 2,
-                session_id: old.session(),
-                free_disk_bytes: 0,
-            }),
-        )
-        .await
-        .expect("a retried registration is accepted");
+        register_as(&daemon.gateway().await, &old, old.session())
+            .await
+            .expect("a retried registration is accepted");
         old.wait_heartbeats(2).await;
         let j = get_job(&client, &job).await;
         assert_eq!(
@@ -1150,38 +1077,15 @@ async fn duplicate_registration_with_a_new_session_fences_the_old_one() {
         assert_ne!(new.session(), old.session());
         let (code, message) = code_of(old.report(&attempt_ref(&job, "work#0", 0), "RUNNING").await);
         assert_eq!(code, Code::FailedPrecondition, "{message}");
-        eventually(
-            "the old session told to register again",
-            DEADLINE,
-            || async {
-                if old.reregister_asks() > 0 {
-                    Ok(())
-                } else {
-                    Err(format!("{} answers", old.heartbeats_answered()))
-                }
-            },
-        )
-        .await;
+        old.wait_reregister_asked().await;
         // Its attempt failed over and runs again, on the new process.
-        let j = wait_job(&client, &job, "work#0 redeployed to the new session", |j| {
-            let t = task(j, "work#0");
-            t.state == "RUNNING" && t.attempt == 1 && t.executor == "exec-a"
-        })
-        .await;
+        let j = wait_rerun(&client, &job, "work#0", |e| e == "exec-a").await;
         assert!(
             new.held().iter().any(|a| a.attempt == 1),
             "{}",
             describe(&j)
         );
-        let mut c = client.clone();
-        let executors = bounded(
-            "ListExecutors",
-            c.list_executors(jobmaster::api::v1::ListExecutorsRequest {}),
-        )
-        .await
-        .expect("ListExecutors")
-        .into_inner()
-        .executors;
+        let executors = executors(&client).await;
         assert_eq!(executors.len(), 1, "{executors:?}");
         assert_eq!(executors[0].address, new.addr.to_string());
         assert_eq!(
@@ -1207,28 +1111,15 @@ async fn reasons_of_history(client: &JobMasterServiceClient<Channel>, job: &str)
 async fn watch_events_streams_one_jobs_events_and_exception_history_lists_the_failure() {
     within(TEST_LIMIT, async {
         let daemon = Daemon::start(settings(&[])).await;
-        let mut client = daemon.client().await;
+        let client = daemon.client().await;
         let a = FakeExecutor::start(&daemon, "exec-a", 8).await;
         let first = submit(&client, &independent("first", 2)).await;
         let second = submit(&client, &independent("second", 2)).await;
         wait_all_running(&client, &first).await;
         wait_all_running(&client, &second).await;
 
-        let watch = |job: &str| {
-            let mut c = client.clone();
-            let job = job.to_owned();
-            async move {
-                bounded(
-                    "WatchEvents",
-                    c.watch_events(WatchEventsRequest { job_id: job }),
-                )
-                .await
-                .expect("WatchEvents")
-                .into_inner()
-            }
-        };
-        let mut mine = watch(&first).await;
-        let mut all = watch("").await;
+        let mut mine = watch(&client, &first).await;
+        let mut all = watch(&client, "").await;
 
         // The second job fails and recovers first; then an executor joins; then the first
         // job fails. The filtered stream must show only the first job's events (and the
@@ -1309,15 +1200,7 @@ async fn watch_events_streams_one_jobs_events_and_exception_history_lists_the_fa
         );
         assert_eq!(entry.restarted, ["work#1"]);
         assert!(!history.truncated);
-        let (code, _) = code_of(
-            bounded(
-                "GetExceptionHistory",
-                client.get_exception_history(GetExceptionHistoryRequest {
-                    job_id: "bad".into(),
-                }),
-            )
-            .await,
-        );
+        let (code, _) = code_of(try_exception_history(&client, "bad").await);
         assert_eq!(code, Code::InvalidArgument);
     })
     .await;
@@ -1327,7 +1210,7 @@ async fn watch_events_streams_one_jobs_events_and_exception_history_lists_the_fa
 async fn cancel_job_ends_canceled_once_the_executors_confirm() {
     within(TEST_LIMIT, async {
         let daemon = Daemon::start(settings(&[])).await;
-        let mut client = daemon.client().await;
+        let client = daemon.client().await;
         let a = FakeExecutor::start(&daemon, "exec-a", 2).await;
         let b = FakeExecutor::start(&daemon, "exec-b", 2).await;
         let fakes = [&a, &b];
@@ -1335,34 +1218,15 @@ async fn cancel_job_ends_canceled_once_the_executors_confirm() {
         let other = submit(&client, &independent("bystander", 1)).await;
         let running = wait_all_running(&client, &job).await;
         wait_all_running(&client, &other).await;
-        let mut watch = bounded(
-            "WatchEvents",
-            client.watch_events(WatchEventsRequest {
-                job_id: job.clone(),
-            }),
-        )
-        .await
-        .expect("WatchEvents")
-        .into_inner();
+        let mut events = watch(&client, &job).await;
         for f in fakes {
             f.set_auto_cancel(false);
         }
 
-        let answer = bounded(
-            "CancelJob",
-            client.cancel_job(CancelJobRequest {
-                job_id: job.clone(),
-            }),
-        )
-        .await
-        .expect("CancelJob")
-        .into_inner();
+        let answer = cancel_job(&client, &job).await;
         assert_eq!(answer.state, "CANCELLING");
         for t in &running.tasks {
-            wait_call(fake(&fakes, &t.executor), "CancelTask", |c| {
-                matches!(c, Call::Cancel { .. }) && c.target() == Some((job.as_str(), &t.name, 0))
-            })
-            .await;
+            wait_cancel(fake(&fakes, &t.executor), &job, &t.name, 0).await;
         }
         // Not confirmed yet: still cancelling.
         for f in fakes {
@@ -1373,25 +1237,17 @@ async fn cancel_job_ends_canceled_once_the_executors_confirm() {
         for f in fakes {
             f.confirm_cancels().await;
         }
-        let j = wait_job(&client, &job, "CANCELED", |j| j.state == "CANCELED").await;
+        let j = wait_canceled(&client, &job).await;
         assert!(
             j.tasks.iter().all(|t| t.state == "CANCELED"),
             "{}",
             describe(&j)
         );
-        read_until(&mut watch, "job-state CANCELED", |e| {
+        read_until(&mut events, "job-state CANCELED", |e| {
             e.kind == "job-state" && e.state == "CANCELED"
         })
         .await;
-        let (code, message) = code_of(
-            bounded(
-                "CancelJob",
-                client.cancel_job(CancelJobRequest {
-                    job_id: job.clone(),
-                }),
-            )
-            .await,
-        );
+        let (code, message) = code_of(try_cancel_job(&client, &job).await);
         assert_eq!(code, Code::FailedPrecondition, "{message}");
         // The other job is untouched.
         let o = get_job(&client, &other).await;
@@ -1407,16 +1263,9 @@ async fn cancel_job_ends_canceled_once_the_executors_confirm() {
 
 /// source(4) → sink(4), all-to-all pipelined: one region of eight tasks; restarts at once.
 fn one_region(name: &str) -> String {
-    format!(
+    instant_job(
+        name,
         r#"
-name = "{name}"
-failover = "region"
-
-[restart]
-strategy = "fixed-delay"
-attempts = 1000
-delay = "0s"
-
 [[vertices]]
 id = "source"
 parallelism = 4
@@ -1432,35 +1281,15 @@ from = "source"
 to = "sink"
 pattern = "all-to-all"
 exchange = "pipelined"
-"#
+"#,
     )
 }
 
 async fn inject_task_failure(client: &JobMasterServiceClient<Channel>, job: &str, task: &str) {
-    let mut c = client.clone();
-    bounded(
-        "InjectFailure",
-        c.inject_failure(InjectFailureRequest {
-            job_id: job.to_owned(),
-            target: Some(inject_failure_request::Target::Task(task.to_owned())),
-            class: String::new(),
-            message: "drill".into(),
-        }),
-    )
-    .await
-    .unwrap_or_else(|s| panic!("InjectFailure {task} of {job}: {s:?}"));
-}
-
-async fn cancel_job(client: &JobMasterServiceClient<Channel>, job: &str) {
-    let mut c = client.clone();
-    bounded(
-        "CancelJob",
-        c.cancel_job(CancelJobRequest {
-            job_id: job.to_owned(),
-        }),
-    )
-    .await
-    .unwrap_or_else(|s| panic!("CancelJob {job}: {s:?}"));
+    let target = inject_failure_request::Target::Task(task.to_owned());
+    inject_failure(client, job, target, "drill")
+        .await
+        .unwrap_or_else(|s| panic!("InjectFailure {task} of {job}: {s:?}"));
 }
 
 /// Checks that every Cancel the executor received came after the Submit of the same attempt;
@@ -1520,7 +1349,7 @@ async fn a_cancel_never_reaches_an_executor_before_its_attempts_submit() {
             .await;
             // And cancelling the job right away cancels attempts still being deployed.
             cancel_job(&client, &job).await;
-            wait_job(&client, &job, "CANCELED", |j| j.state == "CANCELED").await;
+            wait_canceled(&client, &job).await;
         }
         let mut cancels = 0;
         for f in fakes {
@@ -1530,6 +1359,56 @@ async fn a_cancel_never_reaches_an_executor_before_its_attempts_submit() {
         assert!(cancels >= 3 * 16, "only {cancels} cancels were made");
     })
     .await;
+}
+
+/// Checks that after `marks` (a call count and a batch count) `f` got `command` for attempt 0
+/// of each of the `expected` tasks of `job` exactly once, with the JobMaster's epoch, in fewer
+/// batch calls than tasks and no unary one.
+fn assert_each_once_in_batches(
+    f: &FakeExecutor,
+    marks: (usize, usize),
+    command: Command,
+    job: &str,
+    expected: &BTreeSet<String>,
+) {
+    let tasks: Vec<String> = f
+        .calls_since(marks.0)
+        .iter()
+        .filter(|c| c.command() == Some(command))
+        .filter_map(|c| match c.target() {
+            Some((j, task, 0)) if j == job => {
+                assert_eq!(c.epoch(), f.epoch, "commands carry the JobMaster's epoch");
+                Some(task.to_owned())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        tasks.len(),
+        expected.len(),
+        "each task gets one {command:?}: {tasks:?}"
+    );
+    assert_eq!(tasks.into_iter().collect::<BTreeSet<_>>(), *expected);
+    let batches = f.batches()[marks.1..].to_vec();
+    let calls: Vec<Option<usize>> = batches
+        .iter()
+        .filter(|b| b.command() == command)
+        .map(Batch::batched)
+        .collect();
+    assert!(
+        calls.iter().all(Option::is_some),
+        "the JobMaster sends batches: {batches:?}"
+    );
+    assert_eq!(
+        calls.iter().flatten().sum::<usize>(),
+        expected.len(),
+        "{batches:?}"
+    );
+    assert!(
+        calls.len() < expected.len(),
+        "{} {command:?}s arrive in fewer batch calls: {batches:?}",
+        expected.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1543,87 +1422,12 @@ async fn commands_to_one_executor_travel_in_batches_each_task_once() {
         let job = submit(&client, &independent("batched", 16)).await;
         wait_all_running(&client, &job).await;
         let expected: BTreeSet<String> = (0..16).map(|i| format!("work#{i}")).collect();
+        assert_each_once_in_batches(&a, (0, 0), Command::Submit, &job, &expected);
 
-        let submits: Vec<String> = a
-            .calls()
-            .into_iter()
-            .filter_map(|c| match c {
-                Call::Submit {
-                    job: j,
-                    task,
-                    attempt: 0,
-                    epoch,
-                } if j == job => {
-                    assert_eq!(epoch, a.epoch, "commands carry the JobMaster's epoch");
-                    Some(task)
-                }
-                _ => None,
-            })
-            .collect();
-        assert_eq!(
-            submits.len(),
-            16,
-            "each task is submitted once: {submits:?}"
-        );
-        assert_eq!(submits.iter().cloned().collect::<BTreeSet<_>>(), expected);
-        let batches = a.batches();
-        let submit_calls: Vec<usize> = batches
-            .iter()
-            .filter_map(|b| match b {
-                Batch::SubmitTasks(n) => Some(*n),
-                _ => None,
-            })
-            .collect();
-        assert!(
-            !batches.contains(&Batch::SubmitTask),
-            "the JobMaster sends batches: {batches:?}"
-        );
-        assert_eq!(submit_calls.iter().sum::<usize>(), 16, "{batches:?}");
-        assert!(
-            submit_calls.len() < 16,
-            "16 tasks arrive in fewer SubmitTasks calls: {batches:?}"
-        );
-
-        let mark = a.call_count();
-        let before = batches.len();
+        let marks = (a.call_count(), a.batches().len());
         cancel_job(&client, &job).await;
-        wait_job(&client, &job, "CANCELED", |j| j.state == "CANCELED").await;
-        let cancels: Vec<String> = a
-            .calls_since(mark)
-            .into_iter()
-            .filter_map(|c| match c {
-                Call::Cancel {
-                    job: j,
-                    task,
-                    attempt: 0,
-                    ..
-                } if j == job => Some(task),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(
-            cancels.len(),
-            16,
-            "each task is cancelled once: {cancels:?}"
-        );
-        assert_eq!(cancels.into_iter().collect::<BTreeSet<_>>(), expected);
-        let batches = a.batches()[before..].to_vec();
-        let cancel_calls: Vec<usize> = batches
-            .iter()
-            .filter_map(|b| match b {
-                Batch::CancelTasks(n) => Some(*n),
-                _ => None,
-            })
-            .collect();
-        assert!(
-            !batches.contains(&Batch::CancelTask),
-            "the JobMaster sends batches: {batches:?}"
-        );
-        assert_eq!(cancel_calls.iter().sum::<usize>(), 16, "{batches:?}");
-        assert!(
-            cancel_calls.len() < 16,
-            "16 cancels arrive in fewer CancelTasks calls: {batches:?}"
-        );
+        wait_canceled(&client, &job).await;
+        assert_each_once_in_batches(&a, marks, Command::Cancel, &job, &expected);
     })
     .await;
 }
@@ -1645,38 +1449,16 @@ async fn an_executor_lost_by_the_cancel_timeout_leaves_the_registry() {
         // A gets the cancel but never confirms it; it keeps heartbeating.
         a.set_auto_cancel(false);
         inject_task_failure(&client, &job, "work#0").await;
-        wait_call(&a, "CancelTask of work#0", |c| {
-            matches!(c, Call::Cancel { .. }) && c.target() == Some((job.as_str(), "work#0", 0))
-        })
-        .await;
+        wait_cancel(&a, &job, "work#0", 0).await;
 
         // The core declares A lost when the cancel times out; the registry follows.
-        let ids = eventually("exec-a gone from ListExecutors", DEADLINE, || async {
-            let ids = executor_ids(&client).await;
-            if ids.iter().any(|id| id == "exec-a") {
-                Err(format!("{ids:?}"))
-            } else {
-                Ok(ids)
-            }
-        })
-        .await;
+        let (_, ids) = wait_listed(&client, "exec-a", false).await;
         assert_eq!(ids, vec!["exec-b".to_owned()]);
-        eventually("A told to register again", DEADLINE, || async {
-            if a.reregister_asks() > 0 {
-                Ok(())
-            } else {
-                Err(format!("{} answers", a.heartbeats_answered()))
-            }
-        })
-        .await;
+        a.wait_reregister_asked().await;
         // Its session is no longer valid, and its task runs again on B.
         let (code, message) = code_of(a.report(&attempt_ref(&job, "work#0", 0), "CANCELED").await);
         assert_eq!(code, Code::FailedPrecondition, "{message}");
-        wait_job(&client, &job, "work#0 running on B", |j| {
-            let t = task(j, "work#0");
-            t.state == "RUNNING" && t.attempt == 1 && t.executor == "exec-b"
-        })
-        .await;
+        wait_rerun(&client, &job, "work#0", |e| e == "exec-b").await;
         assert!(b.held().iter().any(|r| r.attempt == 1));
         assert_eq!(reasons_of_history(&client, &job).await, vec!["recoverable"]);
     })
@@ -1693,12 +1475,7 @@ async fn batched_consumers_get_their_full_all_to_all_input_list() {
         let job = submit(&client, &one_region("shared-inputs")).await;
         wait_all_running(&client, &job).await;
         inject_task_failure(&client, &job, "sink#3").await;
-        let running = wait_job(&client, &job, "the region running as attempt 1", |j| {
-            j.tasks
-                .iter()
-                .all(|t| t.state == "RUNNING" && t.attempt == 1)
-        })
-        .await;
+        let running = wait_all_running_as(&client, &job, 1).await;
 
         for attempt in [0, 1] {
             let sinks: Vec<_> = a
@@ -1773,11 +1550,7 @@ async fn a_report_batch_applies_in_order_and_refuses_only_its_stale_update() {
         a.fail(&stale, "recoverable", "crashed")
             .await
             .expect("failure accepted");
-        wait_job(&client, &job, "work#0 running as attempt 1", |j| {
-            let t = task(j, "work#0");
-            j.state == "RUNNING" && t.state == "RUNNING" && t.attempt == 1
-        })
-        .await;
+        wait_rerun(&client, &job, "work#0", |_| true).await;
 
         // Two failures around a stale update, and a repeat of a current state.
         let outcomes = a
@@ -1804,18 +1577,7 @@ async fn a_report_batch_applies_in_order_and_refuses_only_its_stale_update() {
         assert!(outcomes.iter().all(|o| o.accepted == o.message.is_empty()));
 
         // Both failures were applied, in the batch's order, and their tasks run again.
-        let after = wait_job(
-            &client,
-            &job,
-            "work#1 and work#2 running as attempt 1",
-            |j| {
-                j.state == "RUNNING"
-                    && j.tasks
-                        .iter()
-                        .all(|t| t.state == "RUNNING" && t.attempt == 1)
-            },
-        )
-        .await;
+        let after = wait_all_running_as(&client, &job, 1).await;
         assert_eq!(
             history_roots(&client, &job).await,
             vec![
@@ -1826,10 +1588,7 @@ async fn a_report_batch_applies_in_order_and_refuses_only_its_stale_update() {
         );
         assert_eq!(after.counters.as_ref().map(|c| c.failovers), Some(3));
         // The stale attempt is cancelled, as after a unary report.
-        wait_call(&a, "CancelTask for the stale attempt", |c| {
-            matches!(c, Call::Cancel { .. }) && c.target() == Some((job.as_str(), "work#0", 0))
-        })
-        .await;
+        wait_cancel(&a, &job, "work#0", 0).await;
 
         // Malformed updates are refused one by one, with the unary call's codes; nothing
         // changes (the executor's own view is left alone: these are not its reports).
@@ -1903,18 +1662,8 @@ async fn a_report_batch_from_an_unknown_or_replaced_session_is_refused_whole() {
 
         // A new process with the same id fences the old session off; its attempts move over.
         let new = FakeExecutor::start(&daemon, "exec-a", 2).await;
-        let moved = wait_job(
-            &client,
-            &job,
-            "both tasks running on the new session",
-            |j| {
-                j.state == "RUNNING"
-                    && j.tasks
-                        .iter()
-                        .all(|t| t.state == "RUNNING" && t.attempt == 1)
-            },
-        )
-        .await;
+        // Both tasks run on the new session.
+        let moved = wait_all_running_as(&client, &job, 1).await;
         let (code, message) = code_of(
             old.report_batch_as("exec-a", &old.session(), updates(1))
                 .await,
@@ -1930,6 +1679,16 @@ async fn a_report_batch_from_an_unknown_or_replaced_session_is_refused_whole() {
         );
     })
     .await;
+}
+
+/// `f` confirms its four cancels in one UpdateTaskStates call; all are accepted.
+async fn confirm_four_cancels(f: &FakeExecutor) {
+    let outcomes = f
+        .confirm_cancels_batched()
+        .await
+        .unwrap_or_else(|s| panic!("{}'s batch: {s:?}", f.id));
+    assert_eq!(outcomes.len(), 4);
+    assert!(outcomes.iter().all(|o| o.accepted), "{outcomes:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1965,9 +1724,7 @@ async fn batched_cancel_confirmations_complete_a_failover_and_redeploy_the_regio
         .await;
 
         // A confirms its four cancels in one call: the region still waits for B's.
-        let outcomes = a.confirm_cancels_batched().await.expect("A's batch");
-        assert_eq!(outcomes.len(), 4);
-        assert!(outcomes.iter().all(|o| o.accepted), "{outcomes:?}");
+        confirm_four_cancels(&a).await;
         for f in fakes {
             f.wait_heartbeats(2).await;
         }
@@ -1992,28 +1749,20 @@ async fn batched_cancel_confirmations_complete_a_failover_and_redeploy_the_regio
             assert!(
                 !f.calls_since(calls)
                     .iter()
-                    .any(|c| matches!(c, Call::Submit { .. })),
+                    .any(|c| c.command() == Some(Command::Submit)),
                 "{}: nothing is redeployed before every cancel is confirmed",
                 f.id
             );
         }
 
         // B's batch completes the failover: the region is redeployed as attempt 1.
-        let outcomes = b.confirm_cancels_batched().await.expect("B's batch");
-        assert_eq!(outcomes.len(), 4);
-        assert!(outcomes.iter().all(|o| o.accepted), "{outcomes:?}");
-        let after = wait_job(&client, &job, "the region running as attempt 1", |j| {
-            j.state == "RUNNING"
-                && j.tasks
-                    .iter()
-                    .all(|t| t.state == "RUNNING" && t.attempt == 1)
-        })
-        .await;
+        confirm_four_cancels(&b).await;
+        let after = wait_all_running_as(&client, &job, 1).await;
         for (f, &(calls, batches)) in fakes.iter().zip(&marks) {
             let submitted: Vec<u32> = f
                 .calls_since(calls)
                 .iter()
-                .filter(|c| matches!(c, Call::Submit { .. }))
+                .filter(|c| c.command() == Some(Command::Submit))
                 .filter_map(|c| c.target().map(|(_, _, attempt)| attempt))
                 .collect();
             assert_eq!(submitted, vec![1; 4], "{}: {}", f.id, describe(&after));
@@ -2047,18 +1796,12 @@ async fn serve_returns_promptly_when_the_shutdown_future_completes() {
     within(TEST_LIMIT, async {
         let daemon = Daemon::start(settings(&[("JOBMASTER__SERVER__SHUTDOWN_GRACE", "5s")])).await;
         let grace = daemon.settings.server.shutdown_grace;
-        let mut client = daemon.client().await;
+        let client = daemon.client().await;
         // Long-lived streams are open: an executor's heartbeats and a watcher.
         let a = FakeExecutor::start(&daemon, "exec-a", 2).await;
         let job = submit(&client, &independent("j", 1)).await;
         wait_all_running(&client, &job).await;
-        let mut watch = bounded(
-            "WatchEvents",
-            client.watch_events(WatchEventsRequest::default()),
-        )
-        .await
-        .expect("WatchEvents")
-        .into_inner();
+        let mut events = watch(&client, "").await;
         let addr = daemon.addr;
 
         let (result, took) = daemon.shutdown().await;
@@ -2069,7 +1812,7 @@ async fn serve_returns_promptly_when_the_shutdown_future_completes() {
         );
         refuses_connections(addr).await;
         // The watcher is told the daemon is going away.
-        let end = bounded("the watch stream's end", watch.message()).await;
+        let end = bounded("the watch stream's end", events.message()).await;
         match end {
             Err(status) => assert_eq!(status.code(), Code::Unavailable, "{status:?}"),
             Ok(None) => {}

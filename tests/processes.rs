@@ -11,7 +11,7 @@ mod process_support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use jobmaster::api::v1::{TaskInfo, WatchEventsRequest};
+use jobmaster::api::v1::{GetJobResponse, TaskInfo, WatchEventsRequest};
 use process_support::{
     Cluster, TaskProcess, bounded, describe, eventually, example, quick_restarts, stream_command,
     streaming_job,
@@ -86,6 +86,56 @@ fn victim_touching_fewest_regions(tasks: &BTreeMap<String, TaskInfo>) -> (String
     (executor.to_owned(), touched)
 }
 
+/// Starts a cluster of tm-1, tm-2 and tm-3 with `slots` each and `env`, submits the two-city
+/// streaming job (two subtasks a city, restarts after 100 ms) and waits until every task runs,
+/// with exactly one process each; returns the cluster, the job, its tasks and their pids.
+async fn two_cities_running(
+    name: &str,
+    slots: u32,
+    env: &[(&str, &str)],
+) -> (
+    Cluster,
+    String,
+    BTreeMap<String, TaskInfo>,
+    BTreeMap<String, i32>,
+) {
+    let cluster = Cluster::start(
+        name,
+        &[("tm-1", slots), ("tm-2", slots), ("tm-3", slots)],
+        env,
+    )
+    .await;
+    let spec = streaming_job(
+        "two-cities",
+        &["beijing", "shanghai"],
+        2,
+        &stream_command(),
+        quick_restarts("100ms"),
+    );
+    let job = cluster.submit(&spec).await;
+    let tasks = cluster
+        .wait_tasks(&job, "every task RUNNING", WAIT, |t| t.state == "RUNNING")
+        .await;
+    let pids = one_process_per_task(&cluster, &tasks, "stream.sh").await;
+    (cluster, job, tasks, pids)
+}
+
+/// Waits until every task of the `affected` regions runs a new attempt off `victim`.
+async fn regions_running_again(
+    cluster: &Cluster,
+    job: &str,
+    what: &str,
+    affected: &BTreeSet<u32>,
+    victim: &str,
+) -> BTreeMap<String, TaskInfo> {
+    cluster
+        .wait_tasks(job, what, WAIT, |t| {
+            !affected.contains(&t.region)
+                || (t.attempt >= 1 && t.state == "RUNNING" && t.executor != victim)
+        })
+        .await
+}
+
 fn regions_of(tasks: &BTreeMap<String, TaskInfo>) -> BTreeSet<u32> {
     tasks.values().map(|t| t.region).collect()
 }
@@ -96,26 +146,13 @@ fn regions_of(tasks: &BTreeMap<String, TaskInfo>) -> BTreeSet<u32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_an_executor_restarts_only_the_regions_with_tasks_on_it() {
     bounded(TEST_LIMIT, async {
-        let mut cluster =
-            Cluster::start("kill9", &[("tm-1", 5), ("tm-2", 5), ("tm-3", 5)], &[]).await;
-        let spec = streaming_job(
-            "two-cities",
-            &["beijing", "shanghai"],
-            2,
-            &stream_command(),
-            quick_restarts("100ms"),
-        );
-        let job = cluster.submit(&spec).await;
-        let before = cluster
-            .wait_tasks(&job, "every task RUNNING", WAIT, |t| t.state == "RUNNING")
-            .await;
+        let (mut cluster, job, before, pids_before) = two_cities_running("kill9", 5, &[]).await;
         assert!(
             before.values().all(|t| t.attempt == 0),
             "{}",
             describe(&before)
         );
         assert_eq!(regions_of(&before).len(), 4, "two cities x two subtasks");
-        let pids_before = one_process_per_task(&cluster, &before, "stream.sh").await;
 
         let (victim, affected) = victim_touching_fewest_regions(&before);
         assert!(
@@ -125,17 +162,14 @@ async fn kill_9_of_an_executor_restarts_only_the_regions_with_tasks_on_it() {
         );
         cluster.signal_executor(&victim, libc::SIGKILL);
 
-        let after = cluster
-            .wait_tasks(
-                &job,
-                "the affected regions run again on the surviving executors",
-                WAIT,
-                |t| {
-                    !affected.contains(&t.region)
-                        || (t.attempt >= 1 && t.state == "RUNNING" && t.executor != victim)
-                },
-            )
-            .await;
+        let after = regions_running_again(
+            &cluster,
+            &job,
+            "the affected regions run again on the surviving executors",
+            &affected,
+            &victim,
+        )
+        .await;
         for (name, t) in &after {
             let old = &before[name];
             if affected.contains(&t.region) {
@@ -188,24 +222,8 @@ async fn sigstop_of_an_executor_fails_over_after_the_heartbeat_timeout_and_sigco
     bounded(TEST_LIMIT, async {
         const TIMEOUT: Duration = Duration::from_secs(1);
         const INTERVAL: Duration = Duration::from_millis(100);
-        let mut cluster = Cluster::start(
-            "sigstop",
-            &[("tm-1", 5), ("tm-2", 5), ("tm-3", 5)],
-            &[("JOBMASTER__HEARTBEAT__TIMEOUT", "1s")],
-        )
-        .await;
-        let spec = streaming_job(
-            "two-cities",
-            &["beijing", "shanghai"],
-            2,
-            &stream_command(),
-            quick_restarts("100ms"),
-        );
-        let job = cluster.submit(&spec).await;
-        let before = cluster
-            .wait_tasks(&job, "every task RUNNING", WAIT, |t| t.state == "RUNNING")
-            .await;
-        one_process_per_task(&cluster, &before, "stream.sh").await;
+        let (mut cluster, job, before, _) =
+            two_cities_running("sigstop", 5, &[("JOBMASTER__HEARTBEAT__TIMEOUT", "1s")]).await;
         let (victim, affected) = victim_touching_fewest_regions(&before);
         let frozen_tasks: BTreeSet<String> = before
             .values()
@@ -240,17 +258,14 @@ async fn sigstop_of_an_executor_fails_over_after_the_heartbeat_timeout_and_sigco
             "declared lost only after {detected:?}"
         );
 
-        let after = cluster
-            .wait_tasks(
-                &job,
-                "the frozen executor's regions run elsewhere",
-                WAIT,
-                |t| {
-                    !affected.contains(&t.region)
-                        || (t.attempt >= 1 && t.state == "RUNNING" && t.executor != victim)
-                },
-            )
-            .await;
+        let after = regions_running_again(
+            &cluster,
+            &job,
+            "the frozen executor's regions run elsewhere",
+            &affected,
+            &victim,
+        )
+        .await;
         for (name, t) in &after {
             if !affected.contains(&t.region) {
                 assert_eq!(
@@ -434,6 +449,27 @@ fn open_gate(cluster: &Cluster, vertex: &str) {
     std::fs::write(cluster.root.join(format!("go-{vertex}")), b"").expect("open the gate");
 }
 
+/// Opens the gate of `vertex`, waits until the job finished and checks that its output holds
+/// exactly the `expected` counts; returns the finished job and its tasks by name.
+async fn finish_with_exact_counts(
+    cluster: &Cluster,
+    job: &str,
+    vertex: &str,
+    output: &str,
+    expected: &BTreeMap<String, u64>,
+) -> (GetJobResponse, BTreeMap<String, TaskInfo>) {
+    open_gate(cluster, vertex);
+    let done = cluster.wait_job_state(job, "FINISHED", WAIT).await;
+    let text = std::fs::read_to_string(output).expect("the job wrote its output");
+    assert_eq!(&parse_counts(&text), expected, "the word counts are exact");
+    let tasks = done
+        .tasks
+        .iter()
+        .map(|t| (t.name.clone(), t.clone()))
+        .collect();
+    (done, tasks)
+}
+
 /// The vertex of a task.
 fn vertex(t: &TaskInfo) -> &str {
     t.name.split('#').next().unwrap_or_default()
@@ -524,17 +560,8 @@ async fn wordcount_is_exact_after_the_executor_holding_shuffle_partitions_is_kil
                 },
             )
             .await;
-        open_gate(&cluster, "count");
-        let done = cluster.wait_job_state(&job, "FINISHED", WAIT).await;
-
-        let text = std::fs::read_to_string(&output).expect("the job wrote its output");
-        assert_eq!(parse_counts(&text), expected, "the word counts are exact");
-
-        let tasks: BTreeMap<String, TaskInfo> = done
-            .tasks
-            .iter()
-            .map(|t| (t.name.clone(), t.clone()))
-            .collect();
+        let (done, tasks) =
+            finish_with_exact_counts(&cluster, &job, "count", &output, &expected).await;
         let expected_attempts: BTreeMap<String, u32> = tasks
             .keys()
             .map(|n| {
@@ -623,15 +650,8 @@ async fn a_persistent_partition_survives_its_executors_loss_without_rerunning_it
                 );
             }
         }
-        open_gate(&cluster, "write");
-        let done = cluster.wait_job_state(&job, "FINISHED", WAIT).await;
-        let text = std::fs::read_to_string(&output).expect("the job wrote its output");
-        assert_eq!(parse_counts(&text), expected, "the word counts are exact");
-        let tasks: BTreeMap<String, TaskInfo> = done
-            .tasks
-            .iter()
-            .map(|t| (t.name.clone(), t.clone()))
-            .collect();
+        let (_, tasks) =
+            finish_with_exact_counts(&cluster, &job, "write", &output, &expected).await;
         for (name, t) in &tasks {
             let want = u32::from(name == "write#0" && writer == victim);
             assert_eq!(t.attempt, want, "{name}: {}", describe(&tasks));
@@ -661,24 +681,12 @@ async fn a_persistent_partition_survives_its_executors_loss_without_rerunning_it
 async fn no_task_process_outlives_its_executor_or_the_cluster() {
     bounded(TEST_LIMIT, async {
         const RECONNECT: Duration = Duration::from_secs(2);
-        let mut cluster = Cluster::start(
+        let (mut cluster, job, tasks, _) = two_cities_running(
             "orphans",
-            &[("tm-1", 8), ("tm-2", 8), ("tm-3", 8)],
+            8,
             &[("JOBMASTER__EXECUTOR__JOBMASTER_RECONNECT_TIMEOUT", "2s")],
         )
         .await;
-        let spec = streaming_job(
-            "two-cities",
-            &["beijing", "shanghai"],
-            2,
-            &stream_command(),
-            quick_restarts("100ms"),
-        );
-        let job = cluster.submit(&spec).await;
-        let tasks = cluster
-            .wait_tasks(&job, "every task RUNNING", WAIT, |t| t.state == "RUNNING")
-            .await;
-        one_process_per_task(&cluster, &tasks, "stream.sh").await;
         let on = |e: &str| tasks.values().filter(|t| t.executor == e).count();
         assert!(
             on("tm-1") > 0 && on("tm-2") > 0 && on("tm-3") > 0,

@@ -14,7 +14,7 @@ use jobmaster::core::{
     AttemptId, AttemptState, Command, CoreConfig, CoreError, Event, ExecutorId, Failure,
     FailureClass, JobId, JobMaster, JobSpec, Millis, Notice, Rejected, SpecFormat, TaskId, TimerId,
 };
-use jobmaster::simulate::{Scenario, simulate};
+use jobmaster::simulate::{Scenario, SimReport, simulate};
 use sim_support::{
     cancels, deploys, events, final_attempts, final_task, name_set, names, restart_sets,
     restarted_tasks, run, scenario, timeline,
@@ -43,15 +43,7 @@ edges = [
   {{ from = "beijing-source", to = "beijing-orders", pattern = "pointwise", exchange = "pipelined" }},
   {{ from = "shanghai-source", to = "shanghai-orders", pattern = "pointwise", exchange = "pipelined" }},
 ]
-
-[[executors]]
-id = "tm-1"
-slots = 4
-
-[[executors]]
-id = "tm-2"
-slots = 4
-
+{executors}
 [runtime]
 default = "forever"
 
@@ -60,7 +52,8 @@ deploy = "50ms"
 cancel = "20ms"
 
 {rest}
-"#
+"#,
+        executors = executors(&[("tm-1", 4), ("tm-2", 4)]),
     )
 }
 
@@ -75,10 +68,87 @@ const ALL_CITY_TASKS: [&str; 8] = [
     "shanghai-orders#1",
 ];
 
+/// One `[[faults]]` entry: `kind` at `at`, then `fields` (TOML lines) verbatim.
+fn fault(at: &str, kind: &str, fields: &str) -> String {
+    format!("\n[[faults]]\nat = \"{at}\"\nkind = \"{kind}\"\n{fields}\n")
+}
+
 fn fail_task(at: &str, task: &str, class: &str) -> String {
-    format!(
-        "[[faults]]\nat = \"{at}\"\nkind = \"fail-task\"\ntask = \"{task}\"\nclass = \"{class}\"\n"
+    fault(
+        at,
+        "fail-task",
+        &format!("task = \"{task}\"\nclass = \"{class}\""),
     )
+}
+
+/// A `fail-task` fault with the default failure class.
+fn fail(at: &str, task: &str) -> String {
+    fault(at, "fail-task", &format!("task = \"{task}\""))
+}
+
+fn lose_partition(at: &str, partition: &str) -> String {
+    fault(
+        at,
+        "lose-partition",
+        &format!("partition = \"{partition}\""),
+    )
+}
+
+fn lose_executor(at: &str, executor: &str) -> String {
+    fault(at, "lose-executor", &format!("executor = \"{executor}\""))
+}
+
+fn add_executor(at: &str, executor: &str, slots: u32) -> String {
+    fault(
+        at,
+        "add-executor",
+        &format!("executor = \"{executor}\"\nslots = {slots}"),
+    )
+}
+
+/// Recoverable `fail-task` faults, one per `(at, task)`.
+fn recoverable_failures(failures: &[(&str, &str)]) -> String {
+    failures
+        .iter()
+        .map(|(at, task)| fail_task(at, task, "recoverable"))
+        .collect()
+}
+
+/// The `[[executors]]` tables, one per `(id, slots)`.
+fn executors(list: &[(&str, u32)]) -> String {
+    list.iter()
+        .map(|(id, slots)| format!("\n[[executors]]\nid = \"{id}\"\nslots = {slots}\n"))
+        .collect()
+}
+
+/// `(t, delay, merged)` of every `restart-scheduled` event, in order.
+fn scheduled(report: &SimReport) -> Vec<(Millis, Option<Millis>, Option<bool>)> {
+    events(report, "restart-scheduled")
+        .into_iter()
+        .map(|e| (e.t_ms, e.delay_ms, e.merged))
+        .collect()
+}
+
+/// `(t, task)` of every deploy of attempt 1, in order.
+fn redeploys(report: &SimReport) -> Vec<(Millis, String)> {
+    events(report, "deploy")
+        .into_iter()
+        .filter(|e| e.attempt == Some(1))
+        .map(|e| (e.t_ms, e.task.clone().unwrap_or_default()))
+        .collect()
+}
+
+/// `(t, state)` of every `job-state` event, in order.
+fn job_states(report: &SimReport) -> Vec<(Millis, &str)> {
+    events(report, "job-state")
+        .iter()
+        .map(|e| (e.t_ms, e.state.unwrap_or_default()))
+        .collect()
+}
+
+/// Final `(task, attempt)` pairs as `final_attempts` returns them.
+fn attempts(list: &[(&str, u32)]) -> BTreeMap<String, u32> {
+    list.iter().map(|&(t, a)| (t.to_owned(), a)).collect()
 }
 
 // ----- 1. a task failure restarts only its region ---------------------------------------------
@@ -131,13 +201,8 @@ fn task_failure_restarts_only_its_region_and_never_touches_the_other_city() {
         }
     }
     // The redeploy happens after the backoff: 5 s + 500 ms.
-    let redeploys: Vec<_> = events(&report, "deploy")
-        .into_iter()
-        .filter(|e| e.attempt == Some(1))
-        .map(|e| (e.t_ms, e.task.clone().unwrap_or_default()))
-        .collect();
     assert_eq!(
-        redeploys,
+        redeploys(&report),
         vec![
             (5_500, "beijing-source#1".to_owned()),
             (5_500, "beijing-orders#1".to_owned())
@@ -150,7 +215,8 @@ fn task_failure_restarts_only_its_region_and_never_touches_the_other_city() {
 /// tm-1 runs `stream#0` and hosts the blocking outputs of `a#0` (consumed by `b#0`, still
 /// running on tm-2) and of `c#0` (consumed by `d#0`, already finished). tm-2 joins at 500 ms, so
 /// the consumers land there.
-const EXECUTOR_LOSS: &str = r#"
+fn executor_loss() -> String {
+    let head = r#"
 until = "20s"
 
 [job]
@@ -168,33 +234,28 @@ edges = [
   { from = "a", to = "b", pattern = "pointwise", exchange = "blocking" },
   { from = "c", to = "d", pattern = "pointwise", exchange = "blocking" },
 ]
-
-[[executors]]
-id = "tm-1"
-slots = 3
-
+"#;
+    let runtime = r#"
 [runtime]
 stream = "forever"
 a = "1s"
 b = "forever"
 c = "1s"
 d = "1s"
-
-[[faults]]
-at = "500ms"
-kind = "add-executor"
-executor = "tm-2"
-slots = 4
-
-[[faults]]
-at = "5s"
-kind = "lose-executor"
-executor = "tm-1"
 "#;
+    [
+        head,
+        &executors(&[("tm-1", 3)]),
+        runtime,
+        &add_executor("500ms", "tm-2", 4),
+        &lose_executor("5s", "tm-1"),
+    ]
+    .concat()
+}
 
 #[test]
 fn executor_loss_restarts_its_tasks_and_producers_of_still_needed_partitions_in_one_failover() {
-    let report = run(EXECUTOR_LOSS);
+    let report = run(&executor_loss());
     let f = &report.final_state;
     // The placement this test relies on.
     let first: BTreeMap<String, String> = deploys(&report)
@@ -231,16 +292,13 @@ fn executor_loss_restarts_its_tasks_and_producers_of_still_needed_partitions_in_
     assert_eq!(cancels(&report), vec![("b#0".to_owned(), 0)]);
     assert_eq!(
         final_attempts(&report),
-        [
+        attempts(&[
             ("stream#0", 1),
             ("a#0", 1),
             ("b#0", 1),
             ("c#0", 0),
             ("d#0", 0)
-        ]
-        .into_iter()
-        .map(|(t, a)| (t.to_owned(), a))
-        .collect()
+        ])
     );
     assert_eq!(f.job_state, "RUNNING");
     for (t, state) in [
@@ -264,28 +322,18 @@ fn executor_loss_restarts_its_tasks_and_producers_of_still_needed_partitions_in_
 fn exponential_delay_merges_a_failure_during_the_backoff_into_the_pending_restart() {
     let report = run(&two_cities(
         r#"{ strategy = "exponential-delay", initial-backoff = "2s", max-backoff = "1min", jitter-factor = 0.0 }"#,
-        &(fail_task("5s", "beijing-orders#0", "recoverable")
-            + &fail_task("5500ms", "shanghai-orders#1", "recoverable")),
+        &recoverable_failures(&[("5s", "beijing-orders#0"), ("5500ms", "shanghai-orders#1")]),
     ));
     let f = &report.final_state;
-    let scheduled = events(&report, "restart-scheduled");
-    assert_eq!(scheduled.len(), 2, "{}", timeline(&report));
     assert_eq!(
-        (
-            scheduled[0].t_ms,
-            scheduled[0].delay_ms,
-            scheduled[0].merged
-        ),
-        (5_000, Some(2_000), Some(false))
-    );
-    // Joins the restart pending until 7 s: 1.5 s left, merged.
-    assert_eq!(
-        (
-            scheduled[1].t_ms,
-            scheduled[1].delay_ms,
-            scheduled[1].merged
-        ),
-        (5_500, Some(1_500), Some(true))
+        scheduled(&report),
+        vec![
+            (5_000, Some(2_000), Some(false)),
+            // Joins the restart pending until 7 s: 1.5 s left, merged.
+            (5_500, Some(1_500), Some(true)),
+        ],
+        "{}",
+        timeline(&report)
     );
     assert_eq!(
         restart_sets(&report),
@@ -296,13 +344,8 @@ fn exponential_delay_merges_a_failure_during_the_backoff_into_the_pending_restar
     );
     assert_eq!((f.failovers, f.restarts), (2, 1));
     // Both regions come back together when the merged restart is due.
-    let redeploys: BTreeSet<(Millis, String)> = events(&report, "deploy")
-        .into_iter()
-        .filter(|e| e.attempt == Some(1))
-        .map(|e| (e.t_ms, e.task.clone().unwrap_or_default()))
-        .collect();
     assert_eq!(
-        redeploys,
+        redeploys(&report).into_iter().collect::<BTreeSet<_>>(),
         [
             "beijing-source#0",
             "beijing-orders#0",
@@ -331,38 +374,23 @@ fn exponential_delay_merges_a_failure_during_the_backoff_into_the_pending_restar
 fn fixed_delay_counts_a_failure_during_the_backoff_as_a_second_restart() {
     let report = run(&two_cities(
         r#"{ strategy = "fixed-delay", attempts = 5, delay = "2s" }"#,
-        &(fail_task("5s", "beijing-orders#0", "recoverable")
-            + &fail_task("5500ms", "shanghai-orders#1", "recoverable")),
+        &recoverable_failures(&[("5s", "beijing-orders#0"), ("5500ms", "shanghai-orders#1")]),
     ));
     let f = &report.final_state;
-    let scheduled = events(&report, "restart-scheduled");
-    assert_eq!(scheduled.len(), 2, "{}", timeline(&report));
     assert_eq!(
-        (
-            scheduled[0].t_ms,
-            scheduled[0].delay_ms,
-            scheduled[0].merged
-        ),
-        (5_000, Some(2_000), Some(false))
-    );
-    assert_eq!(
-        (
-            scheduled[1].t_ms,
-            scheduled[1].delay_ms,
-            scheduled[1].merged
-        ),
-        (5_500, Some(2_000), Some(false))
+        scheduled(&report),
+        vec![
+            (5_000, Some(2_000), Some(false)),
+            (5_500, Some(2_000), Some(false)),
+        ],
+        "{}",
+        timeline(&report)
     );
     assert_eq!((f.failovers, f.restarts), (2, 2));
     assert_eq!(f.exceptions, 2);
     // Each region comes back after its own delay.
-    let redeploys: BTreeSet<(Millis, String)> = events(&report, "deploy")
-        .into_iter()
-        .filter(|e| e.attempt == Some(1))
-        .map(|e| (e.t_ms, e.task.clone().unwrap_or_default()))
-        .collect();
     assert_eq!(
-        redeploys,
+        redeploys(&report).into_iter().collect::<BTreeSet<_>>(),
         [
             (7_000, "beijing-source#0"),
             (7_000, "beijing-orders#0"),
@@ -380,13 +408,10 @@ fn fixed_delay_counts_a_failure_during_the_backoff_as_a_second_restart() {
 
 #[test]
 fn fixed_delay_with_three_attempts_fails_the_job_at_the_fourth_failure() {
-    let faults = ["5s", "10s", "15s", "20s"]
-        .iter()
-        .map(|at| fail_task(at, "beijing-orders#0", "recoverable"))
-        .collect::<String>();
+    let faults = ["5s", "10s", "15s", "20s"].map(|at| (at, "beijing-orders#0"));
     let report = run(&two_cities(
         r#"{ strategy = "fixed-delay", attempts = 3, delay = "500ms" }"#,
-        &faults,
+        &recoverable_failures(&faults),
     ));
     let f = &report.final_state;
     // Three restarts, each of the failed region, then the job fails.
@@ -406,12 +431,11 @@ fn fixed_delay_with_three_attempts_fails_the_job_at_the_fourth_failure() {
     assert!(cause.contains("fixed-delay"), "{cause}");
     assert!(cause.contains("3 restart attempts"), "{cause}");
     // FAILING at the fourth failure, FAILED once every task stopped.
-    let job_states: Vec<(Millis, &str)> = events(&report, "job-state")
-        .iter()
-        .filter(|e| matches!(e.state, Some("FAILING" | "FAILED")))
-        .map(|e| (e.t_ms, e.state.unwrap_or_default()))
+    let failing: Vec<(Millis, &str)> = job_states(&report)
+        .into_iter()
+        .filter(|(_, s)| matches!(*s, "FAILING" | "FAILED"))
         .collect();
-    assert_eq!(job_states, vec![(20_000, "FAILING"), (20_020, "FAILED")]);
+    assert_eq!(failing, vec![(20_000, "FAILING"), (20_020, "FAILED")]);
     for t in &f.tasks {
         assert!(matches!(t.state, "CANCELED" | "FAILED"), "{t:?}");
     }
@@ -420,20 +444,22 @@ fn fixed_delay_with_three_attempts_fails_the_job_at_the_fourth_failure() {
 
 // ----- 5. failure-rate ------------------------------------------------------------------------
 
+/// The two cities under a failure-rate strategy of two failures per 10 s, with the given
+/// recoverable failures.
+fn failure_rate_run(failures: &[(&str, &str)]) -> SimReport {
+    run(&two_cities(
+        r#"{ strategy = "failure-rate", max-failures-per-interval = 2, failure-rate-interval = "10s", delay = "100ms" }"#,
+        &recoverable_failures(failures),
+    ))
+}
+
 #[test]
 fn failure_rate_refuses_one_failure_too_many_inside_the_interval() {
-    let faults = [
+    let report = failure_rate_run(&[
         ("1s", "beijing-orders#0"),
         ("2s", "shanghai-orders#0"),
         ("3s", "beijing-orders#1"),
-    ]
-    .iter()
-    .map(|(at, t)| fail_task(at, t, "recoverable"))
-    .collect::<String>();
-    let report = run(&two_cities(
-        r#"{ strategy = "failure-rate", max-failures-per-interval = 2, failure-rate-interval = "10s", delay = "100ms" }"#,
-        &faults,
-    ));
+    ]);
     let f = &report.final_state;
     assert_eq!(restart_sets(&report).len(), 2, "{}", timeline(&report));
     assert_eq!((f.failovers, f.restarts), (2, 2));
@@ -449,18 +475,11 @@ fn failure_rate_refuses_one_failure_too_many_inside_the_interval() {
 
 #[test]
 fn failure_rate_allows_the_same_failure_once_the_interval_has_passed() {
-    let faults = [
+    let report = failure_rate_run(&[
         ("1s", "beijing-orders#0"),
         ("2s", "shanghai-orders#0"),
         ("12s", "beijing-orders#1"),
-    ]
-    .iter()
-    .map(|(at, t)| fail_task(at, t, "recoverable"))
-    .collect::<String>();
-    let report = run(&two_cities(
-        r#"{ strategy = "failure-rate", max-failures-per-interval = 2, failure-rate-interval = "10s", delay = "100ms" }"#,
-        &faults,
-    ));
+    ]);
     let f = &report.final_state;
     assert_eq!(
         restart_sets(&report),
@@ -506,12 +525,8 @@ fn non_recoverable_failure_fails_the_job_at_once_without_a_restart() {
     assert_eq!(f.job_state, "FAILED");
     let cause = f.cause.as_deref().unwrap_or_default();
     assert!(cause.contains("non-recoverable"), "{cause}");
-    let job_states: Vec<(Millis, &str)> = events(&report, "job-state")
-        .iter()
-        .map(|e| (e.t_ms, e.state.unwrap_or_default()))
-        .collect();
     assert_eq!(
-        job_states,
+        job_states(&report),
         vec![(0, "RUNNING"), (5_000, "FAILING"), (5_020, "FAILED")]
     );
     // The failed task is FAILED; the seven others were cancelled, each once, at attempt 0.
@@ -799,39 +814,22 @@ vertices = [
 edges = [
   {{ from = "a", to = "b", pattern = "pointwise", exchange = "blocking" }},
 ]
-
-[[executors]]
-id = "tm-1"
-slots = 2
-
-[[executors]]
-id = "tm-2"
-slots = 2
-
+{executors}
 [runtime]
 stream = "forever"
 a = "1s"
 b = "1s"
 
 {faults}
-"#
+"#,
+        executors = executors(&[("tm-1", 2), ("tm-2", 2)]),
     )
 }
 
 #[test]
 fn lost_partition_whose_consumers_all_finished_restarts_nothing() {
     let report = run(&batch_beside_stream(
-        r#"
-[[faults]]
-at = "5s"
-kind = "lose-partition"
-partition = "a#0->b"
-
-[[faults]]
-at = "6s"
-kind = "lose-executor"
-executor = "tm-2"
-"#,
+        &(lose_partition("5s", "a#0->b") + &lose_executor("6s", "tm-2")),
     ));
     let f = &report.final_state;
     assert_eq!(
@@ -865,14 +863,7 @@ executor = "tm-2"
 #[test]
 fn lost_partition_with_a_running_consumer_restarts_producer_and_consumer() {
     // The control for the test above: the same loss while b#0 still reads a#0's output.
-    let report = run(&batch_beside_stream(
-        r#"
-[[faults]]
-at = "1500ms"
-kind = "lose-partition"
-partition = "a#0->b"
-"#,
-    ));
+    let report = run(&batch_beside_stream(&lose_partition("1500ms", "a#0->b")));
     let f = &report.final_state;
     assert_eq!(
         restart_sets(&report),
@@ -884,10 +875,7 @@ partition = "a#0->b"
     assert_eq!(cancels(&report), vec![("b#0".to_owned(), 0)]);
     assert_eq!(
         final_attempts(&report),
-        [("stream#0", 0), ("a#0", 1), ("b#0", 1)]
-            .into_iter()
-            .map(|(t, a)| (t.to_owned(), a))
-            .collect()
+        attempts(&[("stream#0", 0), ("a#0", 1), ("b#0", 1)])
     );
     assert_eq!(f.job_state, "RUNNING");
     assert_eq!(final_task(&report, "b#0").state, "FINISHED");
@@ -895,7 +883,7 @@ partition = "a#0->b"
 
 #[test]
 fn lost_partition_or_executor_after_the_job_finished_restarts_nothing() {
-    let report = run(r#"
+    let job = r#"
 until = "30s"
 
 [job]
@@ -909,34 +897,16 @@ vertices = [
 edges = [
   { from = "a", to = "b", pattern = "all-to-all", exchange = "blocking" },
 ]
-
-[[executors]]
-id = "tm-1"
-slots = 2
-
-[[executors]]
-id = "tm-2"
-slots = 2
-
-[runtime]
-a = "1s"
-b = "1s"
-
-[[faults]]
-at = "5s"
-kind = "lose-partition"
-partition = "a#0->b"
-
-[[faults]]
-at = "6s"
-kind = "lose-executor"
-executor = "tm-1"
-
-[[faults]]
-at = "7s"
-kind = "lose-executor"
-executor = "tm-2"
-"#);
+"#;
+    let report = run(&[
+        job,
+        &executors(&[("tm-1", 2), ("tm-2", 2)]),
+        "\n[runtime]\na = \"1s\"\nb = \"1s\"\n",
+        &lose_partition("5s", "a#0->b"),
+        &lose_executor("6s", "tm-1"),
+        &lose_executor("7s", "tm-2"),
+    ]
+    .concat());
     let f = &report.final_state;
     let finished = events(&report, "job-state")
         .into_iter()
@@ -1061,29 +1031,31 @@ fn consumer_failure_without_a_missing_partition_restarts_the_consumer_alone() {
 
 // ----- 10. placement avoids the executor that just failed ----------------------------------------
 
-#[test]
-fn redeploy_avoids_the_executor_that_just_failed_when_another_has_a_free_slot() {
-    let report = run(r#"
+/// One task per vertex (each `vertices` id its own command) on tm-1 and tm-2 of `slots` each;
+/// `v#0` fails at 5 s and restarts after 500 ms.
+fn v_fails_on_two_executors(name: &str, vertices: &[&str], slots: u32) -> String {
+    let vertices: String = vertices
+        .iter()
+        .map(|id| format!("  {{ id = \"{id}\", parallelism = 1, command = [\"{id}\"] }},\n"))
+        .collect();
+    format!(
+        r#"
 until = "20s"
 
 [job]
-name = "one-task"
-restart = { strategy = "fixed-delay", attempts = 3, delay = "500ms" }
-vertices = [{ id = "v", parallelism = 1, command = ["v"] }]
+name = "{name}"
+restart = {{ strategy = "fixed-delay", attempts = 3, delay = "500ms" }}
+vertices = [
+{vertices}]
+{executors}{fault}"#,
+        executors = executors(&[("tm-1", slots), ("tm-2", slots)]),
+        fault = fail("5s", "v#0"),
+    )
+}
 
-[[executors]]
-id = "tm-1"
-slots = 2
-
-[[executors]]
-id = "tm-2"
-slots = 2
-
-[[faults]]
-at = "5s"
-kind = "fail-task"
-task = "v#0"
-"#);
+#[test]
+fn redeploy_avoids_the_executor_that_just_failed_when_another_has_a_free_slot() {
+    let report = run(&v_fails_on_two_executors("one-task", &["v"], 2));
     // Both executors are empty at the redeploy, and ties go to tm-1: only the avoidance rule
     // sends attempt 1 to tm-2.
     assert_eq!(
@@ -1104,30 +1076,7 @@ task = "v#0"
 
 #[test]
 fn redeploy_returns_to_the_failed_executor_when_no_other_has_a_free_slot() {
-    let report = run(r#"
-until = "20s"
-
-[job]
-name = "two-tasks"
-restart = { strategy = "fixed-delay", attempts = 3, delay = "500ms" }
-vertices = [
-  { id = "v", parallelism = 1, command = ["v"] },
-  { id = "w", parallelism = 1, command = ["w"] },
-]
-
-[[executors]]
-id = "tm-1"
-slots = 1
-
-[[executors]]
-id = "tm-2"
-slots = 1
-
-[[faults]]
-at = "5s"
-kind = "fail-task"
-task = "v#0"
-"#);
+    let report = run(&v_fails_on_two_executors("two-tasks", &["v", "w"], 1));
     assert_eq!(
         deploys(&report),
         vec![
@@ -1160,17 +1109,10 @@ vertices = [
 edges = [
   {{ from = "src", to = "dst", pattern = "all-to-all", exchange = "pipelined" }},
 ]
-
-[[executors]]
-id = "tm-1"
-slots = 2
-
-[[executors]]
-id = "tm-2"
-slots = 1
-
+{executors}
 {faults}
-"#
+"#,
+        executors = executors(&[("tm-1", 2), ("tm-2", 1)]),
     )
 }
 
@@ -1188,12 +1130,8 @@ fn region_without_slots_within_the_timeout_fails_the_job_when_no_restart_is_allo
     let cause = f.cause.as_deref().unwrap_or_default();
     assert!(cause.contains("slots"), "{cause}");
     assert!(cause.contains("none"), "{cause}");
-    let job_states: Vec<(Millis, &str)> = events(&report, "job-state")
-        .iter()
-        .map(|e| (e.t_ms, e.state.unwrap_or_default()))
-        .collect();
     assert_eq!(
-        job_states,
+        job_states(&report),
         vec![(0, "RUNNING"), (5_000, "FAILING"), (5_000, "FAILED")]
     );
     for t in &f.tasks {
@@ -1206,13 +1144,7 @@ fn region_without_slots_within_the_timeout_fails_the_job_when_no_restart_is_allo
 fn region_without_slots_within_the_timeout_fails_recoverably_and_runs_once_slots_come() {
     let report = run(&too_big_region(
         r#"{ strategy = "fixed-delay", attempts = 1, delay = "1s" }"#,
-        r#"
-[[faults]]
-at = "8s"
-kind = "add-executor"
-executor = "tm-3"
-slots = 1
-"#,
+        &add_executor("8s", "tm-3", 1),
     ));
     let f = &report.final_state;
     let scheduled = events(&report, "restart-scheduled");
@@ -1237,7 +1169,7 @@ slots = 1
 
 #[test]
 fn same_scenario_gives_the_same_bytes() {
-    let text = r#"
+    let job = r#"
 until = "2min"
 seed = 42
 
@@ -1256,15 +1188,8 @@ edges = [
   { from = "map", to = "agg", pattern = "all-to-all", exchange = "blocking" },
   { from = "agg", to = "sink", pattern = "all-to-all", exchange = "persistent" },
 ]
-
-[[executors]]
-id = "tm-1"
-slots = 3
-
-[[executors]]
-id = "tm-2"
-slots = 3
-
+"#;
+    let runtime = r#"
 [runtime]
 src = "3s"
 map = "3s"
@@ -1275,38 +1200,19 @@ sink = "forever"
 deploy = "30ms"
 cancel = "15ms"
 detection = "700ms"
-
-[[faults]]
-at = "1s"
-kind = "fail-task"
-task = "map#1"
-
-[[faults]]
-at = "1100ms"
-kind = "fail-task"
-task = "src#2"
-
-[[faults]]
-at = "4s"
-kind = "lose-executor"
-executor = "tm-1"
-
-[[faults]]
-at = "5s"
-kind = "add-executor"
-executor = "tm-3"
-slots = 4
-
-[[faults]]
-at = "12s"
-kind = "lose-partition"
-partition = "agg#0->sink"
-
-[[faults]]
-at = "15s"
-kind = "fail-task"
-task = "agg#1"
 "#;
+    let text = &[
+        job,
+        &executors(&[("tm-1", 3), ("tm-2", 3)]),
+        runtime,
+        &fail("1s", "map#1"),
+        &fail("1100ms", "src#2"),
+        &lose_executor("4s", "tm-1"),
+        &add_executor("5s", "tm-3", 4),
+        &lose_partition("12s", "agg#0->sink"),
+        &fail("15s", "agg#1"),
+    ]
+    .concat();
     let first = simulate(&scenario(text), true);
     let second = simulate(&scenario(text), true);
     assert!(first.events.len() > 50, "{}", timeline(&first));
@@ -1344,7 +1250,7 @@ fn wordcount_example_finishes_and_reruns_only_read_1_and_the_counts() {
     );
     assert_eq!(
         final_attempts(&report),
-        [
+        attempts(&[
             ("read#0", 0),
             ("read#1", 1),
             ("read#2", 0),
@@ -1352,10 +1258,7 @@ fn wordcount_example_finishes_and_reruns_only_read_1_and_the_counts() {
             ("count#0", 1),
             ("count#1", 1),
             ("write#0", 0),
-        ]
-        .into_iter()
-        .map(|(t, a)| (t.to_owned(), a))
-        .collect()
+        ])
     );
     for t in &f.tasks {
         assert_eq!(t.state, "FINISHED", "{t:?}");
@@ -1371,47 +1274,47 @@ fn wordcount_example_finishes_and_reruns_only_read_1_and_the_counts() {
 
 // ----- bugs found by these tests (ignored until fixed) --------------------------------------------
 
+/// `a#0` (1 s) and `b#0` (forever) feed `c#0` (1 s) on one executor: `a → c` blocking, `b → c`
+/// pipelined, so `b#0` and `c#0` share a region. Fixed-delay restarts, three attempts.
+fn a_and_b_into_c(name: &str, failover: &str, delay: &str, faults: &str) -> String {
+    format!(
+        r#"
+until = "60s"
+
+[job]
+name = "{name}"
+failover = "{failover}"
+restart = {{ strategy = "fixed-delay", attempts = 3, delay = "{delay}" }}
+vertices = [
+  {{ id = "a", parallelism = 1, command = ["a"] }},
+  {{ id = "b", parallelism = 1, command = ["b"] }},
+  {{ id = "c", parallelism = 1, command = ["c"] }},
+]
+edges = [
+  {{ from = "a", to = "c", pattern = "pointwise", exchange = "blocking" }},
+  {{ from = "b", to = "c", pattern = "pointwise", exchange = "pipelined" }},
+]
+{executors}
+[runtime]
+a = "1s"
+b = "forever"
+c = "1s"
+{faults}"#,
+        executors = executors(&[("tm-1", 3)]),
+    )
+}
+
 #[test]
 fn individual_restart_is_not_blocked_by_a_lost_input_of_a_finished_region_mate() {
     // b#0 and c#0 share a pipelined region; c#0 also reads a#0's blocking output. c#0 finishes,
     // a#0's output is lost (no unfinished consumer: correctly, nothing restarts), then b#0 fails.
     // `individual` restarts b#0 alone; b#0 reads nothing, so it must run again.
-    let report = run(r#"
-until = "60s"
-
-[job]
-name = "individual-stuck"
-failover = "individual"
-restart = { strategy = "fixed-delay", attempts = 3, delay = "100ms" }
-vertices = [
-  { id = "a", parallelism = 1, command = ["a"] },
-  { id = "b", parallelism = 1, command = ["b"] },
-  { id = "c", parallelism = 1, command = ["c"] },
-]
-edges = [
-  { from = "a", to = "c", pattern = "pointwise", exchange = "blocking" },
-  { from = "b", to = "c", pattern = "pointwise", exchange = "pipelined" },
-]
-
-[[executors]]
-id = "tm-1"
-slots = 3
-
-[runtime]
-a = "1s"
-b = "forever"
-c = "1s"
-
-[[faults]]
-at = "5s"
-kind = "lose-partition"
-partition = "a#0->c"
-
-[[faults]]
-at = "6s"
-kind = "fail-task"
-task = "b#0"
-"#);
+    let report = run(&a_and_b_into_c(
+        "individual-stuck",
+        "individual",
+        "100ms",
+        &(lose_partition("5s", "a#0->c") + &fail("6s", "b#0")),
+    ));
     assert_eq!(restart_sets(&report), vec![names(&["b#0"])]);
     let b = final_task(&report, "b#0");
     assert_eq!(
@@ -1426,49 +1329,16 @@ task = "b#0"
 fn partition_lost_during_the_backoff_of_its_finished_consumer_restarts_the_producer() {
     // b#0 fails at 5 s: its region {b#0, c#0} (c#0 already FINISHED) restarts at 6 s. At 5.5 s
     // c#0's blocking input a#0->c is lost: c#0 will need it again, so a#0 must run again.
-    let report = run(r#"
-until = "60s"
-
-[job]
-name = "lost-during-backoff"
-failover = "region"
-restart = { strategy = "fixed-delay", attempts = 3, delay = "1s" }
-vertices = [
-  { id = "a", parallelism = 1, command = ["a"] },
-  { id = "b", parallelism = 1, command = ["b"] },
-  { id = "c", parallelism = 1, command = ["c"] },
-]
-edges = [
-  { from = "a", to = "c", pattern = "pointwise", exchange = "blocking" },
-  { from = "b", to = "c", pattern = "pointwise", exchange = "pipelined" },
-]
-
-[[executors]]
-id = "tm-1"
-slots = 3
-
-[runtime]
-a = "1s"
-b = "forever"
-c = "1s"
-
-[[faults]]
-at = "5s"
-kind = "fail-task"
-task = "b#0"
-
-[[faults]]
-at = "5500ms"
-kind = "lose-partition"
-partition = "a#0->c"
-"#);
+    let report = run(&a_and_b_into_c(
+        "lost-during-backoff",
+        "region",
+        "1s",
+        &(fail("5s", "b#0") + &lose_partition("5500ms", "a#0->c")),
+    ));
     assert_eq!(restart_sets(&report).first(), Some(&names(&["b#0", "c#0"])));
     assert_eq!(
         final_attempts(&report),
-        [("a#0", 1), ("b#0", 1), ("c#0", 1)]
-            .into_iter()
-            .map(|(t, a)| (t.to_owned(), a))
-            .collect(),
+        attempts(&[("a#0", 1), ("b#0", 1), ("c#0", 1)]),
         "{}",
         timeline(&report)
     );
@@ -1529,32 +1399,22 @@ command = ["v"]
 
 #[test]
 fn late_loss_detection_does_not_kill_the_new_session_of_a_re_registered_executor() {
-    let report = run(r#"
+    let job = r#"
 until = "30s"
 
 [job]
 name = "re-register"
 restart = { strategy = "fixed-delay", attempts = 5, delay = "100ms" }
 vertices = [{ id = "v", parallelism = 1, command = ["v"] }]
-
-[[executors]]
-id = "tm-1"
-slots = 1
-
-[latency]
-detection = "2s"
-
-[[faults]]
-at = "5s"
-kind = "lose-executor"
-executor = "tm-1"
-
-[[faults]]
-at = "6s"
-kind = "add-executor"
-executor = "tm-1"
-slots = 1
-"#);
+"#;
+    let report = run(&[
+        job,
+        &executors(&[("tm-1", 1)]),
+        "\n[latency]\ndetection = \"2s\"\n",
+        &lose_executor("5s", "tm-1"),
+        &add_executor("6s", "tm-1", 1),
+    ]
+    .concat());
     // Registering again ends the old session (one failover); the new session then runs v#0.
     let f = &report.final_state;
     assert_eq!(f.failovers, 1, "{}", timeline(&report));

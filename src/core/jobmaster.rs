@@ -1133,24 +1133,21 @@ impl JobMaster {
             return;
         }
         let root = records[0].clone();
-        if let Some((_, _, f)) = failures
+        let give_up = match failures
             .iter()
             .find(|(_, _, f)| f.class == FailureClass::NonRecoverable)
         {
-            let cause = format!("non-recoverable failure: {}", f.message);
-            job.history.push(ExceptionEntry {
-                root,
-                concurrent: records[1..].to_vec(),
-                restarted: Vec::new(),
-                outcome: format!("job failed: {cause}"),
-            });
-            self.wind_down(id, JobState::Failing, Some(cause), now);
-            return;
-        }
-        let (delay, merged) = match job.backoff.on_failure(now) {
-            BackoffDecision::Restart { delay_ms, merged } => (delay_ms, merged),
-            BackoffDecision::GiveUp { reason } => {
-                let cause = format!("{reason}; last failure: {}", root.message);
+            Some((_, _, f)) => Err(format!("non-recoverable failure: {}", f.message)),
+            None => match job.backoff.on_failure(now) {
+                BackoffDecision::Restart { delay_ms, merged } => Ok((delay_ms, merged)),
+                BackoffDecision::GiveUp { reason } => {
+                    Err(format!("{reason}; last failure: {}", root.message))
+                }
+            },
+        };
+        let (delay, merged) = match give_up {
+            Ok(restart) => restart,
+            Err(cause) => {
                 job.history.push(ExceptionEntry {
                     root,
                     concurrent: records[1..].to_vec(),

@@ -188,13 +188,7 @@ fn region(
     let mut entries = Vec::new();
     let mut in_set: HashSet<RegionId> = HashSet::new();
     let mut queue: VecDeque<RegionId> = VecDeque::new();
-    let seeds = failed
-        .iter()
-        .map(|&task| (task, RestartReason::Failed { task }))
-        .chain(
-            lost.iter()
-                .map(|&(producer, partition)| (producer, RestartReason::LostOutput { partition })),
-        );
+    let seeds = seeds(failed, lost);
     for (task, reason) in seeds {
         let r = regions.region_of(task);
         if in_set.insert(r) {
@@ -267,6 +261,20 @@ fn region(
     }
 }
 
+/// Where a restart set starts: the failed tasks, and the producers of lost outputs.
+fn seeds<'a>(
+    failed: &'a [TaskId],
+    lost: &'a [(TaskId, PartitionId)],
+) -> impl Iterator<Item = (TaskId, RestartReason)> + 'a {
+    failed
+        .iter()
+        .map(|&task| (task, RestartReason::Failed { task }))
+        .chain(
+            lost.iter()
+                .map(|&(producer, partition)| (producer, RestartReason::LostOutput { partition })),
+        )
+}
+
 fn individual(
     graph: &ExecutionGraph,
     failed: &[TaskId],
@@ -277,13 +285,7 @@ fn individual(
     let mut entries = Vec::new();
     let mut in_set: HashSet<TaskId> = HashSet::new();
     let mut queue: VecDeque<TaskId> = VecDeque::new();
-    let seeds = failed
-        .iter()
-        .map(|&task| (task, RestartReason::Failed { task }))
-        .chain(
-            lost.iter()
-                .map(|&(producer, partition)| (producer, RestartReason::LostOutput { partition })),
-        );
+    let seeds = seeds(failed, lost);
     for (task, reason) in seeds {
         if in_set.insert(task) {
             entries.push(RestartEntry {

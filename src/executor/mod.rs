@@ -8,7 +8,7 @@ mod partitions;
 mod process;
 mod service;
 
-pub use service::{code_name, unbatch};
+pub use service::{code_name, outcome, unbatch};
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -342,13 +342,33 @@ fn is_unreachable(status: &tonic::Status) -> bool {
     )
 }
 
-/// Sends one batch of reports, retrying with backoff while the JobMaster is unreachable, for
-/// at most `jobmaster_reconnect_timeout`. A refused batch (unknown session: the executor will
-/// register again) or a refused update (a stale attempt: the JobMaster cancels it) is dropped.
-async fn send_reports(agent: &Agent, updates: &[TaskStateUpdate]) {
+/// Runs `call` until the JobMaster answers, retrying with backoff while it is unreachable, for
+/// at most `jobmaster_reconnect_timeout`.
+async fn retrying<T, F, Fut>(agent: &Agent, mut call: F) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, tonic::Status>>,
+{
     let mut delay = Duration::from_millis(50);
     let deadline = Instant::now() + agent.config.jobmaster_reconnect_timeout;
     loop {
+        match call().await {
+            Err(status) if is_unreachable(&status) && Instant::now() < deadline => {
+                debug!(code = ?status.code(), message = status.message(),
+                       "jobmaster unreachable: retrying reports");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+            answer => return answer,
+        }
+    }
+}
+
+/// Sends one batch of reports (see [`retrying`]). A refused batch (unknown session: the
+/// executor will register again) or a refused update (a stale attempt: the JobMaster cancels
+/// it) is dropped.
+async fn send_reports(agent: &Agent, updates: &[TaskStateUpdate]) {
+    let answer = retrying(agent, || {
         // A re-registration changes the session: report under the current one.
         let request = UpdateTaskStatesRequest {
             executor_id: agent.config.id.clone(),
@@ -356,53 +376,44 @@ async fn send_reports(agent: &Agent, updates: &[TaskStateUpdate]) {
             updates: updates.to_vec(),
         };
         let mut gateway = agent.gateway.clone();
-        match gateway.update_task_states(request).await {
-            Ok(answer) => {
-                let outcomes = answer.into_inner().outcomes;
-                for (update, outcome) in updates.iter().zip(&outcomes) {
-                    if !outcome.accepted {
-                        let attempt = update.attempt.clone().unwrap_or_default();
-                        debug!(job = %attempt.job_id, task = %format!("{}#{}", attempt.vertex, attempt.subtask),
-                               attempt = attempt.attempt, state = %update.state, code = %outcome.code,
-                               message = %outcome.message, "report refused");
-                    }
+        async move { gateway.update_task_states(request).await }
+    })
+    .await;
+    match answer {
+        Ok(answer) => {
+            let outcomes = answer.into_inner().outcomes;
+            for (update, outcome) in updates.iter().zip(&outcomes) {
+                if !outcome.accepted {
+                    let attempt = update.attempt.clone().unwrap_or_default();
+                    debug!(job = %attempt.job_id, task = %format!("{}#{}", attempt.vertex, attempt.subtask),
+                           attempt = attempt.attempt, state = %update.state, code = %outcome.code,
+                           message = %outcome.message, "report refused");
                 }
-                return;
             }
-            // No batch RPC (an older JobMaster), or a batch over the JobMaster's message limit
-            // (`server.max-message-bytes` set below MAX_REPORT_BYTES): one by one instead.
-            Err(status)
-                if status.code() == tonic::Code::Unimplemented
-                    || (status.code() == tonic::Code::ResourceExhausted && updates.len() > 1) =>
-            {
-                debug!(code = ?status.code(), reports = updates.len(),
-                       "batch not taken: reporting one by one");
-                for update in updates {
-                    send_report(agent, update).await;
-                }
-                return;
+        }
+        // No batch RPC (an older JobMaster), or a batch over the JobMaster's message limit
+        // (`server.max-message-bytes` set below MAX_REPORT_BYTES): one by one instead.
+        Err(status)
+            if status.code() == tonic::Code::Unimplemented
+                || (status.code() == tonic::Code::ResourceExhausted && updates.len() > 1) =>
+        {
+            debug!(code = ?status.code(), reports = updates.len(),
+                   "batch not taken: reporting one by one");
+            for update in updates {
+                send_report(agent, update).await;
             }
-            Err(status) if is_unreachable(&status) && Instant::now() < deadline => {
-                debug!(code = ?status.code(), message = status.message(), reports = updates.len(),
-                       "jobmaster unreachable: retrying reports");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(1));
-            }
-            Err(status) => {
-                // Unknown session (the executor registers again) or the JobMaster stayed away.
-                debug!(code = ?status.code(), message = status.message(), reports = updates.len(),
-                       "reports refused");
-                return;
-            }
+        }
+        Err(status) => {
+            // Unknown session (the executor registers again) or the JobMaster stayed away.
+            debug!(code = ?status.code(), message = status.message(), reports = updates.len(),
+                   "reports refused");
         }
     }
 }
 
 /// Sends one report over the unary UpdateTaskState, with the same retries as a batch.
 async fn send_report(agent: &Agent, update: &TaskStateUpdate) {
-    let mut delay = Duration::from_millis(50);
-    let deadline = Instant::now() + agent.config.jobmaster_reconnect_timeout;
-    loop {
+    let answer = retrying(agent, || {
         let request = UpdateTaskStateRequest {
             executor_id: agent.config.id.clone(),
             session_id: agent.session(),
@@ -413,18 +424,12 @@ async fn send_report(agent: &Agent, update: &TaskStateUpdate) {
             missing_partition: update.missing_partition.clone(),
         };
         let mut gateway = agent.gateway.clone();
-        match gateway.update_task_state(request).await {
-            Ok(_) => return,
-            Err(status) if is_unreachable(&status) && Instant::now() < deadline => {
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(1));
-            }
-            Err(status) => {
-                // Stale attempt or unknown session: the JobMaster has moved on.
-                debug!(code = ?status.code(), message = status.message(), "report refused");
-                return;
-            }
-        }
+        async move { gateway.update_task_state(request).await }
+    })
+    .await;
+    if let Err(status) = answer {
+        // Stale attempt or unknown session: the JobMaster has moved on.
+        debug!(code = ?status.code(), message = status.message(), "report refused");
     }
 }
 

@@ -152,6 +152,22 @@ pub fn unbatch(batch: SubmitTasksRequest) -> Vec<Result<SubmitTaskRequest, Statu
         .collect()
 }
 
+/// The outcome of one task of a batch (SubmitTasks, UpdateTaskStates), as the one-by-one call
+/// would have answered it.
+pub fn outcome(result: Result<(), Status>) -> TaskOutcome {
+    match result {
+        Ok(()) => TaskOutcome {
+            accepted: true,
+            ..TaskOutcome::default()
+        },
+        Err(status) => TaskOutcome {
+            accepted: false,
+            code: code_name(status.code()).to_owned(),
+            message: status.message().to_owned(),
+        },
+    }
+}
+
 /// The canonical gRPC name of a status code, as `TaskOutcome.code` carries it.
 pub fn code_name(code: Code) -> &'static str {
     match code {
@@ -215,20 +231,11 @@ impl TaskExecutorService for Service {
             .into_iter()
             .zip(names)
             .map(|(task, name)| {
-                match task.and_then(|task| self.start(task)) {
-                    Ok(()) => TaskOutcome {
-                        accepted: true,
-                        ..TaskOutcome::default()
-                    },
-                    Err(status) => {
-                        warn!(task = %name, code = ?status.code(), message = status.message(), "task refused");
-                        TaskOutcome {
-                            accepted: false,
-                            code: code_name(status.code()).to_owned(),
-                            message: status.message().to_owned(),
-                        }
-                    }
+                let result = task.and_then(|task| self.start(task));
+                if let Err(status) = &result {
+                    warn!(task = %name, code = ?status.code(), message = status.message(), "task refused");
                 }
+                outcome(result)
             })
             .collect();
         Ok(Response::new(SubmitTasksResponse { outcomes }))

@@ -77,16 +77,9 @@ pub(crate) enum Request {
         session: String,
         attempts: Vec<AttemptRef>,
     },
-    Report {
-        executor: ExecutorId,
-        attempt: AttemptRef,
-        state: AttemptState,
-        failure: Option<Failure>,
-        missing_partition: Option<PartitionRef>,
-        reply: oneshot::Sender<Result<(), ApiError>>,
-    },
-    /// An executor's batch of reports (UpdateTaskStates), applied in order within one turn, so
-    /// the orders they cause together leave together. The reply has one verdict per report.
+    /// An executor's reports (an UpdateTaskStates batch, or one UpdateTaskState), applied in
+    /// order within one turn, so the orders they cause together leave together. The reply has
+    /// one verdict per report.
     Reports {
         executor: ExecutorId,
         reports: Vec<Report>,
@@ -203,17 +196,6 @@ impl Coordinator {
                 if current {
                     self.heartbeat(executor, &attempts);
                 }
-            }
-            Request::Report {
-                executor,
-                attempt,
-                state,
-                failure,
-                missing_partition,
-                reply,
-            } => {
-                let result = self.report(executor, &attempt, state, failure, missing_partition);
-                let _ = reply.send(result);
             }
             Request::Reports {
                 executor,

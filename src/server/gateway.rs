@@ -23,7 +23,7 @@ use crate::api::v1::{
     UpdateTaskStatesResponse,
 };
 use crate::core::{AttemptState, ExecutorId};
-use crate::executor::code_name;
+use crate::executor::outcome;
 
 pub(crate) struct Gateway {
     shared: Arc<Shared>,
@@ -83,24 +83,6 @@ fn validate(
         failure,
         missing_partition,
     })
-}
-
-/// The outcome of one update of a batch, as UpdateTaskState would have answered it.
-fn outcome(result: Result<(), ApiError>) -> TaskOutcome {
-    match result {
-        Ok(()) => TaskOutcome {
-            accepted: true,
-            ..TaskOutcome::default()
-        },
-        Err(e) => {
-            let status = Status::from(e);
-            TaskOutcome {
-                accepted: false,
-                code: code_name(status.code()).to_owned(),
-                message: status.message().to_owned(),
-            }
-        }
-    }
 }
 
 type HeartbeatStream = Pin<Box<dyn Stream<Item = Result<HeartbeatResponse, Status>> + Send>>;
@@ -229,16 +211,19 @@ impl TaskExecutorGateway for Gateway {
             &r.message,
             r.missing_partition,
         )?;
-        self.shared
-            .ask(|reply| Request::Report {
+        let verdicts = self
+            .shared
+            .ask(|reply| Request::Reports {
                 executor,
-                attempt: report.attempt,
-                state: report.state,
-                failure: report.failure,
-                missing_partition: report.missing_partition,
+                reports: vec![report],
                 reply,
             })
             .await?;
+        // One report, one verdict.
+        verdicts
+            .into_iter()
+            .next()
+            .unwrap_or(Err(ApiError::ShuttingDown))?;
         Ok(Response::new(UpdateTaskStateResponse {}))
     }
 
@@ -287,7 +272,7 @@ impl TaskExecutorGateway for Gateway {
                 // The coordinator answers one verdict per report it was given.
                 None => verdicts.next().unwrap_or(Err(ApiError::ShuttingDown)),
             })
-            .map(outcome)
+            .map(|result| outcome(result.map_err(Status::from)))
             .collect();
         let refused = outcomes.iter().filter(|o| !o.accepted).count();
         if refused > 0 {

@@ -21,11 +21,12 @@ use jobmaster::api::v1::task_executor_service_server::{
 };
 use jobmaster::api::v1::{
     AttemptRef, CancelTaskRequest, CancelTaskResponse, CancelTasksRequest, CancelTasksResponse,
-    FetchPartitionRequest, GetJobRequest, GetJobResponse, HeartbeatRequest, HeartbeatResponse,
-    ListExecutorsRequest, PartitionChunk, RegisterExecutorRequest, RegisterExecutorResponse,
-    ReleasePartitionsRequest, ReleasePartitionsResponse, SubmitJobRequest, SubmitTaskRequest,
-    SubmitTaskResponse, SubmitTasksRequest, SubmitTasksResponse, TaskInfo, TaskOutcome,
-    TaskStateUpdate, UpdateTaskStateRequest, UpdateTaskStatesRequest,
+    ExecutorInfo, FetchPartitionRequest, GetJobRequest, GetJobResponse, HeartbeatRequest,
+    HeartbeatResponse, ListExecutorsRequest, PartitionChunk, RegisterExecutorRequest,
+    RegisterExecutorResponse, ReleasePartitionsRequest, ReleasePartitionsResponse,
+    SubmitJobRequest, SubmitTaskRequest, SubmitTaskResponse, SubmitTasksRequest,
+    SubmitTasksResponse, TaskInfo, TaskOutcome, TaskStateUpdate, UpdateTaskStateRequest,
+    UpdateTaskStatesRequest,
 };
 use jobmaster::settings::Settings;
 use tokio::net::TcpListener;
@@ -156,6 +157,11 @@ impl Daemon {
         .expect("connect to the daemon")
     }
 
+    /// An executor's client of the TaskExecutorGateway.
+    pub async fn gateway(&self) -> TaskExecutorGatewayClient<Channel> {
+        TaskExecutorGatewayClient::new(self.channel().await)
+    }
+
     /// An operator client.
     pub async fn client(&self) -> JobMasterServiceClient<Channel> {
         JobMasterServiceClient::new(self.channel().await)
@@ -184,22 +190,34 @@ impl Drop for Daemon {
 
 // ----- operator helpers ---------------------------------------------------------------------
 
-pub async fn submit(client: &JobMasterServiceClient<Channel>, spec: &str) -> String {
+/// SubmitJob of `spec` in `format` ("" to guess); the job id, or why it was refused.
+pub async fn try_submit(
+    client: &JobMasterServiceClient<Channel>,
+    spec: &str,
+    format: &str,
+) -> Result<String, Status> {
     let mut c = client.clone();
     bounded(
         "SubmitJob",
         c.submit_job(SubmitJobRequest {
             spec: spec.to_owned(),
-            format: String::new(),
+            format: format.to_owned(),
         }),
     )
     .await
-    .unwrap_or_else(|s| panic!("SubmitJob refused: {s:?}"))
-    .into_inner()
-    .job_id
+    .map(|answer| answer.into_inner().job_id)
 }
 
-pub async fn get_job(client: &JobMasterServiceClient<Channel>, job: &str) -> GetJobResponse {
+pub async fn submit(client: &JobMasterServiceClient<Channel>, spec: &str) -> String {
+    try_submit(client, spec, "")
+        .await
+        .unwrap_or_else(|s| panic!("SubmitJob refused: {s:?}"))
+}
+
+pub async fn try_get_job(
+    client: &JobMasterServiceClient<Channel>,
+    job: &str,
+) -> Result<GetJobResponse, Status> {
     let mut c = client.clone();
     bounded(
         "GetJob",
@@ -208,8 +226,13 @@ pub async fn get_job(client: &JobMasterServiceClient<Channel>, job: &str) -> Get
         }),
     )
     .await
-    .unwrap_or_else(|s| panic!("GetJob {job}: {s:?}"))
-    .into_inner()
+    .map(Response::into_inner)
+}
+
+pub async fn get_job(client: &JobMasterServiceClient<Channel>, job: &str) -> GetJobResponse {
+    try_get_job(client, job)
+        .await
+        .unwrap_or_else(|s| panic!("GetJob {job}: {s:?}"))
 }
 
 pub fn task<'a>(job: &'a GetJobResponse, name: &str) -> &'a TaskInfo {
@@ -254,16 +277,38 @@ pub async fn wait_all_running(
     .await
 }
 
-pub async fn executor_ids(client: &JobMasterServiceClient<Channel>) -> Vec<String> {
+/// Waits until the job is RUNNING with every task RUNNING as attempt `attempt`.
+pub async fn wait_all_running_as(
+    client: &JobMasterServiceClient<Channel>,
+    job: &str,
+    attempt: u32,
+) -> GetJobResponse {
+    wait_job(
+        client,
+        job,
+        &format!("every task RUNNING as attempt {attempt}"),
+        |j| {
+            j.state == "RUNNING"
+                && j.tasks
+                    .iter()
+                    .all(|t| t.state == "RUNNING" && t.attempt == attempt)
+        },
+    )
+    .await
+}
+
+/// The registered executors, as ListExecutors lists them.
+pub async fn executors(client: &JobMasterServiceClient<Channel>) -> Vec<ExecutorInfo> {
     let mut c = client.clone();
     bounded("ListExecutors", c.list_executors(ListExecutorsRequest {}))
         .await
         .expect("ListExecutors")
         .into_inner()
         .executors
-        .into_iter()
-        .map(|e| e.id)
-        .collect()
+}
+
+pub async fn executor_ids(client: &JobMasterServiceClient<Channel>) -> Vec<String> {
+    executors(client).await.into_iter().map(|e| e.id).collect()
 }
 
 /// The wire reference of `task` ("vertex#subtask") of `job`, attempt `attempt`.
@@ -346,6 +391,41 @@ impl Call {
             Call::Release { .. } => None,
         }
     }
+
+    /// What the call commanded; `None` for a Release.
+    pub fn command(&self) -> Option<Command> {
+        match self {
+            Call::Submit { .. } => Some(Command::Submit),
+            Call::Cancel { .. } => Some(Command::Cancel),
+            Call::Release { .. } => None,
+        }
+    }
+
+    /// The JobMaster epoch the call carried.
+    pub fn epoch(&self) -> u64 {
+        match self {
+            Call::Submit { epoch, .. }
+            | Call::Cancel { epoch, .. }
+            | Call::Release { epoch, .. } => *epoch,
+        }
+    }
+
+    /// Whether this is a Submit of `attempt` of `task` of `job`.
+    pub fn is_submit_of(&self, job: &str, task: &str, attempt: u32) -> bool {
+        self.command() == Some(Command::Submit) && self.target() == Some((job, task, attempt))
+    }
+
+    /// Whether this is a Cancel of `attempt` of `task` of `job`.
+    pub fn is_cancel_of(&self, job: &str, task: &str, attempt: u32) -> bool {
+        self.command() == Some(Command::Cancel) && self.target() == Some((job, task, attempt))
+    }
+}
+
+/// What a [`Call`] or a [`Batch`] commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Submit,
+    Cancel,
 }
 
 /// One RPC that carried submits or cancels.
@@ -359,6 +439,23 @@ pub enum Batch {
     CancelTask,
     /// A CancelTasks with this many attempts.
     CancelTasks(usize),
+}
+
+impl Batch {
+    pub fn command(&self) -> Command {
+        match self {
+            Batch::SubmitTask | Batch::SubmitTasks(_) => Command::Submit,
+            Batch::CancelTask | Batch::CancelTasks(_) => Command::Cancel,
+        }
+    }
+
+    /// How many tasks a batch call carried; `None` for a unary call.
+    pub fn batched(&self) -> Option<usize> {
+        match self {
+            Batch::SubmitTasks(n) | Batch::CancelTasks(n) => Some(*n),
+            Batch::SubmitTask | Batch::CancelTask => None,
+        }
+    }
 }
 
 type AttemptKey = (String, String, u32, u32);
@@ -420,8 +517,20 @@ impl Inner {
         }
     }
 
-    /// A SubmitTask, alone or in a batch: holds the attempt, reports RUNNING soon.
-    fn submit(self: &Arc<Self>, attempt: AttemptRef, epoch: u64) {
+    /// Records one RPC that carried submits or cancels.
+    fn record_batch(&self, batch: Batch) {
+        lock(&self.batches).push(batch);
+    }
+
+    /// One task of a SubmitTask or SubmitTasks call: keeps its descriptor, holds the attempt,
+    /// reports RUNNING soon. Refused when the attempt is missing.
+    fn submit(self: &Arc<Self>, task: SubmitTaskRequest) -> Result<(), Status> {
+        let attempt = task
+            .attempt
+            .clone()
+            .ok_or_else(|| Status::invalid_argument("attempt is missing"))?;
+        let epoch = task.epoch;
+        lock(&self.descriptors).push(task);
         let seq = {
             let mut s = lock(&self.state);
             s.held.insert(key(&attempt), attempt.clone());
@@ -434,9 +543,44 @@ impl Inner {
             epoch,
         });
         tokio::spawn(self.clone().report_running(attempt, seq));
+        Ok(())
     }
 
-    /// A CancelTask, alone or in a batch: drops the attempt and reports CANCELED, or (without
+    /// A CancelTask (`batch` says which call) of each of `attempts`, in order.
+    fn cancel_all(self: &Arc<Self>, batch: Batch, attempts: Vec<AttemptRef>, epoch: u64) {
+        self.record_batch(batch);
+        for attempt in attempts {
+            self.cancel(attempt, epoch);
+        }
+    }
+
+    /// Stops the attempts cancelled so far and hands them over, in the order they arrived.
+    fn take_unconfirmed(&self) -> Vec<AttemptRef> {
+        let mut s = lock(&self.state);
+        let pending = std::mem::take(&mut s.unconfirmed);
+        for a in &pending {
+            s.held.remove(&key(a));
+        }
+        pending
+    }
+
+    /// The attempt ended (`state` FINISHED or FAILED): drops it, then reports it.
+    async fn end(
+        &self,
+        attempt: &AttemptRef,
+        state: &str,
+        class: &str,
+        message: &str,
+    ) -> Result<(), Status> {
+        lock(&self.state).held.remove(&key(attempt));
+        bounded(
+            "UpdateTaskState",
+            self.update(attempt, state, class, message),
+        )
+        .await
+    }
+
+    /// One attempt of a CancelTask or CancelTasks call: drops the attempt and reports CANCELED, or (without
     /// auto-cancel) keeps it until `confirm_cancels`.
     fn cancel(self: &Arc<Self>, attempt: AttemptRef, epoch: u64) {
         self.record(Call::Cancel {
@@ -586,16 +730,9 @@ impl TaskExecutorService for Service {
         &self,
         request: Request<SubmitTaskRequest>,
     ) -> Result<Response<SubmitTaskResponse>, Status> {
-        let r = request.into_inner();
-        let attempt = r
-            .attempt
-            .clone()
-            .ok_or_else(|| Status::invalid_argument("attempt is missing"))?;
         self.0.submit_delay().await;
-        lock(&self.0.batches).push(Batch::SubmitTask);
-        let epoch = r.epoch;
-        lock(&self.0.descriptors).push(r);
-        self.0.submit(attempt, epoch);
+        self.0.record_batch(Batch::SubmitTask);
+        self.0.submit(request.into_inner())?;
         Ok(Response::new(SubmitTaskResponse {}))
     }
 
@@ -605,26 +742,15 @@ impl TaskExecutorService for Service {
     ) -> Result<Response<SubmitTasksResponse>, Status> {
         let r = request.into_inner();
         self.0.submit_delay().await;
-        lock(&self.0.batches).push(Batch::SubmitTasks(r.tasks.len()));
+        self.0.record_batch(Batch::SubmitTasks(r.tasks.len()));
         let outcomes = jobmaster::executor::unbatch(r)
             .into_iter()
-            .map(|task| match task {
-                Ok(task) => match task.attempt.clone() {
-                    Some(attempt) => {
-                        let epoch = task.epoch;
-                        lock(&self.0.descriptors).push(task);
-                        self.0.submit(attempt, epoch);
-                        TaskOutcome {
-                            accepted: true,
-                            ..TaskOutcome::default()
-                        }
-                    }
-                    None => TaskOutcome {
-                        accepted: false,
-                        code: "INVALID_ARGUMENT".into(),
-                        message: "attempt is missing".into(),
-                    },
+            .map(|task| match task.and_then(|task| self.0.submit(task)) {
+                Ok(()) => TaskOutcome {
+                    accepted: true,
+                    ..TaskOutcome::default()
                 },
+                // Both refusals (a malformed batch entry, a missing attempt) are INVALID_ARGUMENT.
                 Err(status) => TaskOutcome {
                     accepted: false,
                     code: "INVALID_ARGUMENT".into(),
@@ -651,8 +777,7 @@ impl TaskExecutorService for Service {
         let attempt = r
             .attempt
             .ok_or_else(|| Status::invalid_argument("attempt is missing"))?;
-        lock(&self.0.batches).push(Batch::CancelTask);
-        self.0.cancel(attempt, r.epoch);
+        self.0.cancel_all(Batch::CancelTask, vec![attempt], r.epoch);
         Ok(Response::new(CancelTaskResponse {}))
     }
 
@@ -661,10 +786,8 @@ impl TaskExecutorService for Service {
         request: Request<CancelTasksRequest>,
     ) -> Result<Response<CancelTasksResponse>, Status> {
         let r = request.into_inner();
-        lock(&self.0.batches).push(Batch::CancelTasks(r.attempts.len()));
-        for attempt in r.attempts {
-            self.0.cancel(attempt, r.epoch);
-        }
+        self.0
+            .cancel_all(Batch::CancelTasks(r.attempts.len()), r.attempts, r.epoch);
         Ok(Response::new(CancelTasksResponse {}))
     }
 
@@ -719,7 +842,7 @@ impl FakeExecutor {
             .await
             .expect("bind executor");
         let addr = listener.local_addr().expect("executor address");
-        let gateway = TaskExecutorGatewayClient::new(daemon.channel().await);
+        let gateway = daemon.gateway().await;
         let (acked, _) = watch::channel(0);
         let inner = Arc::new(Inner {
             id: id.to_owned(),
@@ -820,6 +943,22 @@ impl FakeExecutor {
         self.inner.reregister_asks.load(Ordering::SeqCst)
     }
 
+    /// Waits until a heartbeat answer told the executor to register again.
+    pub async fn wait_reregister_asked(&self) {
+        eventually(
+            &format!("{} told to register again", self.id),
+            DEADLINE,
+            || async {
+                if self.reregister_asks() > 0 {
+                    Ok(())
+                } else {
+                    Err(format!("{} answers", self.heartbeats_answered()))
+                }
+            },
+        )
+        .await
+    }
+
     /// Waits until `n` more heartbeats have been answered.
     pub async fn wait_heartbeats(&self, n: u64) {
         let target = self.heartbeats_answered() + n;
@@ -844,22 +983,12 @@ impl FakeExecutor {
         class: &str,
         message: &str,
     ) -> Result<(), Status> {
-        lock(&self.inner.state).held.remove(&key(attempt));
-        bounded(
-            "UpdateTaskState",
-            self.inner.update(attempt, "FAILED", class, message),
-        )
-        .await
+        self.inner.end(attempt, "FAILED", class, message).await
     }
 
     /// The attempt finished: drop it and report FINISHED.
     pub async fn finish(&self, attempt: &AttemptRef) -> Result<(), Status> {
-        lock(&self.inner.state).held.remove(&key(attempt));
-        bounded(
-            "UpdateTaskState",
-            self.inner.update(attempt, "FINISHED", "", ""),
-        )
-        .await
+        self.inner.end(attempt, "FINISHED", "", "").await
     }
 
     /// Reports several updates in one UpdateTaskStates call, with this executor's session;
@@ -879,12 +1008,8 @@ impl FakeExecutor {
                 }
             }
         }
-        let session = self.session();
-        bounded(
-            "UpdateTaskStates",
-            self.inner.update_batch(&self.id, &session, updates),
-        )
-        .await
+        self.report_batch_as(&self.id, &self.session(), updates)
+            .await
     }
 
     /// One UpdateTaskStates call under any executor id and session (an unknown or replaced
@@ -905,24 +1030,14 @@ impl FakeExecutor {
     /// Stops the attempts cancelled so far and reports them all CANCELED in one
     /// UpdateTaskStates call (in the order the cancels arrived); returns the outcomes.
     pub async fn confirm_cancels_batched(&self) -> Result<Vec<TaskOutcome>, Status> {
-        let pending = {
-            let mut s = lock(&self.inner.state);
-            let pending = std::mem::take(&mut s.unconfirmed);
-            for a in &pending {
-                s.held.remove(&key(a));
-            }
-            pending
-        };
-        let updates = pending
+        let updates = self
+            .inner
+            .take_unconfirmed()
             .iter()
             .map(|a| state_update(a, "CANCELED"))
             .collect();
-        let session = self.session();
-        bounded(
-            "UpdateTaskStates",
-            self.inner.update_batch(&self.id, &session, updates),
-        )
-        .await
+        self.report_batch_as(&self.id, &self.session(), updates)
+            .await
     }
 
     /// Cancels received and not yet confirmed (without auto-cancel).
@@ -951,15 +1066,7 @@ impl FakeExecutor {
 
     /// Stops the attempts cancelled so far and reports them CANCELED.
     pub async fn confirm_cancels(&self) {
-        let pending = {
-            let mut s = lock(&self.inner.state);
-            let pending = std::mem::take(&mut s.unconfirmed);
-            for a in &pending {
-                s.held.remove(&key(a));
-            }
-            pending
-        };
-        for a in pending {
+        for a in self.inner.take_unconfirmed() {
             let _ = bounded("UpdateTaskState", self.inner.update(&a, "CANCELED", "", "")).await;
         }
     }
@@ -994,6 +1101,16 @@ impl Drop for FakeExecutor {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Waits until the executor received a Cancel of `attempt` of `task` of `job`.
+pub async fn wait_cancel(fake: &FakeExecutor, job: &str, task: &str, attempt: u32) -> Call {
+    wait_call(
+        fake,
+        &format!("CancelTask of {task} attempt {attempt}"),
+        |c| c.is_cancel_of(job, task, attempt),
+    )
+    .await
 }
 
 /// Waits until the executor received a call matching `pred`, and returns it.

@@ -117,25 +117,34 @@ impl Cluster {
             .expect("open a log file")
     }
 
-    pub async fn start_jobmaster(&mut self) {
-        let log = self.root.join("jobmaster.log");
-        let out = self.log("jobmaster");
-        let child = Command::new(JOBMASTER)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-            ])
+    /// Spawns `command` in the test directory with the cluster's environment, no stdin, and
+    /// its output appended to `NAME.log`; panics with `what` if it cannot start.
+    fn spawn_logged(&self, command: &mut Command, name: &str, what: &str) -> Child {
+        let out = self.log(name);
+        command
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .current_dir(&self.root)
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("clone a log handle"))
             .stderr(out)
             .spawn()
-            .expect("start the jobmaster");
+            .expect(what)
+    }
+
+    pub async fn start_jobmaster(&mut self) {
+        let log = self.root.join("jobmaster.log");
+        let child = self.spawn_logged(
+            Command::new(JOBMASTER).args([
+                "--listen",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+            ]),
+            "jobmaster",
+            "start the jobmaster",
+        );
         self.jobmaster = Some(child);
         // The daemon logs `jobmaster listening` with the address it bound.
         let (grpc, epoch) = eventually("the jobmaster listens", Duration::from_secs(30), || {
@@ -184,26 +193,22 @@ impl Cluster {
         if let Some(old) = self.executors.get_mut(id) {
             assert!(!old.alive, "executor {id} still runs");
         }
-        let out = self.log(id);
         let data = self.data_dir(id);
         let persistent = self.root.join("persistent");
-        let child = Command::new(TASKEXECUTOR)
-            .arg("--jobmaster")
-            .arg(&self.url)
-            .args(["--listen", "127.0.0.1:0", "--id", id])
-            .arg("--slots")
-            .arg(slots.to_string())
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--persistent-dir")
-            .arg(&persistent)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .current_dir(&self.root)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("clone a log handle"))
-            .stderr(out)
-            .spawn()
-            .expect("start a taskexecutor");
+        let child = self.spawn_logged(
+            Command::new(TASKEXECUTOR)
+                .arg("--jobmaster")
+                .arg(&self.url)
+                .args(["--listen", "127.0.0.1:0", "--id", id])
+                .arg("--slots")
+                .arg(slots.to_string())
+                .arg("--data-dir")
+                .arg(&data)
+                .arg("--persistent-dir")
+                .arg(&persistent),
+            id,
+            "start a taskexecutor",
+        );
         self.executors
             .insert(id.to_owned(), Executor { child, alive: true });
     }
