@@ -861,6 +861,44 @@ async fn health_and_reflection_answer() {
     .await;
 }
 
+/// grpcio's reflection client and older grpcurl speak only v1alpha.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_v1alpha_lists_the_services_for_older_clients() {
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+
+    within(TEST_LIMIT, async {
+        let daemon = Daemon::start(settings(&[])).await;
+        let mut reflection = ServerReflectionClient::new(daemon.channel().await);
+        let requests = tokio_stream::iter(vec![ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        }]);
+        let mut answers = bounded("reflection", reflection.server_reflection_info(requests))
+            .await
+            .expect("v1alpha reflection answers")
+            .into_inner();
+        let answer = bounded("reflection answer", answers.message())
+            .await
+            .expect("reflection stream")
+            .expect("an answer");
+        let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+            panic!("ListServices is answered with a service list");
+        };
+        let services: BTreeSet<String> = list.service.into_iter().map(|s| s.name).collect();
+        for expected in [
+            "jobmaster.v1.JobMasterService",
+            "jobmaster.v1.TaskExecutorGateway",
+            "grpc.health.v1.Health",
+        ] {
+            assert!(services.contains(expected), "{expected} in {services:?}");
+        }
+    })
+    .await;
+}
+
 // ----- 8. bad input -------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -150,6 +150,8 @@ async fn main() -> anyhow::Result<()> {
         let _ = stop_executors.send(());
     })
     .await;
+    // Local executors stop with the daemon, also when it ends on an error.
+    let _ = stop.send(());
     let local = !waiters.is_empty();
     for w in waiters {
         let _ = w.await;
@@ -157,7 +159,7 @@ async fn main() -> anyhow::Result<()> {
     if local {
         let _ = std::fs::remove_dir_all(&local_root);
     }
-    result
+    Ok(result?)
 }
 
 /// Submits a spec to the daemon at `endpoint`, retrying while it starts.

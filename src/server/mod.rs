@@ -19,7 +19,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use dashmap::DashMap;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, watch};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 pub use error::ApiError;
 
@@ -168,13 +168,55 @@ pub(crate) fn parse_job_id(text: &str) -> Result<JobId, ApiError> {
     })
 }
 
+/// Why [`serve`] ended other than by its shutdown future.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot read the listeners' addresses: {0}")]
+    Listener(#[from] std::io::Error),
+    #[error("cannot build the gRPC reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The coordinator (the one owner of the core) panicked: nothing can be decided any more,
+    /// so the process must end and a supervisor restart it.
+    #[error("the coordinator panicked: {0}")]
+    CoordinatorPanicked(String),
+    #[error("the coordinator stopped unexpectedly")]
+    CoordinatorStopped,
+}
+
+/// Waits for `shutdown`, or for the coordinator to end first — which only a bug does (a panic
+/// in the core): then the daemon could only answer UNAVAILABLE forever, so it is an error
+/// that ends [`serve`] and the process.
+async fn supervise(
+    shutdown: impl Future<Output = ()>,
+    coordinator: &mut tokio::task::JoinHandle<()>,
+) -> Result<(), ServeError> {
+    tokio::select! {
+        () = shutdown => Ok(()),
+        ended = coordinator => Err(match ended {
+            Err(e) if e.is_panic() => {
+                let payload = e.into_panic();
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "(no message)".to_owned());
+                ServeError::CoordinatorPanicked(message)
+            }
+            _ => ServeError::CoordinatorStopped,
+        }),
+    }
+}
+
 /// Runs the daemon on `grpc` (gRPC) and `http` (liveness page) until `shutdown` completes.
+///
+/// Returns an error if the coordinator dies first (see [`ServeError::CoordinatorPanicked`]);
+/// the servers are stopped before it returns.
 pub async fn serve(
     settings: Settings,
     grpc: TcpListener,
     http: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<(), ServeError> {
     let epoch = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -202,7 +244,7 @@ pub async fn serve(
             settings.scheduler.seed
         },
     });
-    let coordinator = tokio::spawn(Coordinator::new(core, shared.clone()).run(rx));
+    let mut coordinator = tokio::spawn(Coordinator::new(core, shared.clone()).run(rx));
     let watchdog = tokio::spawn(gateway::watchdog(shared.clone()));
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -212,10 +254,15 @@ pub async fn serve(
     health_reporter
         .set_serving::<TaskExecutorGatewayServer<gateway::Gateway>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::api::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Both reflection versions: grpcurl and current clients speak v1, grpcio's reflection
+    // client and older grpcurl only v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::api::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
     let limit = settings.server.max_message_bytes;
     let operator = JobMasterServiceServer::new(operator::Operator::new(shared.clone()))
         .max_decoding_message_size(limit)
@@ -236,7 +283,8 @@ pub async fn serve(
             oversize_is_resource_exhausted,
         ))
         .add_service(health)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(operator)
         .add_service(gateway)
         .serve_with_incoming_shutdown(
@@ -253,8 +301,13 @@ pub async fn serve(
     let mut grpc_task = tokio::spawn(grpc_server);
     let mut http_task = tokio::spawn(async move { http_server.await });
 
-    shutdown.await;
-    info!("shutting down");
+    let outcome = supervise(shutdown, &mut coordinator).await;
+    match &outcome {
+        Ok(()) => info!("shutting down"),
+        Err(e) => {
+            error!(error = %e, "coordinator failed: stopping so that a supervisor restarts the jobmaster")
+        }
+    }
     shared.stopping.send_replace(true);
     let _ = stop_tx.send(());
     let grace = settings.server.shutdown_grace;
@@ -286,5 +339,31 @@ pub async fn serve(
     }
     watchdog.abort();
     coordinator.abort();
-    Ok(())
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_coordinator_panic_ends_the_daemon_with_its_message() {
+        let mut coordinator = tokio::spawn(async { panic!("slot index out of date") });
+        let outcome = supervise(std::future::pending(), &mut coordinator).await;
+        match outcome {
+            Err(ServeError::CoordinatorPanicked(message)) => {
+                assert_eq!(message, "slot index out of date")
+            }
+            other => panic!("expected a coordinator panic, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_the_daemon_cleanly_while_the_coordinator_runs() {
+        let mut coordinator = tokio::spawn(std::future::pending::<()>());
+        let outcome = supervise(async {}, &mut coordinator).await;
+        assert!(outcome.is_ok(), "{outcome:?}");
+        assert!(!coordinator.is_finished());
+        coordinator.abort();
+    }
 }

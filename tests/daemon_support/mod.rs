@@ -117,7 +117,7 @@ pub struct Daemon {
     pub http_addr: SocketAddr,
     pub settings: Settings,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+    task: Option<JoinHandle<Result<(), jobmaster::server::ServeError>>>,
 }
 
 impl Daemon {
@@ -168,7 +168,7 @@ impl Daemon {
     }
 
     /// Completes the shutdown future and returns what `serve` returned and how long it took.
-    pub async fn shutdown(mut self) -> (anyhow::Result<()>, Duration) {
+    pub async fn shutdown(mut self) -> (Result<(), jobmaster::server::ServeError>, Duration) {
         let started = Instant::now();
         let _ = self.stop.take().expect("not stopped yet").send(());
         let task = self.task.take().expect("running");
