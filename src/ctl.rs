@@ -8,6 +8,7 @@ use serde_json::json;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 
+use crate::api::reason::NamedReason;
 use crate::api::v1::job_master_service_client::JobMasterServiceClient;
 use crate::api::v1::{
     CancelJobRequest, ExplainFailoverRequest, GetExceptionHistoryRequest, GetJobRequest,
@@ -223,16 +224,7 @@ pub async fn explain(
         let scope = x
             .region
             .map_or_else(|| x.tasks.join(" "), |r| format!("region {r}"));
-        let why = match x.reason.as_str() {
-            "failed" => format!("failed: {}", x.failed_task),
-            "producer-of-lost-input" => format!(
-                "producer of lost input {} (read by {})",
-                x.partition, x.consumer
-            ),
-            "consumer-of-restarted-region" => format!("consumer of restarted {}", x.producer),
-            "lost-output" => format!("lost output {} still needed", x.partition),
-            other => other.to_owned(),
-        };
+        let why = NamedReason::from_wire(&x).to_string();
         let _ = writeln!(out, "{scope:<12} {why:<50} {}", x.tasks.join(" "));
     }
     Ok(out)

@@ -7,9 +7,11 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::api::reason::{NamedReason, scope_name};
+
 use crate::core::{
-    ExecutionGraph, FailoverStrategy, JobSpec, PartitionId, RegionId, Regions, RestartReason,
-    RestartScope, RestartSet, TaskId, compute_restart_set,
+    ExecutionGraph, FailoverStrategy, JobSpec, PartitionId, Regions, RestartReason, RestartScope,
+    RestartSet, TaskId, compute_restart_set,
 };
 
 /// What to plan for.
@@ -97,36 +99,30 @@ impl Plan {
             reasons: self.restart.as_ref().map(|rs| {
                 rs.entries
                     .iter()
-                    .map(|e| ReasonJson {
-                        region: match e.scope {
-                            RestartScope::Region(r) => Some(r.0),
-                            RestartScope::Task(_) => None,
-                        },
-                        tasks: names(&self.scope_tasks(e.scope)),
-                        reason: e.reason.kind(),
-                        failed_task: match e.reason {
-                            RestartReason::Failed { task } => Some(self.task_name(task)),
-                            _ => None,
-                        },
-                        partition: match e.reason {
-                            RestartReason::ProducerOfLostInput { partition, .. }
-                            | RestartReason::LostOutput { partition } => {
-                                Some(self.graph.partition_name(partition))
-                            }
-                            _ => None,
-                        },
-                        consumer: match e.reason {
-                            RestartReason::ProducerOfLostInput { consumer, .. } => {
-                                Some(self.scope_json(consumer))
-                            }
-                            _ => None,
-                        },
-                        producer: match e.reason {
-                            RestartReason::ConsumerOfRestartedRegion { producer } => {
-                                Some(self.scope_json(producer))
-                            }
-                            _ => None,
-                        },
+                    .map(|e| {
+                        let named = NamedReason::new(&self.graph, e.reason);
+                        ReasonJson {
+                            region: match e.scope {
+                                RestartScope::Region(r) => Some(r.0),
+                                RestartScope::Task(_) => None,
+                            },
+                            tasks: names(&self.scope_tasks(e.scope)),
+                            reason: e.reason.kind(),
+                            failed_task: named.failed_task,
+                            partition: named.partition,
+                            consumer: match e.reason {
+                                RestartReason::ProducerOfLostInput { consumer, .. } => {
+                                    Some(self.scope_json(consumer))
+                                }
+                                _ => None,
+                            },
+                            producer: match e.reason {
+                                RestartReason::ConsumerOfRestartedRegion { producer } => {
+                                    Some(self.scope_json(producer))
+                                }
+                                _ => None,
+                            },
+                        }
                     })
                     .collect()
             }),
@@ -192,8 +188,8 @@ impl Plan {
             .iter()
             .map(|e| {
                 [
-                    self.scope_label(e.scope),
-                    self.reason_text(e.reason),
+                    scope_name(&self.graph, e.scope),
+                    NamedReason::new(&self.graph, e.reason).to_string(),
                     self.compact(&self.scope_tasks(e.scope)),
                 ]
             })
@@ -228,35 +224,6 @@ impl Plan {
         match scope {
             RestartScope::Region(r) => ScopeJson::Region(r.0),
             RestartScope::Task(t) => ScopeJson::Task(self.task_name(t)),
-        }
-    }
-
-    fn scope_label(&self, scope: RestartScope) -> String {
-        match scope {
-            RestartScope::Region(RegionId(r)) => format!("region {r}"),
-            RestartScope::Task(t) => self.task_name(t),
-        }
-    }
-
-    fn reason_text(&self, reason: RestartReason) -> String {
-        match reason {
-            RestartReason::Failed { task } => format!("failed: {}", self.task_name(task)),
-            RestartReason::ProducerOfLostInput {
-                partition,
-                consumer,
-            } => format!(
-                "producer of lost input {} (read by {})",
-                self.graph.partition_name(partition),
-                self.scope_label(consumer)
-            ),
-            RestartReason::ConsumerOfRestartedRegion { producer } => {
-                format!("consumer of restarted {}", self.scope_label(producer))
-            }
-            RestartReason::LostOutput { partition } => format!(
-                "lost output {} still needed",
-                self.graph.partition_name(partition)
-            ),
-            RestartReason::FullRestart => "full restart".to_owned(),
         }
     }
 

@@ -184,11 +184,7 @@ mod humantime_serde {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(text.trim()).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "{text:?} is not a duration ({e}); write e.g. \"500ms\", \"4s\", \"5min\""
-            ))
-        })
+        crate::core::duration::parse_duration(&text).map_err(serde::de::Error::custom)
     }
 }
 

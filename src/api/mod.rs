@@ -1,4 +1,10 @@
-//! Generated protocol code (`proto/jobmaster/v1`) and the descriptor set for reflection.
+//! The wire: generated protocol code (`proto/jobmaster/v1`), the descriptor set for
+//! reflection, and the one place where wire names and core ids are converted ([`convert`]).
+//! Wire vocabulary (task and job states, failure classes, exchanges, event kinds) is spelled by
+//! the core types' `name()`/`Display` and parsed by their `FromStr` (`crate::core::names`).
+
+pub mod convert;
+pub mod reason;
 
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod v1 {

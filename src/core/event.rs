@@ -30,6 +30,13 @@ pub enum FailureClass {
 }
 
 impl FailureClass {
+    pub const ALL: [FailureClass; 4] = [
+        FailureClass::Recoverable,
+        FailureClass::NonRecoverable,
+        FailureClass::ExecutorLost,
+        FailureClass::PartitionLost,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             FailureClass::Recoverable => "recoverable",
@@ -39,15 +46,9 @@ impl FailureClass {
         }
     }
 
-    /// Parses the names used in specs, scenarios and the API.
+    /// Parses the names used in specs, scenarios and the API (the `FromStr` impl).
     pub fn parse(name: &str) -> Option<FailureClass> {
-        match name {
-            "recoverable" => Some(FailureClass::Recoverable),
-            "non-recoverable" => Some(FailureClass::NonRecoverable),
-            "executor-lost" => Some(FailureClass::ExecutorLost),
-            "partition-lost" => Some(FailureClass::PartitionLost),
-            _ => None,
-        }
+        name.parse().ok()
     }
 }
 
@@ -181,4 +182,17 @@ pub enum Notice {
         executor: ExecutorId,
         reason: String,
     },
+}
+
+impl Notice {
+    /// The event kind this notice is shown as, by `WatchEvents` and `jmctl simulate`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Notice::JobState { .. } => "job-state",
+            Notice::TaskState { .. } => "task-state",
+            Notice::RestartScheduled { .. } => "restart-scheduled",
+            Notice::ExecutorRegistered { .. } => "executor-registered",
+            Notice::ExecutorLost { .. } => "executor-lost",
+        }
+    }
 }

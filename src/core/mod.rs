@@ -6,11 +6,13 @@
 use std::fmt;
 
 pub mod attempt;
+pub mod duration;
 pub mod event;
 pub mod graph;
 pub mod history;
 pub mod job_state;
 pub mod jobmaster;
+pub mod names;
 pub mod region;
 pub mod restart;
 pub mod restart_set;
@@ -25,6 +27,7 @@ pub use jobmaster::{
     CoreConfig, CoreError, Counters, JobMaster, PartitionHost, PastAttempt, Rejected, TaskView,
     UNSEEN_HEARTBEATS,
 };
+pub use names::UnknownName;
 pub use region::{RegionId, Regions};
 pub use restart_set::{
     RestartEntry, RestartReason, RestartScope, RestartSet, compute_restart_set,

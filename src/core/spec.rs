@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
+use super::duration::parse_duration;
 use serde::Deserialize;
 
 /// Default upper bound on a vertex's parallelism.
@@ -636,9 +637,6 @@ impl Exchange {
     }
 }
 
-/// Longest restart delay or interval we accept: beyond a year is surely a typo.
-const MAX_RESTART_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
-
 fn duration_field(
     field: &str,
     value: Option<&str>,
@@ -647,19 +645,7 @@ fn duration_field(
     let Some(text) = value else {
         return Ok(default);
     };
-    let parsed = humantime::parse_duration(text.trim()).map_err(|e| {
-        invalid(
-            format!("restart.{field}"),
-            format!("{text:?} is not a duration ({e}); write e.g. \"500ms\", \"10s\", \"1min\""),
-        )
-    })?;
-    if parsed > MAX_RESTART_DURATION {
-        return Err(invalid(
-            format!("restart.{field}"),
-            format!("{text:?} is longer than a year"),
-        ));
-    }
-    Ok(parsed)
+    parse_duration(text).map_err(|e| invalid(format!("restart.{field}"), e))
 }
 
 fn count_field(field: &str, value: Option<i64>, default: u32, min: i64) -> Result<u32, SpecError> {

@@ -20,13 +20,14 @@ use super::dispatcher::{Deploy, Dispatcher, Order, SharedInputs};
 use super::error::ApiError;
 use super::metrics::Metrics;
 use super::timers::Timers;
+use crate::api::convert;
 use crate::api::v1::task_executor_service_client::TaskExecutorServiceClient;
 use crate::api::v1::{
     AttemptRef, InputGate, InputPartition, OutputGate, PartitionRef, SubmitTaskRequest, WatchEvent,
 };
 use crate::core::{
     AttemptId, AttemptState, Command, Event, ExecutorId, Failure, FailureClass, GroupId, JobId,
-    JobMaster, JobSpec, Notice, PartitionHost, PartitionId, TaskId,
+    JobMaster, JobSpec, Notice, PartitionHost, PartitionId, TaskId, UnknownName,
 };
 
 /// Partition lists of exchange groups with several consumers, built once per `carry_out` (the
@@ -337,7 +338,7 @@ impl Coordinator {
     fn heartbeat(&mut self, executor: ExecutorId, refs: &[AttemptRef]) {
         let mut attempts = Vec::with_capacity(refs.len());
         for r in refs {
-            match self.attempt_id(r) {
+            match convert::attempt_id(&self.core, r) {
                 Some(a) => attempts.push(a),
                 // An attempt of a job or task we do not know: it must not run.
                 None => self.send_cancel(&executor, r.clone()),
@@ -379,14 +380,17 @@ impl Coordinator {
         failure: Option<Failure>,
         missing: Option<PartitionRef>,
     ) -> Result<(), ApiError> {
-        let Some(id) = self.attempt_id(attempt) else {
+        let Some(id) = convert::attempt_id(&self.core, attempt) else {
             return Err(ApiError::NotFound(format!(
                 "no task {}#{} in job {:?}",
                 attempt.vertex, attempt.subtask, attempt.job_id
             )));
         };
         let failure = failure.map(|mut f| {
-            if let Some(p) = missing.as_ref().and_then(|p| self.partition_id(p)) {
+            if let Some(p) = missing
+                .as_ref()
+                .and_then(|p| convert::partition_id(&self.core, p))
+            {
                 f.partition = Some(p);
             }
             f
@@ -399,50 +403,6 @@ impl Coordinator {
         })
     }
 
-    /// Resolves a wire attempt reference against the live jobs.
-    pub(crate) fn attempt_id(&self, r: &AttemptRef) -> Option<AttemptId> {
-        let job = super::parse_job_id(&r.job_id).ok()?;
-        let graph = self.core.graph(job)?;
-        let vertex = graph.find_vertex(&r.vertex)?;
-        let task = graph.vertex(vertex).task(r.subtask)?;
-        Some(AttemptId {
-            job,
-            task,
-            attempt: r.attempt,
-        })
-    }
-
-    fn partition_id(&self, r: &PartitionRef) -> Option<PartitionId> {
-        let job = super::parse_job_id(&r.job_id).ok()?;
-        let graph = self.core.graph(job)?;
-        let producer = graph.find_task(&r.producer)?;
-        let consumer = graph.find_vertex(&r.consumer_vertex)?;
-        let vertex = graph.vertex(graph.vertex_of(producer));
-        vertex
-            .outputs()
-            .iter()
-            .zip(graph.produced_partitions(producer))
-            .find(|(e, _)| graph.edge(**e).to == consumer)
-            .map(|(_, p)| p)
-    }
-
-    pub(crate) fn attempt_ref(&self, a: AttemptId) -> AttemptRef {
-        let (vertex, subtask) = self
-            .core
-            .graph(a.job)
-            .map(|g| {
-                let name = g.task_name(a.task);
-                (name.vertex.to_owned(), name.subtask)
-            })
-            .unwrap_or_default();
-        AttemptRef {
-            job_id: a.job.to_string(),
-            vertex,
-            subtask,
-            attempt: a.attempt,
-        }
-    }
-
     fn carry_out(&mut self, commands: Vec<Command>) {
         let mut inputs = InputCache::new();
         for command in commands {
@@ -451,7 +411,7 @@ impl Coordinator {
                     self.deploy(attempt, executor, &mut inputs)
                 }
                 Command::Cancel { attempt, executor } => {
-                    let r = self.attempt_ref(attempt);
+                    let r = convert::attempt_ref(&self.core, attempt);
                     self.send_cancel(&executor, r);
                 }
                 Command::ReleasePartitions {
@@ -553,7 +513,7 @@ impl Coordinator {
         }
         let request = SubmitTaskRequest {
             epoch: self.shared.epoch,
-            attempt: Some(self.attempt_ref(a)),
+            attempt: Some(convert::attempt_ref(&self.core, a)),
             job_name: graph.name().to_owned(),
             parallelism: vertex.parallelism,
             command: spec.vertices[v.0 as usize].command.clone(),
@@ -596,16 +556,7 @@ impl Coordinator {
         let refs: Vec<PartitionRef> = partitions
             .iter()
             .zip(attempts)
-            .map(|(&p, &attempt)| {
-                let producer = graph.producer_of(p);
-                let edge = graph.edge(graph.edge_of_partition(p));
-                PartitionRef {
-                    job_id: job.to_string(),
-                    producer: graph.task_name(producer).to_string(),
-                    attempt,
-                    consumer_vertex: graph.vertex(edge.to).id.clone(),
-                }
-            })
+            .map(|(&p, &attempt)| convert::partition_ref(graph, job, p, attempt))
             .collect();
         self.order(&executor, Order::Release(refs));
     }
@@ -621,6 +572,7 @@ impl Coordinator {
                 .map(|g| g.task_name(t).to_string())
                 .unwrap_or_default()
         };
+        let kind = notice.kind();
         let event = match notice {
             Notice::JobState { job, state, cause } => {
                 let span = self
@@ -636,7 +588,7 @@ impl Coordinator {
                 }
                 watching.then(|| WatchEvent {
                     time_ms: now,
-                    kind: "job-state".into(),
+                    kind: kind.into(),
                     job_id: job.to_string(),
                     state: state.name().into(),
                     detail: cause.unwrap_or_default(),
@@ -666,7 +618,7 @@ impl Coordinator {
                 }
                 watching.then(|| WatchEvent {
                     time_ms: now,
-                    kind: "task-state".into(),
+                    kind: kind.into(),
                     job_id: attempt.job.to_string(),
                     task: name(attempt.job, attempt.task),
                     attempt: attempt.attempt,
@@ -712,7 +664,7 @@ impl Coordinator {
                 }
                 watching.then(|| WatchEvent {
                     time_ms: now,
-                    kind: "restart-scheduled".into(),
+                    kind: kind.into(),
                     job_id: job.to_string(),
                     tasks: tasks.iter().map(|&t| name(job, t)).collect(),
                     delay_ms,
@@ -723,7 +675,7 @@ impl Coordinator {
             }
             Notice::ExecutorRegistered { executor, slots } => watching.then(|| WatchEvent {
                 time_ms: now,
-                kind: "executor-registered".into(),
+                kind: kind.into(),
                 executor: executor.0,
                 detail: format!("{slots} slots"),
                 ..WatchEvent::default()
@@ -738,7 +690,7 @@ impl Coordinator {
                 self.forget(&executor);
                 watching.then(|| WatchEvent {
                     time_ms: now,
-                    kind: "executor-lost".into(),
+                    kind: kind.into(),
                     executor: executor.0,
                     detail: reason,
                     ..WatchEvent::default()
@@ -756,10 +708,10 @@ impl Coordinator {
         let class = if class.is_empty() {
             FailureClass::Recoverable
         } else {
-            FailureClass::parse(class).ok_or_else(|| {
+            class.parse().map_err(|e: UnknownName| {
                 ApiError::InvalidArgument(format!(
-                    "failure_class {class:?} is unknown; expected recoverable, non-recoverable, \
-                     executor-lost or partition-lost"
+                    "failure_class {:?} is unknown; expected {}",
+                    e.name, e.expected
                 ))
             })?
         };

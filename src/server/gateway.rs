@@ -49,6 +49,15 @@ impl Gateway {
     }
 }
 
+/// The states an executor reports.
+const REPORTABLE: [AttemptState; 5] = [
+    AttemptState::Initializing,
+    AttemptState::Running,
+    AttemptState::Finished,
+    AttemptState::Canceled,
+    AttemptState::Failed,
+];
+
 /// Checks one report as UpdateTaskState (or one update of UpdateTaskStates) carries it: the
 /// attempt is named, the state is one an executor reports, the failure class is known.
 fn validate(
@@ -59,19 +68,16 @@ fn validate(
     missing_partition: Option<PartitionRef>,
 ) -> Result<Report, ApiError> {
     let attempt = attempt.ok_or_else(|| ApiError::InvalidArgument("attempt is missing".into()))?;
-    let state = match state {
-        "INITIALIZING" => AttemptState::Initializing,
-        "RUNNING" => AttemptState::Running,
-        "FINISHED" => AttemptState::Finished,
-        "CANCELED" => AttemptState::Canceled,
-        "FAILED" => AttemptState::Failed,
-        other => {
-            return Err(ApiError::InvalidArgument(format!(
-                "state {other:?} is not reportable; expected INITIALIZING, RUNNING, FINISHED, \
-                 CANCELED or FAILED"
-            )));
-        }
-    };
+    let state = state
+        .parse::<AttemptState>()
+        .ok()
+        .filter(|s| REPORTABLE.contains(s))
+        .ok_or_else(|| {
+            ApiError::InvalidArgument(format!(
+                "state {state:?} is not reportable; expected {}",
+                REPORTABLE.map(AttemptState::name).join(", ")
+            ))
+        })?;
     let failure = if state == AttemptState::Failed {
         Some(Coordinator::failure(failure_class, message)?)
     } else {

@@ -158,12 +158,7 @@ fn oversize_is_resource_exhausted<B>(
 
 /// Parses a job id (16 hex digits).
 pub(crate) fn parse_job_id(text: &str) -> Result<JobId, ApiError> {
-    if text.len() != 16 {
-        return Err(ApiError::InvalidArgument(format!(
-            "job_id {text:?} is not a job id (16 hex digits)"
-        )));
-    }
-    u64::from_str_radix(text, 16).map(JobId).map_err(|_| {
+    text.parse().map_err(|_| {
         ApiError::InvalidArgument(format!("job_id {text:?} is not a job id (16 hex digits)"))
     })
 }

@@ -10,6 +10,7 @@ use tonic::{Request as GrpcRequest, Response, Status};
 
 use super::coordinator::{Coordinator, Request};
 use super::{ApiError, Shared, parse_job_id};
+use crate::api::reason::NamedReason;
 use crate::api::v1::job_master_service_server::JobMasterService;
 use crate::api::v1::{
     CancelJobRequest, CancelJobResponse, ExceptionEntryInfo, ExecutorInfo, ExplainFailoverRequest,
@@ -21,8 +22,7 @@ use crate::api::v1::{
 };
 use crate::core::history::FailureRecord;
 use crate::core::{
-    Event, ExecutorId, JobId, JobSpec, RestartReason, RestartScope, RestartSet, SpecFormat,
-    SpecLimits,
+    Event, ExecutorId, JobId, JobSpec, RestartScope, RestartSet, SpecFormat, SpecLimits,
 };
 
 pub(crate) struct Operator {
@@ -51,10 +51,6 @@ fn restart_set_info(c: &Coordinator, job: JobId, set: &RestartSet) -> ExplainFai
         return ExplainFailoverResponse::default();
     };
     let name = |t| graph.task_name(t).to_string();
-    let scope = |s: RestartScope| match s {
-        RestartScope::Region(r) => format!("region {}", r.0),
-        RestartScope::Task(t) => name(t),
-    };
     ExplainFailoverResponse {
         strategy: set.strategy.name().to_owned(),
         restart: set.tasks.iter().map(|&t| name(t)).collect(),
@@ -72,26 +68,9 @@ fn restart_set_info(c: &Coordinator, job: JobId, set: &RestartSet) -> ExplainFai
                 let mut info = RestartReasonInfo {
                     region,
                     tasks,
-                    reason: e.reason.kind().to_owned(),
                     ..RestartReasonInfo::default()
                 };
-                match e.reason {
-                    RestartReason::Failed { task } => info.failed_task = name(task),
-                    RestartReason::ProducerOfLostInput {
-                        partition,
-                        consumer,
-                    } => {
-                        info.partition = graph.partition_name(partition);
-                        info.consumer = scope(consumer);
-                    }
-                    RestartReason::ConsumerOfRestartedRegion { producer } => {
-                        info.producer = scope(producer)
-                    }
-                    RestartReason::LostOutput { partition } => {
-                        info.partition = graph.partition_name(partition)
-                    }
-                    RestartReason::FullRestart => {}
-                }
+                NamedReason::new(graph, e.reason).to_wire(&mut info);
                 info
             })
             .collect(),
