@@ -164,19 +164,15 @@ async fn main() -> anyhow::Result<()> {
 
 /// Submits a spec to the daemon at `endpoint`, retrying while it starts.
 async fn submit(endpoint: &str, spec: String) -> anyhow::Result<String> {
+    use backon::{ConstantBuilder, Retryable};
     use jobmaster::api::v1::SubmitJobRequest;
     use jobmaster::api::v1::job_master_service_client::JobMasterServiceClient;
-    let mut tries = 0;
-    let mut client = loop {
-        match JobMasterServiceClient::connect(endpoint.to_owned()).await {
-            Ok(c) => break c,
-            Err(_) if tries < 50 => {
-                tries += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
+    let wait_for_start = ConstantBuilder::default()
+        .with_delay(std::time::Duration::from_millis(100))
+        .with_max_times(50);
+    let mut client = (|| JobMasterServiceClient::connect(endpoint.to_owned()))
+        .retry(wait_for_start)
+        .await?;
     // Give local executors a moment to register so the job is placed at once.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let response = client

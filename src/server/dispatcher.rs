@@ -13,8 +13,11 @@
 //! [`Dispatcher`] (the executor was lost or replaced) aborts its task.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
+use backon::{ConstantBuilder, Retryable};
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -287,17 +290,14 @@ impl Sender {
             .map(|d| d.request.attempt.clone().unwrap_or_default())
             .collect();
         let request = batch(self.shared.epoch, deploys);
-        let retries = self.shared.settings.rpc.retries;
-        let mut tries = 0;
-        let answer = loop {
-            match self.client.submit_tasks(request.clone()).await {
-                Err(status) if tries < retries && is_transient(&status) => {
-                    debug!(executor = %self.executor, code = ?status.code(), "submit retried");
-                    tries += 1;
-                }
-                other => break other,
-            }
-        };
+        let client = &self.client;
+        let answer = self
+            .retrying(|| {
+                let mut client = client.clone();
+                let request = request.clone();
+                async move { client.submit_tasks(request).await }
+            })
+            .await;
         let mut failed = Vec::new();
         match answer {
             Ok(answer) => {
@@ -324,7 +324,7 @@ impl Sender {
             }
             Err(status) => {
                 warn!(executor = %self.executor, tasks = attempts.len(), code = ?status.code(),
-                      message = status.message(), tries = tries + 1, "deploy failed");
+                      message = status.message(), "deploy failed");
                 self.shared.rpc_failed(&self.executor, &status).await;
                 let message = status.message().to_owned();
                 failed.extend(attempts.into_iter().map(|a| (a, message.clone())));
@@ -370,20 +370,23 @@ impl Sender {
             epoch: self.shared.epoch,
             attempts,
         };
-        let retries = self.shared.settings.rpc.retries;
-        let mut tries = 0;
-        loop {
-            match self.client.cancel_tasks(request.clone()).await {
-                Ok(_) => {
-                    debug!(executor = %self.executor, attempts = count, "cancels sent");
-                    return self.shared.rpc_succeeded(&self.executor);
-                }
-                Err(status) if tries < retries && is_transient(&status) => tries += 1,
-                Err(status) => {
-                    warn!(executor = %self.executor, attempts = count, code = ?status.code(),
-                          message = status.message(), "cancel failed");
-                    return self.shared.rpc_failed(&self.executor, &status).await;
-                }
+        let client = &self.client;
+        let answer = self
+            .retrying(|| {
+                let mut client = client.clone();
+                let request = request.clone();
+                async move { client.cancel_tasks(request).await }
+            })
+            .await;
+        match answer {
+            Ok(_) => {
+                debug!(executor = %self.executor, attempts = count, "cancels sent");
+                self.shared.rpc_succeeded(&self.executor);
+            }
+            Err(status) => {
+                warn!(executor = %self.executor, attempts = count, code = ?status.code(),
+                      message = status.message(), "cancel failed");
+                self.shared.rpc_failed(&self.executor, &status).await;
             }
         }
     }
@@ -395,19 +398,43 @@ impl Sender {
             epoch: self.shared.epoch,
             partitions,
         };
-        let retries = self.shared.settings.rpc.retries;
-        let mut tries = 0;
-        loop {
-            match self.client.release_partitions(request.clone()).await {
-                Ok(_) => return self.shared.rpc_succeeded(&self.executor),
-                Err(status) if tries < retries && is_transient(&status) => tries += 1,
-                Err(status) => {
-                    debug!(executor = %self.executor, partitions = count, code = ?status.code(),
-                           message = status.message(), "release failed");
-                    return self.shared.rpc_failed(&self.executor, &status).await;
-                }
+        let client = &self.client;
+        let answer = self
+            .retrying(|| {
+                let mut client = client.clone();
+                let request = request.clone();
+                async move { client.release_partitions(request).await }
+            })
+            .await;
+        match answer {
+            Ok(_) => self.shared.rpc_succeeded(&self.executor),
+            Err(status) => {
+                debug!(executor = %self.executor, partitions = count, code = ?status.code(),
+                       message = status.message(), "release failed");
+                self.shared.rpc_failed(&self.executor, &status).await;
             }
         }
+    }
+
+    /// Runs `rpc`, retrying it at once up to `rpc.retries` times while it fails transiently
+    /// (the executor unreachable or the answer lost): every command is idempotent on the
+    /// executor, so a repeat is harmless.
+    async fn retrying<T, Fut>(
+        &self,
+        rpc: impl FnMut() -> Fut,
+    ) -> Result<tonic::Response<T>, tonic::Status>
+    where
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let policy = ConstantBuilder::default()
+            .with_delay(Duration::ZERO)
+            .with_max_times(self.shared.settings.rpc.retries as usize);
+        rpc.retry(policy)
+            .when(is_transient)
+            .notify(|status, _| {
+                debug!(executor = %self.executor, code = ?status.code(), "command retried")
+            })
+            .await
     }
 }
 
