@@ -1,5 +1,7 @@
 //! Generated protocol code (`proto/jobmaster/v1`) and the descriptor set for reflection.
 
+pub mod batch;
+
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod v1 {
     tonic::include_proto!("jobmaster.v1");
