@@ -6,6 +6,8 @@
 pub mod convert;
 pub mod reason;
 
+pub mod batch;
+
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod v1 {
     tonic::include_proto!("jobmaster.v1");

@@ -79,7 +79,8 @@ async fn main() -> anyhow::Result<()> {
         },
         listener.local_addr()?,
     )?;
-    jobmaster::executor::run(config, listener, shutdown_signal()).await
+    jobmaster::executor::run(config, listener, shutdown_signal()).await?;
+    Ok(())
 }
 
 async fn shutdown_signal() {

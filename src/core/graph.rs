@@ -394,6 +394,16 @@ impl ExecutionGraph {
             .map(move |e| PartitionId(self.edges[e.0 as usize].first_partition + i))
     }
 
+    /// The partition `producer` writes for vertex `consumer`, if an edge joins their vertices.
+    pub fn partition_to(&self, producer: TaskId, consumer: VertexIdx) -> Option<PartitionId> {
+        self.vertex(self.vertex_of(producer))
+            .outputs()
+            .iter()
+            .zip(self.produced_partitions(producer))
+            .find(|(e, _)| self.edge(**e).to == consumer)
+            .map(|(_, p)| p)
+    }
+
     /// The edge a partition belongs to.
     pub fn edge_of_partition(&self, p: PartitionId) -> EdgeIdx {
         let i = self.edges.partition_point(|e| e.first_partition <= p.0) - 1;
@@ -555,6 +565,52 @@ exchange = "blocking"
         ] {
             assert_eq!(g.find_task(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn partition_to_finds_the_partition_a_task_writes_for_a_consumer_vertex() {
+        let spec = JobSpec::from_toml(
+            r#"
+name = "fan-out"
+[[vertices]]
+id = "up"
+parallelism = 2
+command = ["true"]
+[[vertices]]
+id = "left"
+parallelism = 1
+command = ["true"]
+[[vertices]]
+id = "right"
+parallelism = 1
+command = ["true"]
+[[edges]]
+from = "up"
+to = "left"
+pattern = "all-to-all"
+exchange = "blocking"
+[[edges]]
+from = "up"
+to = "right"
+pattern = "all-to-all"
+exchange = "blocking"
+"#,
+        )
+        .unwrap();
+        let g = ExecutionGraph::build(&spec);
+        let up1 = g.find_task("up#1").unwrap();
+        let (left, right) = (
+            g.find_vertex("left").unwrap(),
+            g.find_vertex("right").unwrap(),
+        );
+        for (consumer, name) in [(left, "up#1->left"), (right, "up#1->right")] {
+            let p = g.partition_to(up1, consumer).unwrap();
+            assert_eq!(g.partition_name(p), name);
+            assert_eq!(g.producer_of(p), up1);
+        }
+        // No edge from a vertex to itself, nor backwards.
+        assert_eq!(g.partition_to(up1, g.find_vertex("up").unwrap()), None);
+        assert_eq!(g.partition_to(g.find_task("left#0").unwrap(), right), None);
     }
 
     #[test]

@@ -4,11 +4,17 @@
 //!
 //! [`run`] takes a bound listener and a shutdown future, like the daemon's `serve`.
 
+mod descriptor;
+mod error;
 mod partitions;
 mod process;
+mod runner;
 mod service;
 
-pub use service::{code_name, outcome, unbatch};
+// The batch helpers live in `crate::api::batch`; these paths stay for existing callers
+// (src/server/dispatcher.rs uses `crate::executor::unbatch`).
+pub use crate::api::batch::{code_name, outcome, unbatch};
+pub use error::{ExecutorError, StartError};
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,6 +22,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use backon::{ExponentialBuilder, Retryable};
+use nix::sys::signal::Signal;
 use prost::Message;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
@@ -30,6 +38,7 @@ use crate::api::v1::{
     AttemptRef, DisconnectRequest, HeartbeatRequest, PartitionRef, RegisterExecutorRequest,
     TaskStateUpdate, UpdateTaskStateRequest, UpdateTaskStatesRequest,
 };
+use crate::core::AttemptState;
 
 /// Largest message the executor's TaskExecutorService accepts (the JobMaster keeps its
 /// batches under half of it).
@@ -66,9 +75,9 @@ pub struct ExecutorConfig {
 pub fn resolve(
     mut config: ExecutorConfig,
     bound: std::net::SocketAddr,
-) -> anyhow::Result<ExecutorConfig> {
+) -> Result<ExecutorConfig, StartError> {
     if config.slots == 0 {
-        anyhow::bail!("slots must be at least 1");
+        return Err(StartError::NoSlots);
     }
     if config.advertise.is_empty() {
         let ip = if bound.ip().is_unspecified() {
@@ -85,7 +94,7 @@ pub fn resolve(
         config.id = format!("{host}-{}", bound.port());
     }
     if !partitions::safe_component(&config.id) {
-        anyhow::bail!("executor id {:?} must be a plain name (no '/')", config.id);
+        return Err(StartError::BadId(config.id));
     }
     if config.data_dir.as_os_str().is_empty() {
         config.data_dir = std::env::temp_dir().join(format!("jobmaster-executor-{}", config.id));
@@ -153,14 +162,12 @@ impl Agent {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues a state report for the JobMaster.
-    pub(crate) fn report(&self, attempt: &AttemptRef, state: &str, class: &str, message: String) {
+    /// Queues a state report without a failure for the JobMaster.
+    pub(crate) fn report(&self, attempt: &AttemptRef, state: AttemptState) {
         let _ = self.reports.send(TaskStateUpdate {
             attempt: Some(attempt.clone()),
-            state: state.to_owned(),
-            failure_class: class.to_owned(),
-            message,
-            missing_partition: None,
+            state: state.name().to_owned(),
+            ..TaskStateUpdate::default()
         });
     }
 
@@ -180,7 +187,7 @@ impl Agent {
         for (attempt, pid, cancel) in attempts {
             info!(job = %attempt.job_id, task = %format!("{}#{}", attempt.vertex, attempt.subtask), attempt = attempt.attempt, why, "killing attempt");
             if let Some(pid) = pid {
-                process::signal_group(pid, libc::SIGKILL);
+                process::signal_group(pid, Signal::SIGKILL);
             }
             cancel.notify_one();
         }
@@ -196,15 +203,17 @@ pub async fn run(
     config: ExecutorConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<(), StartError> {
     for dir in [
         config.data_dir.clone(),
         config.data_dir.join("pids"),
         config.data_dir.join("attempts"),
         config.persistent_dir.clone(),
     ] {
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir).map_err(|error| StartError::CreateDir {
+            path: dir.clone(),
+            error,
+        })?;
     }
     let reaped = process::reap_leftovers(
         &config.data_dir.join("pids"),
@@ -216,7 +225,11 @@ pub async fn run(
     // Outputs of an earlier run are unknown to the JobMaster now: start clean.
     let _ = std::fs::remove_dir_all(config.data_dir.join("partitions"));
 
-    let endpoint = Endpoint::from_shared(config.jobmaster.clone())?
+    let endpoint = Endpoint::from_shared(config.jobmaster.clone())
+        .map_err(|error| StartError::JobmasterUrl {
+            url: config.jobmaster.clone(),
+            error,
+        })?
         .connect_timeout(Duration::from_secs(1))
         .timeout(config.rpc_timeout);
     let gateway = TaskExecutorGatewayClient::new(endpoint.connect_lazy());
@@ -330,8 +343,11 @@ impl Batcher {
     }
 }
 
+/// Whether a reported state (by its wire name) ends the attempt.
 fn is_terminal(state: &str) -> bool {
-    matches!(state, "FINISHED" | "FAILED" | "CANCELED")
+    AttemptState::ALL
+        .iter()
+        .any(|s| s.is_terminal() && s.name() == state)
 }
 
 /// Errors that say the JobMaster could not be reached (worth retrying), as opposed to a refusal.
@@ -344,24 +360,29 @@ fn is_unreachable(status: &tonic::Status) -> bool {
 
 /// Runs `call` until the JobMaster answers, retrying with backoff while it is unreachable, for
 /// at most `jobmaster_reconnect_timeout`.
-async fn retrying<T, F, Fut>(agent: &Agent, mut call: F) -> Result<T, tonic::Status>
+async fn retrying<T, F, Fut>(agent: &Agent, call: F) -> Result<T, tonic::Status>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, tonic::Status>>,
 {
-    let mut delay = Duration::from_millis(50);
     let deadline = Instant::now() + agent.config.jobmaster_reconnect_timeout;
-    loop {
-        match call().await {
-            Err(status) if is_unreachable(&status) && Instant::now() < deadline => {
-                debug!(code = ?status.code(), message = status.message(),
-                       "jobmaster unreachable: retrying reports");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(1));
-            }
-            answer => return answer,
-        }
-    }
+    call.retry(report_backoff())
+        .when(|status| is_unreachable(status) && Instant::now() < deadline)
+        .notify(|status, _| {
+            debug!(code = ?status.code(), message = status.message(),
+                   "jobmaster unreachable: retrying reports");
+        })
+        .await
+}
+
+/// Delays between report retries: 50 ms, doubling up to 1 s, without a limit on attempts
+/// (the caller's deadline ends them).
+fn report_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(50))
+        .with_factor(2.0)
+        .with_max_delay(Duration::from_secs(1))
+        .without_max_times()
 }
 
 /// Sends one batch of reports (see [`retrying`]). A refused batch (unknown session: the
@@ -548,7 +569,7 @@ mod tests {
                 subtask,
                 ..AttemptRef::default()
             }),
-            state: "CANCELED".into(),
+            state: AttemptState::Canceled.name().into(),
             message: message.to_owned(),
             ..TaskStateUpdate::default()
         }
@@ -599,5 +620,21 @@ mod tests {
         let rest = batcher.next(&mut rx, 1000, usize::MAX).await;
         assert_eq!(rest.as_deref().map(subtasks), Some(vec![4, 5]));
         assert!(batcher.next(&mut rx, 1000, usize::MAX).await.is_none());
+    }
+
+    #[test]
+    fn report_retries_wait_50ms_doubling_up_to_1s_without_a_count_limit() {
+        use backon::BackoffBuilder;
+        let delays: Vec<Duration> = report_backoff().build().take(8).collect();
+        let ms: Vec<u128> = delays.iter().map(|d| d.as_millis()).collect();
+        assert_eq!(ms, vec![50, 100, 200, 400, 800, 1000, 1000, 1000]);
+    }
+
+    #[test]
+    fn terminal_states_are_the_cores() {
+        for s in AttemptState::ALL {
+            assert_eq!(is_terminal(s.name()), s.is_terminal(), "{s}");
+        }
+        assert!(!is_terminal("finished"));
     }
 }

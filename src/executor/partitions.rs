@@ -42,21 +42,14 @@ pub(crate) fn ref_dir(root: &Path, r: &PartitionRef) -> Option<PathBuf> {
     partition_dir(root, &r.job_id, &r.producer, r.attempt, &r.consumer_vertex)
 }
 
-/// Free bytes on the file system holding `path`.
+/// Free bytes on the file system holding `path` (0 when it cannot be read).
 pub(crate) fn free_disk(path: &Path) -> u64 {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return 0;
-    };
-    // SAFETY: statvfs writes into the zeroed struct we pass; `c` is a valid C string.
-    unsafe {
-        let mut st: libc::statvfs = std::mem::zeroed();
-        if libc::statvfs(c.as_ptr(), &mut st) == 0 {
-            (st.f_bavail as u64).saturating_mul(st.f_frsize as u64)
-        } else {
-            0
-        }
-    }
+    // The field types differ by platform (u32 on some 32-bit ones).
+    #[allow(clippy::unnecessary_cast)]
+    let free = nix::sys::statvfs::statvfs(path).map_or(0, |st| {
+        (st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64)
+    });
+    free
 }
 
 #[cfg(test)]

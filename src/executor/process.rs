@@ -7,6 +7,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::{Pid, getppid, setpgid};
 use tokio::process::{Child, Command};
 
 /// Starts `command` in a new process group with `env`, logging to `stdout`/`stderr`.
@@ -28,19 +30,18 @@ pub(crate) fn spawn(
         .stdout(std::fs::File::create(stdout)?)
         .stderr(std::fs::File::create(stderr)?)
         .kill_on_drop(false);
-    // SAFETY: only async-signal-safe calls between fork and exec.
+    // SAFETY: only async-signal-safe calls between fork and exec (the nix wrappers are
+    // plain system calls; they do not allocate).
     unsafe {
         cmd.pre_exec(|| {
-            if libc::setpgid(0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
+            setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
             #[cfg(target_os = "linux")]
             {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
                 // The executor may have died between fork and prctl.
-                if libc::getppid() == 1 {
+                if getppid() == Pid::from_raw(1) {
+                    // nix has no `_exit`, and `std::process::exit` runs exit handlers, which
+                    // is not allowed in a forked child.
                     libc::_exit(137);
                 }
             }
@@ -51,14 +52,12 @@ pub(crate) fn spawn(
 }
 
 /// Sends `signal` to the whole process group led by `pid`.
-pub(crate) fn signal_group(pid: u32, signal: i32) {
+pub(crate) fn signal_group(pid: u32, signal: Signal) {
     if pid == 0 || pid > i32::MAX as u32 {
         return;
     }
-    // SAFETY: kill(2) with a negative pid signals a process group; no memory is involved.
-    unsafe {
-        libc::kill(-(pid as i32), signal);
-    }
+    // A group that is already gone is fine.
+    let _ = killpg(Pid::from_raw(pid as i32), signal);
 }
 
 /// The last `max` bytes of a file, as text (for failure reports).
@@ -102,7 +101,7 @@ pub(crate) fn reap_leftovers(pids: &Path, attempts: &Path) -> usize {
                 if let (Some(pid), Some(start)) = (pid, start)
                     && start_time(pid) == Some(start)
                 {
-                    signal_group(pid, libc::SIGKILL);
+                    signal_group(pid, Signal::SIGKILL);
                     killed += 1;
                 }
             }
@@ -110,8 +109,7 @@ pub(crate) fn reap_leftovers(pids: &Path, attempts: &Path) -> usize {
         }
     }
     for pid in strays(attempts) {
-        // SAFETY: kill(2) on a pid just read from /proc; no memory is involved.
-        if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+        if kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
             killed += 1;
         }
     }

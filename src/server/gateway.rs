@@ -15,6 +15,7 @@ use tracing::{debug, info};
 
 use super::coordinator::{Coordinator, Report, Request};
 use super::{ApiError, Shared};
+use crate::api::batch::outcome;
 use crate::api::v1::task_executor_gateway_server::TaskExecutorGateway;
 use crate::api::v1::{
     AttemptRef, DisconnectRequest, DisconnectResponse, HeartbeatRequest, HeartbeatResponse,
@@ -23,7 +24,6 @@ use crate::api::v1::{
     UpdateTaskStatesResponse,
 };
 use crate::core::{AttemptState, ExecutorId};
-use crate::executor::outcome;
 
 pub(crate) struct Gateway {
     shared: Arc<Shared>,

@@ -743,7 +743,7 @@ impl TaskExecutorService for Service {
         let r = request.into_inner();
         self.0.submit_delay().await;
         self.0.record_batch(Batch::SubmitTasks(r.tasks.len()));
-        let outcomes = jobmaster::executor::unbatch(r)
+        let outcomes = jobmaster::api::batch::unbatch(r)
             .into_iter()
             .map(|task| match task.and_then(|task| self.0.submit(task)) {
                 Ok(()) => TaskOutcome {

@@ -1,0 +1,187 @@
+//! The executor's errors: why it refuses a request ([`ExecutorError`], answered as a gRPC
+//! status by the one `From` impl below) and why it cannot start ([`StartError`]). Messages
+//! carry their cause's text themselves (fields named `error`, not `source`), so a report of
+//! the error does not repeat it as a "caused by".
+
+use std::io;
+use std::path::PathBuf;
+
+use tonic::Status;
+
+/// Why the executor refused a request from the JobMaster or another executor.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    /// A command from a JobMaster older than the newest one this executor has seen.
+    #[error(
+        "epoch {epoch} is older than the current jobmaster's epoch {current}: the command comes \
+         from a jobmaster that was replaced"
+    )]
+    StaleEpoch { epoch: u64, current: u64 },
+    /// A required field of the request is absent.
+    #[error("{0} is missing")]
+    Missing(&'static str),
+    /// A job id or vertex that cannot be used as a directory name.
+    #[error(
+        "job_id {job:?} and vertex {vertex:?} must be plain names (not empty, not \".\" or \
+         \"..\", without '/')"
+    )]
+    NotPlainName { job: String, vertex: String },
+    #[error("command is empty: give at least the program to run")]
+    EmptyCommand,
+    /// A SubmitTask input names a shared partition list, which only SubmitTasks carries.
+    #[error(
+        "input {input:?}: shared partition lists only exist in SubmitTasks; list the \
+         partitions in the input itself"
+    )]
+    SharedListOutsideBatch { input: String },
+    #[error("free disk {free} bytes is below the threshold of {min} bytes: refusing new tasks")]
+    LowDisk { free: u64, min: u64 },
+    #[error("no free slot: all {slots} slots are busy")]
+    NoFreeSlot { slots: u32 },
+    /// A fetched subpartition that this executor does not hold.
+    #[error("partition {producer}.{attempt}->{consumer} subpartition {subpartition} is not here")]
+    PartitionNotHere {
+        producer: String,
+        attempt: u32,
+        consumer: String,
+        subpartition: u32,
+    },
+    /// A subpartition file that exists but cannot be opened.
+    #[error("{}: {error}", path.display())]
+    PartitionUnreadable { path: PathBuf, error: io::Error },
+    /// Reading a subpartition failed half way through a fetch.
+    #[error("reading the partition failed: {0}")]
+    PartitionRead(io::Error),
+}
+
+impl From<ExecutorError> for Status {
+    fn from(e: ExecutorError) -> Status {
+        let message = e.to_string();
+        match e {
+            ExecutorError::Missing(_)
+            | ExecutorError::NotPlainName { .. }
+            | ExecutorError::EmptyCommand
+            | ExecutorError::SharedListOutsideBatch { .. } => Status::invalid_argument(message),
+            ExecutorError::StaleEpoch { .. }
+            | ExecutorError::LowDisk { .. }
+            | ExecutorError::NoFreeSlot { .. } => Status::failed_precondition(message),
+            ExecutorError::PartitionNotHere { .. } | ExecutorError::PartitionUnreadable { .. } => {
+                Status::not_found(message)
+            }
+            ExecutorError::PartitionRead(_) => Status::internal(message),
+        }
+    }
+}
+
+/// Why an executor cannot start: its configuration or its directories.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "slots must be at least 1: set executor.slots (or --slots) to how many tasks may run at once"
+    )]
+    NoSlots,
+    #[error(
+        "executor id {0:?} must be a plain name (not empty, not \".\" or \"..\", without '/'): \
+         set executor.id (or --id)"
+    )]
+    BadId(String),
+    #[error(
+        "cannot create {}: {error}; make the executor's data and persistent directories \
+         writable, or point them elsewhere", path.display()
+    )]
+    CreateDir { path: PathBuf, error: io::Error },
+    #[error(
+        "the jobmaster address {url:?} is not a valid URL ({error}); give it as e.g. \
+         http://127.0.0.1:6123"
+    )]
+    JobmasterUrl {
+        url: String,
+        error: tonic::transport::Error,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn each_refusal_keeps_its_status_code_and_message() {
+        let io = || io::Error::new(io::ErrorKind::PermissionDenied, "denied");
+        let cases = [
+            (
+                ExecutorError::StaleEpoch {
+                    epoch: 1,
+                    current: 2,
+                },
+                Code::FailedPrecondition,
+            ),
+            (ExecutorError::Missing("attempt"), Code::InvalidArgument),
+            (
+                ExecutorError::NotPlainName {
+                    job: "j".into(),
+                    vertex: "../v".into(),
+                },
+                Code::InvalidArgument,
+            ),
+            (ExecutorError::EmptyCommand, Code::InvalidArgument),
+            (
+                ExecutorError::SharedListOutsideBatch { input: "a".into() },
+                Code::InvalidArgument,
+            ),
+            (
+                ExecutorError::LowDisk { free: 1, min: 2 },
+                Code::FailedPrecondition,
+            ),
+            (
+                ExecutorError::NoFreeSlot { slots: 4 },
+                Code::FailedPrecondition,
+            ),
+            (
+                ExecutorError::PartitionNotHere {
+                    producer: "a#0".into(),
+                    attempt: 1,
+                    consumer: "b".into(),
+                    subpartition: 2,
+                },
+                Code::NotFound,
+            ),
+            (
+                ExecutorError::PartitionUnreadable {
+                    path: "/data/p/0".into(),
+                    error: io(),
+                },
+                Code::NotFound,
+            ),
+            (ExecutorError::PartitionRead(io()), Code::Internal),
+        ];
+        for (error, code) in cases {
+            let message = error.to_string();
+            let status = Status::from(error);
+            assert_eq!(status.code(), code, "{message}");
+            assert_eq!(status.message(), message);
+        }
+    }
+
+    #[test]
+    fn messages_name_what_is_wrong() {
+        assert_eq!(
+            ExecutorError::Missing("attempt").to_string(),
+            "attempt is missing"
+        );
+        assert_eq!(
+            ExecutorError::NoFreeSlot { slots: 4 }.to_string(),
+            "no free slot: all 4 slots are busy"
+        );
+        assert_eq!(
+            ExecutorError::PartitionNotHere {
+                producer: "a#0".into(),
+                attempt: 1,
+                consumer: "b".into(),
+                subpartition: 2,
+            }
+            .to_string(),
+            "partition a#0.1->b subpartition 2 is not here"
+        );
+    }
+}

@@ -1,0 +1,503 @@
+//! The simulation engine: the real JobMaster core driven by virtual executors and a virtual
+//! clock, every step ordered by (time, sequence number).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::report::{FinalRegion, FinalState, FinalTask, SimEvent, SimReport};
+use super::scenario::{FaultKind, RunTime, Scenario};
+use crate::core::{
+    AttemptId, AttemptState, Command, Event, ExecutorId, Failure, JobId, JobMaster, Millis, Notice,
+    TaskId, TimerId,
+};
+
+#[derive(Debug, Clone)]
+enum Item {
+    Fault(usize),
+    Timer(TimerId),
+    /// A virtual executor reports on an attempt it runs.
+    Report {
+        executor: ExecutorId,
+        attempt: AttemptId,
+        state: AttemptState,
+    },
+    /// A virtual executor finishes cancelling an attempt.
+    CancelDone {
+        executor: ExecutorId,
+        attempt: AttemptId,
+    },
+    /// The deploy RPC to a dead executor fails.
+    DeployFailed {
+        executor: ExecutorId,
+        attempt: AttemptId,
+    },
+    /// The JobMaster notices a dead executor (this incarnation of it).
+    Detect(ExecutorId, u64),
+}
+
+struct VirtualExecutor {
+    alive: bool,
+    running: BTreeSet<AttemptId>,
+    /// Bumped when the id registers again: a late detection of an earlier incarnation's death
+    /// must not take the new one down (the new registration already fenced the old session).
+    incarnation: u64,
+}
+
+struct Sim<'a> {
+    scenario: &'a Scenario,
+    core: JobMaster,
+    job: JobId,
+    queue: BTreeMap<(Millis, u64), Item>,
+    seq: u64,
+    /// Where each set timer sits in `queue`, so a cancelled one can be taken out.
+    timers: HashMap<TimerId, (Millis, u64)>,
+    executors: BTreeMap<ExecutorId, VirtualExecutor>,
+    events: Vec<SimEvent>,
+    record: bool,
+}
+
+/// Runs a scenario. With `record_events` false only the final state is kept (for big runs).
+pub fn simulate(scenario: &Scenario, record_events: bool) -> SimReport {
+    let mut sim = Sim {
+        scenario,
+        core: JobMaster::new(scenario.core.clone()),
+        job: JobId(1),
+        queue: BTreeMap::new(),
+        seq: 0,
+        timers: HashMap::new(),
+        executors: BTreeMap::new(),
+        events: Vec::new(),
+        record: record_events,
+    };
+    for (id, slots) in &scenario.executors {
+        sim.executors.insert(
+            id.clone(),
+            VirtualExecutor {
+                alive: true,
+                running: BTreeSet::new(),
+                incarnation: 0,
+            },
+        );
+        sim.feed(
+            Event::ExecutorRegistered {
+                executor: id.clone(),
+                slots: *slots,
+            },
+            0,
+        );
+    }
+    sim.feed(
+        Event::SubmitJob {
+            job: sim.job,
+            spec: scenario.spec.clone(),
+        },
+        0,
+    );
+    for (i, f) in scenario.faults.iter().enumerate() {
+        sim.push(f.at, Item::Fault(i));
+    }
+    while let Some(entry) = sim.queue.first_entry() {
+        let (now, _) = *entry.key();
+        if now > scenario.until {
+            break;
+        }
+        let item = entry.remove();
+        sim.step(item, now);
+    }
+    let final_state = sim.final_state();
+    SimReport {
+        events: sim.events,
+        final_state,
+    }
+}
+
+impl Sim<'_> {
+    fn push(&mut self, at: Millis, item: Item) {
+        self.queue.insert((at, self.seq), item);
+        self.seq += 1;
+    }
+
+    fn log(&mut self, event: SimEvent) {
+        if self.record {
+            self.events.push(event);
+        }
+    }
+
+    fn task_name(&self, t: TaskId) -> String {
+        self.core
+            .graph(self.job)
+            .map(|g| g.task_name(t).to_string())
+            .unwrap_or_default()
+    }
+
+    fn feed(&mut self, event: Event, now: Millis) {
+        match self.core.handle(event, now) {
+            Ok(commands) => self.carry_out(commands, now),
+            Err(rejected) => {
+                let mut e = SimEvent::new(now, "rejected");
+                e.detail = Some(rejected.error.to_string());
+                self.log(e);
+                self.carry_out(rejected.commands, now);
+            }
+        }
+    }
+
+    fn carry_out(&mut self, commands: Vec<Command>, now: Millis) {
+        for command in commands {
+            match command {
+                Command::SetTimer { timer, at } => {
+                    let key = (at.max(now), self.seq);
+                    self.timers.insert(timer, key);
+                    self.push(key.0, Item::Timer(timer));
+                }
+                Command::CancelTimer { timer } => {
+                    if let Some(key) = self.timers.remove(&timer) {
+                        self.queue.remove(&key);
+                    }
+                }
+                Command::Deploy { attempt, executor } => {
+                    let mut e = SimEvent::new(now, "deploy");
+                    e.task = Some(self.task_name(attempt.task));
+                    e.attempt = Some(attempt.attempt);
+                    e.executor = Some(executor.0.clone());
+                    self.log(e);
+                    let vertex = self
+                        .core
+                        .graph(self.job)
+                        .map(|g| g.vertex_of(attempt.task).0 as usize)
+                        .unwrap_or(0);
+                    let runtime = self.scenario.runtime[vertex];
+                    let deploy = self.scenario.deploy_latency;
+                    match self.executors.get_mut(&executor) {
+                        Some(vx) if vx.alive => {
+                            vx.running.insert(attempt);
+                            self.push(
+                                now + deploy,
+                                Item::Report {
+                                    executor: executor.clone(),
+                                    attempt,
+                                    state: AttemptState::Running,
+                                },
+                            );
+                            if let RunTime::For(ms) = runtime {
+                                self.push(
+                                    now + deploy + ms,
+                                    Item::Report {
+                                        executor,
+                                        attempt,
+                                        state: AttemptState::Finished,
+                                    },
+                                );
+                            }
+                        }
+                        _ => self.push(now + deploy, Item::DeployFailed { executor, attempt }),
+                    }
+                }
+                Command::Cancel { attempt, executor } => {
+                    let mut e = SimEvent::new(now, "cancel");
+                    e.task = Some(self.task_name(attempt.task));
+                    e.attempt = Some(attempt.attempt);
+                    e.executor = Some(executor.0.clone());
+                    self.log(e);
+                    if self.executors.get(&executor).is_some_and(|vx| vx.alive) {
+                        self.push(
+                            now + self.scenario.cancel_latency,
+                            Item::CancelDone { executor, attempt },
+                        );
+                    }
+                }
+                Command::ReleasePartitions {
+                    executor,
+                    partitions,
+                    ..
+                } => {
+                    let mut e = SimEvent::new(now, "release-partitions");
+                    e.executor = executor.map(|x| x.0);
+                    if let Some(g) = self.core.graph(self.job) {
+                        e.partitions =
+                            Some(partitions.iter().map(|p| g.partition_name(*p)).collect());
+                    }
+                    self.log(e);
+                }
+                Command::Notify(notice) => self.notice(notice, now),
+            }
+        }
+    }
+
+    fn notice(&mut self, notice: Notice, now: Millis) {
+        if !self.record {
+            return;
+        }
+        let e = match notice {
+            Notice::JobState { state, cause, .. } => {
+                let mut e = SimEvent::new(now, "job-state");
+                e.state = Some(state.name());
+                e.detail = cause;
+                e
+            }
+            Notice::TaskState {
+                attempt,
+                state,
+                executor,
+            } => {
+                let mut e = SimEvent::new(now, "task-state");
+                e.task = Some(self.task_name(attempt.task));
+                e.attempt = Some(attempt.attempt);
+                e.state = Some(state.name());
+                e.executor = executor.map(|x| x.0);
+                e
+            }
+            Notice::RestartScheduled {
+                tasks,
+                delay_ms,
+                merged,
+                cause,
+                ..
+            } => {
+                let mut e = SimEvent::new(now, "restart-scheduled");
+                e.tasks = Some(tasks.iter().map(|t| self.task_name(*t)).collect());
+                e.delay_ms = Some(delay_ms);
+                e.merged = Some(merged);
+                e.detail = Some(cause);
+                e
+            }
+            Notice::ExecutorRegistered { executor, slots } => {
+                let mut e = SimEvent::new(now, "executor-registered");
+                e.executor = Some(executor.0);
+                e.slots = Some(slots);
+                e
+            }
+            Notice::ExecutorLost { executor, reason } => {
+                let mut e = SimEvent::new(now, "executor-lost");
+                e.executor = Some(executor.0);
+                e.detail = Some(reason);
+                e
+            }
+        };
+        self.events.push(e);
+    }
+
+    fn step(&mut self, item: Item, now: Millis) {
+        match item {
+            Item::Timer(timer) => {
+                self.timers.remove(&timer);
+                self.feed(Event::TimerFired { timer }, now)
+            }
+            Item::Report {
+                executor,
+                attempt,
+                state,
+            } => {
+                let running = self
+                    .executors
+                    .get_mut(&executor)
+                    .filter(|vx| vx.alive)
+                    .map(|vx| {
+                        if state.is_terminal() {
+                            vx.running.remove(&attempt)
+                        } else {
+                            vx.running.contains(&attempt)
+                        }
+                    })
+                    .unwrap_or(false);
+                if running {
+                    self.feed(
+                        Event::TaskStateChanged {
+                            executor,
+                            attempt,
+                            state,
+                            failure: None,
+                        },
+                        now,
+                    );
+                }
+            }
+            Item::CancelDone { executor, attempt } => {
+                let was_running = self
+                    .executors
+                    .get_mut(&executor)
+                    .filter(|vx| vx.alive)
+                    .is_some_and(|vx| vx.running.remove(&attempt));
+                if was_running {
+                    self.feed(
+                        Event::TaskStateChanged {
+                            executor,
+                            attempt,
+                            state: AttemptState::Canceled,
+                            failure: None,
+                        },
+                        now,
+                    );
+                }
+            }
+            Item::DeployFailed { executor, attempt } => self.feed(
+                Event::TaskStateChanged {
+                    failure: Some(Failure::recoverable(format!(
+                        "deploy to executor {executor} failed: unreachable"
+                    ))),
+                    executor,
+                    attempt,
+                    state: AttemptState::Failed,
+                },
+                now,
+            ),
+            Item::Detect(executor, incarnation) => {
+                let current = self
+                    .executors
+                    .get(&executor)
+                    .is_some_and(|vx| vx.incarnation == incarnation);
+                if current {
+                    self.feed(
+                        Event::ExecutorLost {
+                            executor,
+                            reason: "lost in the scenario".into(),
+                        },
+                        now,
+                    );
+                }
+            }
+            Item::Fault(i) => self.fault(i, now),
+        }
+    }
+
+    fn fault(&mut self, i: usize, now: Millis) {
+        let fault = self.scenario.faults[i].clone();
+        let mut e = SimEvent::new(now, "fault");
+        match fault.kind {
+            FaultKind::FailTask { task, failure } => {
+                e.detail = Some(format!("fail-task ({})", failure.class));
+                e.task = Some(self.task_name(task));
+                let view = self.core.task(self.job, task);
+                let running_on = view.as_ref().and_then(|v| {
+                    let executor = v.executor.clone()?;
+                    let attempt = AttemptId {
+                        job: self.job,
+                        task,
+                        attempt: v.attempt,
+                    };
+                    let vx = self.executors.get_mut(&executor)?;
+                    (vx.alive && vx.running.remove(&attempt)).then_some((executor, attempt))
+                });
+                match running_on {
+                    Some((executor, attempt)) => {
+                        e.attempt = Some(attempt.attempt);
+                        e.executor = Some(executor.0.clone());
+                        self.log(e);
+                        self.feed(
+                            Event::TaskStateChanged {
+                                executor,
+                                attempt,
+                                state: AttemptState::Failed,
+                                failure: Some(failure),
+                            },
+                            now,
+                        );
+                    }
+                    None => {
+                        e.detail = Some(format!(
+                            "fail-task skipped: the task is {}",
+                            view.map_or("unknown", |v| v.state.name())
+                        ));
+                        self.log(e);
+                    }
+                }
+            }
+            FaultKind::LoseExecutor { executor } => {
+                e.detail = Some("lose-executor".into());
+                e.executor = Some(executor.0.clone());
+                self.log(e);
+                if let Some(vx) = self.executors.get_mut(&executor)
+                    && vx.alive
+                {
+                    vx.alive = false;
+                    vx.running.clear();
+                    let incarnation = vx.incarnation;
+                    self.push(
+                        now + self.scenario.detection_latency,
+                        Item::Detect(executor, incarnation),
+                    );
+                }
+            }
+            FaultKind::AddExecutor { executor, slots } => {
+                e.detail = Some("add-executor".into());
+                e.executor = Some(executor.0.clone());
+                e.slots = Some(slots);
+                self.log(e);
+                let incarnation = self
+                    .executors
+                    .get(&executor)
+                    .map_or(0, |vx| vx.incarnation + 1);
+                self.executors.insert(
+                    executor.clone(),
+                    VirtualExecutor {
+                        alive: true,
+                        running: BTreeSet::new(),
+                        incarnation,
+                    },
+                );
+                self.feed(Event::ExecutorRegistered { executor, slots }, now);
+            }
+            FaultKind::LosePartition { partition } => {
+                e.detail = Some("lose-partition".into());
+                if let Some(g) = self.core.graph(self.job) {
+                    e.partitions = Some(vec![g.partition_name(partition)]);
+                }
+                self.log(e);
+                self.feed(
+                    Event::PartitionLost {
+                        job: self.job,
+                        partition,
+                    },
+                    now,
+                );
+            }
+        }
+    }
+
+    fn final_state(&self) -> FinalState {
+        let now = self.scenario.until;
+        let job = self.job;
+        let core = &self.core;
+        let counters = core.counters(job).cloned().unwrap_or_default();
+        let regions = core.regions(job);
+        let downtime = core.region_downtime_ms(job, now).unwrap_or_default();
+        FinalState {
+            t_ms: now,
+            job_state: core.job_state(job).map_or("UNKNOWN", |s| s.name()),
+            cause: core.job_cause(job).map(str::to_owned),
+            restarts: counters.restarts,
+            failovers: counters.failovers,
+            full_restarts: counters.full_restarts,
+            tasks_restarted: counters.tasks_restarted,
+            restarting_ms: core.restarting_ms(job, now).unwrap_or(0),
+            exceptions: core.exception_history(job).map_or(0, |h| h.len()),
+            tasks: core
+                .tasks(job)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|v| FinalTask {
+                    task: v.name,
+                    attempt: v.attempt,
+                    state: v.state.name(),
+                    executor: v.executor.map(|e| e.0),
+                    region: v.region.0,
+                })
+                .collect(),
+            regions: regions
+                .map(|rs| {
+                    rs.ids()
+                        .map(|r| FinalRegion {
+                            region: r.0,
+                            tasks: rs.tasks(r).len(),
+                            restarts: counters
+                                .region_restarts
+                                .get(r.index())
+                                .copied()
+                                .unwrap_or(0),
+                            downtime_ms: downtime.get(r.index()).copied().unwrap_or(0),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+}

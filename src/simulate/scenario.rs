@@ -1,0 +1,363 @@
+//! Scenario files: parsing and validating what `jmctl simulate` runs (the job, executors,
+//! run times, latencies, the fault timeline and the end time).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::core::{
+    CoreConfig, ExecutorId, Failure, FailureClass, JobSpec, Millis, PartitionId, SpecFormat, TaskId,
+};
+
+/// Why a scenario was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("invalid {format} scenario: {message}")]
+    Syntax { format: SpecFormat, message: String },
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ScenarioError {
+    ScenarioError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// How long a vertex's tasks run once deployed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunTime {
+    For(Millis),
+    /// Streaming: until cancelled.
+    Forever,
+}
+
+/// One injected fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaultKind {
+    /// The task's current attempt fails (if it is running).
+    FailTask { task: TaskId, failure: Failure },
+    /// The executor dies: its tasks die with it; the JobMaster learns after `detection`.
+    LoseExecutor { executor: ExecutorId },
+    /// A new executor registers (or a known one registers again).
+    AddExecutor { executor: ExecutorId, slots: u32 },
+    /// A result partition disappears.
+    LosePartition { partition: PartitionId },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    pub at: Millis,
+    pub kind: FaultKind,
+}
+
+/// A validated scenario.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub spec: JobSpec,
+    pub executors: Vec<(ExecutorId, u32)>,
+    /// Per vertex (spec order).
+    pub runtime: Vec<RunTime>,
+    pub deploy_latency: Millis,
+    pub cancel_latency: Millis,
+    pub detection_latency: Millis,
+    pub faults: Vec<Fault>,
+    pub until: Millis,
+    pub core: CoreConfig,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawScenario {
+    job: Option<serde_json::Value>,
+    #[serde(default)]
+    executors: Vec<RawExecutor>,
+    #[serde(default)]
+    runtime: BTreeMap<String, String>,
+    #[serde(default)]
+    latency: RawLatency,
+    #[serde(default)]
+    faults: Vec<RawFault>,
+    until: Option<String>,
+    seed: Option<u64>,
+    slot_request_timeout: Option<String>,
+    cancel_timeout: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExecutor {
+    id: String,
+    slots: u32,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLatency {
+    deploy: Option<String>,
+    cancel: Option<String>,
+    detection: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFault {
+    at: String,
+    kind: String,
+    task: Option<String>,
+    class: Option<String>,
+    message: Option<String>,
+    executor: Option<String>,
+    slots: Option<u32>,
+    partition: Option<String>,
+}
+
+/// Longest simulated time: a year of virtual time is plenty and keeps arithmetic far from
+/// overflow.
+const MAX_TIME: Duration = Duration::from_secs(366 * 24 * 3600);
+
+fn duration(field: &str, text: &str) -> Result<Millis, ScenarioError> {
+    let d = humantime::parse_duration(text.trim()).map_err(|e| {
+        invalid(
+            field,
+            format!("{text:?} is not a duration ({e}); write e.g. \"250ms\", \"10s\", \"1min\""),
+        )
+    })?;
+    if d > MAX_TIME {
+        return Err(invalid(field, format!("{text:?} is longer than a year")));
+    }
+    Ok(d.as_millis() as Millis)
+}
+
+impl Scenario {
+    /// Parses a scenario. `load(path)` returns the text of a job spec named by path (relative
+    /// paths are the caller's business: `jmctl` resolves them against the scenario's folder).
+    pub fn parse(
+        text: &str,
+        format: SpecFormat,
+        load: impl Fn(&str) -> Result<String, String>,
+    ) -> Result<Scenario, ScenarioError> {
+        let syntax = |message: String| ScenarioError::Syntax { format, message };
+        let raw: RawScenario = match format {
+            SpecFormat::Toml => {
+                toml::from_str(text).map_err(|e| syntax(flatten(&e.to_string())))?
+            }
+            SpecFormat::Json => {
+                serde_json::from_str(text).map_err(|e| syntax(flatten(&e.to_string())))?
+            }
+        };
+        let spec = match raw.job {
+            None => {
+                return Err(invalid(
+                    "job",
+                    "missing: give a spec path or an inline spec table",
+                ));
+            }
+            Some(serde_json::Value::String(path)) => {
+                let spec_text = load(&path).map_err(|e| invalid("job", e))?;
+                let spec_format = SpecFormat::detect(Some(&path), &spec_text);
+                JobSpec::parse(&spec_text, spec_format)
+                    .map_err(|e| invalid("job", format!("{path}: {e}")))?
+            }
+            Some(value @ serde_json::Value::Object(_)) => {
+                let json =
+                    serde_json::to_string(&value).map_err(|e| invalid("job", e.to_string()))?;
+                JobSpec::from_json(&json).map_err(|e| invalid("job", e.to_string()))?
+            }
+            Some(_) => {
+                return Err(invalid(
+                    "job",
+                    "must be a spec path or an inline spec table",
+                ));
+            }
+        };
+
+        let mut executors = Vec::new();
+        let mut seen = BTreeSet::new();
+        for (i, e) in raw.executors.iter().enumerate() {
+            if e.id.is_empty() {
+                return Err(invalid(format!("executors[{i}].id"), "must not be empty"));
+            }
+            if e.slots == 0 {
+                return Err(invalid(
+                    format!("executors[{i}].slots"),
+                    "must be at least 1",
+                ));
+            }
+            if !seen.insert(e.id.clone()) {
+                return Err(invalid(
+                    format!("executors[{i}].id"),
+                    format!("{:?} is declared twice", e.id),
+                ));
+            }
+            executors.push((ExecutorId(e.id.clone()), e.slots));
+        }
+
+        let default_runtime = match raw.runtime.get("default") {
+            Some(text) => parse_runtime("runtime.default", text)?,
+            None => RunTime::Forever,
+        };
+        let mut runtime = vec![default_runtime; spec.vertices.len()];
+        for (vertex, text) in &raw.runtime {
+            if vertex == "default" {
+                continue;
+            }
+            let field = format!("runtime.{vertex}");
+            let i = spec
+                .vertices
+                .iter()
+                .position(|v| &v.id == vertex)
+                .ok_or_else(|| invalid(&field, "no such vertex in the job"))?;
+            runtime[i] = parse_runtime(&field, text)?;
+        }
+
+        let latency = |field: &str, v: &Option<String>, default: Millis| match v {
+            Some(t) => duration(field, t),
+            None => Ok(default),
+        };
+        let deploy_latency = latency("latency.deploy", &raw.latency.deploy, 10)?;
+        let cancel_latency = latency("latency.cancel", &raw.latency.cancel, 10)?;
+        let detection_latency = latency("latency.detection", &raw.latency.detection, 0)?;
+        let until = duration(
+            "until",
+            raw.until.as_deref().ok_or_else(|| {
+                invalid("until", "missing: when the simulation ends, e.g. \"60s\"")
+            })?,
+        )?;
+
+        let graph = crate::core::ExecutionGraph::build(&spec);
+        let mut faults = Vec::new();
+        let mut known: BTreeSet<String> = seen;
+        for (i, f) in raw.faults.iter().enumerate() {
+            let field = |k: &str| format!("faults[{i}].{k}");
+            let at = duration(&field("at"), &f.at)?;
+            let need = |v: &Option<String>, k: &str| {
+                v.clone()
+                    .ok_or_else(|| invalid(field(k), format!("missing for kind {:?}", f.kind)))
+            };
+            let kind = match f.kind.as_str() {
+                "fail-task" => {
+                    let name = need(&f.task, "task")?;
+                    let task = graph.find_task(&name).ok_or_else(|| {
+                        invalid(field("task"), format!("no task {name:?} in the job"))
+                    })?;
+                    let class = match &f.class {
+                        None => FailureClass::Recoverable,
+                        Some(c) => FailureClass::parse(c).ok_or_else(|| {
+                            invalid(
+                                field("class"),
+                                format!(
+                                    "unknown class {c:?}; expected one of recoverable, \
+                                     non-recoverable, executor-lost, partition-lost"
+                                ),
+                            )
+                        })?,
+                    };
+                    let message = f
+                        .message
+                        .clone()
+                        .unwrap_or_else(|| format!("injected {} failure", class.name()));
+                    FaultKind::FailTask {
+                        task,
+                        failure: Failure::new(class, message),
+                    }
+                }
+                "lose-executor" => {
+                    let id = need(&f.executor, "executor")?;
+                    if !known.contains(&id) {
+                        return Err(invalid(field("executor"), format!("no executor {id:?}")));
+                    }
+                    FaultKind::LoseExecutor {
+                        executor: ExecutorId(id),
+                    }
+                }
+                "add-executor" => {
+                    let id = need(&f.executor, "executor")?;
+                    if id.is_empty() {
+                        return Err(invalid(field("executor"), "must not be empty"));
+                    }
+                    let slots = f.slots.unwrap_or(1);
+                    if slots == 0 {
+                        return Err(invalid(field("slots"), "must be at least 1"));
+                    }
+                    known.insert(id.clone());
+                    FaultKind::AddExecutor {
+                        executor: ExecutorId(id),
+                        slots,
+                    }
+                }
+                "lose-partition" => {
+                    let name = need(&f.partition, "partition")?;
+                    let partition = find_partition(&graph, &name).ok_or_else(|| {
+                        invalid(
+                            field("partition"),
+                            format!(
+                                "no partition {name:?}; name it producer-task->consumer-vertex, \
+                                 e.g. read#1->count"
+                            ),
+                        )
+                    })?;
+                    FaultKind::LosePartition { partition }
+                }
+                other => {
+                    return Err(invalid(
+                        field("kind"),
+                        format!(
+                            "unknown fault {other:?}; expected one of fail-task, lose-executor, \
+                             add-executor, lose-partition"
+                        ),
+                    ));
+                }
+            };
+            faults.push(Fault { at, kind });
+        }
+        let mut core = CoreConfig {
+            seed: raw.seed.unwrap_or(0),
+            ..CoreConfig::default()
+        };
+        if let Some(t) = &raw.slot_request_timeout {
+            core.slot_request_timeout_ms = duration("slot-request-timeout", t)?;
+        }
+        if let Some(t) = &raw.cancel_timeout {
+            core.cancel_timeout_ms = duration("cancel-timeout", t)?;
+        }
+        Ok(Scenario {
+            spec,
+            executors,
+            runtime,
+            deploy_latency,
+            cancel_latency,
+            detection_latency,
+            faults,
+            until,
+            core,
+        })
+    }
+}
+
+fn parse_runtime(field: &str, text: &str) -> Result<RunTime, ScenarioError> {
+    if text.trim() == "forever" {
+        Ok(RunTime::Forever)
+    } else {
+        duration(field, text).map(RunTime::For)
+    }
+}
+
+fn flatten(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && l.chars().any(char::is_alphanumeric))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Finds `producer#i->consumer`.
+fn find_partition(graph: &crate::core::ExecutionGraph, name: &str) -> Option<PartitionId> {
+    let (producer, consumer) = name.split_once("->")?;
+    let task = graph.find_task(producer.trim())?;
+    let consumer = graph.find_vertex(consumer.trim())?;
+    graph.partition_to(task, consumer)
+}
