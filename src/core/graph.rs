@@ -431,17 +431,6 @@ impl ExecutionGraph {
         )
     }
 
-    /// The partition `producer` writes for the consumers of vertex `consumer` (the partition
-    /// that [`partition_name`](Self::partition_name) spells `producer->consumer`).
-    pub fn partition_to(&self, producer: TaskId, consumer: VertexIdx) -> Option<PartitionId> {
-        let vertex = self.vertex(self.vertex_of(producer));
-        vertex
-            .outputs()
-            .iter()
-            .zip(self.produced_partitions(producer))
-            .find(|(e, _)| self.edge(**e).to == consumer)
-            .map(|(_, p)| p)
-    }
 }
 
 /// A task's display name without allocating: `vertex#subtask`.
