@@ -862,9 +862,16 @@ async fn recovery_bench() {
         );
         results.push(r);
     }
-    let pct = |mut v: Vec<f64>, p: f64| {
-        v.sort_by(f64::total_cmp);
-        v[(p * (v.len() - 1) as f64).round() as usize]
+    // Percentiles from an hdrhistogram of the samples in µs (exact to the µs below 32.768 ms,
+    // within 0.01% above), nearest rank.
+    let pct = |v: Vec<f64>, p: f64| {
+        let mut h = hdrhistogram::Histogram::<u64>::new(4).expect("valid significant figures");
+        for x in &v {
+            h.record((x.max(0.0) * 1000.0).round() as u64)
+                .expect("an auto-resizing histogram records any u64");
+        }
+        let max = v.iter().copied().fold(0.0, f64::max);
+        (h.value_at_quantile(p) as f64 / 1000.0).min(max)
     };
     let jm: Vec<f64> = results.iter().map(|r| r.jobmaster_ms).collect();
     let watcher: Vec<f64> = results.iter().map(|r| r.watcher_ms).collect();

@@ -430,7 +430,6 @@ impl ExecutionGraph {
             self.vertices[edge.to.0 as usize].id
         )
     }
-
 }
 
 /// A task's display name without allocating: `vertex#subtask`.

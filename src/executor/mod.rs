@@ -11,9 +11,6 @@ mod process;
 mod runner;
 mod service;
 
-// The batch helpers live in `crate::api::batch`; these paths stay for existing callers
-// (src/server/dispatcher.rs uses `crate::executor::unbatch`).
-pub use crate::api::batch::{code_name, outcome, unbatch};
 pub use error::{ExecutorError, StartError};
 
 use std::collections::HashMap;

@@ -574,7 +574,7 @@ mod tests {
             assert_eq!(t.inputs[1].shared_partitions, 0);
         }
         // Unpacked, every task reads the full list, as a unary SubmitTask would carry it.
-        let tasks = crate::executor::unbatch(request);
+        let tasks = crate::api::batch::unbatch(request);
         assert_eq!(tasks.len(), 3);
         for (i, t) in tasks.into_iter().enumerate() {
             let t = t.expect("every shared list is in the batch");
@@ -598,7 +598,7 @@ mod tests {
             tasks: vec![request(0), bad, request(2)],
             shared_partitions: vec![PartitionList::default()],
         };
-        let tasks = crate::executor::unbatch(batch);
+        let tasks = crate::api::batch::unbatch(batch);
         assert!(tasks[0].is_ok() && tasks[2].is_ok());
         let status = tasks[1].as_ref().expect_err("list 2 of 1 does not exist");
         assert_eq!(status.code(), tonic::Code::InvalidArgument);

@@ -4,39 +4,30 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::collections::hash_map::RandomState;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use jobmaster::api::v1::job_master_service_client::JobMasterServiceClient;
 use jobmaster::api::v1::task_executor_gateway_client::TaskExecutorGatewayClient;
-use jobmaster::api::v1::task_executor_service_server::{
-    TaskExecutorService, TaskExecutorServiceServer,
-};
 use jobmaster::api::v1::{
-    AttemptRef, CancelTaskRequest, CancelTaskResponse, CancelTasksRequest, CancelTasksResponse,
-    ExecutorInfo, FetchPartitionRequest, GetJobRequest, GetJobResponse, HeartbeatRequest,
-    HeartbeatResponse, ListExecutorsRequest, PartitionChunk, RegisterExecutorRequest,
-    RegisterExecutorResponse, ReleasePartitionsRequest, ReleasePartitionsResponse,
-    SubmitJobRequest, SubmitTaskRequest, SubmitTaskResponse, SubmitTasksRequest,
-    SubmitTasksResponse, TaskInfo, TaskOutcome, TaskStateUpdate, UpdateTaskStateRequest,
-    UpdateTaskStatesRequest,
+    AttemptRef, ExecutorInfo, GetJobRequest, GetJobResponse, ListExecutorsRequest,
+    RegisterExecutorResponse, ReleasePartitionsRequest, SubmitJobRequest, SubmitTaskRequest,
+    TaskInfo, TaskOutcome, TaskStateUpdate,
 };
+use jobmaster::core::AttemptState;
+use jobmaster::fake_executor::{Executor, ExecutorConfig, Fleet, Observer, Options, Rpc};
 use jobmaster::settings::Settings;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_stream::Stream;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
-use tonic::codec::Streaming;
+use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Channel, Server};
-use tonic::{Request, Response, Status};
+use tonic::{Response, Status};
 
 /// How long a test waits for any one condition: generous, for a noisy 2-core machine.
 pub const DEADLINE: Duration = Duration::from_secs(10);
@@ -458,346 +449,59 @@ impl Batch {
     }
 }
 
-type AttemptKey = (String, String, u32, u32);
-
-fn key(r: &AttemptRef) -> AttemptKey {
-    (r.job_id.clone(), r.vertex.clone(), r.subtask, r.attempt)
-}
-
-struct State {
-    session: String,
-    /// Attempts this executor holds (deploying, running or cancelling): in every heartbeat.
-    held: BTreeMap<AttemptKey, AttemptRef>,
-    /// Sequence number of the next heartbeat (from 0).
-    next_seq: u64,
-    paused: bool,
-    last_sent: Option<Instant>,
-    /// Cancels received but not yet confirmed (when confirmation is manual).
-    unconfirmed: Vec<AttemptRef>,
-}
-
-struct Inner {
-    id: String,
-    address: String,
-    slots: u32,
-    gateway: TaskExecutorGatewayClient<Channel>,
-    state: Mutex<State>,
-    calls: Mutex<Vec<Call>>,
-    /// One entry per RPC that carried submits or cancels: what it was and how many tasks.
-    batches: Mutex<Vec<Batch>>,
-    /// Every task descriptor received, batched ones unpacked as a real executor does.
-    descriptors: Mutex<Vec<SubmitTaskRequest>>,
-    /// Heartbeat answers received; the n-th answers heartbeat n-1.
-    acked: watch::Sender<u64>,
-    reregister_asks: AtomicU64,
-    /// Send a heartbeat now.
-    nudge: Notify,
-    auto_cancel: AtomicBool,
-    /// How long a SubmitTask or SubmitTasks takes to handle, in ms (a slow executor).
-    submit_delay_ms: AtomicU64,
-    /// SubmitTasks calls still to be answered UNAVAILABLE after they were applied (an answer
-    /// lost on the way back).
-    lose_submit_answers: std::sync::atomic::AtomicU32,
+impl From<Rpc> for Batch {
+    fn from(rpc: Rpc) -> Batch {
+        match rpc {
+            Rpc::SubmitTask => Batch::SubmitTask,
+            Rpc::SubmitTasks(n) => Batch::SubmitTasks(n),
+            Rpc::CancelTask => Batch::CancelTask,
+            Rpc::CancelTasks(n) => Batch::CancelTasks(n),
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl Inner {
-    fn record(&self, call: Call) {
-        lock(&self.calls).push(call);
-    }
-
-    /// Simulates a slow executor: the submit is handled (and recorded) only after the delay.
-    async fn submit_delay(&self) {
-        let ms = self.submit_delay_ms.load(Ordering::SeqCst);
-        if ms > 0 {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-        }
-    }
-
-    /// Records one RPC that carried submits or cancels.
-    fn record_batch(&self, batch: Batch) {
-        lock(&self.batches).push(batch);
-    }
-
-    /// One task of a SubmitTask or SubmitTasks call: keeps its descriptor, holds the attempt,
-    /// reports RUNNING soon. Refused when the attempt is missing.
-    fn submit(self: &Arc<Self>, task: SubmitTaskRequest) -> Result<(), Status> {
-        let attempt = task
-            .attempt
-            .clone()
-            .ok_or_else(|| Status::invalid_argument("attempt is missing"))?;
-        let epoch = task.epoch;
-        lock(&self.descriptors).push(task);
-        let seq = {
-            let mut s = lock(&self.state);
-            s.held.insert(key(&attempt), attempt.clone());
-            s.next_seq
-        };
-        self.record(Call::Submit {
-            job: attempt.job_id.clone(),
-            task: task_name(&attempt),
-            attempt: attempt.attempt,
-            epoch,
-        });
-        tokio::spawn(self.clone().report_running(attempt, seq));
-        Ok(())
-    }
-
-    /// A CancelTask (`batch` says which call) of each of `attempts`, in order.
-    fn cancel_all(self: &Arc<Self>, batch: Batch, attempts: Vec<AttemptRef>, epoch: u64) {
-        self.record_batch(batch);
-        for attempt in attempts {
-            self.cancel(attempt, epoch);
-        }
-    }
-
-    /// Stops the attempts cancelled so far and hands them over, in the order they arrived.
-    fn take_unconfirmed(&self) -> Vec<AttemptRef> {
-        let mut s = lock(&self.state);
-        let pending = std::mem::take(&mut s.unconfirmed);
-        for a in &pending {
-            s.held.remove(&key(a));
-        }
-        pending
-    }
-
-    /// The attempt ended (`state` FINISHED or FAILED): drops it, then reports it.
-    async fn end(
-        &self,
-        attempt: &AttemptRef,
-        state: &str,
-        class: &str,
-        message: &str,
-    ) -> Result<(), Status> {
-        lock(&self.state).held.remove(&key(attempt));
-        bounded(
-            "UpdateTaskState",
-            self.update(attempt, state, class, message),
-        )
-        .await
-    }
-
-    /// One attempt of a CancelTask or CancelTasks call: drops the attempt and reports CANCELED, or (without
-    /// auto-cancel) keeps it until `confirm_cancels`.
-    fn cancel(self: &Arc<Self>, attempt: AttemptRef, epoch: u64) {
-        self.record(Call::Cancel {
-            job: attempt.job_id.clone(),
-            task: task_name(&attempt),
-            attempt: attempt.attempt,
-            epoch,
-        });
-        if self.auto_cancel.load(Ordering::SeqCst) {
-            lock(&self.state).held.remove(&key(&attempt));
-            let inner = self.clone();
-            tokio::spawn(async move {
-                let _ = inner.update(&attempt, "CANCELED", "", "").await;
-            });
-        } else {
-            lock(&self.state).unconfirmed.push(attempt);
-        }
-    }
-
-    fn holds(&self, r: &AttemptRef) -> bool {
-        lock(&self.state).held.contains_key(&key(r))
-    }
-
-    fn session(&self) -> String {
-        lock(&self.state).session.clone()
-    }
-
-    async fn update(
-        &self,
-        attempt: &AttemptRef,
-        state: &str,
-        class: &str,
-        message: &str,
-    ) -> Result<(), Status> {
-        let mut request = Request::new(UpdateTaskStateRequest {
-            executor_id: self.id.clone(),
-            session_id: self.session(),
-            attempt: Some(attempt.clone()),
-            state: state.to_owned(),
-            failure_class: class.to_owned(),
-            message: message.to_owned(),
-            missing_partition: None,
-        });
-        request.set_timeout(DEADLINE);
-        self.gateway
-            .clone()
-            .update_task_state(request)
-            .await
-            .map(|_| ())
-    }
-
-    /// One UpdateTaskStates call under `executor_id` and `session`; returns its outcomes.
-    async fn update_batch(
-        &self,
-        executor_id: &str,
-        session: &str,
-        updates: Vec<TaskStateUpdate>,
-    ) -> Result<Vec<TaskOutcome>, Status> {
-        let mut request = Request::new(UpdateTaskStatesRequest {
-            executor_id: executor_id.to_owned(),
-            session_id: session.to_owned(),
-            updates,
-        });
-        request.set_timeout(DEADLINE);
-        self.gateway
-            .clone()
-            .update_task_states(request)
-            .await
-            .map(|answer| answer.into_inner().outcomes)
-    }
-
-    async fn register(&self) -> Result<RegisterExecutorResponse, Status> {
-        let mut request = Request::new(RegisterExecutorRequest {
-            executor_id: self.id.clone(),
-            address: self.address.clone(),
-            slots: self.slots,
-            session_id: self.session(),
-            free_disk_bytes: 1 << 30,
-        });
-        request.set_timeout(DEADLINE);
-        self.gateway
-            .clone()
-            .register_executor(request)
-            .await
-            .map(Response::into_inner)
-    }
-
-    /// Reports RUNNING once a heartbeat listing the attempt has been answered, so no older
-    /// heartbeat (without it) can reach the JobMaster after the report and fail it.
-    async fn report_running(self: Arc<Self>, attempt: AttemptRef, seq: u64) {
-        self.nudge.notify_one();
-        let mut acked = self.acked.subscribe();
-        let answered = tokio::time::timeout(Duration::from_secs(30), acked.wait_for(|&n| n > seq))
-            .await
-            .is_ok_and(|r| r.is_ok());
-        if answered && self.holds(&attempt) {
-            let _ = self.update(&attempt, "RUNNING", "", "").await;
-        }
-    }
-
-    async fn heartbeats(self: Arc<Self>, tx: mpsc::Sender<HeartbeatRequest>, interval: Duration) {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = self.nudge.notified() => {}
-            }
-            let hb = {
-                let mut s = lock(&self.state);
-                if s.paused {
-                    continue;
-                }
-                s.next_seq += 1;
-                s.last_sent = Some(Instant::now());
-                HeartbeatRequest {
-                    executor_id: self.id.clone(),
-                    session_id: s.session.clone(),
-                    attempts: s.held.values().cloned().collect(),
-                    partitions: Vec::new(),
-                    free_disk_bytes: 1 << 30,
-                }
-            };
-            if tx.send(hb).await.is_err() {
-                return;
-            }
-        }
-    }
-
-    async fn answers(self: Arc<Self>, mut stream: Streaming<HeartbeatResponse>) {
-        while let Ok(Some(answer)) = stream.message().await {
-            if answer.reregister {
-                self.reregister_asks.fetch_add(1, Ordering::SeqCst);
-            }
-            self.acked.send_modify(|n| *n += 1);
-        }
-    }
+/// What the tests want to see of a fake executor: every call, every RPC that carried submits
+/// or cancels, every task descriptor (batches unpacked).
+#[derive(Default)]
+struct Recorder {
+    calls: Mutex<Vec<Call>>,
+    batches: Mutex<Vec<Batch>>,
+    descriptors: Mutex<Vec<SubmitTaskRequest>>,
 }
 
-struct Service(Arc<Inner>);
-
-type ChunkStream = Pin<Box<dyn Stream<Item = Result<PartitionChunk, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl TaskExecutorService for Service {
-    async fn submit_task(
-        &self,
-        request: Request<SubmitTaskRequest>,
-    ) -> Result<Response<SubmitTaskResponse>, Status> {
-        self.0.submit_delay().await;
-        self.0.record_batch(Batch::SubmitTask);
-        self.0.submit(request.into_inner())?;
-        Ok(Response::new(SubmitTaskResponse {}))
+impl Observer for Recorder {
+    fn rpc(&self, _exec: &Executor, rpc: Rpc) {
+        lock(&self.batches).push(rpc.into());
     }
 
-    async fn submit_tasks(
-        &self,
-        request: Request<SubmitTasksRequest>,
-    ) -> Result<Response<SubmitTasksResponse>, Status> {
-        let r = request.into_inner();
-        self.0.submit_delay().await;
-        self.0.record_batch(Batch::SubmitTasks(r.tasks.len()));
-        let outcomes = jobmaster::api::batch::unbatch(r)
-            .into_iter()
-            .map(|task| match task.and_then(|task| self.0.submit(task)) {
-                Ok(()) => TaskOutcome {
-                    accepted: true,
-                    ..TaskOutcome::default()
-                },
-                // Both refusals (a malformed batch entry, a missing attempt) are INVALID_ARGUMENT.
-                Err(status) => TaskOutcome {
-                    accepted: false,
-                    code: "INVALID_ARGUMENT".into(),
-                    message: status.message().to_owned(),
-                },
-            })
-            .collect();
-        let lost = self
-            .0
-            .lose_submit_answers
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
-        if lost {
-            return Err(Status::unavailable("the answer was lost (injected)"));
+    fn submitted(&self, _exec: &Executor, task: &SubmitTaskRequest, _at: Instant) {
+        lock(&self.descriptors).push(task.clone());
+        if let Some(attempt) = &task.attempt {
+            lock(&self.calls).push(Call::Submit {
+                job: attempt.job_id.clone(),
+                task: task_name(attempt),
+                attempt: attempt.attempt,
+                epoch: task.epoch,
+            });
         }
-        Ok(Response::new(SubmitTasksResponse { outcomes }))
     }
 
-    async fn cancel_task(
-        &self,
-        request: Request<CancelTaskRequest>,
-    ) -> Result<Response<CancelTaskResponse>, Status> {
-        let r = request.into_inner();
-        let attempt = r
-            .attempt
-            .ok_or_else(|| Status::invalid_argument("attempt is missing"))?;
-        self.0.cancel_all(Batch::CancelTask, vec![attempt], r.epoch);
-        Ok(Response::new(CancelTaskResponse {}))
+    fn cancel_received(&self, _exec: &Executor, attempt: &AttemptRef, epoch: u64, _at: Instant) {
+        lock(&self.calls).push(Call::Cancel {
+            job: attempt.job_id.clone(),
+            task: task_name(attempt),
+            attempt: attempt.attempt,
+            epoch,
+        });
     }
 
-    async fn cancel_tasks(
-        &self,
-        request: Request<CancelTasksRequest>,
-    ) -> Result<Response<CancelTasksResponse>, Status> {
-        let r = request.into_inner();
-        self.0
-            .cancel_all(Batch::CancelTasks(r.attempts.len()), r.attempts, r.epoch);
-        Ok(Response::new(CancelTasksResponse {}))
-    }
-
-    async fn release_partitions(
-        &self,
-        request: Request<ReleasePartitionsRequest>,
-    ) -> Result<Response<ReleasePartitionsResponse>, Status> {
-        let r = request.into_inner();
-        self.0.record(Call::Release {
-            partitions: r
+    fn released(&self, _exec: &Executor, request: &ReleasePartitionsRequest) {
+        lock(&self.calls).push(Call::Release {
+            partitions: request
                 .partitions
                 .iter()
                 .map(|p| {
@@ -807,31 +511,25 @@ impl TaskExecutorService for Service {
                     )
                 })
                 .collect(),
-            epoch: r.epoch,
+            epoch: request.epoch,
         });
-        Ok(Response::new(ReleasePartitionsResponse {}))
-    }
-
-    type FetchPartitionStream = ChunkStream;
-
-    async fn fetch_partition(
-        &self,
-        _request: Request<FetchPartitionRequest>,
-    ) -> Result<Response<Self::FetchPartitionStream>, Status> {
-        Err(Status::unimplemented("the fake executor hosts no data"))
     }
 }
 
-/// A TaskExecutor faked with the generated code: serves `TaskExecutorService` on its own
-/// port-0 listener and records the calls it gets; registers with a random session; keeps a
-/// heartbeat stream open listing the attempts it holds; reports RUNNING after each submitted
-/// task and (unless told otherwise) CANCELED after each cancelled one (unary or batched).
+/// A TaskExecutor faked with the library's [`jobmaster::fake_executor`] (its default options:
+/// unary reports, RUNNING once a heartbeat listing the attempt was answered): serves
+/// `TaskExecutorService` on its own port-0 listener and records the calls it gets; registers
+/// with a random session; keeps a heartbeat stream open listing the attempts it holds; reports
+/// RUNNING after each submitted task and (unless told otherwise) CANCELED after each cancelled
+/// one (unary or batched).
 pub struct FakeExecutor {
     pub id: String,
     pub addr: SocketAddr,
     /// The epoch the JobMaster answered the registration with.
     pub epoch: u64,
-    inner: Arc<Inner>,
+    exec: Arc<Executor>,
+    fleet: Arc<Fleet>,
+    recorder: Arc<Recorder>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -842,33 +540,22 @@ impl FakeExecutor {
             .await
             .expect("bind executor");
         let addr = listener.local_addr().expect("executor address");
-        let gateway = daemon.gateway().await;
-        let (acked, _) = watch::channel(0);
-        let inner = Arc::new(Inner {
-            id: id.to_owned(),
-            address: addr.to_string(),
-            slots,
-            gateway,
-            state: Mutex::new(State {
+        let exec = Executor::new(
+            ExecutorConfig {
+                id: id.to_owned(),
+                address: addr.to_string(),
+                slots,
                 session: session_id(),
-                held: BTreeMap::new(),
-                next_seq: 0,
-                paused: false,
-                last_sent: None,
-                unconfirmed: Vec::new(),
-            }),
-            calls: Mutex::new(Vec::new()),
-            batches: Mutex::new(Vec::new()),
-            descriptors: Mutex::new(Vec::new()),
-            acked,
-            reregister_asks: AtomicU64::new(0),
-            nudge: Notify::new(),
-            auto_cancel: AtomicBool::new(true),
-            submit_delay_ms: AtomicU64::new(0),
-            lose_submit_answers: std::sync::atomic::AtomicU32::new(0),
-        });
+                free_disk_bytes: 1 << 30,
+                rpc_timeout: DEADLINE,
+            },
+            daemon.gateway().await,
+        );
+        let recorder = Arc::new(Recorder::default());
+        let fleet = Fleet::new(Options::default(), recorder.clone());
+        fleet.add(addr.port(), exec.clone());
         let server = tokio::spawn({
-            let service = TaskExecutorServiceServer::new(Service(inner.clone()));
+            let service = fleet.service();
             async move {
                 let _ = Server::builder()
                     .add_service(service)
@@ -876,71 +563,69 @@ impl FakeExecutor {
                     .await;
             }
         });
-        let registered = inner
+        let registered = exec
             .register()
             .await
             .unwrap_or_else(|s| panic!("executor {id} registers: {s:?}"));
-        let (tx, rx) = mpsc::channel(16);
-        let stream = bounded(
+        let interval = Duration::from_millis(registered.heartbeat_interval_ms.max(1));
+        let [producer, reader] = bounded(
             "opening the heartbeat stream",
-            inner.gateway.clone().heartbeat(ReceiverStream::new(rx)),
+            exec.start_heartbeats(interval),
         )
         .await
-        .unwrap_or_else(|s| panic!("executor {id} opens its heartbeat stream: {s:?}"))
-        .into_inner();
-        let interval = Duration::from_millis(registered.heartbeat_interval_ms.max(1));
-        let producer = tokio::spawn(inner.clone().heartbeats(tx, interval));
-        let reader = tokio::spawn(inner.clone().answers(stream));
+        .unwrap_or_else(|s| panic!("executor {id} opens its heartbeat stream: {s:?}"));
         FakeExecutor {
             id: id.to_owned(),
             addr,
             epoch: registered.epoch,
-            inner,
+            exec,
+            fleet,
+            recorder,
             tasks: Mutex::new(vec![server, producer, reader]),
         }
     }
 
     pub fn session(&self) -> String {
-        self.inner.session()
+        self.exec.session()
     }
 
     /// Every call received so far.
     pub fn calls(&self) -> Vec<Call> {
-        lock(&self.inner.calls).clone()
+        lock(&self.recorder.calls).clone()
     }
 
     /// How many calls were received so far (a mark for `calls_since`).
     pub fn call_count(&self) -> usize {
-        lock(&self.inner.calls).len()
+        lock(&self.recorder.calls).len()
     }
 
     pub fn calls_since(&self, mark: usize) -> Vec<Call> {
-        lock(&self.inner.calls)[mark..].to_vec()
+        lock(&self.recorder.calls)[mark..].to_vec()
     }
 
     /// Every task descriptor received so far (batches unpacked), in arrival order.
     pub fn descriptors(&self) -> Vec<SubmitTaskRequest> {
-        lock(&self.inner.descriptors).clone()
+        lock(&self.recorder.descriptors).clone()
     }
 
     /// Every RPC that carried submits or cancels so far, in arrival order.
     pub fn batches(&self) -> Vec<Batch> {
-        lock(&self.inner.batches).clone()
+        lock(&self.recorder.batches).clone()
     }
 
     /// The attempts the executor holds now.
     pub fn held(&self) -> Vec<AttemptRef> {
-        lock(&self.inner.state).held.values().cloned().collect()
+        self.exec.held()
     }
 
     /// Heartbeats answered so far.
     pub fn heartbeats_answered(&self) -> u64 {
-        *self.inner.acked.borrow()
+        self.exec.heartbeats_answered()
     }
 
     /// Answers that told the executor to register again.
     pub fn reregister_asks(&self) -> u64 {
-        self.inner.reregister_asks.load(Ordering::SeqCst)
+        self.exec.reregister_asks()
     }
 
     /// Waits until a heartbeat answer told the executor to register again.
@@ -962,7 +647,7 @@ impl FakeExecutor {
     /// Waits until `n` more heartbeats have been answered.
     pub async fn wait_heartbeats(&self, n: u64) {
         let target = self.heartbeats_answered() + n;
-        let mut acked = self.inner.acked.subscribe();
+        let mut acked = self.exec.watch_answers();
         let ok = tokio::time::timeout(DEADLINE, acked.wait_for(|&a| a >= target)).await;
         assert!(
             matches!(ok, Ok(Ok(_))),
@@ -973,7 +658,23 @@ impl FakeExecutor {
 
     /// Reports a state of an attempt over UpdateTaskState, with this executor's session.
     pub async fn report(&self, attempt: &AttemptRef, state: &str) -> Result<(), Status> {
-        bounded("UpdateTaskState", self.inner.update(attempt, state, "", "")).await
+        bounded("UpdateTaskState", self.exec.update(attempt, state, "", "")).await
+    }
+
+    /// The attempt ended (`state` FINISHED or FAILED): drops it, then reports it.
+    async fn end(
+        &self,
+        attempt: &AttemptRef,
+        state: &str,
+        class: &str,
+        message: &str,
+    ) -> Result<(), Status> {
+        self.exec.drop_attempt(attempt);
+        bounded(
+            "UpdateTaskState",
+            self.exec.update(attempt, state, class, message),
+        )
+        .await
     }
 
     /// The attempt failed: drop it and report FAILED.
@@ -983,12 +684,14 @@ impl FakeExecutor {
         class: &str,
         message: &str,
     ) -> Result<(), Status> {
-        self.inner.end(attempt, "FAILED", class, message).await
+        self.end(attempt, AttemptState::Failed.name(), class, message)
+            .await
     }
 
     /// The attempt finished: drop it and report FINISHED.
     pub async fn finish(&self, attempt: &AttemptRef) -> Result<(), Status> {
-        self.inner.end(attempt, "FINISHED", "", "").await
+        self.end(attempt, AttemptState::Finished.name(), "", "")
+            .await
     }
 
     /// Reports several updates in one UpdateTaskStates call, with this executor's session;
@@ -998,14 +701,16 @@ impl FakeExecutor {
         &self,
         updates: Vec<TaskStateUpdate>,
     ) -> Result<Vec<TaskOutcome>, Status> {
-        {
-            let mut s = lock(&self.inner.state);
-            for u in &updates {
-                if matches!(u.state.as_str(), "FINISHED" | "CANCELED" | "FAILED")
-                    && let Some(a) = &u.attempt
-                {
-                    s.held.remove(&key(a));
-                }
+        let ending = [
+            AttemptState::Finished,
+            AttemptState::Canceled,
+            AttemptState::Failed,
+        ];
+        for u in &updates {
+            if ending.iter().any(|s| s.name() == u.state)
+                && let Some(a) = &u.attempt
+            {
+                self.exec.drop_attempt(a);
             }
         }
         self.report_batch_as(&self.id, &self.session(), updates)
@@ -1022,7 +727,7 @@ impl FakeExecutor {
     ) -> Result<Vec<TaskOutcome>, Status> {
         bounded(
             "UpdateTaskStates",
-            self.inner.update_batch(executor_id, session, updates),
+            self.exec.update_batch(executor_id, session, updates),
         )
         .await
     }
@@ -1031,10 +736,10 @@ impl FakeExecutor {
     /// UpdateTaskStates call (in the order the cancels arrived); returns the outcomes.
     pub async fn confirm_cancels_batched(&self) -> Result<Vec<TaskOutcome>, Status> {
         let updates = self
-            .inner
+            .exec
             .take_unconfirmed()
             .iter()
-            .map(|a| state_update(a, "CANCELED"))
+            .map(|a| state_update(a, AttemptState::Canceled.name()))
             .collect();
         self.report_batch_as(&self.id, &self.session(), updates)
             .await
@@ -1042,51 +747,42 @@ impl FakeExecutor {
 
     /// Cancels received and not yet confirmed (without auto-cancel).
     pub fn unconfirmed(&self) -> Vec<AttemptRef> {
-        lock(&self.inner.state).unconfirmed.clone()
+        self.exec.unconfirmed()
     }
 
     /// With `false`, CancelTask calls are recorded and held until `confirm_cancels`.
     pub fn set_auto_cancel(&self, on: bool) {
-        self.inner.auto_cancel.store(on, Ordering::SeqCst);
+        self.fleet.set_auto_confirm_cancels(on);
     }
 
     /// The next `n` SubmitTasks calls are applied (the attempts start) but answered
     /// UNAVAILABLE, as when the answer is lost on the way back.
     pub fn lose_submit_answers(&self, n: u32) {
-        self.inner.lose_submit_answers.store(n, Ordering::SeqCst);
+        self.fleet.lose_submit_answers(n);
     }
 
     /// Each SubmitTask or SubmitTasks from now on takes `delay` to handle (it is recorded,
     /// and the attempt held, after the delay), as on a busy executor.
     pub fn set_submit_delay(&self, delay: Duration) {
-        self.inner
-            .submit_delay_ms
-            .store(delay.as_millis() as u64, Ordering::SeqCst);
+        self.fleet.set_submit_delay(delay);
     }
 
     /// Stops the attempts cancelled so far and reports them CANCELED.
     pub async fn confirm_cancels(&self) {
-        for a in self.inner.take_unconfirmed() {
-            let _ = bounded("UpdateTaskState", self.inner.update(&a, "CANCELED", "", "")).await;
+        for a in self.exec.take_unconfirmed() {
+            let _ = self.report(&a, AttemptState::Canceled.name()).await;
         }
     }
 
     /// Stops sending heartbeats but keeps the stream open; returns when the last one was sent.
     pub fn pause_heartbeats(&self) -> Instant {
-        let mut s = lock(&self.inner.state);
-        s.paused = true;
-        s.last_sent.expect("a heartbeat was sent")
+        self.exec.pause_heartbeats().expect("a heartbeat was sent")
     }
 
     /// Drops every attempt and registers again with a new session.
     pub async fn reregister(&self) -> Result<RegisterExecutorResponse, Status> {
-        {
-            let mut s = lock(&self.inner.state);
-            s.session = session_id();
-            s.held.clear();
-            s.unconfirmed.clear();
-        }
-        bounded("RegisterExecutor", self.inner.register()).await
+        self.exec.new_session(session_id());
+        bounded("RegisterExecutor", self.exec.register()).await
     }
 
     /// The process dies: its heartbeat stream closes and its server stops.

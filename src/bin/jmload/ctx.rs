@@ -1,0 +1,403 @@
+//! What the scenarios share: the operator client, the simulated executors' one gRPC server
+//! (each executor has its own listening port; accepted connections are handed to the server),
+//! the WatchEvents log, polling waits, and the job specs.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use jobmaster::api::v1::job_master_service_client::JobMasterServiceClient;
+use jobmaster::api::v1::task_executor_gateway_client::TaskExecutorGatewayClient;
+use jobmaster::api::v1::{
+    GetJobRequest, GetJobResponse, SubmitJobRequest, WatchEvent, WatchEventsRequest,
+};
+use jobmaster::core::{AttemptState, JobState};
+use jobmaster::fake_executor::{Executor, ExecutorConfig, Fleet};
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint, Server};
+
+use crate::executors::{self, HbHandle, HbStats, Hub, heartbeat_loop, register_one};
+use crate::{MAX_MESSAGE, POLL, RPC_TIMEOUT};
+
+/// What the scenarios share: the operator client, the simulated executors' server, their
+/// counters, the WatchEvents log.
+pub(crate) struct Ctx {
+    pub(crate) url: String,
+    pub(crate) op: JobMasterServiceClient<Channel>,
+    /// The simulated executors, by the port of their listener.
+    pub(crate) fleet: Arc<Fleet>,
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) events: Arc<Events>,
+    pub(crate) stats: Arc<HbStats>,
+    conn_tx: mpsc::Sender<io::Result<TcpStream>>,
+    pub(crate) stop_tx: watch::Sender<bool>,
+    /// ≈ the daemon's clock zero (in-process daemon only).
+    pub(crate) origin: Option<Instant>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+pub(crate) async fn connect(url: &str) -> Result<Channel> {
+    let endpoint = Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true);
+    let mut last = None;
+    for _ in 0..50 {
+        match endpoint.connect().await {
+            Ok(channel) => return Ok(channel),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(anyhow!("cannot connect to {url}: {last:?}"))
+}
+
+impl Ctx {
+    pub(crate) async fn new(
+        url: String,
+        origin: Option<Instant>,
+        unary_reports: bool,
+    ) -> Result<Ctx> {
+        let op = JobMasterServiceClient::new(connect(&url).await?)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        let hub = Arc::new(Hub::new());
+        let fleet = Fleet::new(executors::options(unary_reports), hub.clone());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (conn_tx, conn_rx) = mpsc::channel::<io::Result<TcpStream>>(1024);
+        let service = fleet.service();
+        let mut server_stop = stop_rx.clone();
+        let server = tokio::spawn(async move {
+            let result = Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), async move {
+                    let _ = server_stop.changed().await;
+                })
+                .await;
+            if let Err(e) = result {
+                eprintln!("jmload: the simulated executors' server failed: {e}");
+            }
+        });
+        let events = Arc::new(Events::default());
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let watcher = tokio::spawn(watch_events(
+            op.clone(),
+            events.clone(),
+            ready_tx,
+            stop_rx.clone(),
+        ));
+        let _ = tokio::time::timeout(RPC_TIMEOUT, ready_rx).await;
+        Ok(Ctx {
+            url,
+            op,
+            fleet,
+            hub,
+            events,
+            stats: Arc::new(HbStats::default()),
+            conn_tx,
+            stop_tx,
+            origin,
+            tasks: Mutex::new(vec![server, watcher]),
+        })
+    }
+
+    pub(crate) async fn shutdown(self) {
+        let _ = self.stop_tx.send(true);
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap());
+        for t in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+
+    /// A simulated executor on its own listening port (not yet registered).
+    /// With `one_shot`, the listener accepts the daemon's one connection and closes.
+    pub(crate) async fn add_executor(
+        &self,
+        id: String,
+        gateway: Channel,
+        slots: u32,
+        one_shot: bool,
+    ) -> Result<Arc<Executor>> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr: SocketAddr = listener.local_addr()?;
+        let exec = Executor::new(
+            ExecutorConfig {
+                session: format!("{id}-{}", std::process::id()),
+                id,
+                address: addr.to_string(),
+                slots,
+                free_disk_bytes: 1 << 40,
+                rpc_timeout: RPC_TIMEOUT,
+            },
+            TaskExecutorGatewayClient::new(gateway)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        );
+        self.fleet.add(addr.port(), exec.clone());
+        let conn_tx = self.conn_tx.clone();
+        let mut stop = self.stop_tx.subscribe();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => {
+                            let _ = stream.set_nodelay(true);
+                            if conn_tx.send(Ok(stream)).await.is_err() || one_shot {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            eprintln!("jmload: accept on {addr}: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    },
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+        Ok(exec)
+    }
+
+    /// Registers `exec`; returns the heartbeat interval the daemon asks for.
+    pub(crate) async fn register(&self, exec: &Executor) -> Result<Duration> {
+        register_one(exec).await
+    }
+
+    pub(crate) fn start_heartbeats(
+        &self,
+        exec: Arc<Executor>,
+        interval: Duration,
+        phase: Duration,
+    ) -> HbHandle {
+        let close = Arc::new(Notify::new());
+        let (first_tx, first_rx) = oneshot::channel();
+        let join = tokio::spawn(heartbeat_loop(
+            exec,
+            interval,
+            phase,
+            self.stats.clone(),
+            self.stop_tx.subscribe(),
+            close.clone(),
+            first_tx,
+        ));
+        HbHandle {
+            close,
+            first: Some(first_rx),
+            join,
+        }
+    }
+
+    pub(crate) async fn submit(&self, spec: String) -> Result<String> {
+        let mut op = self.op.clone();
+        let answer = tokio::time::timeout(
+            Duration::from_secs(120),
+            op.submit_job(SubmitJobRequest {
+                spec,
+                format: "json".into(),
+            }),
+        )
+        .await
+        .context("SubmitJob timed out")?
+        .context("SubmitJob")?;
+        Ok(answer.into_inner().job_id)
+    }
+
+    pub(crate) async fn get_job(&self, job: &str) -> Result<GetJobResponse> {
+        let mut op = self.op.clone();
+        Ok(tokio::time::timeout(
+            RPC_TIMEOUT,
+            op.get_job(GetJobRequest {
+                job_id: job.to_owned(),
+            }),
+        )
+        .await
+        .context("GetJob timed out")?
+        .context("GetJob")?
+        .into_inner())
+    }
+
+    /// Waits until the job is RUNNING with every task RUNNING.
+    pub(crate) async fn wait_job_running(
+        &self,
+        job: &str,
+        timeout: Duration,
+    ) -> Result<GetJobResponse> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let view = self.get_job(job).await?;
+            let running = AttemptState::Running.name();
+            if view.state == JobState::Running.name()
+                && view.tasks.iter().all(|t| t.state == running)
+            {
+                return Ok(view);
+            }
+            if Instant::now() > deadline {
+                let mut states: std::collections::BTreeMap<(&str, u32), usize> =
+                    std::collections::BTreeMap::new();
+                for t in &view.tasks {
+                    *states.entry((t.state.as_str(), t.attempt)).or_default() += 1;
+                }
+                bail!(
+                    "job {job} not running after {timeout:?}: state {}, tasks by (state, \
+                     attempt): {states:?}; reports refused or failed: {}",
+                    view.state,
+                    self.hub.report_errors.load(Ordering::Relaxed)
+                );
+            }
+            // Large jobs: GetJob is a big answer, built on the coordinator; ask less often.
+            let pause = if view.tasks.len() > 10_000 { 500 } else { 20 };
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+        }
+    }
+}
+
+/// Polls `done` every few ms until it holds or `timeout` passes.
+pub(crate) async fn wait_for(what: &str, timeout: Duration, done: impl Fn() -> bool) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    Ok(())
+}
+
+// ----- events -------------------------------------------------------------------------------
+
+/// WatchEvents as received: the ones the scenarios need, with their arrival time.
+#[derive(Default)]
+pub(crate) struct Events {
+    pub(crate) log: Mutex<Vec<(Instant, WatchEvent)>>,
+    pub(crate) executor_lost: AtomicU64,
+    pub(crate) task_failed: AtomicU64,
+    pub(crate) task_events: AtomicU64,
+    pub(crate) restarts: AtomicU64,
+    pub(crate) lagged: AtomicU64,
+    pub(crate) missed: AtomicU64,
+    /// Keep every task-state event, not only FAILED ones (while a failover run records).
+    pub(crate) keep_task_states: AtomicBool,
+}
+
+impl Events {
+    pub(crate) fn len(&self) -> usize {
+        self.log.lock().unwrap().len()
+    }
+
+    /// Events logged from index `from` on that match.
+    pub(crate) fn since(
+        &self,
+        from: usize,
+        f: impl Fn(&WatchEvent) -> bool,
+    ) -> Vec<(Instant, WatchEvent)> {
+        self.log.lock().unwrap()[from..]
+            .iter()
+            .filter(|(_, e)| f(e))
+            .cloned()
+            .collect()
+    }
+}
+
+async fn watch_events(
+    mut client: JobMasterServiceClient<Channel>,
+    events: Arc<Events>,
+    ready: oneshot::Sender<()>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let stream = client
+        .watch_events(WatchEventsRequest {
+            job_id: String::new(),
+        })
+        .await;
+    let _ = ready.send(());
+    let Ok(stream) = stream else {
+        eprintln!("jmload: WatchEvents failed");
+        return;
+    };
+    let mut stream = stream.into_inner();
+    loop {
+        let message = tokio::select! {
+            m = stream.message() => m,
+            _ = stop.changed() => return,
+        };
+        let Ok(Some(e)) = message else { return };
+        let at = Instant::now();
+        let keep = match e.kind.as_str() {
+            "task-state" => {
+                events.task_events.fetch_add(1, Ordering::Relaxed);
+                let failed = e.state == AttemptState::Failed.name();
+                if failed {
+                    events.task_failed.fetch_add(1, Ordering::Relaxed);
+                }
+                failed || events.keep_task_states.load(Ordering::Relaxed)
+            }
+            "executor-lost" => {
+                events.executor_lost.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            "restart-scheduled" => {
+                events.restarts.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            "lagged" => {
+                events.lagged.fetch_add(1, Ordering::Relaxed);
+                let n = e
+                    .detail
+                    .split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                events.missed.fetch_add(n, Ordering::Relaxed);
+                true
+            }
+            _ => true,
+        };
+        if keep {
+            events.log.lock().unwrap().push((at, e));
+        }
+    }
+}
+
+// ----- job specs ----------------------------------------------------------------------------
+
+fn vertex(id: &str, parallelism: u32) -> Value {
+    json!({ "id": id, "parallelism": parallelism, "command": ["true"] })
+}
+
+pub(crate) fn two_vertex_spec(
+    name: &str,
+    p: u32,
+    pattern: &str,
+    failover: &str,
+    restart: Value,
+) -> String {
+    json!({
+        "name": name,
+        "failover": failover,
+        "restart": restart,
+        "vertices": [vertex("source", p), vertex("sink", p)],
+        "edges": [{ "from": "source", "to": "sink", "pattern": pattern, "exchange": "pipelined" }],
+    })
+    .to_string()
+}
+
+pub(crate) fn single_vertex_spec(name: &str, p: u32, restart: Value) -> String {
+    json!({
+        "name": name,
+        "failover": "region",
+        "restart": restart,
+        "vertices": [vertex("work", p)],
+        "edges": [],
+    })
+    .to_string()
+}
+
+pub(crate) fn zero_backoff() -> Value {
+    json!({ "strategy": "fixed-delay", "attempts": 1_000_000, "delay": "0s" })
+}

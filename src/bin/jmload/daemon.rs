@@ -1,0 +1,73 @@
+//! The daemon in-process: `jobmaster::server::serve` on its own runtime (threads `jmd`) on
+//! 127.0.0.1 port 0, so its CPU time can be told apart from the load generator's.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use jobmaster::settings::Settings;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::Common;
+
+pub(crate) struct InProcessDaemon {
+    stop: Option<oneshot::Sender<()>>,
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+/// Starts `jobmaster::server::serve` on its own runtime (threads `jmd`) on 127.0.0.1 port 0.
+/// Returns its URL and an instant at most a fraction of a millisecond before the daemon's
+/// clock zero (WatchEvent.time_ms counts from there).
+pub(crate) fn start_in_process(common: &Common) -> Result<(String, InProcessDaemon, Instant)> {
+    let mut settings = Settings::load(common.daemon_config.as_deref())?;
+    settings.server.shutdown_grace = Duration::from_secs(1);
+    let grpc = std::net::TcpListener::bind("127.0.0.1:0")?;
+    grpc.set_nonblocking(true)?;
+    let http = std::net::TcpListener::bind("127.0.0.1:0")?;
+    http.set_nonblocking(true)?;
+    let addr = grpc.local_addr()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(common.daemon_threads.max(1))
+        .thread_name("jmd")
+        .enable_all()
+        .build()?;
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let origin = Instant::now();
+    std::thread::Builder::new()
+        .name("jmd-main".into())
+        .spawn(move || {
+            let result = runtime.block_on(async move {
+                let grpc = TcpListener::from_std(grpc)?;
+                let http = TcpListener::from_std(http)?;
+                jobmaster::server::serve(settings, grpc, http, async {
+                    let _ = stop_rx.await;
+                })
+                .await
+            });
+            if let Err(e) = result {
+                eprintln!("jmload: the in-process daemon failed: {e:#}");
+            }
+            runtime.shutdown_timeout(Duration::from_secs(2));
+            let _ = done_tx.send(());
+        })?;
+    Ok((
+        format!("http://{addr}"),
+        InProcessDaemon {
+            stop: Some(stop_tx),
+            done: done_rx,
+        },
+        origin,
+    ))
+}
+
+impl InProcessDaemon {
+    pub(crate) async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let done = self.done;
+        let _ =
+            tokio::task::spawn_blocking(move || done.recv_timeout(Duration::from_secs(10))).await;
+    }
+}

@@ -1,0 +1,240 @@
+//! `jmload`: load tool and measurements for the `jobmaster` daemon (issue 4's targets).
+//!
+//! It starts the daemon in-process on 127.0.0.1 port 0 (on its own tokio runtime, threads named
+//! `jmd`, so its CPU time can be told apart from the generator's, threads `jmgen`), or targets a
+//! running one with `--endpoint URL` (127.0.0.1 only). It simulates TaskExecutors with the
+//! generated gRPC code (the library's shared fake, [`jobmaster::fake_executor`]): each
+//! registers, keeps one Heartbeat stream whose requests list the attempts it holds, and serves
+//! a minimal TaskExecutorService (SubmitTask → holds the attempt and
+//! reports RUNNING, CancelTask → drops it and reports CANCELED at once; the batch calls
+//! SubmitTasks and CancelTasks do the same for each of their tasks, all counted as received
+//! when the batch arrives, and report the whole batch's states with one UpdateTaskStates call,
+//! as a real executor sends its queued reports; `--unary-reports` sends one UpdateTaskState per
+//! task instead). All simulated executors
+//! share one gRPC server: each has its own listening port, and the port a call arrived on says
+//! which executor it is for.
+//!
+//! Scenarios (every wait is bounded, and a hard deadline ends the process):
+//! * `detect`: an executor's heartbeat stream closes → WatchEvents shows it lost and its tasks
+//!   FAILED. Target p99 ≤ 50 ms.
+//! * `failover`: a 1,000-task restart set with zero backoff: injected failure → all SubmitTask
+//!   calls of the new attempt received by the executors, and the part after the last CANCELED
+//!   report. Target ≤ 20 ms.
+//! * `heartbeat`: 10,000 executors heartbeating every second with 10 attempts each: no false
+//!
+//! Modules: [`daemon`] (the in-process daemon), [`executors`] (the simulated executors and
+//! their heartbeats), [`ctx`] (what the scenarios share: clients, WatchEvents, job specs),
+//! [`stats`] (percentiles and rounding), [`probe`] (CPU and memory from /proc), [`report`]
+//! (the tables), and one module per scenario: [`detect`], [`failover`], [`heartbeat`].
+
+mod ctx;
+mod daemon;
+mod detect;
+mod executors;
+mod failover;
+mod heartbeat;
+mod probe;
+mod report;
+mod stats;
+
+use std::io;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use crate::ctx::Ctx;
+use crate::daemon::start_in_process;
+use crate::detect::DetectArgs;
+use crate::failover::FailoverArgs;
+use crate::heartbeat::HeartbeatArgs;
+use crate::probe::{Probe, loadavg};
+use crate::report::print_report;
+
+/// Largest message the tool's clients and fake executors accept (GetJob of 100,000 tasks).
+const MAX_MESSAGE: usize = 256 << 20;
+/// Bound of any single RPC the tool makes.
+const RPC_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often waits poll.
+const POLL: Duration = Duration::from_millis(2);
+
+// ============================================================================================
+// Command line
+// ============================================================================================
+
+#[derive(Parser)]
+#[command(
+    name = "jmload",
+    version,
+    about = "Load tool for the jobmaster daemon: failure detection, failover latency, heartbeat \
+             capacity (issue 4's targets)"
+)]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Args)]
+pub(crate) struct Common {
+    /// gRPC URL of a running jobmaster (127.0.0.1 or localhost only). Default: start the daemon
+    /// in-process on 127.0.0.1 port 0.
+    #[arg(long, global = true, value_name = "URL")]
+    pub(crate) endpoint: Option<String>,
+    /// PID of the daemon at --endpoint: its CPU time and memory are read from /proc/PID.
+    #[arg(long, global = true, value_name = "PID")]
+    pub(crate) daemon_pid: Option<u32>,
+    /// Configuration file for the in-process daemon (JOBMASTER__* variables apply too).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) daemon_config: Option<PathBuf>,
+    /// Worker threads of the in-process daemon's runtime.
+    #[arg(long, global = true, default_value_t = 2)]
+    pub(crate) daemon_threads: usize,
+    /// Worker threads of the load generator's runtime.
+    #[arg(long, global = true, default_value_t = 2)]
+    pub(crate) threads: usize,
+    /// Print the results as JSON (on stdout) instead of tables.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    /// Also write the results as JSON to this file.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) json_file: Option<PathBuf>,
+    /// Log the in-process daemon (RUST_LOG filter, default "warn") to stderr.
+    #[arg(long, global = true)]
+    pub(crate) log: bool,
+    /// Simulated executors report each task's state with its own UpdateTaskState call instead
+    /// of one UpdateTaskStates call per SubmitTasks or CancelTasks batch (for comparison).
+    #[arg(long, global = true)]
+    pub(crate) unary_reports: bool,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Heartbeat stream closed → the executor's tasks FAILED (target p99 ≤ 50 ms).
+    Detect(DetectArgs),
+    /// Failover of a 1,000-task restart set with zero backoff → all SubmitTask calls received
+    /// (target ≤ 20 ms).
+    Failover(FailoverArgs),
+    /// Many executors heartbeating with attempt payloads: false losses, rate, daemon CPU/memory.
+    Heartbeat(HeartbeatArgs),
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if cli.common.log {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(io::stderr)
+            .init();
+    }
+    // Whatever happens, the process ends by itself.
+    let limit = hard_limit(&cli.scenario);
+    std::thread::Builder::new()
+        .name("jmload-limit".into())
+        .spawn(move || {
+            std::thread::sleep(limit);
+            eprintln!("jmload: hard time limit of {limit:?} reached, exiting");
+            std::process::exit(3);
+        })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.common.threads.max(1))
+        .thread_name("jmgen")
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(run(cli));
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    result
+}
+
+fn hard_limit(scenario: &Scenario) -> Duration {
+    match scenario {
+        Scenario::Detect(a) => Duration::from_secs(120) + a.settle * a.trials as u32 * 2,
+        Scenario::Failover(a) => {
+            Duration::from_secs(180)
+                + (a.pause + Duration::from_secs(5)) * (a.runs + a.warmup) as u32
+        }
+        Scenario::Heartbeat(a) => {
+            a.setup_timeout + a.warmup + a.duration + Duration::from_secs(120)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let common = &cli.common;
+    let mut daemon = None;
+    let (url, origin) = match &common.endpoint {
+        Some(url) => {
+            check_local(url)?;
+            (url.clone(), None)
+        }
+        None => {
+            let (url, d, origin) = start_in_process(common)?;
+            daemon = Some(d);
+            (url, Some(origin))
+        }
+    };
+    let probe = Probe {
+        pid: common.daemon_pid,
+        in_process: daemon.is_some(),
+    };
+    let ctx = Ctx::new(url.clone(), origin, common.unary_reports).await?;
+    let load0 = loadavg();
+    let machine0 = probe.machine();
+    let t0 = Instant::now();
+    let result = match &cli.scenario {
+        Scenario::Detect(a) => detect::run(&ctx, a).await,
+        Scenario::Failover(a) => failover::run(&ctx, a, &probe).await,
+        Scenario::Heartbeat(a) => heartbeat::run(&ctx, a, &probe).await,
+    };
+    let wall = t0.elapsed().as_secs_f64();
+    let machine1 = probe.machine();
+    let others =
+        ((machine1.0 - machine0.0) - (machine1.1 - machine0.1) - (machine1.2 - machine0.2))
+            .max(0.0)
+            / wall;
+    ctx.shutdown().await;
+    if let Some(d) = daemon {
+        d.stop().await;
+    }
+    let mut report = result?;
+    report["daemon"] = json!(if common.endpoint.is_some() {
+        format!("external at {url}")
+    } else {
+        format!(
+            "in-process ({} worker threads), generator {} worker threads",
+            common.daemon_threads, common.threads
+        )
+    });
+    report["machine"] = json!(format!(
+        "{} CPUs; load average {load0} at the start, {} at the end; other processes used \
+         {others:.2} CPUs on average during the scenario ({wall:.0} s)",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        loadavg()
+    ));
+    if let Some(path) = &common.json_file {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if common.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+/// Traffic goes to this machine only.
+fn check_local(url: &str) -> Result<()> {
+    let uri: tonic::codegen::http::Uri = url
+        .parse()
+        .with_context(|| format!("--endpoint {url:?} is not a URL"))?;
+    match uri.host() {
+        Some("127.0.0.1") | Some("localhost") => Ok(()),
+        other => bail!("--endpoint must be on 127.0.0.1 or localhost, not {other:?}"),
+    }
+}
