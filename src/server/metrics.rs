@@ -1,58 +1,22 @@
 //! Failover metrics the shell measures (the core counts; the shell times): histograms of
 //! restart-set sizes, detection and recovery times, and the recent failovers shown on the
-//! dashboard. Rendered in the Prometheus text format.
+//! dashboard. `/metrics` renders them ([`super::exposition`]).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fmt::Write as _;
 use std::time::Instant;
+
+use prometheus_client::metrics::histogram::Histogram;
 
 use crate::core::{JobId, TaskId};
 
-/// A Prometheus histogram with fixed buckets.
-#[derive(Debug, Clone)]
-pub(crate) struct Histogram {
-    bounds: &'static [f64],
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
-}
-
+/// Bucket bounds of the time histograms, in seconds.
 pub(crate) const SECONDS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
+/// Bucket bounds of the restart-set size histogram, in tasks.
 pub(crate) const TASKS: &[f64] = &[
     1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
 ];
-
-impl Histogram {
-    pub(crate) fn new(bounds: &'static [f64]) -> Histogram {
-        Histogram {
-            bounds,
-            counts: vec![0; bounds.len()],
-            sum: 0.0,
-            count: 0,
-        }
-    }
-
-    pub(crate) fn observe(&mut self, v: f64) {
-        for (i, b) in self.bounds.iter().enumerate() {
-            if v <= *b {
-                self.counts[i] += 1;
-            }
-        }
-        self.sum += v;
-        self.count += 1;
-    }
-
-    pub(crate) fn render(&self, out: &mut String, name: &str, labels: &str) {
-        for (b, c) in self.bounds.iter().zip(&self.counts) {
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {c}");
-        }
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", self.count);
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
-        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
-    }
-}
 
 /// One failover as the dashboard shows it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -90,9 +54,9 @@ const KEEP_FAILOVERS: usize = 50;
 impl JobMetrics {
     fn new() -> JobMetrics {
         JobMetrics {
-            tasks_restarted: Histogram::new(TASKS),
-            detection: Histogram::new(SECONDS),
-            recovery: Histogram::new(SECONDS),
+            tasks_restarted: Histogram::new(TASKS.iter().copied()),
+            detection: Histogram::new(SECONDS.iter().copied()),
+            recovery: Histogram::new(SECONDS.iter().copied()),
             failovers: VecDeque::new(),
             dropped: 0,
             recoveries: Vec::new(),
@@ -188,30 +152,9 @@ impl Metrics {
     }
 }
 
-/// Escapes a Prometheus label value.
-pub(crate) fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn histogram_buckets_are_cumulative() {
-        let mut h = Histogram::new(&[1.0, 5.0]);
-        h.observe(0.5);
-        h.observe(3.0);
-        h.observe(9.0);
-        let mut out = String::new();
-        h.render(&mut out, "x", "job=\"j\"");
-        assert!(out.contains("x_bucket{job=\"j\",le=\"1\"} 1"), "{out}");
-        assert!(out.contains("x_bucket{job=\"j\",le=\"5\"} 2"), "{out}");
-        assert!(out.contains("x_bucket{job=\"j\",le=\"+Inf\"} 3"), "{out}");
-        assert!(out.contains("x_count{job=\"j\"} 3"), "{out}");
-    }
 
     #[test]
     fn recovery_completes_when_every_restarted_task_runs() {
@@ -230,9 +173,8 @@ mod tests {
             "boom",
         );
         m.task_up(job, TaskId(1), t0);
-        assert_eq!(m.jobs[&job].recovery.count, 0);
+        assert_eq!(m.jobs[&job].failovers[0].recovery_ms, None);
         m.task_up(job, TaskId(2), t0 + std::time::Duration::from_millis(30));
-        assert_eq!(m.jobs[&job].recovery.count, 1);
         assert_eq!(m.jobs[&job].failovers[0].recovery_ms, Some(30));
     }
 }

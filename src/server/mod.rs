@@ -6,6 +6,7 @@
 mod coordinator;
 mod dispatcher;
 mod error;
+mod exposition;
 mod gateway;
 mod http;
 mod metrics;

@@ -1,0 +1,286 @@
+//! The `/metrics` page: the core's counters, the shell's histograms and the executors' gauges,
+//! encoded by `prometheus-client` in the Prometheus text format (0.0.4). A fresh registry is
+//! filled from the coordinator's state at each scrape, so nothing here is stored twice.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use super::coordinator::Coordinator;
+use super::metrics::JobMetrics;
+use crate::core::{AttemptState, Counters, JobId, JobState};
+
+/// The `Content-Type` of the page.
+pub(crate) const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct JobLabels {
+    job: String,
+    name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct JobStateLabels {
+    job: String,
+    name: String,
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ExecutorLabels {
+    executor: String,
+}
+
+type F64Counter = Counter<f64, AtomicU64>;
+/// A per-job counter: name, help, and how to read it from the core's counters.
+type CounterDef = (&'static str, &'static str, fn(&Counters) -> u64);
+/// A per-job histogram: name, help, and where it lives in the shell's metrics.
+type HistogramDef = (&'static str, &'static str, fn(&JobMetrics) -> &Histogram);
+type F64Gauge = Gauge<f64, AtomicU64>;
+
+/// The shell's histograms of one kind, one per job; they live in [`JobMetrics`] and are
+/// encoded as they are (a `Family` could only create new ones).
+#[derive(Debug)]
+struct JobHistograms {
+    name: &'static str,
+    help: &'static str,
+    per_job: Vec<(JobLabels, Histogram)>,
+}
+
+impl Collector for JobHistograms {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family =
+            encoder.encode_descriptor(self.name, self.help, None, MetricType::Histogram)?;
+        for (labels, histogram) in &self.per_job {
+            histogram.encode(family.encode_family(labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Registers `metric` under `name` (counters get `_total` appended by the encoder).
+fn add<M>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M
+where
+    M: prometheus_client::registry::Metric + Clone,
+{
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+/// Uptime (time since the job last became RUNNING, while it runs) and downtime (time since
+/// it stopped running, while restarting or failing), as Flink defines them, in ms.
+pub(crate) fn up_and_down(c: &Coordinator, job: JobId, now: u64) -> (u64, u64) {
+    let Some(&(state, since)) = c.core.job_transitions(job).and_then(|log| log.last()) else {
+        return (0, 0);
+    };
+    match state {
+        JobState::Running => (now.saturating_sub(since), 0),
+        JobState::Restarting | JobState::Failing => (0, now.saturating_sub(since)),
+        _ => (0, 0),
+    }
+}
+
+/// The whole `/metrics` page.
+pub(crate) fn render_metrics(c: &Coordinator) -> String {
+    let now = c.shared.now();
+    let jobs: Vec<(JobId, JobLabels)> = c
+        .core
+        .job_ids()
+        .map(|j| {
+            let name = c
+                .core
+                .graph(j)
+                .map(|g| g.name().to_owned())
+                .unwrap_or_default();
+            (
+                j,
+                JobLabels {
+                    job: j.to_string(),
+                    name,
+                },
+            )
+        })
+        .collect();
+    let mut registry = Registry::default();
+    let r = &mut registry;
+
+    let counters: [CounterDef; 5] = [
+        (
+            "jobmaster_restarts",
+            "Restarts counted by the job's restart strategy (failures merged into a pending restart excluded)",
+            |k| k.restarts,
+        ),
+        (
+            "jobmaster_failovers",
+            "Failover decisions, merged ones included",
+            |k| k.failovers,
+        ),
+        (
+            "jobmaster_full_restarts",
+            "Failovers that restarted every task of the job",
+            |k| k.full_restarts,
+        ),
+        (
+            "jobmaster_region_restarts",
+            "Failovers that restarted only some regions (fine-grained)",
+            |k| k.failovers - k.full_restarts,
+        ),
+        (
+            "jobmaster_tasks_restarted",
+            "Tasks restarted, summed over failovers",
+            |k| k.tasks_restarted,
+        ),
+    ];
+    for (name, help, value) in counters {
+        let family = add(r, name, help, Family::<JobLabels, Counter>::default());
+        for (j, l) in &jobs {
+            let k = c.core.counters(*j).cloned().unwrap_or_default();
+            family.get_or_create(l).inc_by(value(&k));
+        }
+    }
+    let restarting = add(
+        r,
+        "jobmaster_restarting_seconds",
+        "Time the job spent RESTARTING",
+        Family::<JobLabels, F64Counter>::default(),
+    );
+    for (j, l) in &jobs {
+        let seconds = c.core.restarting_ms(*j, now).unwrap_or(0) as f64 / 1000.0;
+        restarting.get_or_create(l).inc_by(seconds);
+    }
+
+    let histograms: [HistogramDef; 3] = [
+        (
+            "jobmaster_tasks_restarted",
+            "Tasks restarted per failover.",
+            |m| &m.tasks_restarted,
+        ),
+        (
+            "jobmaster_failure_detection_seconds",
+            "Time from the fault's first evidence (last heartbeat, closed stream, failed RPC, failure report) to the failover decision.",
+            |m| &m.detection,
+        ),
+        (
+            "jobmaster_recovery_seconds",
+            "Time from a failover decision until every restarted task runs (or finished) again.",
+            |m| &m.recovery,
+        ),
+    ];
+    for (name, help, histogram) in histograms {
+        let per_job = jobs
+            .iter()
+            .filter_map(|(j, l)| {
+                let m = c.metrics.jobs.get(j)?;
+                Some((l.clone(), histogram(m).clone()))
+            })
+            .collect();
+        r.register_collector(Box::new(JobHistograms {
+            name,
+            help,
+            per_job,
+        }));
+    }
+
+    let uptime = add(
+        r,
+        "jobmaster_uptime_seconds",
+        "Time since the job last became RUNNING, while it is RUNNING; 0 otherwise",
+        Family::<JobLabels, F64Gauge>::default(),
+    );
+    let downtime = add(
+        r,
+        "jobmaster_downtime_seconds",
+        "Time since the job stopped running, while it is RESTARTING or FAILING; 0 otherwise",
+        Family::<JobLabels, F64Gauge>::default(),
+    );
+    let job_state = add(
+        r,
+        "jobmaster_job_state",
+        "1 for the job's current state",
+        Family::<JobStateLabels, Gauge>::default(),
+    );
+    let tasks = add(
+        r,
+        "jobmaster_tasks",
+        "Tasks by the state of their current attempt",
+        Family::<JobStateLabels, Gauge>::default(),
+    );
+    for (j, l) in &jobs {
+        let (up, down) = up_and_down(c, *j, now);
+        uptime.get_or_create(l).set(up as f64 / 1000.0);
+        downtime.get_or_create(l).set(down as f64 / 1000.0);
+        let with_state = |state: &'static str| JobStateLabels {
+            job: l.job.clone(),
+            name: l.name.clone(),
+            state,
+        };
+        if let Some(state) = c.core.job_state(*j) {
+            job_state.get_or_create(&with_state(state.name())).set(1);
+        }
+        let mut counts = [0i64; AttemptState::ALL.len()];
+        for t in c.core.tasks(*j).unwrap_or_default() {
+            if let Some(i) = AttemptState::ALL.iter().position(|s| *s == t.state) {
+                counts[i] += 1;
+            }
+        }
+        for (s, n) in AttemptState::ALL.iter().zip(counts) {
+            tasks.get_or_create(&with_state(s.name())).set(n);
+        }
+    }
+
+    let executor_gauges: [(&str, &str); 4] = [
+        (
+            "jobmaster_executor_registered",
+            "1 for every registered executor",
+        ),
+        ("jobmaster_executor_slots", "Slots the executor offers"),
+        ("jobmaster_executor_free_slots", "Slots not holding a task"),
+        (
+            "jobmaster_executor_partitions",
+            "Result partitions the executor hosts",
+        ),
+    ];
+    let [registered, slots, free_slots, partitions] = executor_gauges
+        .map(|(name, help)| add(r, name, help, Family::<ExecutorLabels, Gauge>::default()));
+    let heartbeat_age = add(
+        r,
+        "jobmaster_executor_heartbeat_age_seconds",
+        "Time since the executor's last heartbeat",
+        Family::<ExecutorLabels, F64Gauge>::default(),
+    );
+    let free_disk = add(
+        r,
+        "jobmaster_executor_free_disk_bytes",
+        "Free disk the executor reported",
+        Family::<ExecutorLabels, Gauge>::default(),
+    );
+    for (id, total, free, hosted) in c.core.executors() {
+        let l = ExecutorLabels {
+            executor: id.0.clone(),
+        };
+        registered.get_or_create(&l).set(1);
+        slots.get_or_create(&l).set(i64::from(total));
+        free_slots.get_or_create(&l).set(i64::from(free));
+        partitions.get_or_create(&l).set(hosted as i64);
+        if let Some(s) = c.shared.executors.get(id) {
+            heartbeat_age
+                .get_or_create(&l)
+                .set(s.last_heartbeat.elapsed().as_secs_f64());
+            free_disk
+                .get_or_create(&l)
+                .set(i64::try_from(s.free_disk).unwrap_or(i64::MAX));
+        }
+    }
+
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry);
+    out
+}
