@@ -11,6 +11,8 @@ pub mod graph;
 pub mod history;
 pub mod job_state;
 pub mod jobmaster;
+mod placement;
+mod readiness;
 pub mod region;
 pub mod restart;
 pub mod restart_set;
