@@ -45,11 +45,6 @@ impl FailureClass {
             FailureClass::PartitionLost => "partition-lost",
         }
     }
-
-    /// Parses the names used in specs, scenarios and the API (the `FromStr` impl).
-    pub fn parse(name: &str) -> Option<FailureClass> {
-        name.parse().ok()
-    }
 }
 
 impl fmt::Display for FailureClass {
@@ -182,6 +177,12 @@ pub enum Notice {
         executor: ExecutorId,
         reason: String,
     },
+    /// The core refused one of its own decisions as illegal (a bug, never expected): the
+    /// shell logs it at error level; the state was left unchanged.
+    InternalError {
+        job: JobId,
+        message: String,
+    },
 }
 
 impl Notice {
@@ -193,6 +194,7 @@ impl Notice {
             Notice::RestartScheduled { .. } => "restart-scheduled",
             Notice::ExecutorRegistered { .. } => "executor-registered",
             Notice::ExecutorLost { .. } => "executor-lost",
+            Notice::InternalError { .. } => "internal-error",
         }
     }
 }

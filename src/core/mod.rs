@@ -13,6 +13,8 @@ pub mod history;
 pub mod job_state;
 pub mod jobmaster;
 pub mod names;
+mod placement;
+mod readiness;
 pub mod region;
 pub mod restart;
 pub mod restart_set;

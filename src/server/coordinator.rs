@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Endpoint;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::Shared;
 use super::dispatcher::{Deploy, Dispatcher, Order, SharedInputs};
@@ -693,6 +693,16 @@ impl Coordinator {
                     kind: kind.into(),
                     executor: executor.0,
                     detail: reason,
+                    ..WatchEvent::default()
+                })
+            }
+            Notice::InternalError { job, message } => {
+                error!(job = %job, message = %message, "internal error in the core");
+                watching.then(|| WatchEvent {
+                    time_ms: now,
+                    kind: kind.into(),
+                    job_id: job.to_string(),
+                    detail: message,
                     ..WatchEvent::default()
                 })
             }

@@ -227,24 +227,21 @@ impl Sim<'_> {
         if !self.record {
             return;
         }
-        let e = match notice {
+        let mut e = SimEvent::new(now, notice.kind());
+        match notice {
             Notice::JobState { state, cause, .. } => {
-                let mut e = SimEvent::new(now, "job-state");
                 e.state = Some(state.name());
                 e.detail = cause;
-                e
             }
             Notice::TaskState {
                 attempt,
                 state,
                 executor,
             } => {
-                let mut e = SimEvent::new(now, "task-state");
                 e.task = Some(self.task_name(attempt.task));
                 e.attempt = Some(attempt.attempt);
                 e.state = Some(state.name());
                 e.executor = executor.map(|x| x.0);
-                e
             }
             Notice::RestartScheduled {
                 tasks,
@@ -253,26 +250,21 @@ impl Sim<'_> {
                 cause,
                 ..
             } => {
-                let mut e = SimEvent::new(now, "restart-scheduled");
                 e.tasks = Some(tasks.iter().map(|t| self.task_name(*t)).collect());
                 e.delay_ms = Some(delay_ms);
                 e.merged = Some(merged);
                 e.detail = Some(cause);
-                e
             }
             Notice::ExecutorRegistered { executor, slots } => {
-                let mut e = SimEvent::new(now, "executor-registered");
                 e.executor = Some(executor.0);
                 e.slots = Some(slots);
-                e
             }
             Notice::ExecutorLost { executor, reason } => {
-                let mut e = SimEvent::new(now, "executor-lost");
                 e.executor = Some(executor.0);
                 e.detail = Some(reason);
-                e
             }
-        };
+            Notice::InternalError { message, .. } => e.detail = Some(message),
+        }
         self.events.push(e);
     }
 

@@ -2,12 +2,13 @@
 //! run times, latencies, the fault timeline and the end time).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::core::duration::parse_duration;
 use crate::core::{
-    CoreConfig, ExecutorId, Failure, FailureClass, JobSpec, Millis, PartitionId, SpecFormat, TaskId,
+    CoreConfig, ExecutorId, Failure, FailureClass, JobSpec, Millis, PartitionId, SpecFormat,
+    TaskId, UnknownName,
 };
 
 /// Why a scenario was rejected.
@@ -114,21 +115,10 @@ struct RawFault {
     partition: Option<String>,
 }
 
-/// Longest simulated time: a year of virtual time is plenty and keeps arithmetic far from
-/// overflow.
-const MAX_TIME: Duration = Duration::from_secs(366 * 24 * 3600);
-
 fn duration(field: &str, text: &str) -> Result<Millis, ScenarioError> {
-    let d = humantime::parse_duration(text.trim()).map_err(|e| {
-        invalid(
-            field,
-            format!("{text:?} is not a duration ({e}); write e.g. \"250ms\", \"10s\", \"1min\""),
-        )
-    })?;
-    if d > MAX_TIME {
-        return Err(invalid(field, format!("{text:?} is longer than a year")));
-    }
-    Ok(d.as_millis() as Millis)
+    parse_duration(text)
+        .map(|d| d.as_millis() as Millis)
+        .map_err(|e| invalid(field, e))
 }
 
 impl Scenario {
@@ -245,13 +235,10 @@ impl Scenario {
                     })?;
                     let class = match &f.class {
                         None => FailureClass::Recoverable,
-                        Some(c) => FailureClass::parse(c).ok_or_else(|| {
+                        Some(c) => c.parse().map_err(|e: UnknownName| {
                             invalid(
                                 field("class"),
-                                format!(
-                                    "unknown class {c:?}; expected one of recoverable, \
-                                     non-recoverable, executor-lost, partition-lost"
-                                ),
+                                format!("unknown class {c:?}; expected one of {}", e.expected),
                             )
                         })?,
                     };
