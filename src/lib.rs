@@ -1,8 +1,14 @@
 //! jobmaster: a standalone JobMaster with fine-grained (pipelined-region) failover.
 //!
-//! [`core`] holds the pure failover logic; [`plan`] renders `jmctl plan`'s report from it and
-//! [`simulate`] runs the core against virtual executors for `jmctl simulate`.
-//! [`fake_executor`] is an in-process fake TaskExecutor, a test and load aid.
+//! - [`core`]: the pure failover logic (specs, graph, regions, restart sets, strategies, state
+//!   machines, the `JobMaster` event handler); no I/O, no runtime, no clock.
+//! - [`api`]: the wire — generated protobuf code and the wire ↔ core conversions.
+//! - [`server`]: the `jobmaster` daemon, the shell around the core.
+//! - [`executor`]: the `taskexecutor` agent.
+//! - [`ctl`]: `jmctl`'s operator commands; [`plan`] renders `jmctl plan`'s report and
+//!   [`simulate`] runs the core against virtual executors for `jmctl simulate`.
+//! - [`settings`]: configuration (`config/default.toml`, `JOBMASTER__SECTION__KEY`).
+//! - [`fake_executor`]: an in-process fake TaskExecutor, a test and load aid.
 
 pub mod api;
 pub mod core;

@@ -16,3 +16,7 @@ pub mod v1 {
 /// The encoded `FileDescriptorSet` of our protos, served by gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/jobmaster_descriptor.bin"));
+
+/// The location of a partition on storage that outlives executors (a `persistent` exchange);
+/// any other location is the address of the executor that holds the partition.
+pub const PERSISTENT_LOCATION: &str = "persistent";

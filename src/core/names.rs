@@ -9,6 +9,7 @@ use super::JobId;
 use super::attempt::AttemptState;
 use super::event::FailureClass;
 use super::job_state::JobState;
+use super::spec::Exchange;
 
 /// A name that is none of the expected ones.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -62,6 +63,13 @@ impl FromStr for FailureClass {
     }
 }
 
+impl FromStr for Exchange {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_name("exchange", &Exchange::ALL, s)
+    }
+}
+
 /// A job id is 16 hex digits, as [`JobId`]'s `Display` writes it.
 impl FromStr for JobId {
     type Err = UnknownName;
@@ -92,6 +100,9 @@ mod tests {
         }
         for c in FailureClass::ALL {
             assert_eq!(c.name().parse::<FailureClass>(), Ok(c));
+        }
+        for x in Exchange::ALL {
+            assert_eq!(x.name().parse::<Exchange>(), Ok(x));
         }
         let job = JobId(0x00ab_cdef_0123_4567);
         assert_eq!(job.to_string().parse::<JobId>(), Ok(job));

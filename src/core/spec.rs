@@ -628,12 +628,24 @@ impl Pattern {
 }
 
 impl Exchange {
+    pub const ALL: [Exchange; 3] = [
+        Exchange::Pipelined,
+        Exchange::Blocking,
+        Exchange::Persistent,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Exchange::Pipelined => "pipelined",
             Exchange::Blocking => "blocking",
             Exchange::Persistent => "persistent",
         }
+    }
+}
+
+impl fmt::Display for Exchange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 

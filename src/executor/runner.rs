@@ -14,11 +14,12 @@ use tracing::{info, warn};
 
 use super::descriptor::{Descriptor, InputDescriptor, OutputDescriptor};
 use super::{Agent, key, partitions, process};
+use crate::api::PERSISTENT_LOCATION;
 use crate::api::v1::task_executor_service_client::TaskExecutorServiceClient;
 use crate::api::v1::{
     AttemptRef, FetchPartitionRequest, PartitionRef, SubmitTaskRequest, TaskStateUpdate,
 };
-use crate::core::{AttemptState, FailureClass};
+use crate::core::{AttemptState, Exchange, FailureClass};
 
 /// A failure before the process started.
 struct Early {
@@ -119,7 +120,7 @@ async fn prepare_and_run(
         let mut producers = Vec::new();
         for p in &gate.partitions {
             producers.push(p.executor.clone());
-            if gate.exchange == "pipelined" {
+            if gate.exchange == Exchange::Pipelined.name() {
                 continue;
             }
             let producer = format!("{}#{}", gate.producer_vertex, p.subtask);
@@ -134,8 +135,8 @@ async fn prepare_and_run(
                 message,
                 missing: Some(pref.clone()),
             };
-            let file = if p.location == "persistent" || p.location == config.advertise {
-                let root = if p.location == "persistent" {
+            let file = if p.location == PERSISTENT_LOCATION || p.location == config.advertise {
+                let root = if p.location == PERSISTENT_LOCATION {
                     &config.persistent_dir
                 } else {
                     &config.data_dir
@@ -180,8 +181,8 @@ async fn prepare_and_run(
     let mut produced = Vec::new();
     for gate in &r.outputs {
         let mut files = Vec::new();
-        if gate.exchange != "pipelined" {
-            let root: &PathBuf = if gate.exchange == "persistent" {
+        if gate.exchange != Exchange::Pipelined.name() {
+            let root: &PathBuf = if gate.exchange == Exchange::Persistent.name() {
                 &config.persistent_dir
             } else {
                 &config.data_dir
@@ -211,7 +212,7 @@ async fn prepare_and_run(
                     .map_err(|e| io_err("cannot create an output file", e))?;
                 files.push(f.display().to_string());
             }
-            if gate.exchange == "blocking" {
+            if gate.exchange == Exchange::Blocking.name() {
                 produced.push(PartitionRef {
                     job_id: attempt.job_id.clone(),
                     producer: name.to_owned(),

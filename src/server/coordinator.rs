@@ -20,11 +20,11 @@ use super::dispatcher::{Deploy, Dispatcher, Order, SharedInputs};
 use super::error::ApiError;
 use super::metrics::Metrics;
 use super::timers::Timers;
-use crate::api::convert;
 use crate::api::v1::task_executor_service_client::TaskExecutorServiceClient;
 use crate::api::v1::{
     AttemptRef, InputGate, InputPartition, OutputGate, PartitionRef, SubmitTaskRequest, WatchEvent,
 };
+use crate::api::{PERSISTENT_LOCATION, convert};
 use crate::core::{
     AttemptId, AttemptState, Command, Event, ExecutorId, Failure, FailureClass, GroupId, JobId,
     JobMaster, JobSpec, Notice, PartitionHost, PartitionId, TaskId, UnknownName,
@@ -469,7 +469,7 @@ impl Coordinator {
                                 .get(host)
                                 .map(|s| s.address.clone())
                                 .unwrap_or_default(),
-                            Some(PartitionHost::Persistent) => "persistent".to_owned(),
+                            Some(PartitionHost::Persistent) => PERSISTENT_LOCATION.to_owned(),
                             _ => String::new(),
                         };
                         InputPartition {

@@ -28,7 +28,7 @@ pub(crate) struct DetectArgs {
     #[arg(long, default_value_t = 4)]
     pub(crate) background_slots: u32,
     /// Pause between "all tasks running" and closing the victim's stream.
-    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "100ms", value_parser = jobmaster::core::duration::parse_duration)]
     pub(crate) settle: Duration,
 }
 

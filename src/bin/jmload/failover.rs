@@ -45,7 +45,7 @@ pub(crate) struct FailoverArgs {
     #[arg(long, value_enum, default_value_t = FailoverShape::AllToAll)]
     pub(crate) shape: FailoverShape,
     /// Pause between a run's "all tasks running" and the next injected failure.
-    #[arg(long, default_value = "300ms", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "300ms", value_parser = jobmaster::core::duration::parse_duration)]
     pub(crate) pause: Duration,
     /// Keep only job and executor WatchEvents, not task-state ones (no restart-step timing).
     /// The tool's subscription stays open, so the daemon still builds and sends every event;

@@ -44,13 +44,13 @@ pub(crate) struct HeartbeatArgs {
     #[arg(long, default_value_t = 100)]
     pub(crate) per_channel: usize,
     /// Measurement window.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = jobmaster::core::duration::parse_duration)]
     pub(crate) duration: Duration,
     /// Steady-state time before the window (every heartbeat then carries its attempts).
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = jobmaster::core::duration::parse_duration)]
     pub(crate) warmup: Duration,
     /// Bound of the set-up (registration, submission, all tasks running).
-    #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "300s", value_parser = jobmaster::core::duration::parse_duration)]
     pub(crate) setup_timeout: Duration,
     /// Keep every executor's listening socket open (by default each accepts the daemon's one
     /// connection and closes, to stay within the file-descriptor limit).
