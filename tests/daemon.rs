@@ -1051,6 +1051,7 @@ async fn register_as(
             slots: 2,
             session_id: session,
             free_disk_bytes: 0,
+            labels: Default::default(),
         }),
     )
     .await

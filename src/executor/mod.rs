@@ -497,6 +497,7 @@ async fn session(agent: &Arc<Agent>) -> Result<SessionEnd, tonic::Status> {
             slots: agent.config.slots,
             session_id: agent.session(),
             free_disk_bytes: agent.free_disk(),
+            labels: Default::default(),
         })
         .await?
         .into_inner();

@@ -205,6 +205,7 @@ impl Executor {
             slots: self.config.slots,
             session_id: self.session(),
             free_disk_bytes: self.config.free_disk_bytes,
+            labels: Default::default(),
         });
         let mut gateway = self.gateway.clone();
         self.bounded("RegisterExecutor", gateway.register_executor(request))

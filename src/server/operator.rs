@@ -17,8 +17,9 @@ use crate::api::v1::{
     ExplainFailoverResponse, FailureInfo, GetExceptionHistoryRequest, GetExceptionHistoryResponse,
     GetJobRequest, GetJobResponse, InjectFailureRequest, InjectFailureResponse, JobCounters,
     JobSummary, ListExecutorsRequest, ListExecutorsResponse, ListJobsRequest, ListJobsResponse,
-    RestartReasonInfo, SubmitJobRequest, SubmitJobResponse, TaskInfo, WatchEvent,
-    WatchEventsRequest, explain_failover_request, inject_failure_request,
+    ReleaseExecutorRequest, ReleaseExecutorResponse, RestartReasonInfo, SubmitJobRequest,
+    SubmitJobResponse, TaskInfo, WatchEvent, WatchEventsRequest, explain_failover_request,
+    inject_failure_request,
 };
 use crate::core::history::FailureRecord;
 use crate::core::{
@@ -239,6 +240,7 @@ impl JobMasterService for Operator {
                                 .map_or(0, |s| s.last_heartbeat.elapsed().as_millis() as u64),
                             partitions: partitions as u32,
                             free_disk_bytes: status.as_ref().map_or(0, |s| s.free_disk),
+                            ..ExecutorInfo::default()
                         }
                     })
                     .collect())
@@ -278,6 +280,11 @@ impl JobMasterService for Operator {
                             ApiError::NotFound(format!("executor {id:?} is not registered"))
                         })
                         .map(Some)?,
+                    explain_failover_request::Target::Domain(_) => {
+                        return Err(ApiError::InvalidArgument(
+                            "explaining the loss of a failure domain is not implemented yet".into(),
+                        ));
+                    }
                 };
                 Ok(set
                     .map(|s| restart_set_info(c, job, &s))
@@ -350,6 +357,15 @@ impl JobMasterService for Operator {
         let stop = WatchValues::new(self.shared.stopping.subscribe())
             .filter_map(|stopping| stopping.then(|| Err(ApiError::ShuttingDown.into())));
         Ok(Response::new(Box::pin(stream.merge(stop))))
+    }
+
+    async fn release_executor(
+        &self,
+        _request: GrpcRequest<ReleaseExecutorRequest>,
+    ) -> Result<Response<ReleaseExecutorResponse>, Status> {
+        Err(Status::unimplemented(
+            "executor quarantine is not implemented yet",
+        ))
     }
 
     async fn inject_failure(
