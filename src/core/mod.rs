@@ -13,7 +13,7 @@ pub mod history;
 pub mod job_state;
 pub mod jobmaster;
 pub mod names;
-mod placement;
+pub mod placement;
 mod readiness;
 pub mod region;
 pub mod restart;
@@ -30,6 +30,7 @@ pub use jobmaster::{
     UNSEEN_HEARTBEATS,
 };
 pub use names::UnknownName;
+pub use placement::PlacementPolicy;
 pub use region::{RegionId, Regions};
 pub use restart_set::{
     RestartEntry, RestartReason, RestartScope, RestartSet, compute_restart_set,

@@ -12,6 +12,42 @@ use super::jobmaster::{Job, JobMaster, Timer};
 use super::region::RegionId;
 use super::{ExecutorId, JobId, Millis};
 
+/// How placement spreads a job's tasks over the executors (`scheduler.placement`, or the
+/// spec's `placement`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum PlacementPolicy {
+    /// Each region on as few executors as possible, whole regions spread over the executors:
+    /// an executor loss restarts few regions.
+    #[default]
+    PackRegions,
+    /// Every task on the executor with the most free slots (a region's tasks spread out).
+    Spread,
+}
+
+impl PlacementPolicy {
+    pub const ALL: [PlacementPolicy; 2] = [PlacementPolicy::PackRegions, PlacementPolicy::Spread];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PlacementPolicy::PackRegions => "pack-regions",
+            PlacementPolicy::Spread => "spread",
+        }
+    }
+}
+
+impl std::fmt::Display for PlacementPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for PlacementPolicy {
+    type Err = super::UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        super::names::parse_name("placement", &PlacementPolicy::ALL, s)
+    }
+}
+
 /// One executor's slots.
 struct ExecutorSlots {
     /// Slots it offers.

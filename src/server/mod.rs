@@ -239,6 +239,9 @@ pub async fn serve(
         } else {
             settings.scheduler.seed
         },
+        // `scheduler.placement` and `scheduler.placement-domain` are wired with the placement
+        // policies.
+        ..CoreConfig::default()
     });
     let mut coordinator = tokio::spawn(Coordinator::new(core, shared.clone()).run(rx));
     let watchdog = tokio::spawn(gateway::watchdog(shared.clone()));

@@ -27,7 +27,7 @@ use super::event::{Command, Event};
 use super::graph::{ExecutionGraph, PartitionId, TaskId};
 use super::history::{DEFAULT_HISTORY_SIZE, ExceptionHistory};
 use super::job_state::{JobState, JobStateLog};
-use super::placement::Slots;
+use super::placement::{PlacementPolicy, Slots};
 use super::readiness::Readiness;
 use super::region::{RegionId, Regions};
 use super::restart::RestartBackoff;
@@ -60,6 +60,11 @@ pub struct CoreConfig {
     /// leaving it out (they may have been taken before it arrived and be late under load).
     /// The daemon sets it to its heartbeat timeout.
     pub unseen_grace_ms: Millis,
+    /// The placement policy of jobs whose spec names none.
+    pub placement: PlacementPolicy,
+    /// The label key of the failure domain a region is kept inside (e.g. `zone`), for jobs
+    /// whose spec names none; `None`: no domain.
+    pub placement_domain: Option<String>,
 }
 
 impl Default for CoreConfig {
@@ -71,6 +76,8 @@ impl Default for CoreConfig {
             attempt_history_size: 16,
             seed: 0,
             unseen_grace_ms: 4_000,
+            placement: PlacementPolicy::default(),
+            placement_domain: None,
         }
     }
 }
