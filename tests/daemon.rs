@@ -844,14 +844,7 @@ async fn health_and_reflection_answer() {
         else {
             panic!("ListServices is answered with a service list");
         };
-        let services: BTreeSet<String> = list.service.into_iter().map(|s| s.name).collect();
-        for expected in [
-            "jobmaster.v1.JobMasterService",
-            "jobmaster.v1.TaskExecutorGateway",
-            "grpc.health.v1.Health",
-        ] {
-            assert!(services.contains(expected), "{expected} in {services:?}");
-        }
+        assert_lists_our_services(list.service.into_iter().map(|s| s.name));
         let Some(MessageResponse::FileDescriptorResponse(files)) = next().await.message_response
         else {
             panic!("FileContainingSymbol is answered with descriptors");
@@ -859,6 +852,18 @@ async fn health_and_reflection_answer() {
         assert!(!files.file_descriptor_proto.is_empty());
     })
     .await;
+}
+
+/// A reflection ListServices answer names our services and health.
+fn assert_lists_our_services(names: impl Iterator<Item = String>) {
+    let services: BTreeSet<String> = names.collect();
+    for expected in [
+        "jobmaster.v1.JobMasterService",
+        "jobmaster.v1.TaskExecutorGateway",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(services.contains(expected), "{expected} in {services:?}");
+    }
 }
 
 /// grpcio's reflection client and older grpcurl speak only v1alpha.
@@ -887,14 +892,7 @@ async fn reflection_v1alpha_lists_the_services_for_older_clients() {
         let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
             panic!("ListServices is answered with a service list");
         };
-        let services: BTreeSet<String> = list.service.into_iter().map(|s| s.name).collect();
-        for expected in [
-            "jobmaster.v1.JobMasterService",
-            "jobmaster.v1.TaskExecutorGateway",
-            "grpc.health.v1.Health",
-        ] {
-            assert!(services.contains(expected), "{expected} in {services:?}");
-        }
+        assert_lists_our_services(list.service.into_iter().map(|s| s.name));
     })
     .await;
 }
