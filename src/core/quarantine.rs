@@ -161,9 +161,10 @@ impl Quarantines {
         record.failures.clear();
         record.losses.clear();
         let window = format_millis(config.window_ms);
+        let s = if limit == 1 { "" } else { "s" };
         Some(match strike {
-            Strike::TaskFailure => format!("{limit} task failures within {window}"),
-            Strike::Loss => format!("lost {limit} times within {window}"),
+            Strike::TaskFailure => format!("{limit} task failure{s} within {window}"),
+            Strike::Loss => format!("lost {limit} time{s} within {window}"),
         })
     }
 
