@@ -452,3 +452,71 @@ fn a_region_over_its_restart_budget_fails_the_job_with_the_cause() {
     // The other region never restarted: it is cancelled with the job, not over a budget.
     assert_eq!(h.jm.counters(JOB).unwrap().region_restarts, vec![4, 0]);
 }
+
+#[test]
+fn the_simulator_shows_quarantine_and_release_in_its_timeline() {
+    let text = r#"
+until = "30s"
+
+[job]
+name = "sim"
+restart = { strategy = "fixed-delay", attempts = 100, delay = "0s" }
+vertices = [{ id = "work", parallelism = 2, command = ["x"] }]
+
+[[executors]]
+id = "tm-1"
+slots = 3
+
+[[executors]]
+id = "tm-2"
+slots = 2
+
+[quarantine]
+max-task-failures = 2
+duration = "10s"
+
+[region-restart-budget]
+max-restarts = 0
+
+[[faults]]
+at = "1s"
+kind = "fail-task"
+task = "work#0"
+
+[[faults]]
+at = "2s"
+kind = "fail-task"
+task = "work#1"
+"#;
+    let scenario =
+        jobmaster::simulate::Scenario::parse(text, jobmaster::core::SpecFormat::Toml, |p| {
+            Err(format!("no files ({p})"))
+        })
+        .expect("scenario parses");
+    assert_eq!(scenario.core.quarantine.duration_ms, 10_000);
+    assert_eq!(scenario.core.region_restart_budget.max_restarts, 0);
+    let report = jobmaster::simulate::simulate(&scenario, true);
+    let shown: Vec<(Millis, &str, Option<&str>, Option<&str>)> = report
+        .events
+        .iter()
+        .filter(|e| e.kind.starts_with("executor-quarantined") || e.kind == "executor-released")
+        .map(|e| (e.t_ms, e.kind, e.executor.as_deref(), e.detail.as_deref()))
+        .collect();
+    assert_eq!(
+        shown,
+        vec![
+            (
+                2_000,
+                "executor-quarantined",
+                Some("tm-1"),
+                Some("2 task failures within 1h; until t=12000ms")
+            ),
+            (
+                12_000,
+                "executor-released",
+                Some("tm-1"),
+                Some("cool-down of 10s ended")
+            ),
+        ]
+    );
+}
