@@ -12,8 +12,9 @@ use crate::api::reason::NamedReason;
 use crate::api::v1::job_master_service_client::JobMasterServiceClient;
 use crate::api::v1::{
     CancelJobRequest, ExplainFailoverRequest, GetExceptionHistoryRequest, GetJobRequest,
-    InjectFailureRequest, ListExecutorsRequest, ListJobsRequest, SubmitJobRequest, WatchEvent,
-    WatchEventsRequest, explain_failover_request, inject_failure_request,
+    InjectFailureRequest, ListExecutorsRequest, ListJobsRequest, ReleaseExecutorRequest,
+    SubmitJobRequest, WatchEvent, WatchEventsRequest, explain_failover_request,
+    inject_failure_request,
 };
 use crate::core::{JobSpec, SpecFormat};
 
@@ -327,6 +328,25 @@ pub async fn executors(client: &mut Client, json_out: bool) -> Result<String, Ct
         );
     }
     Ok(out)
+}
+
+/// `jmctl executors release ID`: ends the executor's quarantine early.
+pub async fn release_executor(
+    client: &mut Client,
+    executor: &str,
+    json_out: bool,
+) -> Result<String, CtlError> {
+    client
+        .release_executor(ReleaseExecutorRequest {
+            executor_id: executor.into(),
+        })
+        .await
+        .map_err(CtlError::server)?;
+    Ok(if json_out {
+        to_json(&json!({"executor_id": executor, "released": true}))
+    } else {
+        format!("executor {executor}: released, it takes new placements\n")
+    })
 }
 
 pub async fn inject(

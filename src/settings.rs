@@ -77,6 +77,29 @@ pub struct SchedulerSettings {
     pub cancel_timeout: Duration,
     pub exception_history_size: usize,
     pub seed: u64,
+    pub quarantine: QuarantineSettings,
+    pub region_restart_budget: RegionRestartBudgetSettings,
+}
+
+/// `[scheduler.quarantine]`: flapping executors take no new placements for a while.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct QuarantineSettings {
+    pub max_task_failures: u32,
+    pub max_losses: u32,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub duration: Duration,
+}
+
+/// `[scheduler.region-restart-budget]`: a region restarting too often fails its job.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RegionRestartBudgetSettings {
+    pub max_restarts: u32,
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -169,6 +192,28 @@ impl Settings {
         if self.executor.slots == 0 {
             return bad("executor.slots", "must be at least 1");
         }
+        let q = &self.scheduler.quarantine;
+        if (q.max_task_failures > 0 || q.max_losses > 0) && q.window.is_zero() {
+            return bad(
+                "scheduler.quarantine.window",
+                "must be greater than 0 (to disable quarantine, set max-task-failures and \
+                 max-losses to 0)",
+            );
+        }
+        if (q.max_task_failures > 0 || q.max_losses > 0) && q.duration.is_zero() {
+            return bad(
+                "scheduler.quarantine.duration",
+                "must be greater than 0 (to disable quarantine, set max-task-failures and \
+                 max-losses to 0)",
+            );
+        }
+        let b = &self.scheduler.region_restart_budget;
+        if b.max_restarts > 0 && b.window.is_zero() {
+            return bad(
+                "scheduler.region-restart-budget.window",
+                "must be greater than 0 (to disable the budget, set max-restarts to 0)",
+            );
+        }
         if self.spec.max_parallelism == 0 {
             return bad("spec.max-parallelism", "must be at least 1");
         }
@@ -211,6 +256,41 @@ mod tests {
         .unwrap();
         assert_eq!(s.heartbeat.timeout, Duration::from_secs(10));
         assert_eq!(s.heartbeat.rpc_failure_threshold, 5);
+    }
+
+    #[test]
+    fn quarantine_and_region_budget_defaults_and_overrides() {
+        let s = Settings::load_from(None, []).unwrap();
+        let q = &s.scheduler.quarantine;
+        assert_eq!((q.max_task_failures, q.max_losses), (2, 2));
+        assert_eq!(q.window, Duration::from_secs(3600));
+        assert_eq!(q.duration, Duration::from_secs(3600));
+        assert_eq!(s.scheduler.region_restart_budget.max_restarts, 30);
+        assert_eq!(
+            s.scheduler.region_restart_budget.window,
+            Duration::from_secs(3600)
+        );
+        let s = Settings::load_from(
+            None,
+            [(
+                "JOBMASTER__SCHEDULER__QUARANTINE__MAX_TASK_FAILURES".to_owned(),
+                "5".to_owned(),
+            )],
+        )
+        .unwrap();
+        assert_eq!(s.scheduler.quarantine.max_task_failures, 5);
+        let e = Settings::load_from(
+            None,
+            [(
+                "JOBMASTER__SCHEDULER__QUARANTINE__DURATION".to_owned(),
+                "0s".to_owned(),
+            )],
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("scheduler.quarantine.duration"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -44,6 +44,12 @@ edges = [
   {{ from = "shanghai-source", to = "shanghai-orders", pattern = "pointwise", exchange = "pipelined" }},
 ]
 {executors}
+# These scenarios pin the restart strategies and fail tasks on the same executor repeatedly:
+# quarantine would move the retried tasks (tests/quarantine.rs covers it).
+[quarantine]
+max-task-failures = 0
+max-losses = 0
+
 [runtime]
 default = "forever"
 

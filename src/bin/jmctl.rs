@@ -85,8 +85,11 @@ enum Command {
     },
     /// A job's exception history, newest first.
     Exceptions { job: String },
-    /// Registered executors.
-    Executors,
+    /// Registered executors (with their quarantine); `release ID` ends a quarantine early.
+    Executors {
+        #[command(subcommand)]
+        action: Option<ExecutorsAction>,
+    },
     /// Live events (of one job, or all) until interrupted.
     Watch { job: Option<String> },
     /// Drill: fail a task's current attempt, or declare an executor lost.
@@ -105,6 +108,16 @@ enum Command {
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExecutorsAction {
+    /// End an executor's quarantine early: it takes new placements again at once (its
+    /// recent failures are forgiven).
+    Release {
+        /// The executor id, as `jmctl executors` lists it.
+        id: String,
     },
 }
 
@@ -184,7 +197,10 @@ fn remote(cli: &Cli) -> ExitCode {
             Command::Cancel { job } => ctl::cancel(c, job, json).await,
             Command::Explain { job, target } => ctl::explain(c, job, target.target(), json).await,
             Command::Exceptions { job } => ctl::exceptions(c, job, json).await,
-            Command::Executors => ctl::executors(c, json).await,
+            Command::Executors { action: None } => ctl::executors(c, json).await,
+            Command::Executors {
+                action: Some(ExecutorsAction::Release { id }),
+            } => ctl::release_executor(c, id, json).await,
             Command::Inject {
                 job,
                 target,

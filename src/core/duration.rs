@@ -19,6 +19,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// Formats milliseconds the way [`parse_duration`] reads them ("1h", "10m 30s", "250ms").
+pub fn format_millis(ms: u64) -> String {
+    humantime::format_duration(Duration::from_millis(ms)).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -34,5 +39,10 @@ mod tests {
         );
         let e = parse_duration("400days").unwrap_err();
         assert_eq!(e, "\"400days\" is longer than a year");
+        assert_eq!(format_millis(3_600_000), "1h");
+        assert_eq!(
+            parse_duration(&format_millis(630_250)),
+            Ok(Duration::from_millis(630_250))
+        );
     }
 }

@@ -114,6 +114,8 @@ pub enum Event {
     },
     /// A timer set by [`Command::SetTimer`] is due.
     TimerFired { timer: TimerId },
+    /// An operator ends an executor's quarantine early (and forgives its recent failures).
+    ReleaseExecutor { executor: ExecutorId },
 }
 
 /// Something the shell must do.
@@ -177,6 +179,23 @@ pub enum Notice {
         executor: ExecutorId,
         reason: String,
     },
+    /// The executor takes no new placements until `until` (its attempts keep running).
+    ExecutorQuarantined {
+        executor: ExecutorId,
+        until: Millis,
+        reason: String,
+    },
+    /// The executor's quarantine ended (cool-down over, an operator, or no other executor).
+    ExecutorReleased {
+        executor: ExecutorId,
+        reason: String,
+    },
+    /// The executor reached a quarantine threshold but was not quarantined: no other
+    /// executor would have been left to place tasks on.
+    QuarantineSkipped {
+        executor: ExecutorId,
+        reason: String,
+    },
     /// The core refused one of its own decisions as illegal (a bug, never expected): the
     /// shell logs it at error level; the state was left unchanged.
     InternalError {
@@ -194,6 +213,9 @@ impl Notice {
             Notice::RestartScheduled { .. } => "restart-scheduled",
             Notice::ExecutorRegistered { .. } => "executor-registered",
             Notice::ExecutorLost { .. } => "executor-lost",
+            Notice::ExecutorQuarantined { .. } => "executor-quarantined",
+            Notice::ExecutorReleased { .. } => "executor-released",
+            Notice::QuarantineSkipped { .. } => "quarantine-skipped",
             Notice::InternalError { .. } => "internal-error",
         }
     }

@@ -14,9 +14,11 @@ pub mod job_state;
 pub mod jobmaster;
 pub mod names;
 pub mod placement;
+pub mod quarantine;
 mod readiness;
 pub mod region;
 pub mod restart;
+pub mod restart_budget;
 pub mod restart_set;
 mod scc;
 pub mod spec;
@@ -31,7 +33,9 @@ pub use jobmaster::{
 };
 pub use names::UnknownName;
 pub use placement::PlacementPolicy;
+pub use quarantine::{Quarantine, QuarantineConfig};
 pub use region::{RegionId, Regions};
+pub use restart_budget::RestartBudgetConfig;
 pub use restart_set::{
     RestartEntry, RestartReason, RestartScope, RestartSet, compute_restart_set,
     compute_restart_set_live,

@@ -56,6 +56,8 @@ struct ExecutorSlots {
     used: u32,
     /// The attempts holding them (placed on the executor and not yet terminal).
     attempts: BTreeSet<AttemptId>,
+    /// Quarantined: its free slots are out of the index and the free count.
+    excluded: bool,
 }
 
 /// The slots of every registered executor, with placement's index over them.
@@ -86,6 +88,7 @@ impl Slots {
                 slots,
                 used: 0,
                 attempts: BTreeSet::new(),
+                excluded: false,
             },
         );
     }
@@ -96,9 +99,39 @@ impl Slots {
             return BTreeSet::new();
         };
         let free = executor.slots - executor.used;
-        self.by_free.remove(&(Reverse(free), id.clone()));
-        self.free_slots -= u64::from(free);
+        if !executor.excluded {
+            self.by_free.remove(&(Reverse(free), id.clone()));
+            self.free_slots -= u64::from(free);
+        }
         executor.attempts
+    }
+
+    /// Takes a registered executor out of placement (quarantine: no new attempts; the ones
+    /// it runs keep their slots) or puts it back. Unknown executors are ignored.
+    pub(crate) fn set_excluded(&mut self, id: &ExecutorId, excluded: bool) {
+        let Some(ex) = self.executors.get_mut(id) else {
+            return;
+        };
+        if ex.excluded == excluded {
+            return;
+        }
+        ex.excluded = excluded;
+        let free = ex.slots - ex.used;
+        if free == 0 {
+            return;
+        }
+        if excluded {
+            self.by_free.remove(&(Reverse(free), id.clone()));
+            self.free_slots -= u64::from(free);
+        } else {
+            self.by_free.insert((Reverse(free), id.clone()));
+            self.free_slots += u64::from(free);
+        }
+    }
+
+    /// Is the executor registered and taken out of placement?
+    pub(crate) fn is_excluded(&self, id: &ExecutorId) -> bool {
+        self.executors.get(id).is_some_and(|e| e.excluded)
     }
 
     /// The attempts holding a slot on `executor`, or `None` if it is not registered.
@@ -164,6 +197,9 @@ impl Slots {
         {
             let free = ex.slots - ex.used;
             ex.used -= 1;
+            if ex.excluded {
+                return; // quarantined: the slot stays out of placement
+            }
             if free > 0 {
                 self.by_free.remove(&(Reverse(free), e.clone()));
             }
@@ -178,13 +214,14 @@ impl Slots {
         let expected: BTreeSet<(Reverse<u32>, ExecutorId)> = self
             .executors
             .iter()
-            .filter(|(_, e)| e.used < e.slots)
+            .filter(|(_, e)| e.used < e.slots && !e.excluded)
             .map(|(id, e)| (Reverse(e.slots - e.used), id.clone()))
             .collect();
         debug_assert_eq!(self.by_free, expected, "placement index");
         let free: u64 = self
             .executors
             .values()
+            .filter(|e| !e.excluded)
             .map(|e| u64::from(e.slots - e.used))
             .sum();
         debug_assert_eq!(self.free_slots, free, "free slot count");

@@ -25,6 +25,7 @@ use crate::api::v1::{
     AttemptRef, InputGate, InputPartition, OutputGate, PartitionRef, SubmitTaskRequest, WatchEvent,
 };
 use crate::api::{PERSISTENT_LOCATION, convert};
+use crate::core::duration::format_millis;
 use crate::core::{
     AttemptId, AttemptState, Command, Event, ExecutorId, Failure, FailureClass, GroupId, JobId,
     JobMaster, JobSpec, Notice, PartitionHost, PartitionId, TaskId, UnknownName,
@@ -688,6 +689,44 @@ impl Coordinator {
                     warn!(executor = %executor, reason = %reason, "executor lost");
                 }
                 self.forget(&executor);
+                watching.then(|| WatchEvent {
+                    time_ms: now,
+                    kind: kind.into(),
+                    executor: executor.0,
+                    detail: reason,
+                    ..WatchEvent::default()
+                })
+            }
+            Notice::ExecutorQuarantined {
+                executor,
+                until,
+                reason,
+            } => {
+                let remaining_ms = until.saturating_sub(now);
+                warn!(executor = %executor, reason = %reason, remaining_ms, "executor quarantined: no new placements on it");
+                watching.then(|| WatchEvent {
+                    time_ms: now,
+                    kind: kind.into(),
+                    executor: executor.0,
+                    detail: format!(
+                        "{reason}; no new placements for {}",
+                        format_millis(remaining_ms)
+                    ),
+                    ..WatchEvent::default()
+                })
+            }
+            Notice::ExecutorReleased { executor, reason } => {
+                info!(executor = %executor, reason = %reason, "executor released from quarantine");
+                watching.then(|| WatchEvent {
+                    time_ms: now,
+                    kind: kind.into(),
+                    executor: executor.0,
+                    detail: reason,
+                    ..WatchEvent::default()
+                })
+            }
+            Notice::QuarantineSkipped { executor, reason } => {
+                warn!(executor = %executor, reason = %reason, "executor not quarantined");
                 watching.then(|| WatchEvent {
                     time_ms: now,
                     kind: kind.into(),

@@ -235,7 +235,7 @@ pub(crate) fn render_metrics(c: &Coordinator) -> String {
         }
     }
 
-    let executor_gauges: [(&str, &str); 4] = [
+    let executor_gauges: [(&str, &str); 5] = [
         (
             "jobmaster_executor_registered",
             "1 for every registered executor",
@@ -246,8 +246,12 @@ pub(crate) fn render_metrics(c: &Coordinator) -> String {
             "jobmaster_executor_partitions",
             "Result partitions the executor hosts",
         ),
+        (
+            "jobmaster_executor_quarantined",
+            "1 while the executor is quarantined (no new placements), else 0",
+        ),
     ];
-    let [registered, slots, free_slots, partitions] = executor_gauges
+    let [registered, slots, free_slots, partitions, quarantined] = executor_gauges
         .map(|(name, help)| add(r, name, help, Family::<ExecutorLabels, Gauge>::default()));
     let heartbeat_age = add(
         r,
@@ -269,6 +273,9 @@ pub(crate) fn render_metrics(c: &Coordinator) -> String {
         slots.get_or_create(&l).set(i64::from(total));
         free_slots.get_or_create(&l).set(i64::from(free));
         partitions.get_or_create(&l).set(hosted as i64);
+        quarantined
+            .get_or_create(&l)
+            .set(i64::from(c.core.quarantine(id).is_some()));
         if let Some(s) = c.shared.executors.get(id) {
             heartbeat_age
                 .get_or_create(&l)

@@ -75,11 +75,13 @@ fn overview_json(c: &Coordinator) -> Value {
             })
         })
         .collect();
+    let now = c.shared.now();
     let executors: Vec<Value> = c
         .core
         .executors()
         .map(|(id, slots, free, partitions)| {
             let status = c.shared.executors.get(id);
+            let quarantine = c.core.quarantine(id);
             json!({
                 "id": id.0,
                 "address": status.as_ref().map(|s| s.address.clone()).unwrap_or_default(),
@@ -88,6 +90,9 @@ fn overview_json(c: &Coordinator) -> Value {
                 "heartbeat_age_ms": status.as_ref().map_or(0, |s| s.last_heartbeat.elapsed().as_millis() as u64),
                 "partitions": partitions,
                 "free_disk_bytes": status.as_ref().map_or(0, |s| s.free_disk),
+                "quarantined": quarantine.is_some(),
+                "quarantine_remaining_ms": quarantine.map_or(0, |q| q.until.saturating_sub(now)),
+                "quarantine_reason": quarantine.map(|q| q.reason.clone()).unwrap_or_default(),
             })
         })
         .collect();

@@ -27,7 +27,9 @@ pub use error::ApiError;
 use crate::api::v1::WatchEvent;
 use crate::api::v1::job_master_service_server::JobMasterServiceServer;
 use crate::api::v1::task_executor_gateway_server::TaskExecutorGatewayServer;
-use crate::core::{CoreConfig, ExecutorId, JobId, JobMaster};
+use crate::core::{
+    CoreConfig, ExecutorId, JobId, JobMaster, QuarantineConfig, RestartBudgetConfig,
+};
 use crate::settings::Settings;
 use coordinator::{Coordinator, Request};
 
@@ -158,6 +160,16 @@ fn oversize_is_resource_exhausted<B>(
 }
 
 /// Parses a job id (16 hex digits).
+/// `[scheduler.quarantine]` for the core.
+fn quarantine_config(q: &crate::settings::QuarantineSettings) -> QuarantineConfig {
+    QuarantineConfig {
+        max_task_failures: q.max_task_failures,
+        max_losses: q.max_losses,
+        window_ms: q.window.as_millis() as u64,
+        duration_ms: q.duration.as_millis() as u64,
+    }
+}
+
 pub(crate) fn parse_job_id(text: &str) -> Result<JobId, ApiError> {
     text.parse().map_err(|_| {
         ApiError::InvalidArgument(format!("job_id {text:?} is not a job id (16 hex digits)"))
@@ -241,6 +253,11 @@ pub async fn serve(
         },
         // `scheduler.placement` and `scheduler.placement-domain` are wired with the placement
         // policies.
+        quarantine: quarantine_config(&settings.scheduler.quarantine),
+        region_restart_budget: RestartBudgetConfig {
+            max_restarts: settings.scheduler.region_restart_budget.max_restarts,
+            window_ms: settings.scheduler.region_restart_budget.window.as_millis() as u64,
+        },
         ..CoreConfig::default()
     });
     let mut coordinator = tokio::spawn(Coordinator::new(core, shared.clone()).run(rx));

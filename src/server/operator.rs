@@ -223,10 +223,12 @@ impl JobMasterService for Operator {
         let executors = self
             .shared
             .with(|c| {
+                let now = c.shared.now();
                 Ok(c.core
                     .executors()
                     .map(|(id, slots, free, partitions)| {
                         let status = c.shared.executors.get(id);
+                        let quarantine = c.core.quarantine(id);
                         ExecutorInfo {
                             id: id.0.clone(),
                             address: status
@@ -240,6 +242,12 @@ impl JobMasterService for Operator {
                                 .map_or(0, |s| s.last_heartbeat.elapsed().as_millis() as u64),
                             partitions: partitions as u32,
                             free_disk_bytes: status.as_ref().map_or(0, |s| s.free_disk),
+                            quarantined: quarantine.is_some(),
+                            quarantine_remaining_ms: quarantine
+                                .map_or(0, |q| q.until.saturating_sub(now)),
+                            quarantine_reason: quarantine
+                                .map(|q| q.reason.clone())
+                                .unwrap_or_default(),
                             ..ExecutorInfo::default()
                         }
                     })
@@ -361,11 +369,20 @@ impl JobMasterService for Operator {
 
     async fn release_executor(
         &self,
-        _request: GrpcRequest<ReleaseExecutorRequest>,
+        request: GrpcRequest<ReleaseExecutorRequest>,
     ) -> Result<Response<ReleaseExecutorResponse>, Status> {
-        Err(Status::unimplemented(
-            "executor quarantine is not implemented yet",
-        ))
+        let id = request.into_inner().executor_id;
+        if id.is_empty() {
+            return Err(ApiError::InvalidArgument(
+                "executor_id is empty: give the id `jmctl executors` lists".into(),
+            )
+            .into());
+        }
+        let executor = ExecutorId(id);
+        self.shared
+            .with(move |c| c.feed(Event::ReleaseExecutor { executor }))
+            .await?;
+        Ok(Response::new(ReleaseExecutorResponse {}))
     }
 
     async fn inject_failure(

@@ -263,6 +263,19 @@ impl Sim<'_> {
                 e.executor = Some(executor.0);
                 e.detail = Some(reason);
             }
+            Notice::ExecutorQuarantined {
+                executor,
+                until,
+                reason,
+            } => {
+                e.executor = Some(executor.0);
+                e.detail = Some(format!("{reason}; until t={until}ms"));
+            }
+            Notice::ExecutorReleased { executor, reason }
+            | Notice::QuarantineSkipped { executor, reason } => {
+                e.executor = Some(executor.0);
+                e.detail = Some(reason);
+            }
             Notice::InternalError { message, .. } => e.detail = Some(message),
         }
         self.events.push(e);

@@ -85,6 +85,26 @@ struct RawScenario {
     seed: Option<u64>,
     slot_request_timeout: Option<String>,
     cancel_timeout: Option<String>,
+    /// `[quarantine]`: the daemon's `scheduler.quarantine` keys.
+    quarantine: Option<RawQuarantine>,
+    /// `[region-restart-budget]`: the daemon's `scheduler.region-restart-budget` keys.
+    region_restart_budget: Option<RawBudget>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawQuarantine {
+    max_task_failures: Option<u32>,
+    max_losses: Option<u32>,
+    window: Option<String>,
+    duration: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawBudget {
+    max_restarts: Option<u32>,
+    window: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -309,6 +329,24 @@ impl Scenario {
         }
         if let Some(t) = &raw.cancel_timeout {
             core.cancel_timeout_ms = duration("cancel-timeout", t)?;
+        }
+        if let Some(q) = &raw.quarantine {
+            let c = &mut core.quarantine;
+            c.max_task_failures = q.max_task_failures.unwrap_or(c.max_task_failures);
+            c.max_losses = q.max_losses.unwrap_or(c.max_losses);
+            if let Some(t) = &q.window {
+                c.window_ms = duration("quarantine.window", t)?;
+            }
+            if let Some(t) = &q.duration {
+                c.duration_ms = duration("quarantine.duration", t)?;
+            }
+        }
+        if let Some(b) = &raw.region_restart_budget {
+            let c = &mut core.region_restart_budget;
+            c.max_restarts = b.max_restarts.unwrap_or(c.max_restarts);
+            if let Some(t) = &b.window {
+                c.window_ms = duration("region-restart-budget.window", t)?;
+            }
         }
         Ok(Scenario {
             spec,

@@ -138,6 +138,30 @@ impl JobMaster {
         regions.sort_unstable();
         regions.dedup();
 
+        // The regions' restart budgets, whatever the strategy allows. A region already
+        // awaiting a restart that this failure merely joins does not restart again.
+        let mut anew: Vec<RegionId> = tasks
+            .iter()
+            .filter(|t| !job.tasks[t.index()].awaiting_restart)
+            .map(|&t| job.regions.region_of(t))
+            .collect();
+        anew.sort_unstable();
+        anew.dedup();
+        if let Some(over) =
+            job.region_restarts
+                .record(anew, now, &self.config.region_restart_budget)
+        {
+            let cause = format!("{over}; last failure: {}", root.message);
+            job.history.push(ExceptionEntry {
+                root,
+                concurrent: records[1..].to_vec(),
+                restarted: Vec::new(),
+                outcome: format!("job failed: {cause}"),
+            });
+            self.wind_down(id, JobState::Failing, Some(cause), now);
+            return;
+        }
+
         // Counters and history.
         job.counters.failovers += 1;
         if !merged {

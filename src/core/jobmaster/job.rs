@@ -13,6 +13,7 @@ use crate::core::job_state::{JobState, JobStateLog};
 use crate::core::readiness::Readiness;
 use crate::core::region::{RegionId, Regions};
 use crate::core::restart::RestartBackoff;
+use crate::core::restart_budget::RegionRestarts;
 use crate::core::restart_set::{RestartSet, compute_restart_set_live};
 use crate::core::spec::FailoverStrategy;
 use crate::core::{ExecutorId, JobId, Millis};
@@ -65,6 +66,8 @@ pub(crate) struct Job {
     pub(crate) counters: Counters,
     /// Per region: when a failover stopped it, until it runs again.
     pub(crate) down_since: Vec<Option<Millis>>,
+    /// Recent restarts per region, against the restart budget.
+    pub(crate) region_restarts: RegionRestarts,
     /// Tasks whose current attempt finished.
     pub(crate) finished: usize,
     /// Tasks whose current attempt is not terminal.

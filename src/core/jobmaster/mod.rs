@@ -11,7 +11,8 @@
 //! runtime state and bookkeeping), `query` (read-only accessors and dry runs), `reconcile`
 //! (executors registering, lost, heartbeats), `reports` (task and partition reports),
 //! `failover` (failures to restart sets to restarts), `timers`; beside this folder,
-//! `core::placement` (slots and scheduling) and `core::readiness` (region input readiness).
+//! `core::placement` (slots and scheduling), `core::readiness` (region input readiness),
+//! `core::quarantine` (flapping executors) and `core::restart_budget` (per-region budgets).
 
 mod failover;
 mod job;
@@ -28,9 +29,11 @@ use super::graph::{ExecutionGraph, PartitionId, TaskId};
 use super::history::{DEFAULT_HISTORY_SIZE, ExceptionHistory};
 use super::job_state::{JobState, JobStateLog};
 use super::placement::{PlacementPolicy, Slots};
+use super::quarantine::{QuarantineConfig, Quarantines};
 use super::readiness::Readiness;
 use super::region::{RegionId, Regions};
 use super::restart::RestartBackoff;
+use super::restart_budget::{RegionRestarts, RestartBudgetConfig};
 use super::spec::JobSpec;
 use super::{ExecutorId, JobId, Millis};
 
@@ -65,6 +68,10 @@ pub struct CoreConfig {
     /// The label key of the failure domain a region is kept inside (e.g. `zone`), for jobs
     /// whose spec names none; `None`: no domain.
     pub placement_domain: Option<String>,
+    /// When flapping executors are quarantined (`scheduler.quarantine.*`).
+    pub quarantine: QuarantineConfig,
+    /// How often one region may restart (`scheduler.region-restart-budget.*`).
+    pub region_restart_budget: RestartBudgetConfig,
 }
 
 impl Default for CoreConfig {
@@ -78,6 +85,8 @@ impl Default for CoreConfig {
             unseen_grace_ms: 4_000,
             placement: PlacementPolicy::default(),
             placement_domain: None,
+            quarantine: QuarantineConfig::default(),
+            region_restart_budget: RestartBudgetConfig::default(),
         }
     }
 }
@@ -193,6 +202,8 @@ pub struct JobMaster {
     /// The executors' slots and the placement index over them.
     pub(in crate::core) slots: Slots,
     pub(in crate::core) timers: Timers,
+    /// Strikes against executors and their quarantines.
+    pub(in crate::core) quarantines: Quarantines,
     /// Regions waiting for slots, in arrival order, with their queue ticket.
     pub(in crate::core) slot_queue: VecDeque<(JobId, RegionId, u64)>,
     pub(in crate::core) next_ticket: u64,
@@ -207,6 +218,7 @@ impl JobMaster {
             executors: BTreeMap::new(),
             slots: Slots::new(),
             timers: Timers::new(),
+            quarantines: Quarantines::new(),
             slot_queue: VecDeque::new(),
             next_ticket: 0,
             out: Vec::new(),
@@ -244,6 +256,14 @@ impl JobMaster {
             Event::TimerFired { timer } => {
                 self.timer_fired(timer, now);
                 Ok(())
+            }
+            Event::ReleaseExecutor { executor } => {
+                if self.executors.contains_key(&executor) || self.quarantines.knows(&executor) {
+                    self.release_quarantine(&executor, "released by an operator");
+                    Ok(())
+                } else {
+                    Err(CoreError::UnknownExecutor(executor))
+                }
             }
         };
         self.schedule(now);
@@ -302,6 +322,7 @@ impl JobMaster {
                 ..Counters::default()
             },
             down_since: vec![None; region_count],
+            region_restarts: RegionRestarts::default(),
             finished: 0,
             live: n,
             graph,

@@ -5,6 +5,7 @@ use crate::core::attempt::AttemptState;
 use crate::core::graph::{ExecutionGraph, PartitionId, TaskId};
 use crate::core::history::ExceptionHistory;
 use crate::core::job_state::JobState;
+use crate::core::quarantine::Quarantine;
 use crate::core::region::Regions;
 use crate::core::restart_set::RestartSet;
 use crate::core::spec::FailoverStrategy;
@@ -156,6 +157,16 @@ impl JobMaster {
             .map(|(_, p)| *p)
             .collect();
         Some(j.restart_set(&failed, &lost, Some(executor)))
+    }
+
+    /// The executor's quarantine, if it is quarantined (registered or not).
+    pub fn quarantine(&self, executor: &ExecutorId) -> Option<&Quarantine> {
+        self.quarantines.get(executor)
+    }
+
+    /// Quarantined executors (registered or not), by id.
+    pub fn quarantined_executors(&self) -> impl Iterator<Item = (&ExecutorId, &Quarantine)> + '_ {
+        self.quarantines.quarantined()
     }
 
     /// Registered executors with (slots, free slots, hosted partitions).

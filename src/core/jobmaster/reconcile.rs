@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use crate::core::attempt::{AttemptId, AttemptState};
 use crate::core::event::{Command, Failure, FailureClass, Notice};
 use crate::core::graph::{PartitionId, TaskId};
+use crate::core::quarantine::Strike;
 use crate::core::{ExecutorId, JobId, Millis};
 
 use super::{CoreError, Executor, JobMaster, PartitionHost, UNSEEN_HEARTBEATS};
@@ -32,9 +33,11 @@ impl JobMaster {
             },
         );
         self.out.push(Command::Notify(Notice::ExecutorRegistered {
-            executor: id,
+            executor: id.clone(),
             slots,
         }));
+        self.exclude_if_quarantined(&id);
+        self.keep_one_usable();
         Ok(())
     }
 
@@ -48,6 +51,8 @@ impl JobMaster {
             executor: id.clone(),
             reason: reason.to_owned(),
         }));
+        self.strike_executor(id, Strike::Loss, now);
+        self.keep_one_usable();
         let mut per_job: BTreeMap<JobId, (Vec<TaskId>, Vec<PartitionId>)> = BTreeMap::new();
         for a in &attempts {
             per_job.entry(a.job).or_default().0.push(a.task);

@@ -5,9 +5,10 @@
 use std::collections::BTreeSet;
 
 use crate::core::attempt::{AttemptId, AttemptState};
-use crate::core::event::{Command, Failure};
+use crate::core::event::{Command, Failure, FailureClass};
 use crate::core::graph::{PartitionId, TaskId};
 use crate::core::job_state::JobState;
+use crate::core::quarantine::Strike;
 use crate::core::region::RegionId;
 use crate::core::spec::{Exchange, FailoverStrategy};
 use crate::core::{ExecutorId, JobId, Millis};
@@ -104,12 +105,18 @@ impl JobMaster {
                 // same): it must not start another failover.
                 AttemptState::Canceling => self.finish_cancel(a.job, a.task, now),
                 s if s.is_terminal() => {}
-                _ => self.fail_attempt(
-                    a.job,
-                    a.task,
-                    failure.unwrap_or_else(|| Failure::recoverable("task failed")),
-                    now,
-                ),
+                _ => {
+                    let failure = failure.unwrap_or_else(|| Failure::recoverable("task failed"));
+                    // Attributable to the executor (see `core::quarantine`): counted first, so
+                    // that the restart this failure causes already avoids a quarantined one.
+                    if matches!(
+                        failure.class,
+                        FailureClass::Recoverable | FailureClass::NonRecoverable
+                    ) {
+                        self.strike_executor(executor, Strike::TaskFailure, now);
+                    }
+                    self.fail_attempt(a.job, a.task, failure, now);
+                }
             },
             other => {
                 return Err(CoreError::IllegalReport {

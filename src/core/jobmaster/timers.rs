@@ -1,4 +1,4 @@
-//! Timers: the restart backoff, cancel timeouts and slot request timeouts. The core asks the
+//! Timers: the restart backoff, cancel timeouts, slot request timeouts and quarantine ends. The core asks the
 //! shell for them with [`Command::SetTimer`] and acts when [`Event::TimerFired`] comes back.
 //!
 //! [`Event::TimerFired`]: crate::core::Event::TimerFired
@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use crate::core::attempt::{AttemptId, AttemptState};
+use crate::core::duration::format_millis;
 use crate::core::event::{Command, Failure, TimerId};
 use crate::core::graph::TaskId;
 use crate::core::region::RegionId;
@@ -28,6 +29,8 @@ pub(crate) enum Timer {
         region: RegionId,
         ticket: u64,
     },
+    /// An executor's quarantine is over.
+    QuarantineEnds { executor: ExecutorId },
 }
 
 /// The timers set and not yet fired or cancelled.
@@ -73,6 +76,14 @@ impl JobMaster {
         };
         match timer {
             Timer::RestartDue { job } => self.check_restarts(job, now),
+            Timer::QuarantineEnds { executor } => {
+                // The timer is gone already: releasing cancels nothing.
+                let reason = format!(
+                    "cool-down of {} ended",
+                    format_millis(self.config.quarantine.duration_ms)
+                );
+                self.release_quarantine(&executor, &reason);
+            }
             Timer::CancelTimeout { attempt, executor } => {
                 // The task's name, while its attempt is still canceling.
                 let still_canceling = self.jobs.get(&attempt.job).and_then(|j| {

@@ -1,0 +1,327 @@
+//! Quarantine of flapping executors (Spark's `excludeOnFailure`, Flink's blocklist): an
+//! executor on which attempts keep failing, or that keeps getting lost, takes no new
+//! placements for a cool-down. The attempts it already runs keep running.
+//!
+//! Counting, per executor id ([`QuarantineConfig`], `scheduler.quarantine.*`):
+//! - a **task failure** is a FAILED report of the attempt that runs on the executor, with class
+//!   `recoverable` or `non-recoverable` — failed deploys included (the shell reports them so).
+//!   Not counted: `partition-lost` (the input's host is at fault, not this one), cancellations
+//!   (also an attempt that fails while being cancelled), failures caused by an executor loss,
+//!   slot request timeouts, attempts missing from a heartbeat, and operator drills
+//!   (InjectFailure).
+//! - a **loss** is the executor being declared lost (heartbeat timeout, stream closed, RPC
+//!   failures, a cancel never confirmed, registering again with a new session). Losses are
+//!   counted by id, so the quarantine outlives the session: a lost executor that registers
+//!   again while quarantined stays quarantined.
+//!
+//! `max_task_failures` failures (or `max_losses` losses) within `window_ms` quarantine the
+//! executor until `now + duration_ms`; its counts start afresh. A timer ends the quarantine,
+//! [`crate::core::Event::ReleaseExecutor`] ends it early.
+//!
+//! Safety: quarantine never leaves the JobMaster without an executor to place on. An executor
+//! is not quarantined when no other registered executor would remain out of quarantine
+//! ([`Notice::QuarantineSkipped`] says so); and when the last executor out of quarantine is
+//! lost, the quarantined ones that are registered are released at once.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use super::duration::format_millis;
+use super::event::{Command, Notice, TimerId};
+use super::jobmaster::{JobMaster, Timer};
+use super::{ExecutorId, Millis};
+
+/// When an executor is quarantined, and for how long. A count of 0 disables its trigger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantineConfig {
+    /// Task failures on one executor within `window_ms` that quarantine it (Spark:
+    /// `spark.excludeOnFailure.application.maxFailedTasksPerExecutor` = 2).
+    pub max_task_failures: u32,
+    /// Losses of one executor within `window_ms` that quarantine it.
+    pub max_losses: u32,
+    /// How far back failures and losses count.
+    pub window_ms: Millis,
+    /// How long a quarantine lasts (Spark: `spark.excludeOnFailure.timeout` = 1h).
+    pub duration_ms: Millis,
+}
+
+impl QuarantineConfig {
+    /// Never quarantines.
+    pub const OFF: QuarantineConfig = QuarantineConfig {
+        max_task_failures: 0,
+        max_losses: 0,
+        window_ms: 3_600_000,
+        duration_ms: 3_600_000,
+    };
+}
+
+impl Default for QuarantineConfig {
+    fn default() -> Self {
+        QuarantineConfig {
+            max_task_failures: 2,
+            max_losses: 2,
+            window_ms: 3_600_000,
+            duration_ms: 3_600_000,
+        }
+    }
+}
+
+/// An executor's quarantine, as queries show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantine {
+    /// When it ends (unless released earlier).
+    pub until: Millis,
+    /// Why, e.g. "2 task failures within 1h".
+    pub reason: String,
+}
+
+/// What counts towards a quarantine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Strike {
+    TaskFailure,
+    Loss,
+}
+
+#[derive(Default)]
+struct Record {
+    failures: VecDeque<Millis>,
+    losses: VecDeque<Millis>,
+    active: Option<(Quarantine, TimerId)>,
+}
+
+impl Record {
+    fn is_empty(&self) -> bool {
+        self.active.is_none() && self.failures.is_empty() && self.losses.is_empty()
+    }
+
+    fn prune(&mut self, now: Millis, window: Millis) {
+        for times in [&mut self.failures, &mut self.losses] {
+            while times
+                .front()
+                .is_some_and(|&t| now.saturating_sub(t) >= window)
+            {
+                times.pop_front();
+            }
+        }
+    }
+}
+
+/// The bookkeeping: recent strikes and active quarantines, per executor id (registered or
+/// not). Only executors with a recent strike or an active quarantine have a record.
+#[derive(Default)]
+pub(crate) struct Quarantines {
+    records: BTreeMap<ExecutorId, Record>,
+    active: usize,
+}
+
+impl Quarantines {
+    pub(crate) fn new() -> Quarantines {
+        Quarantines::default()
+    }
+
+    /// Records a strike; returns the reason when it reaches its threshold (the counts then
+    /// start afresh). Nothing is counted while the executor is quarantined.
+    pub(crate) fn strike(
+        &mut self,
+        id: &ExecutorId,
+        strike: Strike,
+        now: Millis,
+        config: &QuarantineConfig,
+    ) -> Option<String> {
+        let limit = match strike {
+            Strike::TaskFailure => config.max_task_failures,
+            Strike::Loss => config.max_losses,
+        };
+        if limit == 0 {
+            return None;
+        }
+        if !self.records.contains_key(id) {
+            // A new record: drop the ones whose strikes have all expired.
+            self.records.retain(|_, r| {
+                r.prune(now, config.window_ms);
+                !r.is_empty()
+            });
+        }
+        let record = self.records.entry(id.clone()).or_default();
+        if record.active.is_some() {
+            return None;
+        }
+        let times = match strike {
+            Strike::TaskFailure => &mut record.failures,
+            Strike::Loss => &mut record.losses,
+        };
+        times.push_back(now);
+        record.prune(now, config.window_ms);
+        let times = match strike {
+            Strike::TaskFailure => &record.failures,
+            Strike::Loss => &record.losses,
+        };
+        if times.len() < limit as usize {
+            return None;
+        }
+        record.failures.clear();
+        record.losses.clear();
+        let window = format_millis(config.window_ms);
+        let s = if limit == 1 { "" } else { "s" };
+        Some(match strike {
+            Strike::TaskFailure => format!("{limit} task failure{s} within {window}"),
+            Strike::Loss => format!("lost {limit} time{s} within {window}"),
+        })
+    }
+
+    pub(crate) fn start(&mut self, id: &ExecutorId, quarantine: Quarantine, timer: TimerId) {
+        let record = self.records.entry(id.clone()).or_default();
+        if record.active.replace((quarantine, timer)).is_none() {
+            self.active += 1;
+        }
+    }
+
+    /// Ends the quarantine (if any) and forgets the executor's strikes; returns the timer of
+    /// an active quarantine.
+    pub(crate) fn end(&mut self, id: &ExecutorId) -> Option<TimerId> {
+        let record = self.records.remove(id)?;
+        let (_, timer) = record.active?;
+        self.active -= 1;
+        Some(timer)
+    }
+
+    pub(crate) fn get(&self, id: &ExecutorId) -> Option<&Quarantine> {
+        self.records.get(id)?.active.as_ref().map(|(q, _)| q)
+    }
+
+    /// Is there a record (a recent strike or a quarantine) of this id?
+    pub(crate) fn knows(&self, id: &ExecutorId) -> bool {
+        self.records.contains_key(id)
+    }
+
+    /// Quarantined executor ids (registered or not), by id.
+    pub(crate) fn quarantined(&self) -> impl Iterator<Item = (&ExecutorId, &Quarantine)> + '_ {
+        self.records
+            .iter()
+            .filter_map(|(id, r)| r.active.as_ref().map(|(q, _)| (id, q)))
+    }
+
+    pub(crate) fn active_count(&self) -> usize {
+        self.active
+    }
+}
+
+impl JobMaster {
+    /// Counts a strike against `executor` and quarantines it when that reaches a threshold.
+    pub(crate) fn strike_executor(&mut self, executor: &ExecutorId, strike: Strike, now: Millis) {
+        let Some(reason) = self
+            .quarantines
+            .strike(executor, strike, now, &self.config.quarantine)
+        else {
+            return;
+        };
+        let others_usable = self
+            .executors
+            .keys()
+            .any(|e| e != executor && !self.slots.is_excluded(e));
+        if !others_usable {
+            self.out.push(Command::Notify(Notice::QuarantineSkipped {
+                executor: executor.clone(),
+                reason: format!(
+                    "{reason}, but no other executor would be left out of quarantine to place \
+                     tasks on"
+                ),
+            }));
+            return;
+        }
+        let until = now + self.config.quarantine.duration_ms;
+        let timer = self.timers.set(
+            until,
+            Timer::QuarantineEnds {
+                executor: executor.clone(),
+            },
+            &mut self.out,
+        );
+        self.quarantines.start(
+            executor,
+            Quarantine {
+                until,
+                reason: reason.clone(),
+            },
+            timer,
+        );
+        self.slots.set_excluded(executor, true);
+        self.out.push(Command::Notify(Notice::ExecutorQuarantined {
+            executor: executor.clone(),
+            until,
+            reason,
+        }));
+    }
+
+    /// Ends `executor`'s quarantine (if any) and forgets its strikes; the notice carries
+    /// `reason` when there was a quarantine to end.
+    pub(crate) fn release_quarantine(&mut self, executor: &ExecutorId, reason: &str) {
+        if let Some(timer) = self.quarantines.end(executor) {
+            self.timers.cancel(timer, &mut self.out);
+            self.slots.set_excluded(executor, false);
+            self.out.push(Command::Notify(Notice::ExecutorReleased {
+                executor: executor.clone(),
+                reason: reason.to_owned(),
+            }));
+        }
+    }
+
+    /// A quarantined executor that registers again stays out of placement.
+    pub(crate) fn exclude_if_quarantined(&mut self, executor: &ExecutorId) {
+        if self.quarantines.get(executor).is_some() {
+            self.slots.set_excluded(executor, true);
+        }
+    }
+
+    /// When every registered executor is quarantined, releases them all: quarantine must not
+    /// stop a JobMaster that has executors from placing anything.
+    pub(crate) fn keep_one_usable(&mut self) {
+        if self.quarantines.active_count() == 0
+            || self.executors.is_empty()
+            || self.executors.keys().any(|e| !self.slots.is_excluded(e))
+        {
+            return;
+        }
+        let stuck: Vec<ExecutorId> = self.executors.keys().cloned().collect();
+        for e in stuck {
+            self.release_quarantine(
+                &e,
+                "released early: no other registered executor is out of quarantine",
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strikes_count_within_the_window_and_reset_after_a_trigger() {
+        let config = QuarantineConfig {
+            max_task_failures: 2,
+            max_losses: 3,
+            window_ms: 1_000,
+            duration_ms: 5_000,
+        };
+        let mut q = Quarantines::new();
+        let e = ExecutorId::from("e");
+        assert_eq!(q.strike(&e, Strike::TaskFailure, 0, &config), None);
+        // The first failure expired: still one in the window.
+        assert_eq!(q.strike(&e, Strike::TaskFailure, 1_000, &config), None);
+        assert_eq!(
+            q.strike(&e, Strike::TaskFailure, 1_500, &config).as_deref(),
+            Some("2 task failures within 1s")
+        );
+        assert_eq!(q.strike(&e, Strike::TaskFailure, 1_600, &config), None);
+        assert_eq!(q.strike(&e, Strike::Loss, 1_700, &config), None);
+        assert_eq!(q.strike(&e, Strike::Loss, 1_800, &config), None);
+        assert_eq!(
+            q.strike(&e, Strike::Loss, 1_900, &config).as_deref(),
+            Some("lost 3 times within 1s")
+        );
+        let off = QuarantineConfig::OFF;
+        for t in 0..10 {
+            assert_eq!(q.strike(&e, Strike::TaskFailure, t, &off), None);
+        }
+    }
+}
