@@ -79,12 +79,9 @@ domain = "zone=c"
 fn region_of(task: &str) -> BTreeSet<String> {
     let (vertex, i) = task.split_once('#').expect("vertex#subtask");
     let city = vertex.split('-').next().expect("city");
-    [
-        format!("{city}-source#{i}"),
-        format!("{city}-orders#{i}"),
-    ]
-    .into_iter()
-    .collect()
+    [format!("{city}-source#{i}"), format!("{city}-orders#{i}")]
+        .into_iter()
+        .collect()
 }
 
 #[test]
@@ -124,7 +121,11 @@ fn losing_a_domain_loses_every_executor_labelled_with_it_at_the_same_instant() {
         .flat_map(|e| e.tasks.clone().unwrap_or_default())
         .collect();
     assert_eq!(at_5s, in_zone_a, "{}", timeline(&report));
-    assert_eq!(restart_sets(&report).len(), 2 + 1, "two losses at 5 s, one at 10 s");
+    assert_eq!(
+        restart_sets(&report).len(),
+        2 + 1,
+        "two losses at 5 s, one at 10 s"
+    );
 
     // Regions wholly in zone b never restarted; everything runs again at the end, in zone b
     // or on tm-b1 after zone c went too.
@@ -155,13 +156,22 @@ fn parse_error(faults: &str) -> String {
 #[test]
 fn lose_domain_must_name_a_label_some_executor_carries() {
     let e = parse_error("[[faults]]\nat = \"1s\"\nkind = \"lose-domain\"\ndomain = \"zone=x\"\n");
-    assert!(e.contains("faults[0].domain") && e.contains("zone=x"), "{e}");
+    assert!(
+        e.contains("faults[0].domain") && e.contains("zone=x"),
+        "{e}"
+    );
     let e = parse_error("[[faults]]\nat = \"1s\"\nkind = \"lose-domain\"\ndomain = \"zone\"\n");
     assert!(e.contains("must be key=value"), "{e}");
     let e = parse_error("[[faults]]\nat = \"1s\"\nkind = \"lose-domain\"\n");
-    assert!(e.contains("faults[0].domain") && e.contains("missing"), "{e}");
+    assert!(
+        e.contains("faults[0].domain") && e.contains("missing"),
+        "{e}"
+    );
     let e = parse_error(
         "[[faults]]\nat = \"1s\"\nkind = \"add-executor\"\nexecutor = \"x\"\nlabels = { zone = \"\" }\n",
     );
-    assert!(e.contains("faults[0].labels") && e.contains("empty value"), "{e}");
+    assert!(
+        e.contains("faults[0].labels") && e.contains("empty value"),
+        "{e}"
+    );
 }
