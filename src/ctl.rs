@@ -11,12 +11,14 @@ use tonic::transport::Channel;
 use crate::api::reason::NamedReason;
 use crate::api::v1::job_master_service_client::JobMasterServiceClient;
 use crate::api::v1::{
-    CancelJobRequest, ExplainFailoverRequest, GetExceptionHistoryRequest, GetJobRequest,
-    InjectFailureRequest, ListExecutorsRequest, ListJobsRequest, ReleaseExecutorRequest,
-    SubmitJobRequest, WatchEvent, WatchEventsRequest, explain_failover_request,
-    inject_failure_request,
+    CancelJobRequest, ExecutorInfo, ExplainFailoverRequest, GetBlastRadiusRequest,
+    GetExceptionHistoryRequest, GetJobRequest, InjectFailureRequest, ListExecutorsRequest,
+    ListJobsRequest, ReleaseExecutorRequest, SubmitJobRequest, WatchEvent, WatchEventsRequest,
+    explain_failover_request, inject_failure_request,
 };
-use crate::core::{JobSpec, SpecFormat};
+use crate::blast_report;
+use crate::core::domain::labels_text;
+use crate::core::{FailureDomain, JobSpec, Labels, SpecFormat};
 
 /// A failed command: exit code 1 (server or connection) or 2 (usage or input), one line.
 #[derive(Debug)]
@@ -55,10 +57,12 @@ pub async fn connect(endpoint: &str) -> Result<Client, CtlError> {
     Ok(JobMasterServiceClient::new(channel).max_decoding_message_size(64 << 20))
 }
 
-/// A target of explain/inject: a task or an executor.
+/// A target of explain/inject: a task or an executor (or, for explain, a failure domain).
 pub enum Target {
     Task(String),
     Executor(String),
+    /// `key=value`: every executor with that label (explain only).
+    Domain(String),
 }
 
 fn to_json<T: Serialize>(value: &T) -> String {
@@ -199,6 +203,12 @@ pub async fn explain(
     let target = match target {
         Target::Task(t) => explain_failover_request::Target::Task(t),
         Target::Executor(e) => explain_failover_request::Target::Executor(e),
+        Target::Domain(d) => {
+            // Checked here too, so a typo exits with 2 before any call.
+            d.parse::<FailureDomain>()
+                .map_err(|e| CtlError::input(format!("--domain: {e}")))?;
+            explain_failover_request::Target::Domain(d)
+        }
     };
     let r = client
         .explain_failover(ExplainFailoverRequest {
@@ -229,6 +239,33 @@ pub async fn explain(
         let _ = writeln!(out, "{scope:<12} {why:<50} {}", x.tasks.join(" "));
     }
     Ok(out)
+}
+
+/// `jmctl explain JOB --blast-radius`: the daemon's GetBlastRadius, one snapshot of the job.
+pub async fn blast_radius(
+    client: &mut Client,
+    job: &str,
+    json_out: bool,
+) -> Result<String, CtlError> {
+    let r = client
+        .get_blast_radius(GetBlastRadiusRequest { job_id: job.into() })
+        .await
+        .map_err(CtlError::server)?
+        .into_inner();
+    let b = blast_report::from_wire(&r);
+    Ok(if json_out {
+        let mut extra = serde_json::Map::new();
+        extra.insert("job_id".into(), json!(job));
+        blast_report::to_json(&b, extra) + "\n"
+    } else {
+        blast_report::to_table(
+            &b,
+            &format!(
+                "job {job}: {} tasks in {} regions on {} executors",
+                b.tasks, b.regions, b.executors
+            ),
+        )
+    })
 }
 
 pub async fn exceptions(
@@ -305,26 +342,37 @@ pub async fn executors(client: &mut Client, json_out: bool) -> Result<String, Ct
                 .map(|e| {
                     json!({"id": e.id, "address": e.address, "slots": e.slots,
                     "free_slots": e.free_slots, "heartbeat_age_ms": e.heartbeat_age_ms,
-                    "partitions": e.partitions, "free_disk_bytes": e.free_disk_bytes})
+                    "partitions": e.partitions, "free_disk_bytes": e.free_disk_bytes,
+                    "labels": e.labels.iter().collect::<std::collections::BTreeMap<_, _>>(),
+                    "quarantined": e.quarantined,
+                    "quarantine_remaining_ms": e.quarantine_remaining_ms,
+                    "quarantine_reason": e.quarantine_reason})
                 })
                 .collect::<Vec<_>>(),
         ));
     }
     let mut out = format!(
-        "{:<20} {:<22} {:>5} {:>5} {:>9} {:>10} {:>14}\n",
-        "EXECUTOR", "ADDRESS", "SLOTS", "FREE", "HB_AGE_MS", "PARTITIONS", "FREE_DISK"
+        "{:<20} {:<22} {:>5} {:>5} {:>9} {:>10} {:>14}  {:<20} QUARANTINE\n",
+        "EXECUTOR", "ADDRESS", "SLOTS", "FREE", "HB_AGE_MS", "PARTITIONS", "FREE_DISK", "LABELS"
     );
     for e in list {
+        let labels: Labels = e
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let _ = writeln!(
             out,
-            "{:<20} {:<22} {:>5} {:>5} {:>9} {:>10} {:>14}",
+            "{:<20} {:<22} {:>5} {:>5} {:>9} {:>10} {:>14}  {:<20} {}",
             e.id,
             e.address,
             e.slots,
             e.free_slots,
             e.heartbeat_age_ms,
             e.partitions,
-            e.free_disk_bytes
+            e.free_disk_bytes,
+            labels_text(&labels),
+            quarantine_text(&e)
         );
     }
     Ok(out)
@@ -349,6 +397,30 @@ pub async fn release_executor(
     })
 }
 
+/// The QUARANTINE cell: `41m left: 2 task failures in 1h`, or `-`.
+fn quarantine_text(e: &ExecutorInfo) -> String {
+    if !e.quarantined {
+        return "-".to_owned();
+    }
+    let left = coarse_duration(e.quarantine_remaining_ms);
+    if e.quarantine_reason.is_empty() {
+        format!("{left} left")
+    } else {
+        format!("{left} left: {}", e.quarantine_reason)
+    }
+}
+
+/// `1h5m`, `41m`, `12s`: the largest units only.
+fn coarse_duration(ms: u64) -> String {
+    let s = ms.div_ceil(1000);
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        _ if s % 3600 / 60 == 0 => format!("{}h", s / 3600),
+        _ => format!("{}h{}m", s / 3600, s % 3600 / 60),
+    }
+}
+
 pub async fn inject(
     client: &mut Client,
     job: &str,
@@ -365,6 +437,11 @@ pub async fn inject(
             inject_failure_request::Target::Executor(e.clone()),
             format!("executor {e}"),
         ),
+        Target::Domain(_) => {
+            return Err(CtlError::input(
+                "inject takes a task or an executor, not a domain",
+            ));
+        }
     };
     client
         .inject_failure(InjectFailureRequest {
@@ -446,4 +523,22 @@ fn event_line(e: &WatchEvent) -> String {
     }
     s.push('\n');
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_quarantine_cell_says_how_long_is_left_and_why() {
+        let mut e = ExecutorInfo::default();
+        assert_eq!(quarantine_text(&e), "-");
+        e.quarantined = true;
+        e.quarantine_remaining_ms = 41 * 60_000 - 300;
+        e.quarantine_reason = "2 task failures in 1h".into();
+        assert_eq!(quarantine_text(&e), "41m left: 2 task failures in 1h");
+        assert_eq!(coarse_duration(12_000), "12s");
+        assert_eq!(coarse_duration(3_900_000), "1h5m");
+        assert_eq!(coarse_duration(7_200_000), "2h");
+    }
 }

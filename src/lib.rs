@@ -5,12 +5,14 @@
 //! - [`api`]: the wire — generated protobuf code and the wire ↔ core conversions.
 //! - [`server`]: the `jobmaster` daemon, the shell around the core.
 //! - [`executor`]: the `taskexecutor` agent.
-//! - [`ctl`]: `jmctl`'s operator commands; [`plan`] renders `jmctl plan`'s report and
+//! - [`ctl`]: `jmctl`'s operator commands; [`plan`] renders `jmctl plan`'s report
+//!   ([`blast_report`] its blast-radius report, also `jmctl explain --blast-radius`'s) and
 //!   [`simulate`] runs the core against virtual executors for `jmctl simulate`.
 //! - [`settings`]: configuration (`config/default.toml`, `JOBMASTER__SECTION__KEY`).
 //! - [`fake_executor`]: an in-process fake TaskExecutor, a test and load aid.
 
 pub mod api;
+pub mod blast_report;
 pub mod core;
 pub mod ctl;
 pub mod executor;

@@ -10,8 +10,9 @@ use serde::Serialize;
 use crate::api::reason::{NamedReason, scope_name};
 
 use crate::core::{
-    ExecutionGraph, FailoverStrategy, JobSpec, PartitionId, Regions, RestartReason, RestartScope,
-    RestartSet, TaskId, compute_restart_set,
+    BlastRadius, CoreConfig, Event, ExecutionGraph, ExecutorId, FailoverStrategy, JobId, JobMaster,
+    JobSpec, PartitionId, PlacementPolicy, Regions, RestartReason, RestartScope, RestartSet,
+    TaskId, blast_radius, compute_restart_set,
 };
 
 /// What to plan for.
@@ -25,6 +26,49 @@ pub struct PlanRequest {
     pub lost: Vec<String>,
 }
 
+/// A blast-radius plan: the cluster `jmctl plan --executors N --slots S` places the job on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterPlan {
+    /// Executors `e0`, `e1`, ...
+    pub executors: u32,
+    /// Slots of each.
+    pub slots: u32,
+    pub placement: PlacementPolicy,
+}
+
+/// The blast radius of `spec` placed by the real core (with `cluster.placement`) on a fresh
+/// cluster, every task deployed and no output produced yet.
+pub fn blast_radius_offline(
+    spec: &JobSpec,
+    cluster: ClusterPlan,
+) -> Result<BlastRadius, PlanError> {
+    let mut jm = JobMaster::new(CoreConfig {
+        placement: cluster.placement,
+        ..CoreConfig::default()
+    });
+    let rejected = |e: crate::core::Rejected| PlanError::Rejected(e.error.to_string());
+    for i in 0..cluster.executors {
+        jm.handle(
+            Event::ExecutorRegistered {
+                executor: ExecutorId(format!("e{i}")),
+                slots: cluster.slots,
+            },
+            0,
+        )
+        .map_err(rejected)?;
+    }
+    let job = JobId(1);
+    jm.handle(
+        Event::SubmitJob {
+            job,
+            spec: spec.clone(),
+        },
+        0,
+    )
+    .map_err(rejected)?;
+    Ok(blast_radius(&jm, job).expect("the job was just submitted"))
+}
+
 /// Why a plan request cannot be answered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
@@ -34,6 +78,8 @@ pub enum PlanError {
         name: String,
         problem: String,
     },
+    #[error("the core refused the plan: {0}")]
+    Rejected(String),
 }
 
 /// The computed plan.

@@ -269,3 +269,118 @@ fn plan_usage_errors_exit_with_code_2() {
     ]);
     assert_eq!(out.status.code(), Some(2), "--lost needs --fail");
 }
+
+// ----- blast radius: jmctl plan --executors N --slots S -----------------------------------------
+
+#[test]
+fn plan_blast_radius_counts_what_each_executor_loss_restarts_and_the_expected_fraction() {
+    // city-orders: four regions {city-source#i, city-orders#i}. Spread, by hand, on three
+    // executors of 4 slots (each task on the executor with the most free slots, ties to the
+    // smaller id): e0 gets beijing-source#0, beijing-orders#1, shanghai-source#1 (3 regions);
+    // e1 beijing-orders#0, shanghai-source#0, shanghai-orders#1 (3 regions); e2
+    // beijing-source#1, shanghai-orders#0 (2 regions). A loss restarts whole regions:
+    // 6, 6 and 4 of the 8 tasks; expected fraction (6 + 6 + 4) / 8 / 3 = 2/3.
+    let v = json(&[
+        "plan",
+        "examples/city-orders.toml",
+        "--executors",
+        "3",
+        "--slots",
+        "4",
+        "--placement",
+        "spread",
+    ]);
+    assert_eq!(
+        (v["tasks"].clone(), v["regions"].clone()),
+        (8.into(), 4.into())
+    );
+    assert_eq!(v["executors"], 3);
+    assert_eq!(v["placement"], "spread");
+    let rows: Vec<(String, u64, u64, u64)> = v["per_executor"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["executor"].as_str().unwrap().to_owned(),
+                e["hosted_tasks"].as_u64().unwrap(),
+                e["restart_tasks"].as_u64().unwrap(),
+                e["restart_regions"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("e0".to_owned(), 3, 6, 3),
+            ("e1".to_owned(), 3, 6, 3),
+            ("e2".to_owned(), 2, 4, 2),
+        ]
+    );
+    let fraction = v["expected_fraction"].as_f64().unwrap();
+    assert!((fraction - 2.0 / 3.0).abs() < 1e-9, "{fraction}");
+
+    // The table says the same.
+    let out = jmctl(&[
+        "plan",
+        "examples/city-orders.toml",
+        "--executors",
+        "3",
+        "--slots",
+        "4",
+        "--placement",
+        "spread",
+    ]);
+    assert!(out.status.success());
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("restarted by one random executor loss: 0.667"),
+        "{table}"
+    );
+}
+
+#[test]
+fn plan_blast_radius_of_a_single_executor_is_everything() {
+    let v = json(&[
+        "plan",
+        "examples/city-orders.toml",
+        "--executors",
+        "1",
+        "--slots",
+        "8",
+    ]);
+    assert_eq!(v["per_executor"][0]["restart_tasks"], 8);
+    assert_eq!(v["expected_fraction"], 1.0);
+}
+
+#[test]
+fn plan_blast_radius_refuses_bad_input_with_exit_code_2() {
+    assert_input_error(
+        &[
+            "plan",
+            "examples/city-orders.toml",
+            "--executors",
+            "2",
+            "--slots",
+            "4",
+            "--placement",
+            "tidy",
+        ],
+        "placement \"tidy\" is unknown",
+    );
+    let out = jmctl(&["plan", "examples/city-orders.toml", "--executors", "2"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "--slots is required with --executors"
+    );
+    let out = jmctl(&[
+        "plan",
+        "examples/city-orders.toml",
+        "--executors",
+        "0",
+        "--slots",
+        "4",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "at least one executor");
+}

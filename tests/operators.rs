@@ -382,3 +382,199 @@ async fn jmctl_drives_a_job_and_reports_errors_with_exit_codes() {
     })
     .await;
 }
+
+// ----- failure domains and blast radius -----------------------------------------------------------
+
+/// The restart set ExplainFailover answers for `target`, as sorted task names.
+async fn explained(
+    client: &jobmaster::api::v1::job_master_service_client::JobMasterServiceClient<
+        tonic::transport::Channel,
+    >,
+    job: &str,
+    target: jobmaster::api::v1::explain_failover_request::Target,
+) -> Result<Vec<String>, tonic::Status> {
+    let mut c = client.clone();
+    let r = bounded(
+        "ExplainFailover",
+        c.explain_failover(jobmaster::api::v1::ExplainFailoverRequest {
+            job_id: job.to_owned(),
+            target: Some(target),
+        }),
+    )
+    .await?
+    .into_inner();
+    let mut tasks = r.restart;
+    tasks.sort();
+    Ok(tasks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_reach_jmctl_executors_and_a_domain_loss_restarts_the_union_of_its_executors() {
+    use jobmaster::api::v1::explain_failover_request::Target;
+    within(TEST_LIMIT, async {
+        let daemon = Daemon::start(settings(&[])).await;
+        let _a1 =
+            FakeExecutor::start_labelled(&daemon, "tm-a1", 2, &[("zone", "a"), ("rack", "r1")])
+                .await;
+        let _a2 = FakeExecutor::start_labelled(&daemon, "tm-a2", 2, &[("zone", "a")]).await;
+        let _b1 = FakeExecutor::start_labelled(&daemon, "tm-b1", 2, &[("zone", "b")]).await;
+        let url = daemon.url();
+        let client = daemon.client().await;
+        let job = submit(&client, TWO_CITIES).await;
+        wait_all_running(&client, &job).await;
+
+        // Labels round-trip: registration -> registry -> ListExecutors -> jmctl.
+        let list = json_of(&jmctl(&url, &["--output", "json", "executors"]).await);
+        let labels: std::collections::BTreeMap<String, serde_json::Value> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["id"].as_str().unwrap().to_owned(), e["labels"].clone()))
+            .collect();
+        assert_eq!(
+            labels["tm-a1"],
+            serde_json::json!({"rack": "r1", "zone": "a"})
+        );
+        assert_eq!(labels["tm-b1"], serde_json::json!({"zone": "b"}));
+        for e in list.as_array().unwrap() {
+            assert_eq!(e["quarantined"], false, "{e}");
+        }
+        let table = jmctl(&url, &["executors"]).await;
+        let table = String::from_utf8_lossy(&table.stdout);
+        assert!(table.lines().next().unwrap().contains("LABELS"), "{table}");
+        assert!(
+            table.lines().next().unwrap().contains("QUARANTINE"),
+            "{table}"
+        );
+        let a1 = table.lines().find(|l| l.starts_with("tm-a1")).unwrap();
+        assert!(
+            a1.contains("rack=r1,zone=a") && a1.trim_end().ends_with('-'),
+            "{a1}"
+        );
+
+        // Losing zone a = losing tm-a1 and tm-a2 at once: the union of their restart sets (the
+        // job is pipelined only, so nothing beyond it).
+        let mut union: Vec<String> = Vec::new();
+        for id in ["tm-a1", "tm-a2"] {
+            union.extend(
+                explained(&client, &job, Target::Executor(id.into()))
+                    .await
+                    .unwrap(),
+            );
+        }
+        union.sort();
+        union.dedup();
+        let zone_a = explained(&client, &job, Target::Domain("zone=a".into()))
+            .await
+            .unwrap();
+        assert!(!zone_a.is_empty());
+        assert_eq!(zone_a, union);
+        let zone_b = explained(&client, &job, Target::Domain("zone=b".into()))
+            .await
+            .unwrap();
+        assert_eq!(
+            zone_b,
+            explained(&client, &job, Target::Executor("tm-b1".into()))
+                .await
+                .unwrap()
+        );
+        let via_jmctl = json_of(
+            &jmctl(
+                &url,
+                &["--output", "json", "explain", &job, "--domain", "zone=a"],
+            )
+            .await,
+        );
+        let mut restart: Vec<String> = via_jmctl["restart"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_owned())
+            .collect();
+        restart.sort();
+        assert_eq!(restart, zone_a);
+
+        // A malformed domain is INVALID_ARGUMENT, a label nobody carries NOT_FOUND.
+        let bad = explained(&client, &job, Target::Domain("zone".into()))
+            .await
+            .unwrap_err();
+        assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad:?}");
+        assert!(bad.message().contains("key=value"), "{bad:?}");
+        let unknown = explained(&client, &job, Target::Domain("zone=x".into()))
+            .await
+            .unwrap_err();
+        assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown:?}");
+        assert!(unknown.message().contains("zone=x"), "{unknown:?}");
+        let out = jmctl(&url, &["explain", &job, "--domain", "zone"]).await;
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "a malformed domain is bad input"
+        );
+        let out = jmctl(&url, &["explain", &job, "--domain", "zone=x"]).await;
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "an unknown domain is the server's answer"
+        );
+
+        // Blast radius: per executor what ExplainFailover says its loss restarts; the expected
+        // fraction is their mean over the three executors, out of the 6 tasks.
+        let br = json_of(
+            &jmctl(
+                &url,
+                &["--output", "json", "explain", &job, "--blast-radius"],
+            )
+            .await,
+        );
+        assert_eq!(
+            (br["tasks"].as_u64(), br["executors"].as_u64()),
+            (Some(6), Some(3))
+        );
+        let mut sum = 0.0;
+        for e in br["per_executor"].as_array().unwrap() {
+            let id = e["executor"].as_str().unwrap();
+            let set = explained(&client, &job, Target::Executor(id.into()))
+                .await
+                .unwrap();
+            assert_eq!(e["restart_tasks"].as_u64(), Some(set.len() as u64), "{id}");
+            assert_eq!(e["hosted_tasks"], 2, "{id}: every slot is taken");
+            sum += set.len() as f64 / 6.0;
+        }
+        let fraction = br["expected_fraction"].as_f64().unwrap();
+        assert!(
+            (fraction - sum / 3.0).abs() < 1e-9,
+            "{fraction} vs {}",
+            sum / 3.0
+        );
+        let table = jmctl(&url, &["explain", &job, "--blast-radius"]).await;
+        assert!(
+            String::from_utf8_lossy(&table.stdout)
+                .contains("restarted by one random executor loss"),
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_with_a_malformed_label_is_refused_with_invalid_argument() {
+    within(TEST_LIMIT, async {
+        let daemon = Daemon::start(settings(&[])).await;
+        let mut gateway = daemon.gateway().await;
+        let refused = gateway
+            .register_executor(jobmaster::api::v1::RegisterExecutorRequest {
+                executor_id: "tm-x".into(),
+                address: "127.0.0.1:1".into(),
+                slots: 1,
+                session_id: session_id(),
+                free_disk_bytes: 1 << 30,
+                labels: [("zone".to_owned(), String::new())].into_iter().collect(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+        assert!(refused.message().contains("empty value"), "{refused:?}");
+        assert!(executor_ids(&daemon.client().await).await.is_empty());
+    })
+    .await;
+}

@@ -8,9 +8,10 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use jobmaster::core::{FailoverStrategy, JobSpec, SpecFormat};
+use jobmaster::blast_report;
+use jobmaster::core::{CoreConfig, FailoverStrategy, JobSpec, PlacementPolicy, SpecFormat};
 use jobmaster::ctl;
-use jobmaster::plan::{Plan, PlanRequest};
+use jobmaster::plan::{ClusterPlan, Plan, PlanRequest, blast_radius_offline};
 use jobmaster::simulate::{self, Scenario};
 
 #[derive(Parser)]
@@ -56,6 +57,18 @@ enum Command {
         /// Print counts instead of lists (for big graphs).
         #[arg(long)]
         summary: bool,
+        /// Blast-radius report instead: place the job on N executors (`e0`, `e1`, ...) with
+        /// the real core and show what each executor's loss would restart.
+        #[arg(long, value_name = "N", requires = "slots", conflicts_with_all = ["fail", "lost", "summary"],
+              value_parser = clap::value_parser!(u32).range(1..))]
+        executors: Option<u32>,
+        /// Slots of each executor (with --executors).
+        #[arg(long, value_name = "S", requires = "executors",
+              value_parser = clap::value_parser!(u32).range(1..))]
+        slots: Option<u32>,
+        /// Placement policy for --executors: pack-regions or spread (default: the core's).
+        #[arg(long, value_name = "POLICY", requires = "executors")]
+        placement: Option<String>,
     },
     /// Run a failure scenario on the real JobMaster core with virtual executors and a virtual
     /// clock (offline).
@@ -77,11 +90,12 @@ enum Command {
     Status { job: String },
     /// Cancel a job.
     Cancel { job: String },
-    /// What would restart, and why, if a task failed or an executor were lost now.
+    /// What would restart, and why, if a task failed, an executor or a whole failure domain
+    /// were lost now; or, with --blast-radius, what each executor's loss would restart.
     Explain {
         job: String,
         #[command(flatten)]
-        target: TargetArgs,
+        target: ExplainArgs,
     },
     /// A job's exception history, newest first.
     Exceptions { job: String },
@@ -130,6 +144,35 @@ struct TargetArgs {
     /// An executor id.
     #[arg(long)]
     executor: Option<String>,
+}
+
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct ExplainArgs {
+    /// A task, vertex#subtask.
+    #[arg(long)]
+    task: Option<String>,
+    /// An executor id.
+    #[arg(long)]
+    executor: Option<String>,
+    /// A failure domain, key=value (e.g. zone=a): every executor with that label is lost.
+    #[arg(long, value_name = "KEY=VALUE")]
+    domain: Option<String>,
+    /// Per executor: the tasks and regions its loss would restart, and the expected fraction
+    /// of the job restarted by one random executor loss.
+    #[arg(long)]
+    blast_radius: bool,
+}
+
+impl ExplainArgs {
+    fn target(&self) -> ctl::Target {
+        match (&self.task, &self.executor, &self.domain) {
+            (Some(t), _, _) => ctl::Target::Task(t.clone()),
+            (None, Some(e), _) => ctl::Target::Executor(e.clone()),
+            (None, None, Some(d)) => ctl::Target::Domain(d.clone()),
+            (None, None, None) => ctl::Target::Task(String::new()),
+        }
+    }
 }
 
 impl TargetArgs {
@@ -195,6 +238,9 @@ fn remote(cli: &Cli) -> ExitCode {
             Command::List => ctl::list(c, json).await,
             Command::Status { job } => ctl::status(c, job, json).await,
             Command::Cancel { job } => ctl::cancel(c, job, json).await,
+            Command::Explain { job, target } if target.blast_radius => {
+                ctl::blast_radius(c, job, json).await
+            }
             Command::Explain { job, target } => ctl::explain(c, job, target.target(), json).await,
             Command::Exceptions { job } => ctl::exceptions(c, job, json).await,
             Command::Executors { action: None } => ctl::executors(c, json).await,
@@ -240,8 +286,20 @@ fn run(cli: &Cli) -> Result<String, String> {
             lost,
             strategy,
             summary,
+            executors,
+            slots,
+            placement,
         } => {
             let job = read_spec(spec)?;
+            if let (Some(executors), Some(slots)) = (executors, slots) {
+                return plan_blast_radius(
+                    &job,
+                    *executors,
+                    *slots,
+                    placement.as_deref(),
+                    cli.output,
+                );
+            }
             let request = PlanRequest {
                 strategy: strategy
                     .as_deref()
@@ -259,6 +317,51 @@ fn run(cli: &Cli) -> Result<String, String> {
         Command::Simulate { scenario, summary } => simulate(scenario, *summary, cli.output),
         _ => Ok(String::new()),
     }
+}
+
+fn plan_blast_radius(
+    job: &JobSpec,
+    executors: u32,
+    slots: u32,
+    placement: Option<&str>,
+    output: Output,
+) -> Result<String, String> {
+    let placement = match placement {
+        Some(p) => p
+            .parse::<PlacementPolicy>()
+            .map_err(|e| format!("--placement: {e}"))?,
+        None => CoreConfig::default().placement,
+    };
+    let cluster = ClusterPlan {
+        executors,
+        slots,
+        placement,
+    };
+    let b = blast_radius_offline(job, cluster).map_err(|e| e.to_string())?;
+    Ok(match output {
+        Output::Json => {
+            let mut extra = serde_json::Map::new();
+            extra.insert("job".into(), job.name.clone().into());
+            extra.insert("placement".into(), placement.name().into());
+            extra.insert("slots_per_executor".into(), slots.into());
+            blast_report::to_json(&b, extra) + "\n"
+        }
+        Output::Table => {
+            let placed: usize = b.per_executor.iter().map(|e| e.hosted).sum();
+            let mut title = format!(
+                "job {}: {} tasks in {} regions on {executors} executors x {slots} slots, \
+                 placement {placement}",
+                job.name, b.tasks, b.regions
+            );
+            if placed < b.tasks {
+                title.push_str(&format!(
+                    "\nnot enough slots: {} tasks are not placed",
+                    b.tasks - placed
+                ));
+            }
+            blast_report::to_table(&b, &title)
+        }
+    })
 }
 
 fn simulate(path: &str, summary: bool, output: Output) -> Result<String, String> {

@@ -108,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
                     cancel_grace: settings.executor.cancel_grace,
                     min_free_disk: settings.executor.min_free_disk_bytes,
                     rpc_timeout: settings.rpc.timeout,
+                    labels: Default::default(),
                 },
                 listener.local_addr()?,
             )?;

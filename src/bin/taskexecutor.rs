@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
+use jobmaster::core::Labels;
+use jobmaster::core::domain::parse_label;
 use jobmaster::executor::ExecutorConfig;
 use jobmaster::settings::Settings;
 use tracing_subscriber::EnvFilter;
@@ -39,14 +41,36 @@ struct Cli {
     /// Executor id [default: host name and port].
     #[arg(long)]
     id: Option<String>,
+    /// A label naming one of its failure domains, key=value (e.g. zone=a); repeat for
+    /// several (`--label zone=a --label rack=r1`). Keys and values: ASCII letters, digits,
+    /// - _ . /
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = label)]
+    labels: Vec<(String, String)>,
     /// Log as JSON.
     #[arg(long)]
     log_json: bool,
 }
 
+fn label(text: &str) -> Result<(String, String), String> {
+    parse_label(text).map_err(|e| e.to_string())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let mut labels = Labels::new();
+    for (key, value) in &cli.labels {
+        if let Some(first) = labels.insert(key.clone(), value.clone()) {
+            Cli::command()
+                .error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!(
+                        "--label: key {key:?} is given twice ({key}={first} and {key}={value})"
+                    ),
+                )
+                .exit();
+        }
+    }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     if cli.log_json {
         tracing_subscriber::fmt()
@@ -76,6 +100,7 @@ async fn main() -> anyhow::Result<()> {
             cancel_grace: s.cancel_grace,
             min_free_disk: s.min_free_disk_bytes,
             rpc_timeout: settings.rpc.timeout,
+            labels,
         },
         listener.local_addr()?,
     )?;

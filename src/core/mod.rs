@@ -6,6 +6,8 @@
 use std::fmt;
 
 pub mod attempt;
+pub mod blast_radius;
+pub mod domain;
 pub mod duration;
 pub mod event;
 pub mod graph;
@@ -24,6 +26,8 @@ mod scc;
 pub mod spec;
 
 pub use attempt::{AttemptId, AttemptState};
+pub use blast_radius::{BlastRadius, ExecutorBlastRadius, blast_radius};
+pub use domain::{FailureDomain, LabelError, Labels};
 pub use event::{Command, Event, Failure, FailureClass, Notice, TimerId};
 pub use graph::{ExchangeGroup, ExecutionGraph, GroupId, PartitionId, TaskId};
 pub use job_state::JobState;

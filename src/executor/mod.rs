@@ -35,7 +35,7 @@ use crate::api::v1::{
     AttemptRef, DisconnectRequest, HeartbeatRequest, PartitionRef, RegisterExecutorRequest,
     TaskStateUpdate, UpdateTaskStateRequest, UpdateTaskStatesRequest,
 };
-use crate::core::AttemptState;
+use crate::core::{AttemptState, Labels};
 
 /// Largest message the executor's TaskExecutorService accepts (the JobMaster keeps its
 /// batches under half of it).
@@ -65,6 +65,9 @@ pub struct ExecutorConfig {
     /// Below this many free bytes in the data dir, new tasks are refused.
     pub min_free_disk: u64,
     pub rpc_timeout: Duration,
+    /// Labels naming its failure domains (`zone=a`), sent at registration; checked with
+    /// [`crate::core::domain::parse_labels`].
+    pub labels: Labels,
 }
 
 /// Fills in defaults that depend on the bound address: the advertised address, the id and
@@ -497,7 +500,7 @@ async fn session(agent: &Arc<Agent>) -> Result<SessionEnd, tonic::Status> {
             slots: agent.config.slots,
             session_id: agent.session(),
             free_disk_bytes: agent.free_disk(),
-            labels: Default::default(),
+            labels: agent.config.labels.clone().into_iter().collect(),
         })
         .await?
         .into_inner();

@@ -20,6 +20,7 @@ use crate::api::v1::{
     RegisterExecutorResponse, TaskOutcome, TaskStateUpdate, UpdateTaskStateRequest,
     UpdateTaskStatesRequest,
 };
+use crate::core::Labels;
 
 /// Who an [`Executor`] is and how it calls the JobMaster.
 #[derive(Debug, Clone)]
@@ -33,6 +34,8 @@ pub struct ExecutorConfig {
     pub free_disk_bytes: u64,
     /// Bound of each of its RPCs (also sent as the gRPC timeout).
     pub rpc_timeout: Duration,
+    /// Labels it registers with (failure domains such as `zone=a`).
+    pub labels: Labels,
 }
 
 /// (job, vertex, subtask, attempt).
@@ -205,7 +208,7 @@ impl Executor {
             slots: self.config.slots,
             session_id: self.session(),
             free_disk_bytes: self.config.free_disk_bytes,
-            labels: Default::default(),
+            labels: self.config.labels.clone().into_iter().collect(),
         });
         let mut gateway = self.gateway.clone();
         self.bounded("RegisterExecutor", gateway.register_executor(request))

@@ -28,7 +28,7 @@ use crate::api::{PERSISTENT_LOCATION, convert};
 use crate::core::duration::format_millis;
 use crate::core::{
     AttemptId, AttemptState, Command, Event, ExecutorId, Failure, FailureClass, GroupId, JobId,
-    JobMaster, JobSpec, Notice, PartitionHost, PartitionId, TaskId, UnknownName,
+    JobMaster, JobSpec, Labels, Notice, PartitionHost, PartitionId, TaskId, UnknownName,
 };
 
 /// Partition lists of exchange groups with several consumers, built once per `carry_out` (the
@@ -62,6 +62,7 @@ pub(crate) enum Request {
         slots: u32,
         session: String,
         free_disk: u64,
+        labels: Labels,
         reply: oneshot::Sender<Result<(), ApiError>>,
     },
     /// An executor is gone. With `session`, only if that session is still the current one.
@@ -171,9 +172,10 @@ impl Coordinator {
                 slots,
                 session,
                 free_disk,
+                labels,
                 reply,
             } => {
-                let result = self.register(executor, address, slots, session, free_disk);
+                let result = self.register(executor, address, slots, session, free_disk, labels);
                 let _ = reply.send(result);
             }
             Request::Lose {
@@ -255,6 +257,7 @@ impl Coordinator {
         slots: u32,
         session: String,
         free_disk: u64,
+        labels: Labels,
     ) -> Result<(), ApiError> {
         if let Some(status) = self.shared.executors.get(&executor)
             && status.session == session
@@ -293,7 +296,7 @@ impl Coordinator {
         );
         self.shared.executors.insert(
             executor.clone(),
-            super::ExecutorStatus::new(address.clone(), session, free_disk),
+            super::ExecutorStatus::new(address.clone(), session, free_disk, labels),
         );
         if let Err(e) = self.feed(Event::ExecutorRegistered {
             executor: executor.clone(),

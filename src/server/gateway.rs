@@ -23,7 +23,8 @@ use crate::api::v1::{
     UpdateTaskStateRequest, UpdateTaskStateResponse, UpdateTaskStatesRequest,
     UpdateTaskStatesResponse,
 };
-use crate::core::{AttemptState, ExecutorId};
+use crate::core::domain::check_label;
+use crate::core::{AttemptState, ExecutorId, Labels};
 
 pub(crate) struct Gateway {
     shared: Arc<Shared>,
@@ -116,6 +117,12 @@ impl TaskExecutorGateway for Gateway {
             ))
             .into());
         }
+        let mut labels = Labels::new();
+        for (key, value) in r.labels {
+            check_label(&key, &value)
+                .map_err(|e| ApiError::InvalidArgument(format!("labels: {e}")))?;
+            labels.insert(key, value);
+        }
         self.shared
             .ask(|reply| Request::Register {
                 executor: ExecutorId(r.executor_id),
@@ -123,6 +130,7 @@ impl TaskExecutorGateway for Gateway {
                 slots: r.slots,
                 session: r.session_id,
                 free_disk: r.free_disk_bytes,
+                labels,
                 reply,
             })
             .await?;

@@ -28,7 +28,7 @@ use crate::api::v1::WatchEvent;
 use crate::api::v1::job_master_service_server::JobMasterServiceServer;
 use crate::api::v1::task_executor_gateway_server::TaskExecutorGatewayServer;
 use crate::core::{
-    CoreConfig, ExecutorId, JobId, JobMaster, QuarantineConfig, RestartBudgetConfig,
+    CoreConfig, ExecutorId, JobId, JobMaster, Labels, QuarantineConfig, RestartBudgetConfig,
 };
 use crate::settings::Settings;
 use coordinator::{Coordinator, Request};
@@ -60,10 +60,12 @@ pub(crate) struct ExecutorStatus {
     pub(crate) rpc_failures: u32,
     /// A loss was already reported for this session.
     pub(crate) lost_reported: bool,
+    /// The labels it registered with (its failure domains).
+    pub(crate) labels: Labels,
 }
 
 impl ExecutorStatus {
-    fn new(address: String, session: String, free_disk: u64) -> ExecutorStatus {
+    fn new(address: String, session: String, free_disk: u64, labels: Labels) -> ExecutorStatus {
         ExecutorStatus {
             address,
             session,
@@ -72,6 +74,7 @@ impl ExecutorStatus {
             partitions: 0,
             rpc_failures: 0,
             lost_reported: false,
+            labels,
         }
     }
 }

@@ -13,17 +13,19 @@ use super::{ApiError, Shared, parse_job_id};
 use crate::api::reason::NamedReason;
 use crate::api::v1::job_master_service_server::JobMasterService;
 use crate::api::v1::{
-    CancelJobRequest, CancelJobResponse, ExceptionEntryInfo, ExecutorInfo, ExplainFailoverRequest,
-    ExplainFailoverResponse, FailureInfo, GetExceptionHistoryRequest, GetExceptionHistoryResponse,
-    GetJobRequest, GetJobResponse, InjectFailureRequest, InjectFailureResponse, JobCounters,
-    JobSummary, ListExecutorsRequest, ListExecutorsResponse, ListJobsRequest, ListJobsResponse,
+    CancelJobRequest, CancelJobResponse, ExceptionEntryInfo, ExecutorBlastRadius, ExecutorInfo,
+    ExplainFailoverRequest, ExplainFailoverResponse, FailureInfo, GetBlastRadiusRequest,
+    GetBlastRadiusResponse, GetExceptionHistoryRequest, GetExceptionHistoryResponse, GetJobRequest,
+    GetJobResponse, InjectFailureRequest, InjectFailureResponse, JobCounters, JobSummary,
+    ListExecutorsRequest, ListExecutorsResponse, ListJobsRequest, ListJobsResponse,
     ReleaseExecutorRequest, ReleaseExecutorResponse, RestartReasonInfo, SubmitJobRequest,
     SubmitJobResponse, TaskInfo, WatchEvent, WatchEventsRequest, explain_failover_request,
     inject_failure_request,
 };
 use crate::core::history::FailureRecord;
 use crate::core::{
-    Event, ExecutorId, JobId, JobSpec, RestartScope, RestartSet, SpecFormat, SpecLimits,
+    BlastRadius, Event, ExecutorId, FailureDomain, JobId, JobSpec, RestartScope, RestartSet,
+    SpecFormat, SpecLimits, blast_radius,
 };
 
 pub(crate) struct Operator {
@@ -76,6 +78,33 @@ fn restart_set_info(c: &Coordinator, job: JobId, set: &RestartSet) -> ExplainFai
             })
             .collect(),
     }
+}
+
+/// The registered executors in failure domain `text` (`key=value`): INVALID_ARGUMENT for a
+/// malformed domain, NOT_FOUND when no executor carries that label.
+fn domain_executors(c: &Coordinator, text: &str) -> Result<Vec<ExecutorId>, ApiError> {
+    let domain: FailureDomain = text
+        .parse()
+        .map_err(|e| ApiError::InvalidArgument(format!("domain: {e}")))?;
+    let mut executors: Vec<ExecutorId> = c
+        .core
+        .executors()
+        .map(|(id, ..)| id)
+        .filter(|id| {
+            c.shared
+                .executors
+                .get(*id)
+                .is_some_and(|s| domain.contains(&s.labels))
+        })
+        .cloned()
+        .collect();
+    executors.sort();
+    if executors.is_empty() {
+        return Err(ApiError::NotFound(format!(
+            "no registered executor is labelled {domain} (see jmctl executors)"
+        )));
+    }
+    Ok(executors)
 }
 
 fn failure_info(c: &Coordinator, f: &FailureRecord) -> FailureInfo {
@@ -248,7 +277,10 @@ impl JobMasterService for Operator {
                             quarantine_reason: quarantine
                                 .map(|q| q.reason.clone())
                                 .unwrap_or_default(),
-                            ..ExecutorInfo::default()
+                            labels: status
+                                .as_ref()
+                                .map(|s| s.labels.clone().into_iter().collect())
+                                .unwrap_or_default(),
                         }
                     })
                     .collect())
@@ -264,7 +296,9 @@ impl JobMasterService for Operator {
         let r = request.into_inner();
         let job = parse_job_id(&r.job_id)?;
         let target = r.target.ok_or_else(|| {
-            ApiError::InvalidArgument("give a task (vertex#subtask) or an executor".into())
+            ApiError::InvalidArgument(
+                "give a task (vertex#subtask), an executor or a domain (key=value)".into(),
+            )
         })?;
         let response = self
             .shared
@@ -288,15 +322,51 @@ impl JobMasterService for Operator {
                             ApiError::NotFound(format!("executor {id:?} is not registered"))
                         })
                         .map(Some)?,
-                    explain_failover_request::Target::Domain(_) => {
-                        return Err(ApiError::InvalidArgument(
-                            "explaining the loss of a failure domain is not implemented yet".into(),
-                        ));
+                    explain_failover_request::Target::Domain(text) => {
+                        let executors = domain_executors(c, &text)?;
+                        c.core.explain_executors_loss(job, &executors)
                     }
                 };
                 Ok(set
                     .map(|s| restart_set_info(c, job, &s))
                     .unwrap_or_default())
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    async fn get_blast_radius(
+        &self,
+        request: GrpcRequest<GetBlastRadiusRequest>,
+    ) -> Result<Response<GetBlastRadiusResponse>, Status> {
+        let job = parse_job_id(&request.into_inner().job_id)?;
+        let response = self
+            .shared
+            .with(move |c| {
+                known_job(c, job)?;
+                let b = blast_radius(&c.core, job).unwrap_or_else(|| BlastRadius {
+                    tasks: 0,
+                    regions: 0,
+                    executors: 0,
+                    per_executor: Vec::new(),
+                    expected_fraction: 0.0,
+                });
+                Ok(GetBlastRadiusResponse {
+                    tasks: b.tasks as u32,
+                    regions: b.regions as u32,
+                    executors: b.executors as u32,
+                    per_executor: b
+                        .per_executor
+                        .into_iter()
+                        .map(|e| ExecutorBlastRadius {
+                            executor: e.executor.0,
+                            hosted_tasks: e.hosted as u32,
+                            restart_tasks: e.restart_tasks as u32,
+                            restart_regions: e.restart_regions as u32,
+                        })
+                        .collect(),
+                    expected_fraction: b.expected_fraction,
+                })
             })
             .await?;
         Ok(Response::new(response))

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use super::report::{FinalRegion, FinalState, FinalTask, SimEvent, SimReport};
 use super::scenario::{FaultKind, RunTime, Scenario};
 use crate::core::{
-    AttemptId, AttemptState, Command, Event, ExecutorId, Failure, JobId, JobMaster, Millis, Notice,
-    TaskId, TimerId,
+    AttemptId, AttemptState, Command, Event, ExecutorId, Failure, JobId, JobMaster, Labels, Millis,
+    Notice, TaskId, TimerId,
 };
 
 #[derive(Debug, Clone)]
@@ -40,6 +40,9 @@ struct VirtualExecutor {
     /// Bumped when the id registers again: a late detection of an earlier incarnation's death
     /// must not take the new one down (the new registration already fenced the old session).
     incarnation: u64,
+    /// Its failure-domain labels. Kept here, by the simulator, for `lose-domain`; the core
+    /// learns of them once its registration event carries labels.
+    labels: Labels,
 }
 
 struct Sim<'a> {
@@ -68,13 +71,14 @@ pub fn simulate(scenario: &Scenario, record_events: bool) -> SimReport {
         events: Vec::new(),
         record: record_events,
     };
-    for (id, slots) in &scenario.executors {
+    for (id, slots, labels) in &scenario.executors {
         sim.executors.insert(
             id.clone(),
             VirtualExecutor {
                 alive: true,
                 running: BTreeSet::new(),
                 incarnation: 0,
+                labels: labels.clone(),
             },
         );
         sim.feed(
@@ -410,19 +414,39 @@ impl Sim<'_> {
                 e.detail = Some("lose-executor".into());
                 e.executor = Some(executor.0.clone());
                 self.log(e);
-                if let Some(vx) = self.executors.get_mut(&executor)
-                    && vx.alive
-                {
-                    vx.alive = false;
-                    vx.running.clear();
-                    let incarnation = vx.incarnation;
-                    self.push(
-                        now + self.scenario.detection_latency,
-                        Item::Detect(executor, incarnation),
-                    );
+                self.kill(executor, now);
+            }
+            FaultKind::LoseDomain { domain } => {
+                // Every executor labelled with the domain *now* dies at this instant; the
+                // JobMaster hears of each one on its own (one loss event per executor).
+                let members: Vec<ExecutorId> = self
+                    .executors
+                    .iter()
+                    .filter(|(_, vx)| vx.alive && domain.contains(&vx.labels))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                e.detail = Some(format!(
+                    "lose-domain {domain}: {}",
+                    if members.is_empty() {
+                        "no live executor".to_owned()
+                    } else {
+                        members
+                            .iter()
+                            .map(|m| m.0.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                ));
+                self.log(e);
+                for executor in members {
+                    self.kill(executor, now);
                 }
             }
-            FaultKind::AddExecutor { executor, slots } => {
+            FaultKind::AddExecutor {
+                executor,
+                slots,
+                labels,
+            } => {
                 e.detail = Some("add-executor".into());
                 e.executor = Some(executor.0.clone());
                 e.slots = Some(slots);
@@ -437,6 +461,7 @@ impl Sim<'_> {
                         alive: true,
                         running: BTreeSet::new(),
                         incarnation,
+                        labels,
                     },
                 );
                 self.feed(Event::ExecutorRegistered { executor, slots }, now);
@@ -455,6 +480,22 @@ impl Sim<'_> {
                     now,
                 );
             }
+        }
+    }
+
+    /// The executor dies: its attempts die with it; the JobMaster learns after the
+    /// detection latency.
+    fn kill(&mut self, executor: ExecutorId, now: Millis) {
+        if let Some(vx) = self.executors.get_mut(&executor)
+            && vx.alive
+        {
+            vx.alive = false;
+            vx.running.clear();
+            let incarnation = vx.incarnation;
+            self.push(
+                now + self.scenario.detection_latency,
+                Item::Detect(executor, incarnation),
+            );
         }
     }
 

@@ -5,10 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 
+use crate::core::domain::check_label;
 use crate::core::duration::parse_duration;
 use crate::core::{
-    CoreConfig, ExecutorId, Failure, FailureClass, JobSpec, Millis, PartitionId, SpecFormat,
-    TaskId, UnknownName,
+    CoreConfig, ExecutorId, Failure, FailureClass, FailureDomain, JobSpec, LabelError, Labels,
+    Millis, PartitionId, SpecFormat, TaskId, UnknownName,
 };
 
 /// Why a scenario was rejected.
@@ -42,8 +43,14 @@ pub enum FaultKind {
     FailTask { task: TaskId, failure: Failure },
     /// The executor dies: its tasks die with it; the JobMaster learns after `detection`.
     LoseExecutor { executor: ExecutorId },
-    /// A new executor registers (or a known one registers again).
-    AddExecutor { executor: ExecutorId, slots: u32 },
+    /// A new executor registers (or a known one registers again), with its labels.
+    AddExecutor {
+        executor: ExecutorId,
+        slots: u32,
+        labels: Labels,
+    },
+    /// Every live executor labelled with the domain dies at once (each as `LoseExecutor`).
+    LoseDomain { domain: FailureDomain },
     /// A result partition disappears.
     LosePartition { partition: PartitionId },
 }
@@ -58,7 +65,8 @@ pub struct Fault {
 #[derive(Debug, Clone)]
 pub struct Scenario {
     pub spec: JobSpec,
-    pub executors: Vec<(ExecutorId, u32)>,
+    /// The cluster at time 0: id, slots, labels.
+    pub executors: Vec<(ExecutorId, u32, Labels)>,
     /// Per vertex (spec order).
     pub runtime: Vec<RunTime>,
     pub deploy_latency: Millis,
@@ -112,6 +120,8 @@ struct RawBudget {
 struct RawExecutor {
     id: String,
     slots: u32,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -133,6 +143,8 @@ struct RawFault {
     executor: Option<String>,
     slots: Option<u32>,
     partition: Option<String>,
+    labels: Option<BTreeMap<String, String>>,
+    domain: Option<String>,
 }
 
 fn duration(field: &str, text: &str) -> Result<Millis, ScenarioError> {
@@ -202,7 +214,8 @@ impl Scenario {
                     format!("{:?} is declared twice", e.id),
                 ));
             }
-            executors.push((ExecutorId(e.id.clone()), e.slots));
+            let labels = check_labels(&format!("executors[{i}].labels"), &e.labels)?;
+            executors.push((ExecutorId(e.id.clone()), e.slots, labels));
         }
 
         let default_runtime = match raw.runtime.get("default") {
@@ -240,6 +253,15 @@ impl Scenario {
         let graph = crate::core::ExecutionGraph::build(&spec);
         let mut faults = Vec::new();
         let mut known: BTreeSet<String> = seen;
+        // Every label any executor carries at some point: a lost domain must name one.
+        let mut domains: BTreeSet<FailureDomain> = executors
+            .iter()
+            .flat_map(|(_, _, labels)| labels.iter())
+            .map(|(key, value)| FailureDomain {
+                key: key.clone(),
+                value: value.clone(),
+            })
+            .collect();
         for (i, f) in raw.faults.iter().enumerate() {
             let field = |k: &str| format!("faults[{i}].{k}");
             let at = duration(&field("at"), &f.at)?;
@@ -290,10 +312,35 @@ impl Scenario {
                         return Err(invalid(field("slots"), "must be at least 1"));
                     }
                     known.insert(id.clone());
+                    let labels = match &f.labels {
+                        Some(l) => check_labels(&field("labels"), l)?,
+                        None => Labels::new(),
+                    };
+                    domains.extend(labels.iter().map(|(key, value)| FailureDomain {
+                        key: key.clone(),
+                        value: value.clone(),
+                    }));
                     FaultKind::AddExecutor {
                         executor: ExecutorId(id),
                         slots,
+                        labels,
                     }
+                }
+                "lose-domain" => {
+                    let text = need(&f.domain, "domain")?;
+                    let domain: FailureDomain = text
+                        .parse()
+                        .map_err(|e: LabelError| invalid(field("domain"), e.to_string()))?;
+                    if !domains.contains(&domain) {
+                        return Err(invalid(
+                            field("domain"),
+                            format!(
+                                "no executor is labelled {domain} (in executors or an earlier \
+                                 add-executor)"
+                            ),
+                        ));
+                    }
+                    FaultKind::LoseDomain { domain }
                 }
                 "lose-partition" => {
                     let name = need(&f.partition, "partition")?;
@@ -313,7 +360,7 @@ impl Scenario {
                         field("kind"),
                         format!(
                             "unknown fault {other:?}; expected one of fail-task, lose-executor, \
-                             add-executor, lose-partition"
+                             lose-domain, add-executor, lose-partition"
                         ),
                     ));
                 }
@@ -360,6 +407,14 @@ impl Scenario {
             core,
         })
     }
+}
+
+/// Checks the labels of one executor (`field` names where they are).
+fn check_labels(field: &str, labels: &BTreeMap<String, String>) -> Result<Labels, ScenarioError> {
+    for (key, value) in labels {
+        check_label(key, value).map_err(|e| invalid(field, e.to_string()))?;
+    }
+    Ok(labels.clone())
 }
 
 fn parse_runtime(field: &str, text: &str) -> Result<RunTime, ScenarioError> {

@@ -536,6 +536,16 @@ pub struct FakeExecutor {
 impl FakeExecutor {
     /// Starts, registers and opens the heartbeat stream.
     pub async fn start(daemon: &Daemon, id: &str, slots: u32) -> FakeExecutor {
+        FakeExecutor::start_labelled(daemon, id, slots, &[]).await
+    }
+
+    /// [`FakeExecutor::start`] with labels (`("zone", "a")`).
+    pub async fn start_labelled(
+        daemon: &Daemon,
+        id: &str,
+        slots: u32,
+        labels: &[(&str, &str)],
+    ) -> FakeExecutor {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind executor");
@@ -548,6 +558,10 @@ impl FakeExecutor {
                 session: session_id(),
                 free_disk_bytes: 1 << 30,
                 rpc_timeout: DEADLINE,
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
             },
             daemon.gateway().await,
         );

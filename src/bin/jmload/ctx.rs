@@ -134,6 +134,7 @@ impl Ctx {
                 slots,
                 free_disk_bytes: 1 << 40,
                 rpc_timeout: RPC_TIMEOUT,
+                labels: Default::default(),
             },
             TaskExecutorGatewayClient::new(gateway)
                 .max_decoding_message_size(MAX_MESSAGE)

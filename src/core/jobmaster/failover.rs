@@ -125,7 +125,7 @@ impl JobMaster {
         };
 
         let failed: Vec<TaskId> = failures.iter().map(|(t, _, _)| *t).collect();
-        let set = job.restart_set(&failed, &lost_outputs, None);
+        let set = job.restart_set(&failed, &lost_outputs, &[]);
         // Tasks that never left CREATED need no cancel and no new attempt: they simply wait
         // for their (re-produced) inputs and a slot, as they already were.
         let tasks: Vec<TaskId> = set

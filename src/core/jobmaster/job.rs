@@ -81,7 +81,7 @@ impl Job {
         &self,
         failed: &[TaskId],
         lost: &[PartitionId],
-        gone: Option<&ExecutorId>,
+        gone: &[ExecutorId],
     ) -> RestartSet {
         compute_restart_set_live(
             &self.graph,
@@ -91,7 +91,7 @@ impl Job {
             lost,
             |p| match &self.hosts[p.0 as usize] {
                 PartitionHost::Unavailable => false,
-                PartitionHost::Executor(e) => Some(e) != gone,
+                PartitionHost::Executor(e) => !gone.contains(e),
                 PartitionHost::Persistent => true,
             },
             |t| self.tasks[t.index()].log.state() != AttemptState::Created,

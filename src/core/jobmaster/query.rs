@@ -131,32 +131,53 @@ impl JobMaster {
         if task.index() >= j.tasks.len() {
             return None;
         }
-        Some(j.restart_set(&[task], &[], None))
+        Some(j.restart_set(&[task], &[], &[]))
     }
 
     /// Dry run: the restart set if `executor` were lost now: its non-terminal attempts fail and
-    /// its blocking partitions that unfinished consumers need are lost.
+    /// its blocking partitions that unfinished consumers need are lost. `None` for an unknown
+    /// job or executor.
     pub fn explain_executor_loss(&self, job: JobId, executor: &ExecutorId) -> Option<RestartSet> {
+        self.explain_executors_loss(job, std::slice::from_ref(executor))
+    }
+
+    /// Dry run: the restart set if all of `executors` were lost at once (a failure domain):
+    /// **one** failover over all their non-terminal attempts and all their blocking partitions
+    /// that unfinished consumers need, as a real loss is. `None` for an unknown job or if any
+    /// executor is not registered.
+    pub fn explain_executors_loss(
+        &self,
+        job: JobId,
+        executors: &[ExecutorId],
+    ) -> Option<RestartSet> {
         let j = self.jobs.get(&job)?;
-        let e = self.executors.get(executor)?;
-        let failed: Vec<TaskId> = self
-            .slots
-            .attempts(executor)?
-            .iter()
-            .filter(|a| a.job == job)
-            .map(|a| a.task)
-            .filter(|t| {
-                let s = j.tasks[t.index()].log.state();
-                !s.is_terminal() && s != AttemptState::Canceling
-            })
-            .collect();
-        let lost: Vec<PartitionId> = e
-            .partitions
-            .iter()
-            .filter(|(jid, p)| *jid == job && j.has_unfinished_consumer(*p))
-            .map(|(_, p)| *p)
-            .collect();
-        Some(j.restart_set(&failed, &lost, Some(executor)))
+        let mut failed: Vec<TaskId> = Vec::new();
+        let mut lost: Vec<PartitionId> = Vec::new();
+        for executor in executors {
+            let e = self.executors.get(executor)?;
+            failed.extend(
+                self.slots
+                    .attempts(executor)?
+                    .iter()
+                    .filter(|a| a.job == job)
+                    .map(|a| a.task)
+                    .filter(|t| {
+                        let s = j.tasks[t.index()].log.state();
+                        !s.is_terminal() && s != AttemptState::Canceling
+                    }),
+            );
+            lost.extend(
+                e.partitions
+                    .iter()
+                    .filter(|(jid, p)| *jid == job && j.has_unfinished_consumer(*p))
+                    .map(|(_, p)| *p),
+            );
+        }
+        failed.sort_unstable();
+        failed.dedup();
+        lost.sort_unstable();
+        lost.dedup();
+        Some(j.restart_set(&failed, &lost, executors))
     }
 
     /// The executor's quarantine, if it is quarantined (registered or not).
