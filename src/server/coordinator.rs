@@ -7,7 +7,7 @@
 //! one never stalls the loop. Being the only writer, it needs no locks; handlers await its
 //! replies.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,6 +61,8 @@ pub(crate) enum Request {
         slots: u32,
         session: String,
         free_disk: u64,
+        /// Its labels (`zone = "a"`), for failure-domain placement.
+        labels: BTreeMap<String, String>,
         reply: oneshot::Sender<Result<(), ApiError>>,
     },
     /// An executor is gone. With `session`, only if that session is still the current one.
@@ -170,9 +172,10 @@ impl Coordinator {
                 slots,
                 session,
                 free_disk,
+                labels,
                 reply,
             } => {
-                let result = self.register(executor, address, slots, session, free_disk);
+                let result = self.register(executor, address, slots, session, free_disk, labels);
                 let _ = reply.send(result);
             }
             Request::Lose {
@@ -254,6 +257,7 @@ impl Coordinator {
         slots: u32,
         session: String,
         free_disk: u64,
+        labels: BTreeMap<String, String>,
     ) -> Result<(), ApiError> {
         if let Some(status) = self.shared.executors.get(&executor)
             && status.session == session
@@ -297,6 +301,7 @@ impl Coordinator {
         if let Err(e) = self.feed(Event::ExecutorRegistered {
             executor: executor.clone(),
             slots,
+            labels,
         }) {
             // Refused (nothing changed in the core): the registration did not happen.
             self.dispatchers.remove(&executor);

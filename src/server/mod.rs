@@ -239,9 +239,8 @@ pub async fn serve(
         } else {
             settings.scheduler.seed
         },
-        // `scheduler.placement` and `scheduler.placement-domain` are wired with the placement
-        // policies.
-        ..CoreConfig::default()
+        placement: settings.scheduler.placement,
+        placement_domain: settings.scheduler.placement_domain(),
     });
     let mut coordinator = tokio::spawn(Coordinator::new(core, shared.clone()).run(rx));
     let watchdog = tokio::spawn(gateway::watchdog(shared.clone()));

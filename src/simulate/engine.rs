@@ -81,6 +81,7 @@ pub fn simulate(scenario: &Scenario, record_events: bool) -> SimReport {
             Event::ExecutorRegistered {
                 executor: id.clone(),
                 slots: *slots,
+                labels: BTreeMap::new(),
             },
             0,
         );
@@ -426,7 +427,14 @@ impl Sim<'_> {
                         incarnation,
                     },
                 );
-                self.feed(Event::ExecutorRegistered { executor, slots }, now);
+                self.feed(
+                    Event::ExecutorRegistered {
+                        executor,
+                        slots,
+                        labels: BTreeMap::new(),
+                    },
+                    now,
+                );
             }
             FaultKind::LosePartition { partition } => {
                 e.detail = Some("lose-partition".into());
