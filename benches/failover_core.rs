@@ -14,15 +14,25 @@
 //! (pipelined: one region of 2p tasks, everything restarts; blocking: 2p singleton regions,
 //! `source#0` and every sink restart), so a wrong answer fails the run instead of being timed.
 //!
+//! `placement/<policy>/<shape>` times submitting a 100,000-task job to a core with 1,000
+//! registered executors of 100 slots (graph, regions and placing every task; target for
+//! `pack-regions`: well under a second). Shapes: `pairs` (source 50,000 → pointwise,
+//! pipelined → sink 50,000: 50,000 regions of 2), `fan-4` (source 20,000 → pointwise,
+//! pipelined → sink 80,000: 20,000 regions of 5) and `one-region` (50,000 → all-to-all,
+//! pipelined → 50,000: one region split over all 1,000 executors).
+//!
 //! Run with `cargo bench --bench failover_core`; BENCHMARKS.md records the results.
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::measurement::WallTime;
-use criterion::{BenchmarkGroup, BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{
+    BatchSize, BenchmarkGroup, BenchmarkId, Criterion, criterion_group, criterion_main,
+};
 use jobmaster::core::{
-    ExecutionGraph, FailoverStrategy, JobSpec, Regions, RestartSet, TaskId, compute_restart_set,
+    Command, CoreConfig, Event, ExecutionGraph, ExecutorId, FailoverStrategy, JobId, JobMaster,
+    JobSpec, PlacementPolicy, Regions, RestartSet, TaskId, compute_restart_set,
 };
 
 const PARALLELISMS: [u32; 2] = [4_000, 10_000];
@@ -221,5 +231,99 @@ fn failover_core(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, failover_core);
+/// A job of two vertices with 100,000 tasks in all.
+fn placement_spec(shape: &str) -> JobSpec {
+    let (source, sink, pattern) = match shape {
+        "pairs" => (50_000, 50_000, "pointwise"),
+        "fan-4" => (20_000, 80_000, "pointwise"),
+        "one-region" => (50_000, 50_000, "all-to-all"),
+        other => unreachable!("unknown shape {other}"),
+    };
+    JobSpec::from_toml(&format!(
+        r#"
+name = "place-{shape}"
+[[vertices]]
+id = "source"
+parallelism = {source}
+command = ["true"]
+[[vertices]]
+id = "sink"
+parallelism = {sink}
+command = ["true"]
+[[edges]]
+from = "source"
+to = "sink"
+pattern = "{pattern}"
+exchange = "pipelined"
+"#
+    ))
+    .expect("valid placement spec")
+}
+
+/// 1,000 registered executors of 100 slots: room for exactly 100,000 tasks.
+fn thousand_executors(policy: PlacementPolicy) -> JobMaster {
+    let mut jm = JobMaster::new(CoreConfig {
+        placement: policy,
+        ..CoreConfig::default()
+    });
+    for i in 0..1_000 {
+        jm.handle(
+            Event::ExecutorRegistered {
+                executor: ExecutorId(format!("tm-{i:04}")),
+                slots: 100,
+                labels: Default::default(),
+            },
+            0,
+        )
+        .expect("registered");
+    }
+    jm
+}
+
+fn submit(jm: &mut JobMaster, spec: &JobSpec) -> usize {
+    let out = jm
+        .handle(
+            Event::SubmitJob {
+                job: JobId(1),
+                spec: spec.clone(),
+            },
+            0,
+        )
+        .expect("submitted");
+    out.iter()
+        .filter(|c| matches!(c, Command::Deploy { .. }))
+        .count()
+}
+
+fn placement(c: &mut Criterion) {
+    let mut group = c.benchmark_group("placement");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    for policy in [PlacementPolicy::PackRegions, PlacementPolicy::Spread] {
+        for shape in ["pairs", "fan-4", "one-region"] {
+            let spec = placement_spec(shape);
+            let mut jm = thousand_executors(policy);
+            assert_eq!(
+                submit(&mut jm, &spec),
+                100_000,
+                "{policy}/{shape}: every task placed"
+            );
+            group.bench_function(BenchmarkId::new(policy.name(), shape), |b| {
+                b.iter_batched(
+                    || thousand_executors(policy),
+                    |mut jm| {
+                        submit(&mut jm, black_box(&spec));
+                        jm
+                    },
+                    BatchSize::LargeInput,
+                );
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, failover_core, placement);
 criterion_main!(benches);

@@ -52,6 +52,7 @@ pub fn blast_radius_offline(
             Event::ExecutorRegistered {
                 executor: ExecutorId(format!("e{i}")),
                 slots: cluster.slots,
+                labels: Default::default(),
             },
             0,
         )

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::core::PlacementPolicy;
+
 /// The defaults, documented key by key.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
@@ -79,6 +81,18 @@ pub struct SchedulerSettings {
     pub seed: u64,
     pub quarantine: QuarantineSettings,
     pub region_restart_budget: RegionRestartBudgetSettings,
+    /// The placement policy of jobs whose spec names none.
+    #[serde(deserialize_with = "from_name")]
+    pub placement: PlacementPolicy,
+    /// The executor label key a region is kept inside (`""`: none).
+    pub placement_domain: String,
+}
+
+impl SchedulerSettings {
+    /// `scheduler.placement-domain`, `None` when empty.
+    pub fn placement_domain(&self) -> Option<String> {
+        (!self.placement_domain.is_empty()).then(|| self.placement_domain.clone())
+    }
 }
 
 /// `[scheduler.quarantine]`: flapping executors take no new placements for a while.
@@ -214,11 +228,29 @@ impl Settings {
                 "must be greater than 0 (to disable the budget, set max-restarts to 0)",
             );
         }
+        if let Err(message) =
+            crate::core::spec::validate_label_key(&self.scheduler.placement_domain)
+        {
+            return Err(SettingsError::Invalid {
+                key: "scheduler.placement-domain",
+                message,
+            });
+        }
         if self.spec.max_parallelism == 0 {
             return bad("spec.max-parallelism", "must be at least 1");
         }
         Ok(())
     }
+}
+
+/// Serde glue for the core's named enums (`placement = "pack-regions"`).
+fn from_name<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr<Err = crate::core::UnknownName>,
+{
+    let text = String::deserialize(d)?;
+    text.parse().map_err(serde::de::Error::custom)
 }
 
 /// Serde glue for human-readable durations ("4s").
@@ -310,5 +342,46 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("soon"), "{e}");
+    }
+
+    #[test]
+    fn placement_defaults_to_pack_regions_without_a_domain_and_can_be_overridden() {
+        let s = Settings::load_from(None, []).unwrap();
+        assert_eq!(s.scheduler.placement, PlacementPolicy::PackRegions);
+        assert_eq!(s.scheduler.placement_domain(), None);
+        let s = Settings::load_from(
+            None,
+            [
+                (
+                    "JOBMASTER__SCHEDULER__PLACEMENT".to_owned(),
+                    "spread".to_owned(),
+                ),
+                (
+                    "JOBMASTER__SCHEDULER__PLACEMENT_DOMAIN".to_owned(),
+                    "zone".to_owned(),
+                ),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.scheduler.placement, PlacementPolicy::Spread);
+        assert_eq!(s.scheduler.placement_domain().as_deref(), Some("zone"));
+        let e = Settings::load_from(
+            None,
+            [(
+                "JOBMASTER__SCHEDULER__PLACEMENT".to_owned(),
+                "pack".to_owned(),
+            )],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("pack-regions, spread"), "{e}");
+        let e = Settings::load_from(
+            None,
+            [(
+                "JOBMASTER__SCHEDULER__PLACEMENT_DOMAIN".to_owned(),
+                "my zone".to_owned(),
+            )],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("scheduler.placement-domain"), "{e}");
     }
 }

@@ -968,6 +968,31 @@ async fn unknown_ids_are_not_found_and_malformed_job_ids_invalid_argument() {
     .await;
 }
 
+/// Executor labels place executors in failure domains: a label key that is empty or not a
+/// word is refused at registration, naming the label.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_refuses_malformed_label_keys() {
+    within(TEST_LIMIT, async {
+        let daemon = Daemon::start(settings(&[])).await;
+        let mut gateway = daemon.gateway().await;
+        for bad in ["", "my zone"] {
+            let request = RegisterExecutorRequest {
+                executor_id: "tm-1".into(),
+                address: "127.0.0.1:1".into(),
+                slots: 2,
+                session_id: session_id(),
+                free_disk_bytes: 0,
+                labels: [(bad.to_owned(), "a".to_owned())].into_iter().collect(),
+            };
+            let (code, message) = code_of(gateway.register_executor(request).await);
+            assert_eq!(code, Code::InvalidArgument, "{bad:?}: {message}");
+            assert!(message.contains(&format!("labels[{bad:?}]")), "{message}");
+        }
+        assert!(executor_ids(&daemon.client().await).await.is_empty());
+    })
+    .await;
+}
+
 /// The API documents RESOURCE_EXHAUSTED for a request over `max_decoding_message_size`
 /// (tonic itself says OUT_OF_RANGE; the daemon remaps it).
 fn is_oversize_refusal(code: Code, message: &str) -> bool {

@@ -27,6 +27,7 @@ impl Harness {
             h.ok(Event::ExecutorRegistered {
                 executor: ExecutorId::from(*id),
                 slots: *slots,
+                labels: Default::default(),
             });
         }
         h
@@ -362,7 +363,13 @@ fn cancel_that_times_out_declares_the_executor_lost() {
 #[test]
 fn executor_registering_again_is_a_new_session_and_its_old_tasks_fail_over() {
     let mut h = Harness::new(&[("a", 2), ("b", 2)]);
-    let c = h.submit(STREAM);
+    // Spread: each region has a task on the other executor too, whose cancel holds the
+    // restart back (pack-regions would put a whole region on `a` and restart it at once).
+    let c = h.submit(&STREAM.replacen(
+        "name = \"stream\"",
+        "name = \"stream\"\nplacement = \"spread\"",
+        1,
+    ));
     h.run_all(&c);
     let on_a: Vec<String> = ["src#0", "src#1", "sink#0", "sink#1"]
         .iter()
@@ -373,6 +380,7 @@ fn executor_registering_again_is_a_new_session_and_its_old_tasks_fail_over() {
     h.ok(Event::ExecutorRegistered {
         executor: "a".into(),
         slots: 2,
+        labels: Default::default(),
     });
     for n in &on_a {
         assert_eq!(
@@ -432,6 +440,7 @@ fn unknown_and_duplicate_jobs_are_refused() {
             Event::ExecutorRegistered {
                 executor: "z".into(),
                 slots: 0,
+                labels: Default::default(),
             },
             0,
         )
@@ -568,6 +577,7 @@ fn slot_timeout_of_a_placed_region_is_cancelled_and_one_of_a_waiting_region_is_n
     let out = h.ok(Event::ExecutorRegistered {
         executor: "b".into(),
         slots: 2,
+        labels: Default::default(),
     });
     assert_eq!(deploys(&out).len(), 2);
     let cancelled: Vec<_> = out

@@ -94,6 +94,7 @@ impl Harness {
         self.ok(Event::ExecutorRegistered {
             executor: id.into(),
             slots,
+            labels: Default::default(),
         });
     }
 
@@ -518,5 +519,33 @@ task = "work#1"
                 Some("cool-down of 10s ended")
             ),
         ]
+    );
+}
+
+#[test]
+fn a_region_that_fits_only_with_a_quarantined_executor_releases_it_instead_of_waiting() {
+    let mut h = Harness::quarantining(&[("a", 3), ("b", 2)]);
+    h.submit(TWO);
+    h.fail("work#0", FailureClass::Recoverable);
+    h.fail("work#1", FailureClass::Recoverable);
+    assert!(h.quarantined("a").is_some());
+    // b is full with the first job; a second job fits only on a.
+    let spec = JobSpec::from_toml(TWO).unwrap();
+    let c = h.ok(Event::SubmitJob {
+        job: JobId(4),
+        spec,
+    });
+    let on_a = c
+        .iter()
+        .filter(|c| matches!(c, Command::Deploy { executor, .. } if executor.0 == "a"))
+        .count();
+    assert_eq!(on_a, 2, "the new job runs at once on a: {c:?}");
+    assert_eq!(h.quarantined("a"), None);
+    assert_eq!(
+        h.notices_of("executor-released"),
+        vec![&Notice::ExecutorReleased {
+            executor: "a".into(),
+            reason: "released early: a region waiting for slots fits only with its slots".into()
+        }]
     );
 }

@@ -576,6 +576,7 @@ impl Core {
             core.ok(Event::ExecutorRegistered {
                 executor: ExecutorId::from(*id),
                 slots: *slots,
+                labels: Default::default(),
             });
         }
         core.ok(Event::SubmitJob { job: JOB, spec });

@@ -125,6 +125,7 @@ exchange = "pipelined"
                 Event::ExecutorRegistered {
                     executor: ExecutorId::from(*id),
                     slots: *slots,
+                    labels: Default::default(),
                 },
                 0,
             )
@@ -170,6 +171,7 @@ exchange = "pipelined"
             Event::ExecutorRegistered {
                 executor: ExecutorId::from("late"),
                 slots: 5,
+                labels: Default::default(),
             },
             0,
         )

@@ -3,6 +3,7 @@
 //! The shell (gRPC daemon) and the simulator turn the outside world into events and carry out
 //! the commands; the core never performs I/O itself.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use super::attempt::{AttemptId, AttemptState};
@@ -83,9 +84,14 @@ pub enum Event {
     SubmitJob { job: JobId, spec: JobSpec },
     /// An operator asked to cancel a job.
     CancelJob { job: JobId },
-    /// An executor registered and offers `slots` slots. A known id registering again is a new
-    /// session: the old one is treated as lost first.
-    ExecutorRegistered { executor: ExecutorId, slots: u32 },
+    /// An executor registered and offers `slots` slots; `labels` (`zone = "a"`, …) place it
+    /// in failure domains. A known id registering again is a new session: the old one is
+    /// treated as lost first.
+    ExecutorRegistered {
+        executor: ExecutorId,
+        slots: u32,
+        labels: BTreeMap<String, String>,
+    },
     /// An executor is gone (heartbeat timeout, stream closed, RPC failures, operator drill).
     ExecutorLost {
         executor: ExecutorId,

@@ -265,6 +265,39 @@ impl JobMaster {
         }
     }
 
+    /// Releases quarantined executors, most free slots first, until `need` slots are free for
+    /// placement, if their slots make it enough: a region that the cluster has room for never
+    /// waits for a quarantine to end. Returns whether `need` slots are free now.
+    pub(crate) fn release_quarantines_for(&mut self, need: u64) -> bool {
+        let mut free = self.slots.free_slots();
+        if free >= need {
+            return true;
+        }
+        let mut held: Vec<(std::cmp::Reverse<u32>, ExecutorId)> = self
+            .quarantines
+            .quarantined()
+            .filter_map(|(id, _)| {
+                let f = self.slots.free_of(id)?;
+                (f > 0).then(|| (std::cmp::Reverse(f), id.clone()))
+            })
+            .collect();
+        if free + held.iter().map(|(f, _)| u64::from(f.0)).sum::<u64>() < need {
+            return false;
+        }
+        held.sort();
+        for (f, id) in held {
+            if free >= need {
+                break;
+            }
+            self.release_quarantine(
+                &id,
+                "released early: a region waiting for slots fits only with its slots",
+            );
+            free += u64::from(f.0);
+        }
+        true
+    }
+
     /// A quarantined executor that registers again stays out of placement.
     pub(crate) fn exclude_if_quarantined(&mut self, executor: &ExecutorId) {
         if self.quarantines.get(executor).is_some() {

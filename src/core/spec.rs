@@ -10,6 +10,7 @@ use std::fmt;
 use std::time::Duration;
 
 use super::duration::parse_duration;
+use super::placement::PlacementPolicy;
 use serde::Deserialize;
 
 /// Default upper bound on a vertex's parallelism.
@@ -150,6 +151,12 @@ pub struct JobSpec {
     pub name: String,
     pub failover: FailoverStrategy,
     pub restart: RestartStrategyConfig,
+    /// `placement`: how the job's regions are placed; `None`: the configured default
+    /// (`scheduler.placement`).
+    pub placement: Option<PlacementPolicy>,
+    /// `placement-domain`: the executor label key (e.g. `zone`) a region is kept inside;
+    /// `None`: the configured default (`scheduler.placement-domain`); `Some("")`: no domain.
+    pub placement_domain: Option<String>,
     pub vertices: Vec<VertexSpec>,
     pub edges: Vec<EdgeSpec>,
 }
@@ -341,6 +348,9 @@ struct RawSpec {
     name: Option<String>,
     failover: Option<String>,
     restart: Option<RawRestart>,
+    placement: Option<String>,
+    #[serde(rename = "placement-domain")]
+    placement_domain: Option<String>,
     #[serde(default)]
     vertices: Vec<RawVertex>,
     #[serde(default)]
@@ -417,6 +427,20 @@ impl RawSpec {
             None => RestartStrategyConfig::default(),
             Some(r) => r.validate()?,
         };
+        let placement = match self.placement.as_deref() {
+            None => None,
+            Some(v) => Some(
+                v.parse::<PlacementPolicy>()
+                    .map_err(|_| SpecError::UnknownValue {
+                        field: "placement".into(),
+                        value: v.into(),
+                        expected: "pack-regions, spread",
+                    })?,
+            ),
+        };
+        if let Some(key) = &self.placement_domain {
+            validate_label_key(key).map_err(|m| invalid("placement-domain", m))?;
+        }
         if self.vertices.is_empty() {
             return Err(SpecError::Empty);
         }
@@ -476,6 +500,8 @@ impl RawSpec {
             name,
             failover,
             restart,
+            placement,
+            placement_domain: self.placement_domain,
             vertices,
             edges: edges.into_iter().map(|(_, _, e)| e).collect(),
         })
@@ -513,6 +539,26 @@ impl RawVertex {
             command,
         })
     }
+}
+
+/// A failure-domain label key: a word such as `zone` or `rack` (`""`: no domain).
+pub fn validate_label_key(key: &str) -> Result<(), String> {
+    if key.len() > MAX_VERTEX_ID_LEN {
+        return Err(format!(
+            "the label key is {} bytes long; at most {MAX_VERTEX_ID_LEN} are allowed",
+            key.len()
+        ));
+    }
+    if let Some(c) = key
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || *c == '=')
+    {
+        return Err(format!(
+            "label key {key:?} contains {c:?}; use an executor label key such as \"zone\" \
+             (or \"\" for no failure domain)"
+        ));
+    }
+    Ok(())
 }
 
 /// Vertex ids appear in task names (`vertex#subtask`), so `#` is reserved.

@@ -62,6 +62,7 @@ pub(crate) enum Request {
         slots: u32,
         session: String,
         free_disk: u64,
+        /// Its labels (`zone = "a"`), for failure-domain placement.
         labels: Labels,
         reply: oneshot::Sender<Result<(), ApiError>>,
     },
@@ -296,11 +297,12 @@ impl Coordinator {
         );
         self.shared.executors.insert(
             executor.clone(),
-            super::ExecutorStatus::new(address.clone(), session, free_disk, labels),
+            super::ExecutorStatus::new(address.clone(), session, free_disk, labels.clone()),
         );
         if let Err(e) = self.feed(Event::ExecutorRegistered {
             executor: executor.clone(),
             slots,
+            labels,
         }) {
             // Refused (nothing changed in the core): the registration did not happen.
             self.dispatchers.remove(&executor);

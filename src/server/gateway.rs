@@ -110,6 +110,16 @@ impl TaskExecutorGateway for Gateway {
         if r.slots == 0 {
             return Err(ApiError::InvalidArgument("slots must be at least 1".into()).into());
         }
+        if let Some((key, message)) = r.labels.keys().find_map(|key| {
+            if key.is_empty() {
+                return Some((key, "a label key must not be empty".to_owned()));
+            }
+            crate::core::spec::validate_label_key(key)
+                .err()
+                .map(|m| (key, m))
+        }) {
+            return Err(ApiError::InvalidArgument(format!("labels[{key:?}]: {message}")).into());
+        }
         if r.address.parse::<std::net::SocketAddr>().is_err() && !r.address.contains(':') {
             return Err(ApiError::InvalidArgument(format!(
                 "address {:?} must be host:port of the executor's TaskExecutorService",

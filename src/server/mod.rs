@@ -254,14 +254,13 @@ pub async fn serve(
         } else {
             settings.scheduler.seed
         },
-        // `scheduler.placement` and `scheduler.placement-domain` are wired with the placement
-        // policies.
+        placement: settings.scheduler.placement,
+        placement_domain: settings.scheduler.placement_domain(),
         quarantine: quarantine_config(&settings.scheduler.quarantine),
         region_restart_budget: RestartBudgetConfig {
             max_restarts: settings.scheduler.region_restart_budget.max_restarts,
             window_ms: settings.scheduler.region_restart_budget.window.as_millis() as u64,
         },
-        ..CoreConfig::default()
     });
     let mut coordinator = tokio::spawn(Coordinator::new(core, shared.clone()).run(rx));
     let watchdog = tokio::spawn(gateway::watchdog(shared.clone()));

@@ -40,8 +40,7 @@ struct VirtualExecutor {
     /// Bumped when the id registers again: a late detection of an earlier incarnation's death
     /// must not take the new one down (the new registration already fenced the old session).
     incarnation: u64,
-    /// Its failure-domain labels. Kept here, by the simulator, for `lose-domain`; the core
-    /// learns of them once its registration event carries labels.
+    /// Its failure-domain labels (the core has them too, for placement), for `lose-domain`.
     labels: Labels,
 }
 
@@ -85,6 +84,7 @@ pub fn simulate(scenario: &Scenario, record_events: bool) -> SimReport {
             Event::ExecutorRegistered {
                 executor: id.clone(),
                 slots: *slots,
+                labels: labels.clone(),
             },
             0,
         );
@@ -461,10 +461,17 @@ impl Sim<'_> {
                         alive: true,
                         running: BTreeSet::new(),
                         incarnation,
-                        labels,
+                        labels: labels.clone(),
                     },
                 );
-                self.feed(Event::ExecutorRegistered { executor, slots }, now);
+                self.feed(
+                    Event::ExecutorRegistered {
+                        executor,
+                        slots,
+                        labels,
+                    },
+                    now,
+                );
             }
             FaultKind::LosePartition { partition } => {
                 e.detail = Some("lose-partition".into());

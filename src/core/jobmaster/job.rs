@@ -10,6 +10,7 @@ use crate::core::event::{Command, Notice, TimerId};
 use crate::core::graph::{ExecutionGraph, PartitionId, TaskId};
 use crate::core::history::ExceptionHistory;
 use crate::core::job_state::{JobState, JobStateLog};
+use crate::core::placement::PlacementPolicy;
 use crate::core::readiness::Readiness;
 use crate::core::region::{RegionId, Regions};
 use crate::core::restart::RestartBackoff;
@@ -50,6 +51,10 @@ pub(crate) struct Job {
     pub(crate) graph: ExecutionGraph,
     pub(crate) regions: Regions,
     pub(crate) failover: FailoverStrategy,
+    /// How its regions are placed (the spec's, else the configured policy).
+    pub(crate) placement: PlacementPolicy,
+    /// The label key its regions are kept inside, if any (the spec's, else the configured).
+    pub(crate) placement_domain: Option<String>,
     pub(crate) state: JobStateLog,
     pub(crate) cause: Option<String>,
     pub(crate) tasks: Vec<Task>,

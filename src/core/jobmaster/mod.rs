@@ -66,7 +66,7 @@ pub struct CoreConfig {
     /// The placement policy of jobs whose spec names none.
     pub placement: PlacementPolicy,
     /// The label key of the failure domain a region is kept inside (e.g. `zone`), for jobs
-    /// whose spec names none; `None`: no domain.
+    /// whose spec names none; `None` (or empty): no domain.
     pub placement_domain: Option<String>,
     /// When flapping executors are quarantined (`scheduler.quarantine.*`).
     pub quarantine: QuarantineConfig,
@@ -231,9 +231,11 @@ impl JobMaster {
         let result = match event {
             Event::SubmitJob { job, spec } => self.submit(job, &spec, now),
             Event::CancelJob { job } => self.cancel_job(job, now),
-            Event::ExecutorRegistered { executor, slots } => {
-                self.register_executor(executor, slots, now)
-            }
+            Event::ExecutorRegistered {
+                executor,
+                slots,
+                labels,
+            } => self.register_executor(executor, slots, labels, now),
             Event::ExecutorLost { executor, reason } => {
                 if self.executors.contains_key(&executor) {
                     self.lose_executor(&executor, &reason, now);
@@ -290,6 +292,13 @@ impl JobMaster {
         let mut job = Job {
             id,
             failover: spec.failover,
+            placement: spec.placement.unwrap_or(self.config.placement),
+            placement_domain: spec
+                .placement_domain
+                .as_ref()
+                .or(self.config.placement_domain.as_ref())
+                .filter(|key| !key.is_empty())
+                .cloned(),
             state: JobStateLog::new(now),
             cause: None,
             tasks: (0..n)

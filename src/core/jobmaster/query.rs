@@ -1,10 +1,13 @@
 //! Read-only queries on the JobMaster: job and task state, history, counters, partition
 //! hosts, executors, and dry runs ("what would restart if ...").
 
+use std::collections::BTreeMap;
+
 use crate::core::attempt::AttemptState;
 use crate::core::graph::{ExecutionGraph, PartitionId, TaskId};
 use crate::core::history::ExceptionHistory;
 use crate::core::job_state::JobState;
+use crate::core::placement::PlacementPolicy;
 use crate::core::quarantine::Quarantine;
 use crate::core::region::Regions;
 use crate::core::restart_set::RestartSet;
@@ -188,6 +191,17 @@ impl JobMaster {
     /// Quarantined executors (registered or not), by id.
     pub fn quarantined_executors(&self) -> impl Iterator<Item = (&ExecutorId, &Quarantine)> + '_ {
         self.quarantines.quarantined()
+    }
+
+    /// The labels `executor` registered with, or `None` if it is not registered.
+    pub fn executor_labels(&self, executor: &ExecutorId) -> Option<&BTreeMap<String, String>> {
+        self.slots.labels(executor)
+    }
+
+    /// The placement policy and domain key of a job.
+    pub fn job_placement(&self, job: JobId) -> Option<(PlacementPolicy, Option<&str>)> {
+        let j = self.jobs.get(&job)?;
+        Some((j.placement, j.placement_domain.as_deref()))
     }
 
     /// Registered executors with (slots, free slots, hosted partitions).

@@ -17,6 +17,7 @@ impl JobMaster {
         &mut self,
         id: ExecutorId,
         slots: u32,
+        labels: BTreeMap<String, String>,
         now: Millis,
     ) -> Result<(), CoreError> {
         if slots == 0 {
@@ -25,7 +26,7 @@ impl JobMaster {
         if self.executors.contains_key(&id) {
             self.lose_executor(&id, "executor registered again with a new session", now);
         }
-        self.slots.add_executor(id.clone(), slots);
+        self.slots.add_executor(id.clone(), slots, labels);
         self.executors.insert(
             id.clone(),
             Executor {
