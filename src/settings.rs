@@ -38,6 +38,8 @@ pub struct ExecutorSettings {
     #[serde(with = "humantime_serde")]
     pub cancel_grace: Duration,
     pub min_free_disk_bytes: u64,
+    /// Failure-domain labels, `key=value` separated by commas (`zone=a,rack=r1`).
+    pub labels: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

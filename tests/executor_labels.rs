@@ -32,3 +32,23 @@ fn a_malformed_label_exits_with_2_and_says_how_to_write_one() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("given twice"));
 }
+
+#[test]
+fn a_malformed_label_in_the_configuration_is_refused_naming_the_key() {
+    let out = Command::new(env!("CARGO_BIN_EXE_taskexecutor"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--jobmaster",
+            "http://127.0.0.1:1",
+        ])
+        .env("JOBMASTER__EXECUTOR__LABELS", "zone=a, rack")
+        .output()
+        .expect("taskexecutor runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("executor.labels") && stderr.contains("\"rack\""),
+        "{stderr}"
+    );
+}

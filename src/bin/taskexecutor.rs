@@ -58,19 +58,6 @@ fn label(text: &str) -> Result<(String, String), String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let mut labels = Labels::new();
-    for (key, value) in &cli.labels {
-        if let Some(first) = labels.insert(key.clone(), value.clone()) {
-            Cli::command()
-                .error(
-                    clap::error::ErrorKind::ArgumentConflict,
-                    format!(
-                        "--label: key {key:?} is given twice ({key}={first} and {key}={value})"
-                    ),
-                )
-                .exit();
-        }
-    }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     if cli.log_json {
         tracing_subscriber::fmt()
@@ -82,6 +69,27 @@ async fn main() -> anyhow::Result<()> {
     }
     let settings = Settings::load(cli.config.as_deref())?;
     let s = settings.executor;
+    // Labels from the configuration (executor.labels), then the flags, which win per key.
+    let mut labels = Labels::new();
+    for text in s.labels.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        let (key, value) =
+            parse_label(text).with_context(|| format!("executor.labels: {text:?}"))?;
+        labels.insert(key, value);
+    }
+    let mut from_flags = Labels::new();
+    for (key, value) in &cli.labels {
+        if let Some(first) = from_flags.insert(key.clone(), value.clone()) {
+            Cli::command()
+                .error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!(
+                        "--label: key {key:?} is given twice ({key}={first} and {key}={value})"
+                    ),
+                )
+                .exit();
+        }
+    }
+    labels.extend(from_flags);
     let listen = cli.listen.unwrap_or(s.listen);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
