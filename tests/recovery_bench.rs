@@ -1,0 +1,334 @@
+//! Recovery benchmarks on real processes (ignored by default; run with
+//! `cargo test --release --test recovery_bench -- --ignored --nocapture`): time from a kill -9
+//! of an executor until every affected task is RUNNING again, and the share of tasks restarted.
+
+mod process_support;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use jobmaster::api::v1::WatchEventsRequest;
+use process_support::{Cluster, describe, eventually};
+use tokio_stream::StreamExt;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Issue 5's target, measured (run with
+/// `cargo test --release --test recovery_bench -- --ignored --nocapture recovery_bench`; set
+/// `BENCH_RUNS` for another number of runs): on loopback with no-op streaming tasks, from
+/// kill -9 of an executor until every affected task is RUNNING again on another executor, 20
+/// runs, for a 100-task job of 4 independent regions on 5 executors with restart backoff 0.
+/// Each region lands on its own executor (executors join one at a time, 25 slots each, and a
+/// region is placed as a whole); the fifth executor is the spare. Two clocks: the
+/// jobmaster's (the `time_ms` of its event for the last task RUNNING again, against the kill
+/// in its clock) and the watcher's (when the WatchEvents stream delivered that event).
+/// Prints p50 and p99 of both and the ratio restarted/total.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run explicitly"]
+async fn recovery_bench() {
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let mut results = Vec::new();
+    for run in 0..runs {
+        let r = recovery_once(run).await;
+        r.print(run);
+        results.push(r);
+    }
+    summarize("recovery after kill -9 of an executor", &results);
+    assert!(
+        results.iter().all(|r| (r.restarted, r.total) == (25, 100)),
+        "every run restarts exactly the one affected region"
+    );
+}
+
+/// The placement issue's target (a), measured (run with
+/// `cargo test --release --test recovery_bench -- --ignored --nocapture recovery_bench_40_regions`;
+/// `BENCH_RUNS` sets the number of runs, 10 by default): 10 executors of 125 slots, a job of 40
+/// independent pipelined regions of 25 tasks (source 5 → all-to-all → orders 20) with the
+/// default placement, restart backoff 0. Each run starts a fresh cluster (1,000 task
+/// processes), kills -9 one executor (a different one each run) and times until every
+/// affected task is RUNNING again elsewhere. Prints restarted/total and p50/p99 of both
+/// clocks; the targets are ≤ 15 % restarted (asserted) and p99 ≤ 300 ms (reported).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run explicitly"]
+async fn recovery_bench_40_regions() {
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let mut results = Vec::new();
+    for run in 0..runs {
+        let r = recovery_40_regions_once(run).await;
+        r.print(run);
+        results.push(r);
+    }
+    summarize(
+        "40 regions x 25 tasks on 10 executors x 125 slots, kill -9 of an executor",
+        &results,
+    );
+    let p99 = percentile(
+        &results.iter().map(|r| r.jobmaster_ms).collect::<Vec<_>>(),
+        0.99,
+    );
+    println!(
+        "target: restarted <= 15 % in every run: {}; p99 <= 300 ms (jobmaster clock): {}",
+        results.iter().all(|r| r.restarted * 100 <= r.total * 15),
+        p99 <= 300.0
+    );
+    for r in &results {
+        assert_eq!(r.total, 1_000);
+        assert!(
+            r.restarted * 100 <= r.total * 15,
+            "restarted {} of {} tasks",
+            r.restarted,
+            r.total
+        );
+    }
+}
+
+async fn recovery_40_regions_once(run: usize) -> Recovery {
+    let ids: Vec<String> = (1..=10).map(|i| format!("tm-{i:02}")).collect();
+    let executors: Vec<(&str, u32)> = ids.iter().map(|id| (id.as_str(), 125)).collect();
+    // 1,000 task processes starting at once can hold up a heartbeat for seconds on a small
+    // machine; kill -9 is detected by the heartbeat stream closing, not by the timeout.
+    let env = [
+        ("JOBMASTER__HEARTBEAT__INTERVAL", "200ms"),
+        ("JOBMASTER__HEARTBEAT__TIMEOUT", "15s"),
+        ("JOBMASTER__RPC__TIMEOUT", "15s"),
+    ];
+    let cluster = Cluster::start("bench-40", &executors, &env).await;
+    let mut vertices = Vec::new();
+    let mut edges = Vec::new();
+    for r in 0..40 {
+        vertices.push(serde_json::json!({
+            "id": format!("source-{r:02}"), "parallelism": 5, "command": ["sleep", "3600"],
+        }));
+        vertices.push(serde_json::json!({
+            "id": format!("orders-{r:02}"), "parallelism": 20, "command": ["sleep", "3600"],
+        }));
+        edges.push(serde_json::json!({
+            "from": format!("source-{r:02}"), "to": format!("orders-{r:02}"),
+            "pattern": "all-to-all", "exchange": "pipelined",
+        }));
+    }
+    let spec = serde_json::json!({
+        "name": "recovery-bench-40",
+        "failover": "region",
+        "restart": { "strategy": "fixed-delay", "attempts": 1000, "delay": "0ms" },
+        "vertices": vertices,
+        "edges": edges,
+    });
+    let job = cluster.submit(&spec).await;
+    cluster
+        .wait_tasks(&job, "1,000 tasks RUNNING", Duration::from_secs(300), |t| {
+            t.state == "RUNNING"
+        })
+        .await;
+    let tasks = cluster.tasks(&job).await;
+    let early = tasks.values().filter(|t| t.attempt > 0).count();
+    if early > 0 {
+        println!("run {run:2}: {early} tasks restarted before the kill (a slow start)");
+    }
+    kill_and_measure(&cluster, &job, &ids[run % ids.len()]).await
+}
+
+/// Percentile `p` of samples in ms, from an hdrhistogram of them in µs (exact to the µs below
+/// 32.768 ms, within 0.01% above), nearest rank.
+fn percentile(v: &[f64], p: f64) -> f64 {
+    let mut h = hdrhistogram::Histogram::<u64>::new(4).expect("valid significant figures");
+    for x in v {
+        h.record((x.max(0.0) * 1000.0).round() as u64)
+            .expect("an auto-resizing histogram records any u64");
+    }
+    let max = v.iter().copied().fold(0.0, f64::max);
+    (h.value_at_quantile(p) as f64 / 1000.0).min(max)
+}
+
+/// Prints p50 and p99 of both clocks and the ratio restarted/total (of the first run).
+fn summarize(what: &str, results: &[Recovery]) {
+    let runs = results.len();
+    let jm: Vec<f64> = results.iter().map(|r| r.jobmaster_ms).collect();
+    let watcher: Vec<f64> = results.iter().map(|r| r.watcher_ms).collect();
+    let (restarted, total) = (results[0].restarted, results[0].total);
+    println!(
+        "{what}, {runs} runs: jobmaster clock p50 {:.1} ms, p99 {:.1} ms; watcher p50 {:.1} ms, \
+         p99 {:.1} ms; restarted/total = {restarted}/{total} = {:.2}",
+        percentile(&jm, 0.5),
+        percentile(&jm, 0.99),
+        percentile(&watcher, 0.5),
+        percentile(&watcher, 0.99),
+        restarted as f64 / total as f64
+    );
+}
+
+struct Recovery {
+    /// Kill to the jobmaster's event of the last affected task RUNNING, in its clock.
+    jobmaster_ms: f64,
+    /// Kill to the watcher receiving that event.
+    watcher_ms: f64,
+    /// Kill to the watcher receiving the executor-lost event.
+    loss_seen_ms: f64,
+    /// Kill to the jobmaster declaring the executor lost, in its clock.
+    loss_ms: f64,
+    restarted: usize,
+    total: usize,
+    /// Regions that had a task on the victim.
+    regions: usize,
+}
+
+impl Recovery {
+    fn print(&self, run: usize) {
+        println!(
+            "run {run:2}: loss declared at {:5.1} ms, all affected tasks RUNNING again at \
+             {:6.1} ms (jobmaster clock); watcher saw them at {:5.1} / {:6.1} ms; restarted \
+             {}/{}",
+            self.loss_ms,
+            self.jobmaster_ms,
+            self.loss_seen_ms,
+            self.watcher_ms,
+            self.restarted,
+            self.total
+        );
+    }
+}
+
+async fn recovery_once(run: usize) -> Recovery {
+    let mut cluster = Cluster::new("bench", &[]);
+    cluster.start_jobmaster().await;
+    let mut vertices = Vec::new();
+    let mut edges = Vec::new();
+    for city in ["beijing", "shanghai", "shenzhen", "hangzhou"] {
+        vertices.push(serde_json::json!({
+            "id": format!("{city}-source"), "parallelism": 5, "command": ["sleep", "3600"],
+        }));
+        vertices.push(serde_json::json!({
+            "id": format!("{city}-orders"), "parallelism": 20, "command": ["sleep", "3600"],
+        }));
+        edges.push(serde_json::json!({
+            "from": format!("{city}-source"), "to": format!("{city}-orders"),
+            "pattern": "all-to-all", "exchange": "pipelined",
+        }));
+    }
+    let spec = serde_json::json!({
+        "name": "recovery-bench",
+        "failover": "region",
+        "restart": { "strategy": "fixed-delay", "attempts": 1000, "delay": "0ms" },
+        "vertices": vertices,
+        "edges": edges,
+    });
+    cluster.start_executor("tm-1", 25);
+    cluster.wait_registered(&["tm-1"]).await;
+    let job = cluster.submit(&spec).await;
+    let ids = ["tm-1", "tm-2", "tm-3", "tm-4", "tm-5"];
+    for n in 1..=4 {
+        if n > 1 {
+            cluster.start_executor(ids[n - 1], 25);
+            cluster.wait_registered(&ids[..n]).await;
+        }
+        let want = 25 * n;
+        let (c, job) = (&cluster, job.as_str());
+        eventually(&format!("{want} tasks RUNNING"), WAIT, || async move {
+            let tasks = c.tasks(job).await;
+            let running = tasks.values().filter(|t| t.state == "RUNNING").count();
+            if running == want {
+                Ok(())
+            } else {
+                Err(format!("{running} RUNNING"))
+            }
+        })
+        .await;
+    }
+    cluster.start_executor("tm-5", 25);
+    cluster.wait_registered(&ids).await;
+    let victim = ids[run % 4];
+    let r = kill_and_measure(&cluster, &job, victim).await;
+    assert_eq!(r.regions, 1, "one region per executor");
+    r
+}
+
+/// Kills `victim` with SIGKILL and measures until every task of the regions that had a task
+/// on it runs a new attempt on another executor; checks that exactly those restarted (each
+/// once more than before the kill).
+async fn kill_and_measure(cluster: &Cluster, job: &str, victim: &str) -> Recovery {
+    let job = job.to_owned();
+    let before = cluster.tasks(&job).await;
+    let affected_regions: BTreeSet<u32> = before
+        .values()
+        .filter(|t| t.executor == victim)
+        .map(|t| t.region)
+        .collect();
+    let affected: BTreeSet<String> = before
+        .values()
+        .filter(|t| affected_regions.contains(&t.region))
+        .map(|t| t.name.clone())
+        .collect();
+
+    let mut events = cluster
+        .client()
+        .watch_events(WatchEventsRequest {
+            job_id: job.clone(),
+        })
+        .await
+        .expect("WatchEvents")
+        .into_inner();
+    // SIGKILL without reaping it first (the cluster reaps it when dropped): waiting here
+    // would hold up reading the events.
+    let victim_pid = cluster.executor_pid(victim);
+    let killed = Instant::now();
+    // The kill in the jobmaster's clock (ms since its start), to time its own events.
+    let killed_jm = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64()
+        * 1e3
+        - cluster.epoch as f64;
+    // SAFETY: kill(2) on our own child, not reaped yet.
+    assert_eq!(unsafe { libc::kill(victim_pid, libc::SIGKILL) }, 0);
+    let mut waiting = affected.clone();
+    let mut restarted = BTreeSet::new();
+    let (mut loss_seen, mut loss_ms, mut jobmaster_ms) = (None, None, 0.0);
+    let latency = tokio::time::timeout(WAIT, async {
+        while let Some(event) = events.next().await {
+            let event = event.expect("event stream");
+            match event.kind.as_str() {
+                "executor-lost" => {
+                    loss_seen = loss_seen.or(Some(killed.elapsed()));
+                    loss_ms = loss_ms.or(Some(event.time_ms as f64 - killed_jm));
+                }
+                "restart-scheduled" => restarted.extend(event.tasks),
+                "task-state"
+                    if event.state == "RUNNING"
+                        && event.attempt > before.get(&event.task).map_or(0, |t| t.attempt)
+                        && event.executor != victim =>
+                {
+                    jobmaster_ms = event.time_ms as f64 - killed_jm;
+                    waiting.remove(&event.task);
+                    if waiting.is_empty() {
+                        return killed.elapsed();
+                    }
+                }
+                _ => {}
+            }
+        }
+        panic!("the event stream ended; waiting for {waiting:?}")
+    })
+    .await
+    .expect("recovery within the deadline");
+    assert_eq!(restarted, affected, "exactly the affected region restarted");
+    let after = cluster.tasks(&job).await;
+    for (name, t) in &after {
+        let want = before[name].attempt + u32::from(affected.contains(name));
+        assert_eq!(t.attempt, want, "{name}: {}", describe(&after));
+    }
+    Recovery {
+        jobmaster_ms,
+        watcher_ms: latency.as_secs_f64() * 1e3,
+        loss_seen_ms: loss_seen.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3),
+        loss_ms: loss_ms.unwrap_or(f64::NAN),
+        restarted: restarted.len(),
+        total: before.len(),
+        regions: affected_regions.len(),
+    }
+}
