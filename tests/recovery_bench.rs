@@ -98,7 +98,8 @@ async fn recovery_40_regions_once(run: usize) -> Recovery {
         ("JOBMASTER__HEARTBEAT__TIMEOUT", "15s"),
         ("JOBMASTER__RPC__TIMEOUT", "15s"),
     ];
-    let cluster = Cluster::start("bench-40", &executors, &env).await;
+    let mut cluster = Cluster::start("bench-40", &executors, &env).await;
+    cluster.keep_root();
     let mut vertices = Vec::new();
     let mut edges = Vec::new();
     for r in 0..40 {
@@ -131,7 +132,9 @@ async fn recovery_40_regions_once(run: usize) -> Recovery {
     if early > 0 {
         println!("run {run:2}: {early} tasks restarted before the kill (a slow start)");
     }
-    kill_and_measure(&cluster, &job, &ids[run % ids.len()]).await
+    let mut r = kill_and_measure(&cluster, &job, &ids[run % ids.len()]).await;
+    r.root = Some(cluster.root.clone());
+    r
 }
 
 /// Percentile `p` of samples in ms, from an hdrhistogram of them in µs (exact to the µs below
@@ -146,8 +149,12 @@ fn percentile(v: &[f64], p: f64) -> f64 {
     (h.value_at_quantile(p) as f64 / 1000.0).min(max)
 }
 
-/// Prints p50 and p99 of both clocks and the ratio restarted/total (of the first run).
+/// Prints p50 and p99 of both clocks and the ratio restarted/total (of the first run), then
+/// deletes the runs' directories.
 fn summarize(what: &str, results: &[Recovery]) {
+    for root in results.iter().filter_map(|r| r.root.as_ref()) {
+        let _ = std::fs::remove_dir_all(root);
+    }
     let runs = results.len();
     let jm: Vec<f64> = results.iter().map(|r| r.jobmaster_ms).collect();
     let watcher: Vec<f64> = results.iter().map(|r| r.watcher_ms).collect();
@@ -176,6 +183,8 @@ struct Recovery {
     total: usize,
     /// Regions that had a task on the victim.
     regions: usize,
+    /// The run's cluster directory, deleted after the last run (see `Cluster::keep_root`).
+    root: Option<std::path::PathBuf>,
 }
 
 impl Recovery {
@@ -196,6 +205,7 @@ impl Recovery {
 
 async fn recovery_once(run: usize) -> Recovery {
     let mut cluster = Cluster::new("bench", &[]);
+    cluster.keep_root();
     cluster.start_jobmaster().await;
     let mut vertices = Vec::new();
     let mut edges = Vec::new();
@@ -243,7 +253,8 @@ async fn recovery_once(run: usize) -> Recovery {
     cluster.start_executor("tm-5", 25);
     cluster.wait_registered(&ids).await;
     let victim = ids[run % 4];
-    let r = kill_and_measure(&cluster, &job, victim).await;
+    let mut r = kill_and_measure(&cluster, &job, victim).await;
+    r.root = Some(cluster.root.clone());
     assert_eq!(r.regions, 1, "one region per executor");
     r
 }
@@ -330,5 +341,6 @@ async fn kill_and_measure(cluster: &Cluster, job: &str, victim: &str) -> Recover
         restarted: restarted.len(),
         total: before.len(),
         regions: affected_regions.len(),
+        root: None,
     }
 }

@@ -66,6 +66,8 @@ pub struct Cluster {
     jobmaster: Option<Child>,
     executors: BTreeMap<String, Executor>,
     client: Option<JobMasterServiceClient<Channel>>,
+    /// Leave `root` behind when dropped (the caller deletes it later).
+    keep_root: bool,
 }
 
 impl Cluster {
@@ -93,7 +95,15 @@ impl Cluster {
             jobmaster: None,
             executors: BTreeMap::new(),
             client: None,
+            keep_root: false,
         }
+    }
+
+    /// Leaves the directory behind when the cluster is dropped, for the caller to delete
+    /// later. Benchmarks use it: deleting thousands of files between two runs makes the next
+    /// run's file creation slow (ext4 skips recently deleted inodes when it allocates).
+    pub fn keep_root(&mut self) {
+        self.keep_root = true;
     }
 
     /// Starts the jobmaster (on port 0: it logs the ports it bound) and `executors`
@@ -477,7 +487,7 @@ impl Drop for Cluster {
         // JM_TEST_KEEP=1 keeps the directory (logs, task logs) of a failed test.
         if std::thread::panicking() && std::env::var_os("JM_TEST_KEEP").is_some() {
             eprintln!("kept {}", self.root.display());
-        } else {
+        } else if !self.keep_root {
             let _ = std::fs::remove_dir_all(&self.root);
         }
     }
