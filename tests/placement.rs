@@ -486,3 +486,72 @@ fn spec_placement_keys_are_validated_with_the_field_and_accepted_values() {
     assert_eq!(spec.placement, Some(PlacementPolicy::Spread));
     assert_eq!(spec.placement_domain.as_deref(), Some("rack"));
 }
+
+/// Two pairs (two regions of 2) with `placement-domain = "zone"` on a (zone a) and b (zone b).
+fn two_pairs_by_zone() -> String {
+    let pair = |i: u32| {
+        format!(
+            "[[vertices]]\nid = \"src{i}\"\nparallelism = 1\ncommand = [\"x\"]\n\
+             [[vertices]]\nid = \"sink{i}\"\nparallelism = 1\ncommand = [\"x\"]\n\
+             [[edges]]\nfrom = \"src{i}\"\nto = \"sink{i}\"\npattern = \"pointwise\"\n\
+             exchange = \"pipelined\"\n"
+        )
+    };
+    format!(
+        "name = \"pairs\"\nplacement-domain = \"zone\"\n\
+         restart = {{ strategy = \"fixed-delay\", attempts = 10, delay = \"0s\" }}\n{}{}",
+        pair(0),
+        pair(1)
+    )
+}
+
+#[test]
+fn with_a_domain_a_redeploy_still_avoids_the_executor_it_failed_on() {
+    let mut h = Harness::with(&[("a", 4, &[("zone", "a")]), ("b", 4, &[("zone", "b")])]);
+    let out = h.submit(&two_pairs_by_zone());
+    h.run_all(&out);
+    // Region 0 on a; region 1 on b (a had 2 free, b 4).
+    let src = h.jm.graph(JOB).unwrap().find_task("src0#0").unwrap();
+    let v = h.jm.task(JOB, src).unwrap();
+    assert_eq!(v.executor, Some(ExecutorId::from("a")));
+    let out = h.ok(Event::TaskStateChanged {
+        executor: "a".into(),
+        attempt: jobmaster::core::AttemptId {
+            job: JOB,
+            task: src,
+            attempt: 0,
+        },
+        state: AttemptState::Failed,
+        failure: Some(Failure::recoverable("boom")),
+    });
+    let sink = h.jm.graph(JOB).unwrap().find_task("sink0#0").unwrap();
+    let mut out = out;
+    out.extend(h.ok(Event::TaskStateChanged {
+        executor: "a".into(),
+        attempt: jobmaster::core::AttemptId {
+            job: JOB,
+            task: sink,
+            attempt: 0,
+        },
+        state: AttemptState::Canceled,
+        failure: None,
+    }));
+    // a now has 4 free slots, b 2: zone a is roomier, but its only room is on the executor
+    // the region's task just failed on, so the region moves to b.
+    assert_eq!(h.jm.task(JOB, src).unwrap().attempt, 1);
+    assert_eq!(h.executor_of("src0#0"), ExecutorId::from("b"));
+    assert_eq!(h.executor_of("sink0#0"), ExecutorId::from("b"));
+}
+
+#[test]
+fn with_a_domain_a_region_one_executor_holds_whole_is_not_split() {
+    // Zone a has more free slots in all (6), but only e3 (zone b) holds the region of 4 whole.
+    let mut h = Harness::with(&[
+        ("e1", 3, &[("zone", "a")]),
+        ("e2", 3, &[("zone", "a")]),
+        ("e3", 4, &[("zone", "b")]),
+    ]);
+    h.submit(&independent_regions(1, 2, 2, "placement-domain = \"zone\""));
+    let on = &h.region_executors()[0];
+    assert_eq!(on, &BTreeSet::from([ExecutorId::from("e3")]));
+}

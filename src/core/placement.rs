@@ -8,11 +8,13 @@
 //!
 //! 1. *Failure domain.* With a domain key (`scheduler.placement-domain`, or the spec's
 //!    `placement-domain`, e.g. `zone`), executors are grouped by their value of that label;
-//!    executors without the label form one more group of their own ("no domain"). If the
-//!    group with the most free slots (ties: no-domain first, then by value) has at least `n`
-//!    free slots, the region's candidates are that group's executors; otherwise no group has
-//!    room and the candidates are all executors (the region then spans domains). Without a
-//!    domain key the candidates are all executors.
+//!    executors without the label form one more group of their own ("no domain"). Slots on
+//!    the executors the region's tasks avoid (rule 2) do not count as room. If the most-free
+//!    executor the region may use holds all `n` tasks, the candidates are its group (the
+//!    region then stays whole on one executor); otherwise the first group, by most free
+//!    slots (ties: no-domain first, then by value), with at least `n` free slots; otherwise
+//!    no group has room and the candidates are all executors (the region spans domains).
+//!    Without a domain key the candidates are all executors.
 //! 2. *Avoid.* A task remembers the executor it last failed on; the region's *avoided*
 //!    executors are those of its waiting tasks.
 //! 3. *Policy* ([`PlacementPolicy`], the spec's `placement`, else `scheduler.placement`):
@@ -31,7 +33,8 @@
 //!      on many executors, so one executor loss touches many regions.
 //!
 //! Cost: every slot change updates the global index and one group of each domain index in
-//! O(log executors); choosing a domain is O(log domains); a region's plan walks one index
+//! O(log executors); choosing a domain looks at the avoided executors and the groups with room
+//! for the region, in order, until one fits; a region's plan walks one index
 //! entry per executor it uses plus its avoided ones. A domain index is built on the first
 //! placement that asks for its key (O(executors log executors), once per key).
 
@@ -279,17 +282,51 @@ impl Slots {
         &self.indexes.domains[key]
     }
 
-    /// Where a region of `n` waiting tasks may go (rule 1 of the module doc).
-    fn candidates(&mut self, domain: Option<&str>, n: u64) -> Candidates {
+    /// Where a region of `n` waiting tasks may go (rule 1 of the module doc). Slots on the
+    /// executors its tasks avoid do not count toward a domain's room, and when one executor
+    /// can hold the whole region its domain is chosen, so the region is not split.
+    fn candidates(
+        &mut self,
+        domain: Option<&str>,
+        n: u64,
+        avoided: &BTreeSet<ExecutorId>,
+    ) -> Candidates {
         let Some(key) = domain else {
             return Candidates::All;
         };
-        match self.domain_index(key).by_free.first() {
-            Some((Reverse(free), value)) if *free >= n => {
-                Candidates::Domain(key.to_owned(), value.clone())
-            }
-            _ => Candidates::All,
+        self.domain_index(key);
+        let value_of = |slots: &Slots, id: &ExecutorId| {
+            slots
+                .executors
+                .get(id)
+                .and_then(|e| e.labels.get(key).cloned())
+        };
+        // The most-free executor the region may use: at most |avoided| + 1 steps.
+        if let Some((Reverse(free), id)) = self
+            .indexes
+            .by_free
+            .iter()
+            .find(|(_, id)| !avoided.contains(id))
+            && u64::from(*free) >= n
+        {
+            return Candidates::Domain(key.to_owned(), value_of(self, id));
         }
+        let index = &self.indexes.domains[key];
+        for (Reverse(free), value) in &index.by_free {
+            if *free < n {
+                break;
+            }
+            let held: u64 = avoided
+                .iter()
+                .filter_map(|id| self.executors.get(id))
+                .filter(|e| e.labels.get(key) == value.as_ref())
+                .map(|e| u64::from(e.placeable()))
+                .sum();
+            if free - held >= n {
+                return Candidates::Domain(key.to_owned(), value.clone());
+            }
+        }
+        Candidates::All
     }
 
     /// The free-slot index of the candidates.
@@ -317,7 +354,15 @@ impl Slots {
         now: Millis,
         out: &mut Vec<Command>,
     ) {
-        let candidates = self.candidates(job.placement_domain.as_deref(), tasks.len() as u64);
+        let avoided: BTreeSet<ExecutorId> = tasks
+            .iter()
+            .filter_map(|t| job.tasks[t.index()].avoid.clone())
+            .collect();
+        let candidates = self.candidates(
+            job.placement_domain.as_deref(),
+            tasks.len() as u64,
+            &avoided,
+        );
         match job.placement {
             PlacementPolicy::Spread => {
                 for t in tasks {
