@@ -228,7 +228,7 @@ fn the_cool_down_timer_ends_the_quarantine() {
     let mut h = Harness::quarantining(&[("a", 3), ("b", 2)]);
     h.submit(TWO);
     h.fail("work#0", FailureClass::Recoverable);
-    h.fail("work#1", FailureClass::NonRecoverable);
+    h.fail("work#1", FailureClass::Recoverable);
     assert!(h.quarantined("a").is_some());
     h.advance(9_999);
     assert!(h.quarantined("a").is_some(), "still cooling down");
@@ -548,4 +548,46 @@ fn a_region_that_fits_only_with_a_quarantined_executor_releases_it_instead_of_wa
             reason: "released early: a region waiting for slots fits only with its slots".into()
         }]
     );
+}
+
+#[test]
+fn one_task_that_always_fails_does_not_quarantine_the_executors_it_tries() {
+    let mut h = Harness::quarantining(&[("a", 1), ("b", 1), ("c", 1), ("d", 1)]);
+    h.submit(
+        r#"
+name = "broken"
+restart = { strategy = "fixed-delay", attempts = 100, delay = "0s" }
+[[vertices]]
+id = "work"
+parallelism = 1
+command = ["x"]
+"#,
+    );
+    for _ in 0..12 {
+        h.fail("work#0", FailureClass::Recoverable);
+    }
+    for e in ["a", "b", "c", "d"] {
+        assert_eq!(h.quarantined(e), None, "{e}");
+    }
+    assert!(h.notices_of("executor-quarantined").is_empty());
+}
+
+#[test]
+fn non_recoverable_failures_do_not_count() {
+    // One failure would be enough here, were it counted.
+    let one_strike = CoreConfig {
+        quarantine: QuarantineConfig {
+            max_task_failures: 1,
+            ..QuarantineConfig::default()
+        },
+        ..CoreConfig::default()
+    };
+    let mut h = Harness::new(one_strike.clone(), &[("a", 3), ("b", 2)]);
+    h.submit(TWO);
+    h.fail("work#0", FailureClass::NonRecoverable);
+    assert_eq!(h.quarantined("a"), None);
+    let mut h = Harness::new(one_strike, &[("a", 3), ("b", 2)]);
+    h.submit(TWO);
+    h.fail("work#0", FailureClass::Recoverable);
+    assert!(h.quarantined("a").is_some(), "a recoverable one counts");
 }

@@ -4,13 +4,18 @@
 //!
 //! Counting, per executor id ([`QuarantineConfig`], `scheduler.quarantine.*`):
 //! - a **task failure** is a FAILED report of the attempt that runs on the executor, with class
-//!   `recoverable` or `non-recoverable` — failed deploys included (the shell reports them so).
-//!   Not counted: `partition-lost` (the input's host is at fault, not this one), cancellations
-//!   (also an attempt that fails while being cancelled), failures caused by an executor loss,
-//!   slot request timeouts, attempts missing from a heartbeat, and operator drills
-//!   (InjectFailure).
+//!   `recoverable` — failed deploys included (the shell reports them so). Failures count per
+//!   distinct task (Spark counts failed tasks, not attempts): a task that fails again on the
+//!   same executor adds nothing, and a task that has failed on two different executors within
+//!   the window is taken to be at fault itself — its failures stop counting against any
+//!   executor (a broken command must not quarantine the cluster). Not counted:
+//!   `non-recoverable` (the job fails; its own fault), `partition-lost` (the input's host is
+//!   at fault, not this one), cancellations (also an attempt that fails while being
+//!   cancelled), failures caused by an executor loss, slot request timeouts, attempts missing
+//!   from a heartbeat, and task drills (InjectFailure on a task).
 //! - a **loss** is the executor being declared lost (heartbeat timeout, stream closed, RPC
-//!   failures, a cancel never confirmed, registering again with a new session). Losses are
+//!   failures, a cancel never confirmed, registering again with a new session, and a drill
+//!   that drops the executor, which is a real loss). Losses are
 //!   counted by id, so the quarantine outlives the session: a lost executor that registers
 //!   again while quarantined stays quarantined.
 //!
@@ -27,8 +32,9 @@ use std::collections::{BTreeMap, VecDeque};
 
 use super::duration::format_millis;
 use super::event::{Command, Notice, TimerId};
+use super::graph::TaskId;
 use super::jobmaster::{JobMaster, Timer};
-use super::{ExecutorId, Millis};
+use super::{ExecutorId, JobId, Millis};
 
 /// When an executor is quarantined, and for how long. A count of 0 disables its trigger.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,13 +83,15 @@ pub struct Quarantine {
 /// What counts towards a quarantine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Strike {
-    TaskFailure,
+    /// A failure of this task's attempt on the executor.
+    TaskFailure(JobId, TaskId),
     Loss,
 }
 
 #[derive(Default)]
 struct Record {
-    failures: VecDeque<Millis>,
+    /// When, and which task: one entry per distinct task.
+    failures: VecDeque<(Millis, JobId, TaskId)>,
     losses: VecDeque<Millis>,
     active: Option<(Quarantine, TimerId)>,
 }
@@ -94,14 +102,9 @@ impl Record {
     }
 
     fn prune(&mut self, now: Millis, window: Millis) {
-        for times in [&mut self.failures, &mut self.losses] {
-            while times
-                .front()
-                .is_some_and(|&t| now.saturating_sub(t) >= window)
-            {
-                times.pop_front();
-            }
-        }
+        self.failures
+            .retain(|&(t, ..)| now.saturating_sub(t) < window);
+        self.losses.retain(|&t| now.saturating_sub(t) < window);
     }
 }
 
@@ -110,6 +113,8 @@ impl Record {
 #[derive(Default)]
 pub(crate) struct Quarantines {
     records: BTreeMap<ExecutorId, Record>,
+    /// Recent failures per task: when, and on which executor.
+    by_task: BTreeMap<(JobId, TaskId), Vec<(Millis, ExecutorId)>>,
     active: usize,
 }
 
@@ -128,7 +133,7 @@ impl Quarantines {
         config: &QuarantineConfig,
     ) -> Option<String> {
         let limit = match strike {
-            Strike::TaskFailure => config.max_task_failures,
+            Strike::TaskFailure(..) => config.max_task_failures,
             Strike::Loss => config.max_losses,
         };
         if limit == 0 {
@@ -141,21 +146,25 @@ impl Quarantines {
                 !r.is_empty()
             });
         }
+        if let Strike::TaskFailure(job, task) = strike
+            && !self.task_failure_counts(id, job, task, now, config.window_ms)
+        {
+            return None;
+        }
         let record = self.records.entry(id.clone()).or_default();
         if record.active.is_some() {
             return None;
         }
-        let times = match strike {
-            Strike::TaskFailure => &mut record.failures,
-            Strike::Loss => &mut record.losses,
-        };
-        times.push_back(now);
+        match strike {
+            Strike::TaskFailure(job, task) => record.failures.push_back((now, job, task)),
+            Strike::Loss => record.losses.push_back(now),
+        }
         record.prune(now, config.window_ms);
-        let times = match strike {
-            Strike::TaskFailure => &record.failures,
-            Strike::Loss => &record.losses,
+        let count = match strike {
+            Strike::TaskFailure(..) => record.failures.len(),
+            Strike::Loss => record.losses.len(),
         };
-        if times.len() < limit as usize {
+        if count < limit as usize {
             return None;
         }
         record.failures.clear();
@@ -163,9 +172,36 @@ impl Quarantines {
         let window = format_millis(config.window_ms);
         let s = if limit == 1 { "" } else { "s" };
         Some(match strike {
-            Strike::TaskFailure => format!("{limit} task failure{s} within {window}"),
+            Strike::TaskFailure(..) => format!("{limit} task failure{s} within {window}"),
             Strike::Loss => format!("lost {limit} time{s} within {window}"),
         })
+    }
+
+    /// Records a failure of `task` on `id`; whether it counts against the executor: not when
+    /// the task already failed there (one strike per task), nor when the task has now failed
+    /// on two executors (then it is the task's fault, and its earlier strikes are withdrawn).
+    fn task_failure_counts(
+        &mut self,
+        id: &ExecutorId,
+        job: JobId,
+        task: TaskId,
+        now: Millis,
+        window: Millis,
+    ) -> bool {
+        self.by_task.retain(|_, failures| {
+            failures.retain(|(t, _)| now.saturating_sub(*t) < window);
+            !failures.is_empty()
+        });
+        let failures = self.by_task.entry((job, task)).or_default();
+        let here = failures.iter().any(|(_, e)| e == id);
+        let elsewhere = failures.iter().any(|(_, e)| e != id);
+        failures.push((now, id.clone()));
+        if elsewhere {
+            for record in self.records.values_mut() {
+                record.failures.retain(|&(_, j, t)| (j, t) != (job, task));
+            }
+        }
+        !here && !elsewhere
     }
 
     pub(crate) fn start(&mut self, id: &ExecutorId, quarantine: Quarantine, timer: TimerId) {
@@ -328,6 +364,11 @@ impl JobMaster {
 mod tests {
     use super::*;
 
+    /// A failure of task `n` of job 1.
+    fn failure(n: u32) -> Strike {
+        Strike::TaskFailure(JobId(1), TaskId(n))
+    }
+
     #[test]
     fn strikes_count_within_the_window_and_reset_after_a_trigger() {
         let config = QuarantineConfig {
@@ -338,14 +379,14 @@ mod tests {
         };
         let mut q = Quarantines::new();
         let e = ExecutorId::from("e");
-        assert_eq!(q.strike(&e, Strike::TaskFailure, 0, &config), None);
+        assert_eq!(q.strike(&e, failure(0), 0, &config), None);
         // The first failure expired: still one in the window.
-        assert_eq!(q.strike(&e, Strike::TaskFailure, 1_000, &config), None);
+        assert_eq!(q.strike(&e, failure(1), 1_000, &config), None);
         assert_eq!(
-            q.strike(&e, Strike::TaskFailure, 1_500, &config).as_deref(),
+            q.strike(&e, failure(2), 1_500, &config).as_deref(),
             Some("2 task failures within 1s")
         );
-        assert_eq!(q.strike(&e, Strike::TaskFailure, 1_600, &config), None);
+        assert_eq!(q.strike(&e, failure(3), 1_600, &config), None);
         assert_eq!(q.strike(&e, Strike::Loss, 1_700, &config), None);
         assert_eq!(q.strike(&e, Strike::Loss, 1_800, &config), None);
         assert_eq!(
@@ -354,7 +395,37 @@ mod tests {
         );
         let off = QuarantineConfig::OFF;
         for t in 0..10 {
-            assert_eq!(q.strike(&e, Strike::TaskFailure, t, &off), None);
+            assert_eq!(q.strike(&e, failure(t as u32), t, &off), None);
         }
+    }
+
+    #[test]
+    fn a_task_counts_once_per_executor_and_not_at_all_once_it_failed_on_two() {
+        let config = QuarantineConfig {
+            max_task_failures: 2,
+            ..QuarantineConfig::default()
+        };
+        let mut q = Quarantines::new();
+        let (a, b) = (ExecutorId::from("a"), ExecutorId::from("b"));
+        // The same task failing again on a is one strike.
+        assert_eq!(q.strike(&a, failure(0), 0, &config), None);
+        assert_eq!(q.strike(&a, failure(0), 10, &config), None);
+        // It now fails on b too: the task is at fault; its strike on a is withdrawn.
+        assert_eq!(q.strike(&b, failure(0), 20, &config), None);
+        assert_eq!(
+            q.strike(&a, failure(1), 30, &config),
+            None,
+            "one strike on a"
+        );
+        // Two distinct tasks failing on b quarantine it.
+        assert_eq!(
+            q.strike(&b, failure(2), 40, &config).as_deref(),
+            None,
+            "task 0's failure on b did not count"
+        );
+        assert_eq!(
+            q.strike(&b, failure(3), 50, &config).as_deref(),
+            Some("2 task failures within 1h")
+        );
     }
 }

@@ -109,11 +109,8 @@ impl JobMaster {
                     let failure = failure.unwrap_or_else(|| Failure::recoverable("task failed"));
                     // Attributable to the executor (see `core::quarantine`): counted first, so
                     // that the restart this failure causes already avoids a quarantined one.
-                    if matches!(
-                        failure.class,
-                        FailureClass::Recoverable | FailureClass::NonRecoverable
-                    ) {
-                        self.strike_executor(executor, Strike::TaskFailure, now);
+                    if failure.class == FailureClass::Recoverable {
+                        self.strike_executor(executor, Strike::TaskFailure(a.job, a.task), now);
                     }
                     self.fail_attempt(a.job, a.task, failure, now);
                 }
