@@ -478,6 +478,9 @@ fn spec_placement_keys_are_validated_with_the_field_and_accepted_values() {
     let text = err.to_string();
     assert!(text.starts_with("placement-domain: "), "{text}");
     assert!(text.contains("\"zone\""), "{text}");
+    // A key no executor could carry (labels are plain words) is refused too.
+    let err = JobSpec::from_toml(&four_pairs("placement-domain = \"zone!\"")).unwrap_err();
+    assert!(err.to_string().contains("'!'"), "{err}");
     let spec = JobSpec::from_json(
         r#"{"name": "j", "placement": "spread", "placement-domain": "rack",
             "vertices": [{"id": "v", "parallelism": 1, "command": ["x"]}]}"#,

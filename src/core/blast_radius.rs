@@ -9,6 +9,8 @@
 
 use std::collections::BTreeSet;
 
+use super::attempt::AttemptState;
+use super::graph::TaskId;
 use super::jobmaster::JobMaster;
 use super::{ExecutorId, JobId};
 
@@ -44,7 +46,16 @@ pub fn blast_radius(jm: &JobMaster, job: JobId) -> Option<BlastRadius> {
     let regions = jm.regions(job)?;
     let tasks = graph.task_count();
     let mut hosted: std::collections::BTreeMap<ExecutorId, usize> = Default::default();
-    for view in jm.tasks(job)? {
+    let views = jm.tasks(job)?;
+    // Tasks that never left CREATED are only scheduled by a failover, not restarted (as the
+    // real failover does), so they are not part of what a loss restarts.
+    let created: BTreeSet<TaskId> = graph
+        .tasks()
+        .zip(&views)
+        .filter(|(_, v)| v.state == AttemptState::Created)
+        .map(|(t, _)| t)
+        .collect();
+    for view in views {
         let live = !view.state.is_terminal();
         if let Some(e) = view.executor.filter(|_| live) {
             *hosted.entry(e).or_default() += 1;
@@ -59,17 +70,23 @@ pub fn blast_radius(jm: &JobMaster, job: JobId) -> Option<BlastRadius> {
     let mut sum = 0.0;
     for executor in &executors {
         let set = jm.explain_executor_loss(job, executor)?;
+        let restarted: Vec<TaskId> = set
+            .tasks
+            .iter()
+            .copied()
+            .filter(|t| !created.contains(t))
+            .collect();
         let restart_regions: BTreeSet<_> =
-            set.tasks.iter().map(|&t| regions.region_of(t)).collect();
+            restarted.iter().map(|&t| regions.region_of(t)).collect();
         let hosted = hosted.get(executor).copied().unwrap_or(0);
         if tasks > 0 {
-            sum += set.tasks.len() as f64 / tasks as f64;
+            sum += restarted.len() as f64 / tasks as f64;
         }
-        if hosted > 0 || !set.tasks.is_empty() {
+        if hosted > 0 || !restarted.is_empty() {
             per_executor.push(ExecutorBlastRadius {
                 executor: executor.clone(),
                 hosted,
-                restart_tasks: set.tasks.len(),
+                restart_tasks: restarted.len(),
                 restart_regions: restart_regions.len(),
             });
         }
@@ -116,6 +133,10 @@ exchange = "pipelined"
 "#;
 
     fn deployed(executors: &[(&str, u32)]) -> JobMaster {
+        deployed_spec(SPEC, executors)
+    }
+
+    fn deployed_spec(spec: &str, executors: &[(&str, u32)]) -> JobMaster {
         let mut jm = JobMaster::new(CoreConfig {
             placement: PlacementPolicy::Spread,
             ..CoreConfig::default()
@@ -131,7 +152,7 @@ exchange = "pipelined"
             )
             .expect("registered");
         }
-        let spec = JobSpec::from_toml(SPEC).expect("valid spec");
+        let spec = JobSpec::from_toml(spec).expect("valid spec");
         jm.handle(
             Event::SubmitJob {
                 job: JobId(1),
@@ -202,5 +223,33 @@ exchange = "pipelined"
     fn an_unknown_job_has_no_blast_radius() {
         let jm = deployed(&[("e0", 5)]);
         assert_eq!(blast_radius(&jm, JobId(9)), None);
+    }
+
+    #[test]
+    fn consumers_that_were_never_deployed_are_not_counted_as_restarted() {
+        // s(2) -> t(2) all-to-all blocking: the sources run, the sinks wait in CREATED. A
+        // loss restarts the one source it hosts; the sinks are only scheduled later.
+        let spec = r#"
+name = "batch"
+[[vertices]]
+id = "s"
+parallelism = 2
+command = ["x"]
+[[vertices]]
+id = "t"
+parallelism = 2
+command = ["x"]
+[[edges]]
+from = "s"
+to = "t"
+pattern = "all-to-all"
+exchange = "blocking"
+"#;
+        let jm = deployed_spec(spec, &[("e0", 2), ("e1", 2)]);
+        let br = blast_radius(&jm, JobId(1)).unwrap();
+        for row in &br.per_executor {
+            assert_eq!((row.hosted, row.restart_tasks), (1, 1), "{row:?}");
+        }
+        assert_eq!(br.expected_fraction, 0.25);
     }
 }

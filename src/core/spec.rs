@@ -549,13 +549,15 @@ pub fn validate_label_key(key: &str) -> Result<(), String> {
             key.len()
         ));
     }
+    // The same plain rule as the labels executors register with (`core::domain`), so a
+    // domain key is one an executor can carry.
     if let Some(c) = key
         .chars()
-        .find(|c| c.is_whitespace() || c.is_control() || *c == '=')
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/')))
     {
         return Err(format!(
             "label key {key:?} contains {c:?}; use an executor label key such as \"zone\" \
-             (or \"\" for no failure domain)"
+             (ASCII letters, digits and - _ . /; or \"\" for no failure domain)"
         ));
     }
     Ok(())
