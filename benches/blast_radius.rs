@@ -8,7 +8,7 @@
 //! very same jobs on the very same cluster (equal slots) through the real core; every deployed
 //! task reports RUNNING, and in 0–2 rounds every running region with blocking/persistent
 //! output finishes, so its consumers get placed and its partitions are hosted. Then, for every
-//! executor, `JobMaster::explain_executor_loss` gives the tasks its loss would restart (summed
+//! executor, `core::blast_radius` gives the tasks its loss would restart (summed
 //! over the jobs); the expected number of tasks restarted by one random executor loss is their
 //! mean over the executors (each equally likely to fail), averaged over the trials.
 //!
@@ -17,6 +17,7 @@
 
 use std::collections::BTreeSet;
 
+use jobmaster::core::blast_radius::blast_radius;
 use jobmaster::core::{
     AttemptState, Command, CoreConfig, Event, ExecutorId, JobId, JobMaster, JobSpec,
     PlacementPolicy, RegionId,
@@ -279,18 +280,18 @@ fn place(trial: &Trial, policy: PlacementPolicy) -> Outcome {
         }
     }
     let executors: Vec<ExecutorId> = jm.executors().map(|(id, ..)| id.clone()).collect();
+    // What each executor's loss restarts, summed over the jobs: the same query as `jmctl plan
+    // --executors` and `jmctl explain --blast-radius`.
+    let mut by_executor: std::collections::BTreeMap<ExecutorId, usize> = Default::default();
+    for &job in &ids {
+        let radius = blast_radius(&jm, job).expect("known job");
+        for row in radius.per_executor {
+            *by_executor.entry(row.executor).or_default() += row.restart_tasks;
+        }
+    }
     let restarted = executors
         .iter()
-        .map(|e| {
-            ids.iter()
-                .map(|&job| {
-                    jm.explain_executor_loss(job, e)
-                        .expect("known job and executor")
-                        .tasks
-                        .len()
-                })
-                .sum()
-        })
+        .map(|e| by_executor.get(e).copied().unwrap_or(0))
         .collect();
     let load: Vec<u32> = jm
         .executors()
