@@ -169,6 +169,20 @@ impl Harness {
             .map(|q| q.reason.clone())
     }
 
+    /// Submits TWO again as job 4; how many of its deploys go to `executor`, and the commands.
+    fn second_job_deploys_on(&mut self, executor: &str) -> (usize, Vec<Command>) {
+        let spec = JobSpec::from_toml(TWO).unwrap();
+        let c = self.ok(Event::SubmitJob {
+            job: JobId(4),
+            spec,
+        });
+        let on = c
+            .iter()
+            .filter(|c| matches!(c, Command::Deploy { executor: e, .. } if e.0 == executor))
+            .count();
+        (on, c)
+    }
+
     fn notices_of(&self, kind: &str) -> Vec<&Notice> {
         self.notices.iter().filter(|n| n.kind() == kind).collect()
     }
@@ -244,15 +258,7 @@ fn the_cool_down_timer_ends_the_quarantine() {
     // a takes placements again: its 3 slots are free for a new job.
     let (_, slots, free, _) = h.jm.executors().next().unwrap();
     assert_eq!((slots, free), (3, 3));
-    let spec = JobSpec::from_toml(TWO).unwrap();
-    let c = h.ok(Event::SubmitJob {
-        job: JobId(4),
-        spec,
-    });
-    let on_a = c
-        .iter()
-        .filter(|c| matches!(c, Command::Deploy { executor, .. } if executor.0 == "a"))
-        .count();
+    let (on_a, c) = h.second_job_deploys_on("a");
     assert_eq!(on_a, 2);
 }
 
@@ -530,15 +536,7 @@ fn a_region_that_fits_only_with_a_quarantined_executor_releases_it_instead_of_wa
     h.fail("work#1", FailureClass::Recoverable);
     assert!(h.quarantined("a").is_some());
     // b is full with the first job; a second job fits only on a.
-    let spec = JobSpec::from_toml(TWO).unwrap();
-    let c = h.ok(Event::SubmitJob {
-        job: JobId(4),
-        spec,
-    });
-    let on_a = c
-        .iter()
-        .filter(|c| matches!(c, Command::Deploy { executor, .. } if executor.0 == "a"))
-        .count();
+    let (on_a, c) = h.second_job_deploys_on("a");
     assert_eq!(on_a, 2, "the new job runs at once on a: {c:?}");
     assert_eq!(h.quarantined("a"), None);
     assert_eq!(

@@ -579,6 +579,7 @@ impl Coordinator {
                 .unwrap_or_default()
         };
         let kind = notice.kind();
+        let skipped = matches!(notice, Notice::QuarantineSkipped { .. });
         let event = match notice {
             Notice::JobState { job, state, cause } => {
                 let span = self
@@ -720,18 +721,13 @@ impl Coordinator {
                     ..WatchEvent::default()
                 })
             }
-            Notice::ExecutorReleased { executor, reason } => {
-                info!(executor = %executor, reason = %reason, "executor released from quarantine");
-                watching.then(|| WatchEvent {
-                    time_ms: now,
-                    kind: kind.into(),
-                    executor: executor.0,
-                    detail: reason,
-                    ..WatchEvent::default()
-                })
-            }
-            Notice::QuarantineSkipped { executor, reason } => {
-                warn!(executor = %executor, reason = %reason, "executor not quarantined");
+            Notice::ExecutorReleased { executor, reason }
+            | Notice::QuarantineSkipped { executor, reason } => {
+                if skipped {
+                    warn!(executor = %executor, reason = %reason, "executor not quarantined");
+                } else {
+                    info!(executor = %executor, reason = %reason, "executor released from quarantine");
+                }
                 watching.then(|| WatchEvent {
                     time_ms: now,
                     kind: kind.into(),
