@@ -258,7 +258,7 @@ fn the_cool_down_timer_ends_the_quarantine() {
     // a takes placements again: its 3 slots are free for a new job.
     let (_, slots, free, _) = h.jm.executors().next().unwrap();
     assert_eq!((slots, free), (3, 3));
-    let (on_a, c) = h.second_job_deploys_on("a");
+    let (on_a, _) = h.second_job_deploys_on("a");
     assert_eq!(on_a, 2);
 }
 
