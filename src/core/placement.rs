@@ -36,7 +36,8 @@
 //! O(log executors); choosing a domain looks at the avoided executors and the groups with room
 //! for the region, in order, until one fits; a region's plan walks one index
 //! entry per executor it uses plus its avoided ones. A domain index is built on the first
-//! placement that asks for its key (O(executors log executors), once per key).
+//! placement that asks for its key (O(executors log executors), once per key); when a key is
+//! asked for that has no index yet, the indexes of keys no active job uses are dropped.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -585,6 +586,7 @@ impl JobMaster {
                 }
                 free = self.slots.free_slots();
             }
+            self.prune_domain_indexes(id);
             let Some(job) = self.jobs.get_mut(&id) else {
                 continue;
             };
@@ -599,6 +601,32 @@ impl JobMaster {
         self.slot_queue = keep;
     }
 
+    /// Before job `id` builds the index of a domain key no index exists for yet, drops the
+    /// indexes of keys that no active job uses any more: every slot change updates every
+    /// index, so their number stays that of the keys in use (jobs may name any key).
+    fn prune_domain_indexes(&mut self, id: JobId) {
+        let Some(key) = self
+            .jobs
+            .get(&id)
+            .and_then(|j| j.placement_domain.as_deref())
+        else {
+            return;
+        };
+        if self.slots.indexes.domains.contains_key(key) {
+            return;
+        }
+        let in_use: BTreeSet<&str> = self
+            .jobs
+            .values()
+            .filter(|j| j.state.state().is_active())
+            .filter_map(|j| j.placement_domain.as_deref())
+            .collect();
+        self.slots
+            .indexes
+            .domains
+            .retain(|k, _| in_use.contains(k.as_str()));
+    }
+
     /// Debug builds: the placement index agrees with the executors' slot counts, and slots
     /// and registrations name the same executors.
     #[cfg(debug_assertions)]
@@ -608,5 +636,75 @@ impl JobMaster {
             self.executors.keys().eq(self.slots.executors.keys()),
             "registered executors and slots disagree"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{CoreConfig, Event, JobSpec};
+
+    fn spec(domain: &str) -> JobSpec {
+        JobSpec::from_toml(&format!(
+            "name = \"j\"\nplacement-domain = \"{domain}\"\n\
+             [[vertices]]\nid = \"v\"\nparallelism = 1\ncommand = [\"x\"]\n"
+        ))
+        .expect("valid spec")
+    }
+
+    #[test]
+    fn indexes_of_domain_keys_no_active_job_uses_are_dropped_when_a_new_key_comes() {
+        let mut jm = JobMaster::new(CoreConfig::default());
+        jm.handle(
+            Event::ExecutorRegistered {
+                executor: "e".into(),
+                slots: 4,
+                labels: [("zone".to_owned(), "a".to_owned())].into(),
+            },
+            0,
+        )
+        .expect("registered");
+        let out = jm
+            .handle(
+                Event::SubmitJob {
+                    job: JobId(1),
+                    spec: spec("zone"),
+                },
+                0,
+            )
+            .expect("submitted");
+        let keys =
+            |jm: &JobMaster| -> Vec<String> { jm.slots.indexes.domains.keys().cloned().collect() };
+        assert_eq!(keys(&jm), ["zone"]);
+        // Job 1 ends: its one attempt is cancelled.
+        jm.handle(Event::CancelJob { job: JobId(1) }, 1)
+            .expect("cancelled");
+        for c in out {
+            if let Command::Deploy { attempt, executor } = c {
+                jm.handle(
+                    Event::TaskStateChanged {
+                        executor,
+                        attempt,
+                        state: AttemptState::Canceled,
+                        failure: None,
+                    },
+                    2,
+                )
+                .expect("canceled");
+            }
+        }
+        assert_eq!(
+            jm.job_state(JobId(1)),
+            Some(crate::core::JobState::Canceled)
+        );
+        jm.handle(
+            Event::SubmitJob {
+                job: JobId(2),
+                spec: spec("rack"),
+            },
+            3,
+        )
+        .expect("submitted");
+        assert_eq!(keys(&jm), ["rack"], "zone's index went with job 1");
     }
 }
