@@ -558,3 +558,41 @@ fn with_a_domain_a_region_one_executor_holds_whole_is_not_split() {
     let on = &h.region_executors()[0];
     assert_eq!(on, &BTreeSet::from([ExecutorId::from("e3")]));
 }
+
+impl Harness {
+    /// The current attempt of `task` reports `state` (FAILED: recoverable), on its executor;
+    /// returns the commands.
+    fn report(&mut self, task: &str, state: AttemptState) -> Vec<Command> {
+        let t = self.jm.graph(JOB).unwrap().find_task(task).unwrap();
+        let v = self.jm.task(JOB, t).unwrap();
+        self.ok(Event::TaskStateChanged {
+            executor: v.executor.clone().expect("placed"),
+            attempt: jobmaster::core::AttemptId {
+                job: JOB,
+                task: t,
+                attempt: v.attempt,
+            },
+            state,
+            failure: (state == AttemptState::Failed).then(|| Failure::recoverable("boom")),
+        })
+    }
+}
+
+#[test]
+fn an_executor_a_task_failed_on_long_ago_is_not_avoided_once_the_task_ran_again() {
+    let mut h = Harness::with(&[("a", 2, &[]), ("b", 2, &[]), ("c", 1, &[])]);
+    let out = h.submit(PAIR);
+    h.run_all(&out);
+    // src fails on a: the pair moves whole to b and runs there.
+    let mut out = h.report("src#0", AttemptState::Failed);
+    out.extend(h.report("sink#0", AttemptState::Canceled));
+    h.run_all(&out);
+    assert_eq!(h.executor_of("src#0"), ExecutorId::from("b"));
+    // Now sink fails on b: only b is to be avoided, so the pair goes whole to a (before, src
+    // still avoided a and the pair was split over c and a).
+    let mut out = h.report("sink#0", AttemptState::Failed);
+    out.extend(h.report("src#0", AttemptState::Canceled));
+    h.run_all(&out);
+    assert_eq!(h.executor_of("src#0"), ExecutorId::from("a"));
+    assert_eq!(h.executor_of("sink#0"), ExecutorId::from("a"));
+}

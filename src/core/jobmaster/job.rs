@@ -26,7 +26,8 @@ pub(crate) struct Task {
     pub(crate) executor: Option<ExecutorId>,
     /// Bumped by every restart decision that includes the task.
     pub(crate) version: u64,
-    /// The executor of the task's last failure, avoided by its redeploy when possible.
+    /// The executor of the task's last failure, avoided by its redeploy when possible; cleared
+    /// once a new attempt runs (later placements need not avoid it any more).
     pub(crate) avoid: Option<ExecutorId>,
     /// A pending restart will replace the current attempt (even a FINISHED one).
     pub(crate) awaiting_restart: bool,
@@ -163,6 +164,9 @@ impl Job {
         if task.log.transition(state, now).is_ok() {
             if !was_terminal && state.is_terminal() {
                 self.live -= 1;
+            }
+            if state == AttemptState::Running {
+                task.avoid = None;
             }
             out.push(Command::Notify(Notice::TaskState {
                 attempt: AttemptId {
