@@ -15,8 +15,8 @@
 //!    slots (ties: no-domain first, then by value), with at least `n` free slots; otherwise
 //!    no group has room and the candidates are all executors (the region spans domains).
 //!    Without a domain key the candidates are all executors.
-//! 2. *Avoid.* A task remembers the executor it last failed on; the region's *avoided*
-//!    executors are those of its waiting tasks.
+//! 2. *Avoid.* A task remembers the executor it last failed on, until a new attempt of it
+//!    runs; the region's *avoided* executors are those of its waiting tasks.
 //! 3. *Policy* ([`PlacementPolicy`], the spec's `placement`, else `scheduler.placement`):
 //!    - `pack-regions` (default): walk the candidates in order of most free slots (ties by
 //!      executor id), skipping avoided ones, and give each as many of the region's tasks as it
