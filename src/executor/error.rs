@@ -17,6 +17,12 @@ pub enum ExecutorError {
          from a jobmaster that was replaced"
     )]
     StaleEpoch { epoch: u64, current: u64 },
+    /// A command with an epoch this executor did not register with: not from its JobMaster.
+    #[error(
+        "epoch {epoch} is not the epoch of the jobmaster this executor registered with \
+         ({current}): commands are accepted only from it"
+    )]
+    UnknownEpoch { epoch: u64, current: u64 },
     /// A required field of the request is absent.
     #[error("{0} is missing")]
     Missing(&'static str),
@@ -63,6 +69,7 @@ impl From<ExecutorError> for Status {
             | ExecutorError::EmptyCommand
             | ExecutorError::SharedListOutsideBatch { .. } => Status::invalid_argument(message),
             ExecutorError::StaleEpoch { .. }
+            | ExecutorError::UnknownEpoch { .. }
             | ExecutorError::LowDisk { .. }
             | ExecutorError::NoFreeSlot { .. } => Status::failed_precondition(message),
             ExecutorError::PartitionNotHere { .. } | ExecutorError::PartitionUnreadable { .. } => {

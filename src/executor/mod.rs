@@ -122,8 +122,6 @@ pub(crate) struct Running {
 
 #[derive(Default)]
 pub(crate) struct State {
-    /// Highest JobMaster epoch seen; older commands are refused.
-    pub(crate) epoch: u64,
     pub(crate) attempts: HashMap<AttemptKey, Running>,
     /// Attempts that ended but whose final report the JobMaster has not answered yet. They
     /// hold no slot, but heartbeats still name them: a heartbeat that overtook the report
@@ -142,6 +140,10 @@ pub(crate) struct Agent {
     /// Reports for the JobMaster, sent in order by one task (see [`report_loop`]); the session
     /// is filled in when they are sent.
     pub(crate) reports: mpsc::UnboundedSender<TaskStateUpdate>,
+    /// The epoch of the JobMaster this executor registered with (0 before the first
+    /// registration). Taken only from the JobMaster's answers on the gateway (registration,
+    /// heartbeats), never from a command: a command with another epoch is refused.
+    pub(crate) epoch: tokio::sync::watch::Sender<u64>,
 }
 
 fn new_session() -> String {
@@ -153,6 +155,17 @@ fn new_session() -> String {
 }
 
 impl Agent {
+    /// The JobMaster answered with `epoch` (a newer JobMaster replaces an older one).
+    pub(crate) fn adopt_epoch(&self, epoch: u64) {
+        self.epoch.send_if_modified(|current| {
+            let newer = epoch > *current;
+            if newer {
+                *current = epoch;
+            }
+            newer
+        });
+    }
+
     pub(crate) fn session(&self) -> String {
         self.session.lock().map(|s| s.clone()).unwrap_or_default()
     }
@@ -240,6 +253,7 @@ pub async fn run(
         state: Mutex::new(State::default()),
         gateway,
         reports,
+        epoch: tokio::sync::watch::Sender::new(0),
     });
 
     let service = TaskExecutorServiceServer::new(service::Service::new(agent.clone()))
@@ -504,10 +518,7 @@ async fn session(agent: &Arc<Agent>) -> Result<SessionEnd, tonic::Status> {
         })
         .await?
         .into_inner();
-    {
-        let mut state = agent.lock();
-        state.epoch = state.epoch.max(registered.epoch);
-    }
+    agent.adopt_epoch(registered.epoch);
     let interval = Duration::from_millis(registered.heartbeat_interval_ms.max(10));
     info!(epoch = registered.epoch, interval = ?interval, "registered with the jobmaster");
     let (tx, rx) = mpsc::channel(4);
@@ -545,10 +556,7 @@ async fn session(agent: &Arc<Agent>) -> Result<SessionEnd, tonic::Status> {
             }
             response = responses.next() => match response {
                 Some(Ok(r)) => {
-                    {
-                        let mut state = agent.lock();
-                        state.epoch = state.epoch.max(r.epoch);
-                    }
+                    agent.adopt_epoch(r.epoch);
                     if r.reregister {
                         return Ok(SessionEnd::Reregister);
                     }

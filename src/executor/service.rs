@@ -14,6 +14,10 @@ use tonic::{Request, Response, Status};
 use tracing::warn;
 
 use super::error::ExecutorError;
+
+/// How long a command with a newer epoch than the registered one waits for a registration
+/// answer still on its way before it is refused.
+const REGISTRATION_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 use super::{Agent, Running, key, partitions, process, runner};
 use crate::api::batch::{outcome, unbatch};
 use crate::api::v1::task_executor_service_server::TaskExecutorService;
@@ -35,16 +39,25 @@ impl Service {
     }
 
     /// Refuses commands from an older JobMaster; adopts a newer epoch.
-    fn fence(&self, epoch: u64) -> Result<(), ExecutorError> {
-        let mut state = self.agent.lock();
-        if epoch < state.epoch {
-            return Err(ExecutorError::StaleEpoch {
-                epoch,
-                current: state.epoch,
-            });
+    async fn fence(&self, epoch: u64) -> Result<(), ExecutorError> {
+        let mut registered = self.agent.epoch.subscribe();
+        let deadline = tokio::time::Instant::now() + REGISTRATION_GRACE;
+        loop {
+            let current = *registered.borrow_and_update();
+            if epoch == current {
+                return Ok(());
+            }
+            if epoch < current {
+                return Err(ExecutorError::StaleEpoch { epoch, current });
+            }
+            // A newer epoch: only a registration whose answer is still on its way explains it
+            // (the JobMaster may send commands the moment it has registered us). Anything else
+            // is refused, and never adopted.
+            match tokio::time::timeout_at(deadline, registered.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return Err(ExecutorError::UnknownEpoch { epoch, current }),
+            }
         }
-        state.epoch = epoch;
-        Ok(())
     }
 
     /// Starts one attempt (the epoch was checked by the caller).
@@ -121,7 +134,7 @@ impl TaskExecutorService for Service {
         request: Request<SubmitTaskRequest>,
     ) -> Result<Response<SubmitTaskResponse>, Status> {
         let r = request.into_inner();
-        self.fence(r.epoch)?;
+        self.fence(r.epoch).await?;
         if let Some(gate) = r.inputs.iter().find(|g| g.shared_partitions != 0) {
             return Err(ExecutorError::SharedListOutsideBatch {
                 input: gate.producer_vertex.clone(),
@@ -137,7 +150,7 @@ impl TaskExecutorService for Service {
         request: Request<SubmitTasksRequest>,
     ) -> Result<Response<SubmitTasksResponse>, Status> {
         let r = request.into_inner();
-        self.fence(r.epoch)?;
+        self.fence(r.epoch).await?;
         let names: Vec<String> = r
             .tasks
             .iter()
@@ -167,7 +180,7 @@ impl TaskExecutorService for Service {
         request: Request<CancelTaskRequest>,
     ) -> Result<Response<CancelTaskResponse>, Status> {
         let r = request.into_inner();
-        self.fence(r.epoch)?;
+        self.fence(r.epoch).await?;
         let attempt = r.attempt.ok_or(ExecutorError::Missing("attempt"))?;
         self.stop(&attempt);
         Ok(Response::new(CancelTaskResponse {}))
@@ -178,7 +191,7 @@ impl TaskExecutorService for Service {
         request: Request<CancelTasksRequest>,
     ) -> Result<Response<CancelTasksResponse>, Status> {
         let r = request.into_inner();
-        self.fence(r.epoch)?;
+        self.fence(r.epoch).await?;
         for attempt in &r.attempts {
             self.stop(attempt);
         }
@@ -190,7 +203,7 @@ impl TaskExecutorService for Service {
         request: Request<ReleasePartitionsRequest>,
     ) -> Result<Response<ReleasePartitionsResponse>, Status> {
         let r = request.into_inner();
-        self.fence(r.epoch)?;
+        self.fence(r.epoch).await?;
         // Deleting can take long (big outputs, a slow shared mount): it runs in the background
         // so the answer, and the JobMaster's next command to this executor, need not wait.
         let dirs: Vec<std::path::PathBuf> = r

@@ -1,0 +1,90 @@
+//! An executor takes the JobMaster's epoch only from its registration, never from a command:
+//! one command with a forged epoch must not lock its JobMaster out (issue 12's denial of
+//! service: `CancelTasks` with epoch 2^64-1 and no tasks).
+
+mod daemon_support;
+
+use std::time::Duration;
+
+use daemon_support::*;
+use jobmaster::api::v1::CancelTasksRequest;
+use jobmaster::api::v1::task_executor_service_client::TaskExecutorServiceClient;
+use jobmaster::executor::ExecutorConfig;
+use tonic::Code;
+
+const TEST_LIMIT: Duration = Duration::from_secs(60);
+
+const ONE: &str = r#"
+name = "one"
+[[vertices]]
+id = "work"
+parallelism = 2
+command = ["sleep", "3600"]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_with_a_forged_epoch_is_refused_and_the_jobmaster_keeps_its_executor() {
+    within(TEST_LIMIT, async {
+        let daemon = Daemon::start(settings(&[])).await;
+        let root = std::env::temp_dir().join(format!("jobmaster-epoch-{}", session_id()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let config = jobmaster::executor::resolve(
+            ExecutorConfig {
+                jobmaster: daemon.url(),
+                id: "tm-epoch".into(),
+                advertise: String::new(),
+                slots: 2,
+                data_dir: root.join("data"),
+                persistent_dir: root.join("persistent"),
+                jobmaster_reconnect_timeout: Duration::from_secs(30),
+                cancel_grace: Duration::from_secs(1),
+                min_free_disk: 0,
+                rpc_timeout: Duration::from_secs(5),
+                labels: Default::default(),
+            },
+            addr,
+        )
+        .expect("valid executor config");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let executor = tokio::spawn(jobmaster::executor::run(config, listener, async {
+            let _ = stopped.await;
+        }));
+        let client = daemon.client().await;
+        eventually(
+            "the executor registers",
+            Duration::from_secs(20),
+            || async {
+                let ids = executor_ids(&client).await;
+                if ids.contains(&"tm-epoch".to_owned()) {
+                    Ok(())
+                } else {
+                    Err(format!("{ids:?}"))
+                }
+            },
+        )
+        .await;
+
+        let mut direct = TaskExecutorServiceClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect to the executor");
+        let forged = direct
+            .cancel_tasks(CancelTasksRequest {
+                epoch: u64::MAX,
+                attempts: vec![],
+            })
+            .await
+            .expect_err("a forged epoch is refused");
+        assert_eq!(forged.code(), Code::FailedPrecondition, "{forged:?}");
+        assert!(forged.message().contains("registered with"), "{forged:?}");
+
+        // The real JobMaster still commands it: a job deploys and runs there.
+        let job = submit(&client, ONE).await;
+        wait_all_running(&client, &job).await;
+
+        let _ = stop.send(());
+        let _ = bounded("executor stops", executor).await;
+        let _ = std::fs::remove_dir_all(&root);
+    })
+    .await;
+}
