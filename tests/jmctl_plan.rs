@@ -13,6 +13,18 @@ fn jmctl(args: &[&str]) -> Output {
         .expect("jmctl runs")
 }
 
+/// The city-orders job planned on 3 executors of 4 slots with spread placement.
+const SPREAD_PLAN: &[&str] = &[
+    "plan",
+    "examples/city-orders.toml",
+    "--executors",
+    "3",
+    "--slots",
+    "4",
+    "--placement",
+    "spread",
+];
+
 fn json(args: &[&str]) -> Value {
     let mut all = vec!["--output", "json"];
     all.extend_from_slice(args);
@@ -280,16 +292,7 @@ fn plan_blast_radius_counts_what_each_executor_loss_restarts_and_the_expected_fr
     // e1 beijing-orders#0, shanghai-source#0, shanghai-orders#1 (3 regions); e2
     // beijing-source#1, shanghai-orders#0 (2 regions). A loss restarts whole regions:
     // 6, 6 and 4 of the 8 tasks; expected fraction (6 + 6 + 4) / 8 / 3 = 2/3.
-    let v = json(&[
-        "plan",
-        "examples/city-orders.toml",
-        "--executors",
-        "3",
-        "--slots",
-        "4",
-        "--placement",
-        "spread",
-    ]);
+    let v = json(SPREAD_PLAN);
     assert_eq!(
         (v["tasks"].clone(), v["regions"].clone()),
         (8.into(), 4.into())
@@ -321,16 +324,7 @@ fn plan_blast_radius_counts_what_each_executor_loss_restarts_and_the_expected_fr
     assert!((fraction - 2.0 / 3.0).abs() < 1e-9, "{fraction}");
 
     // The table says the same.
-    let out = jmctl(&[
-        "plan",
-        "examples/city-orders.toml",
-        "--executors",
-        "3",
-        "--slots",
-        "4",
-        "--placement",
-        "spread",
-    ]);
+    let out = jmctl(SPREAD_PLAN);
     assert!(out.status.success());
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(

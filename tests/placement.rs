@@ -333,26 +333,24 @@ fn pack_regions_by_zone_keeps_each_region_inside_one_zone() {
     );
 }
 
+/// Two zoned executors and two without a zone label (one has another label).
+const MIXED: &[ExecutorShape] = &[
+    ("e1", 2, &[("zone", "a")]),
+    ("e2", 2, &[("zone", "b")]),
+    ("u1", 3, &[]),
+    ("u2", 3, &[("rack", "r1")]),
+];
+
 #[test]
 fn executors_without_the_label_form_their_own_domain_and_a_region_no_domain_fits_spans_them() {
-    let mut h = Harness::with(&[
-        ("e1", 2, &[("zone", "a")]),
-        ("e2", 2, &[("zone", "b")]),
-        ("u1", 3, &[]),
-        ("u2", 3, &[("rack", "r1")]),
-    ]);
+    let mut h = Harness::with(MIXED);
     // 6 tasks: the unlabelled group (u1, u2) has the most free slots and room for it.
     h.submit(&independent_regions(1, 3, 3, "placement-domain = \"zone\""));
     let on = &h.region_executors()[0];
     assert_eq!(zones_of(&h, on), BTreeSet::from([None]), "{on:?}");
 
     // 7 tasks: no domain has room, so the region spans domains and is still placed.
-    let mut h = Harness::with(&[
-        ("e1", 2, &[("zone", "a")]),
-        ("e2", 2, &[("zone", "b")]),
-        ("u1", 3, &[]),
-        ("u2", 3, &[("rack", "r1")]),
-    ]);
+    let mut h = Harness::with(MIXED);
     h.submit(&independent_regions(1, 3, 4, "placement-domain = \"zone\""));
     let on = &h.region_executors()[0];
     assert_eq!(on.len(), 3, "fewest executors: 3 + 3 + 1: {on:?}");
