@@ -9,6 +9,7 @@
 //!   ([`blast_report`] its blast-radius report, also `jmctl explain --blast-radius`'s) and
 //!   [`simulate`] runs the core against virtual executors for `jmctl simulate`.
 //! - [`settings`]: configuration (`config/default.toml`, `JOBMASTER__SECTION__KEY`).
+//! - [`security`]: TLS, identities from certificates, operator tokens and roles.
 //! - [`fake_executor`]: an in-process fake TaskExecutor, a test and load aid.
 
 pub mod api;
@@ -18,6 +19,7 @@ pub mod ctl;
 pub mod executor;
 pub mod fake_executor;
 pub mod plan;
+pub mod security;
 pub mod server;
 pub mod settings;
 pub mod simulate;

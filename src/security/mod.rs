@@ -1,0 +1,8 @@
+//! Who may talk to whom: TLS on every port, identities from certificates, operator tokens and
+//! roles (issue 12).
+//!
+//! - [`identity`]: the identities certificates carry (`jobmaster://…` URIs) and operator roles.
+
+pub mod identity;
+
+pub use identity::{Identity, Role};
