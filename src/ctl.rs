@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use serde_json::json;
 use tokio_stream::StreamExt;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::api::reason::NamedReason;
@@ -17,6 +18,9 @@ use crate::api::v1::{
     explain_failover_request, inject_failure_request,
 };
 use crate::blast_report;
+use crate::security::auth::BearerToken;
+use crate::security::connector::{self, Expect};
+use crate::security::tls::{ClientAuth, Tls, TlsFiles};
 use crate::core::domain::labels_text;
 use crate::core::{FailureDomain, JobSpec, Labels, SpecFormat};
 
@@ -43,18 +47,51 @@ impl CtlError {
     }
 }
 
-pub type Client = JobMasterServiceClient<Channel>;
+pub type Client = JobMasterServiceClient<InterceptedService<Channel, BearerToken>>;
 
-/// Connects to the JobMaster at `endpoint`.
-pub async fn connect(endpoint: &str) -> Result<Client, CtlError> {
+/// How jmctl reaches the JobMaster: its URL (`https://` for TLS), the TLS files and an
+/// operator token.
+pub struct Connection<'a> {
+    pub endpoint: &'a str,
+    pub tls: Option<TlsFiles>,
+    pub token: Option<&'a str>,
+}
+
+/// Connects to the JobMaster; over TLS the server must hold the jobmaster's certificate.
+pub async fn connect(c: Connection<'_>) -> Result<Client, CtlError> {
+    let endpoint = c.endpoint;
+    let https = endpoint.starts_with("https://");
+    if https && c.tls.is_none() {
+        return Err(CtlError::input(format!(
+            "endpoint {endpoint:?} is https: give the cluster's CA with --tls-ca (or tls.ca)"
+        )));
+    }
+    if !https && c.tls.is_some() {
+        return Err(CtlError::input(format!(
+            "endpoint {endpoint:?} is not https but TLS files are given: use https://"
+        )));
+    }
+    let tls = match c.tls {
+        Some(files) => Some(
+            Tls::load(files, ClientAuth::Optional, None)
+                .map_err(|e| CtlError::input(format!("tls: {e}")))?,
+        ),
+        None => None,
+    };
+    let token = BearerToken::new(c.token).map_err(CtlError::input)?;
     let ep = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
         .map_err(|e| CtlError::input(format!("endpoint {endpoint:?}: {e}")))?
         .connect_timeout(std::time::Duration::from_secs(3));
-    let channel = ep.connect().await.map_err(|e| CtlError {
-        code: 1,
-        message: format!("cannot connect to the jobmaster at {endpoint}: {e}"),
-    })?;
-    Ok(JobMasterServiceClient::new(channel).max_decoding_message_size(64 << 20))
+    let channel = connector::connect(ep, tls, Expect::JobMaster)
+        .await
+        .map_err(|e| CtlError {
+            code: 1,
+            message: format!(
+                "cannot connect to the jobmaster at {endpoint}: {}",
+                connector::describe(&e)
+            ),
+        })?;
+    Ok(JobMasterServiceClient::with_interceptor(channel, token).max_decoding_message_size(64 << 20))
 }
 
 /// A target of explain/inject: a task or an executor (or, for explain, a failure domain).

@@ -21,6 +21,40 @@ pub struct Settings {
     pub spec: SpecSettings,
     pub events: EventSettings,
     pub executor: ExecutorSettings,
+    pub tls: TlsSettings,
+    pub auth: AuthSettings,
+}
+
+/// `[tls]`: this party's CA, certificate and key (the same keys on the jobmaster, a
+/// taskexecutor and jmctl). All empty: plain text.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TlsSettings {
+    pub ca: String,
+    pub cert: String,
+    pub key: String,
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+impl TlsSettings {
+    /// The files, `None` for plain text.
+    pub fn files(&self) -> Result<Option<crate::security::tls::TlsFiles>, SettingsError> {
+        crate::security::tls::TlsFiles::from_parts(&self.ca, &self.cert, &self.key).map_err(|e| {
+            SettingsError::Invalid {
+                key: "tls",
+                message: e.to_string(),
+            }
+        })
+    }
+}
+
+/// `[auth]`: how operators authenticate on the jobmaster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AuthSettings {
+    pub token_file: String,
+    pub metrics_open: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -40,6 +74,8 @@ pub struct ExecutorSettings {
     pub min_free_disk_bytes: u64,
     /// Failure-domain labels, `key=value` separated by commas (`zone=a,rack=r1`).
     pub labels: String,
+    /// Listen on a non-loopback address without TLS (`--insecure`).
+    pub insecure: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -50,6 +86,8 @@ pub struct ServerSettings {
     pub max_message_bytes: usize,
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Listen on a non-loopback address without TLS (`--insecure`).
+    pub insecure: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -184,6 +222,10 @@ impl Settings {
                 message: message.to_owned(),
             })
         };
+        if self.tls.reload_interval.is_zero() {
+            return bad("tls.reload-interval", "must be greater than 0");
+        }
+        self.tls.files()?;
         if self.heartbeat.interval.is_zero() {
             return bad("heartbeat.interval", "must be greater than 0");
         }

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use jobmaster::blast_report;
 use jobmaster::core::{CoreConfig, FailoverStrategy, JobSpec, PlacementPolicy, SpecFormat};
 use jobmaster::ctl;
+use jobmaster::security::flags::TlsArgs;
 use jobmaster::plan::{ClusterPlan, Plan, PlanRequest, blast_radius_offline};
 use jobmaster::simulate::{self, Scenario};
 
@@ -28,6 +29,13 @@ struct Cli {
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     output: Output,
+    /// TLS: the cluster's CA, and an operator certificate and key (or use --token).
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// An operator's bearer token (viewer or operator role). Prefer the environment variable:
+    /// a flag is visible to other users in the process list.
+    #[arg(long, global = true, env = "JOBMASTER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -231,7 +239,13 @@ fn remote(cli: &Cli) -> ExitCode {
     };
     let json = cli.output == Output::Json;
     let result = runtime.block_on(async {
-        let mut client = ctl::connect(&cli.endpoint).await?;
+        let tls = cli.tls.files().map_err(|e| ctl::CtlError::input(e.to_string()))?;
+        let mut client = ctl::connect(ctl::Connection {
+            endpoint: &cli.endpoint,
+            tls,
+            token: cli.token.as_deref(),
+        })
+        .await?;
         let c = &mut client;
         match &cli.command {
             Command::Submit { spec } => ctl::submit(c, spec, json).await,

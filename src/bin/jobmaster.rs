@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use jobmaster::executor::ExecutorConfig;
+use jobmaster::executor::{ExecutorConfig, ExecutorSecurity};
+use jobmaster::security::flags::TlsArgs;
 use jobmaster::settings::Settings;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
@@ -19,10 +20,10 @@ struct Cli {
     /// Configuration file (TOML, keys as in config/default.toml).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// gRPC address [default: server.listen, 0.0.0.0:6123].
+    /// gRPC address [default: server.listen, 127.0.0.1:6123].
     #[arg(long, value_name = "ADDR")]
     listen: Option<std::net::SocketAddr>,
-    /// HTTP address [default: server.http, 0.0.0.0:8081].
+    /// HTTP address [default: server.http, 127.0.0.1:8081].
     #[arg(long, value_name = "ADDR")]
     http: Option<std::net::SocketAddr>,
     /// Also start N in-process executors with temporary data dirs (a local cluster).
@@ -37,6 +38,16 @@ struct Cli {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// TLS for the gRPC and HTTP ports and the calls to executors.
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// Operators' tokens: `<role> <name> sha256:<hex>` per line [default: auth.token-file].
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Listen on a non-loopback address without TLS (server.insecure): anyone who reaches
+    /// the ports can run commands on every executor.
+    #[arg(long)]
+    insecure: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -69,6 +80,18 @@ async fn main() -> anyhow::Result<()> {
     if let Some(a) = cli.http {
         settings.server.http = a;
     }
+    cli.tls.apply(&mut settings.tls);
+    if let Some(path) = &cli.token_file {
+        settings.auth.token_file = path.to_string_lossy().into_owned();
+    }
+    settings.server.insecure |= cli.insecure;
+    let tls = settings.tls.files()?.is_some();
+    if tls && (cli.local.is_some() || cli.submit.is_some()) {
+        anyhow::bail!(
+            "--local and --submit run a plain-text cluster on loopback: drop the TLS settings, \
+             or start taskexecutors with their certificates and submit with jmctl"
+        );
+    }
     let grpc = tokio::net::TcpListener::bind(settings.server.listen)
         .await
         .with_context(|| {
@@ -82,7 +105,8 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {} (server.http)", settings.server.http))?;
     let grpc_addr = grpc.local_addr()?;
     let endpoint = format!(
-        "http://{}",
+        "{}://{}",
+        if tls { "https" } else { "http" },
         if grpc_addr.ip().is_unspecified() {
             std::net::SocketAddr::new([127, 0, 0, 1].into(), grpc_addr.port())
         } else {
@@ -109,6 +133,7 @@ async fn main() -> anyhow::Result<()> {
                     min_free_disk: settings.executor.min_free_disk_bytes,
                     rpc_timeout: settings.rpc.timeout,
                     labels: Default::default(),
+                    security: ExecutorSecurity::default(),
                 },
                 listener.local_addr()?,
             )?;

@@ -6,7 +6,8 @@ use anyhow::Context;
 use clap::{CommandFactory, Parser};
 use jobmaster::core::Labels;
 use jobmaster::core::domain::parse_label;
-use jobmaster::executor::ExecutorConfig;
+use jobmaster::executor::{ExecutorConfig, ExecutorSecurity};
+use jobmaster::security::flags::TlsArgs;
 use jobmaster::settings::Settings;
 use tracing_subscriber::EnvFilter;
 
@@ -32,7 +33,8 @@ struct Cli {
     /// Persistent partitions (storage that outlives this executor).
     #[arg(long, value_name = "DIR")]
     persistent_dir: Option<PathBuf>,
-    /// TaskExecutorService address [default: 0.0.0.0:6124]; port 0 picks one.
+    /// TaskExecutorService address [default: 127.0.0.1:6124]; port 0 picks one. A
+    /// non-loopback address needs TLS or --insecure.
     #[arg(long, value_name = "ADDR")]
     listen: Option<std::net::SocketAddr>,
     /// Address to register, host:port [default: the listen address].
@@ -49,6 +51,13 @@ struct Cli {
     /// Log as JSON.
     #[arg(long)]
     log_json: bool,
+    /// TLS: the cluster's CA and this executor's certificate (naming its id) and key.
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// Listen on a non-loopback address without TLS: anyone who reaches the port can run
+    /// commands on this machine.
+    #[arg(long)]
+    insecure: bool,
 }
 
 fn label(text: &str) -> Result<(String, String), String> {
@@ -67,7 +76,13 @@ async fn main() -> anyhow::Result<()> {
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
-    let settings = Settings::load(cli.config.as_deref())?;
+    let mut settings = Settings::load(cli.config.as_deref())?;
+    cli.tls.apply(&mut settings.tls);
+    let security = ExecutorSecurity {
+        tls: settings.tls.files()?,
+        reload_interval: settings.tls.reload_interval,
+        insecure: cli.insecure || settings.executor.insecure,
+    };
     let s = settings.executor;
     // Labels from the configuration (executor.labels), then the flags, which win per key.
     let mut labels = Labels::new();
@@ -109,6 +124,7 @@ async fn main() -> anyhow::Result<()> {
             min_free_disk: s.min_free_disk_bytes,
             rpc_timeout: settings.rpc.timeout,
             labels,
+            security,
         },
         listener.local_addr()?,
     )?;

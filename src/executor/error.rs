@@ -105,6 +105,23 @@ pub enum StartError {
         url: String,
         error: tonic::transport::Error,
     },
+    #[error("tls: {0}")]
+    Tls(#[from] crate::security::tls::TlsError),
+    #[error(
+        "the jobmaster address {url:?} is {scheme}:// but TLS is {state}: use {want}:// (or \
+         {fix})"
+    )]
+    JobmasterScheme {
+        url: String,
+        scheme: &'static str,
+        state: &'static str,
+        want: &'static str,
+        fix: &'static str,
+    },
+    #[error(transparent)]
+    Exposed(#[from] crate::security::exposure::Exposed),
+    #[error("cannot read the listener's address: {0}")]
+    Listener(io::Error),
 }
 
 #[cfg(test)]

@@ -27,6 +27,13 @@ use tokio::sync::{Notify, mpsc};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
+
+use crate::security::auth::{GrpcAuthLayer, Rules};
+use crate::security::connector::{self, Expect};
+use crate::security::exposure;
+use crate::security::incoming::incoming;
+use crate::security::tls::{ClientAuth, Tls};
+use crate::security::Identity;
 use tracing::{debug, info, warn};
 
 use crate::api::v1::task_executor_gateway_client::TaskExecutorGatewayClient;
@@ -68,6 +75,28 @@ pub struct ExecutorConfig {
     /// Labels naming its failure domains (`zone=a`), sent at registration; checked with
     /// [`crate::core::domain::parse_labels`].
     pub labels: Labels,
+    /// TLS and whether plain text may listen beyond loopback.
+    pub security: ExecutorSecurity,
+}
+
+/// An executor's TLS: `[tls]` (`None`: plain text), how often its files are checked for
+/// changes, and `--insecure`.
+#[derive(Debug, Clone)]
+pub struct ExecutorSecurity {
+    pub tls: Option<crate::security::tls::TlsFiles>,
+    pub reload_interval: Duration,
+    pub insecure: bool,
+}
+
+impl Default for ExecutorSecurity {
+    /// Plain text, loopback only.
+    fn default() -> ExecutorSecurity {
+        ExecutorSecurity {
+            tls: None,
+            reload_interval: Duration::from_secs(10),
+            insecure: false,
+        }
+    }
 }
 
 /// Fills in defaults that depend on the bound address: the advertised address, the id and
@@ -144,6 +173,8 @@ pub(crate) struct Agent {
     /// registration). Taken only from the JobMaster's answers on the gateway (registration,
     /// heartbeats), never from a command: a command with another epoch is refused.
     pub(crate) epoch: tokio::sync::watch::Sender<u64>,
+    /// This executor's TLS (`None`: plain text), for fetches from other executors.
+    pub(crate) tls: Option<Arc<Tls>>,
 }
 
 fn new_session() -> String {
@@ -238,6 +269,40 @@ pub async fn run(
     // Outputs of an earlier run are unknown to the JobMaster now: start clean.
     let _ = std::fs::remove_dir_all(config.data_dir.join("partitions"));
 
+    let tls = match &config.security.tls {
+        Some(files) => {
+            let tls = Tls::load_server(
+                files.clone(),
+                // Only the jobmaster and executors call an executor.
+                ClientAuth::Required,
+                &Identity::Executor(config.id.clone()),
+            )?;
+            tls.spawn_reloader(config.security.reload_interval);
+            Some(tls)
+        }
+        None => None,
+    };
+    let bound = listener.local_addr().map_err(StartError::Listener)?;
+    exposure::check(
+        &[bound],
+        tls.is_some(),
+        config.security.insecure,
+        "executor.listen",
+    )?;
+    let https = config.jobmaster.starts_with("https://");
+    if https != tls.is_some() {
+        return Err(StartError::JobmasterScheme {
+            url: config.jobmaster.clone(),
+            scheme: if https { "https" } else { "http" },
+            state: if https { "off" } else { "on" },
+            want: if https { "http" } else { "https" },
+            fix: if https {
+                "set tls.ca, tls.cert, tls.key"
+            } else {
+                "unset tls.ca, tls.cert, tls.key"
+            },
+        });
+    }
     let endpoint = Endpoint::from_shared(config.jobmaster.clone())
         .map_err(|error| StartError::JobmasterUrl {
             url: config.jobmaster.clone(),
@@ -245,7 +310,12 @@ pub async fn run(
         })?
         .connect_timeout(Duration::from_secs(1))
         .timeout(config.rpc_timeout);
-    let gateway = TaskExecutorGatewayClient::new(endpoint.connect_lazy());
+    // Over TLS the server must prove to be the jobmaster: only its answers set the epoch.
+    let gateway = TaskExecutorGatewayClient::new(connector::channel(
+        endpoint,
+        tls.clone(),
+        Expect::JobMaster,
+    ));
     let (reports, report_rx) = mpsc::unbounded_channel();
     let agent = Arc::new(Agent {
         config: config.clone(),
@@ -254,6 +324,7 @@ pub async fn run(
         gateway,
         reports,
         epoch: tokio::sync::watch::Sender::new(0),
+        tls: tls.clone(),
     });
 
     let service = TaskExecutorServiceServer::new(service::Service::new(agent.clone()))
@@ -262,11 +333,12 @@ pub async fn run(
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(
         tonic::transport::Server::builder()
+            .layer(GrpcAuthLayer::new(Rules::Executor { tls: tls.is_some() }))
             .add_service(service)
-            // TCP_NODELAY on accepted connections (`Server::tcp_nodelay` does not apply to
-            // an incoming stream): small replies must not wait for delayed ACKs.
+            // With TCP_NODELAY on accepted connections: small replies must not wait for
+            // delayed ACKs.
             .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                incoming(listener, tls.clone()),
                 async move {
                     let _ = stop_rx.changed().await;
                 },

@@ -336,11 +336,19 @@ async fn fetch(
     subpartition: u32,
     to: &Path,
 ) -> Result<(), String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{location}"))
+    let scheme = if agent.tls.is_some() { "https" } else { "http" };
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{location}"))
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_secs(1))
         .timeout(agent.config.rpc_timeout.max(Duration::from_secs(30)));
-    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    // Over TLS only another executor may serve a partition.
+    let channel = crate::security::connector::connect(
+        endpoint,
+        agent.tls.clone(),
+        crate::security::connector::Expect::AnyExecutor,
+    )
+    .await
+    .map_err(|e| crate::security::connector::describe(&e))?;
     let mut client = TaskExecutorServiceClient::new(channel).max_decoding_message_size(64 << 20);
     let mut stream = client
         .fetch_partition(FetchPartitionRequest {

@@ -272,12 +272,20 @@ impl Coordinator {
                  and register with a new session"
             )));
         }
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        let tls = self.shared.tls.clone();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
             .map_err(|e| ApiError::InvalidArgument(format!("address {address:?}: {e}")))?
             .connect_timeout(self.shared.settings.rpc.connect_timeout)
             .timeout(self.shared.settings.rpc.timeout);
         let limit = self.shared.settings.server.max_message_bytes;
-        let client = TaskExecutorServiceClient::new(endpoint.connect_lazy())
+        // Over TLS, whatever answers on the address must hold this executor's certificate.
+        let channel = crate::security::connector::channel(
+            endpoint,
+            tls,
+            crate::security::connector::Expect::Executor(executor.0.clone()),
+        );
+        let client = TaskExecutorServiceClient::new(channel)
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit);
         // A new session of a known id: the old session is lost first (its attempts fail over,

@@ -12,6 +12,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    #[error("{0}")]
+    PermissionDenied(String),
     #[error("the jobmaster is shutting down")]
     ShuttingDown,
     #[error("invalid job spec: {0}")]
@@ -27,6 +29,7 @@ impl From<ApiError> for Status {
             ApiError::InvalidArgument(_) | ApiError::Spec(_) => Status::invalid_argument(message),
             ApiError::NotFound(_) => Status::not_found(message),
             ApiError::FailedPrecondition(_) => Status::failed_precondition(message),
+            ApiError::PermissionDenied(_) => Status::permission_denied(message),
             ApiError::ShuttingDown => Status::unavailable(message),
             ApiError::Core(core) => match core {
                 CoreError::UnknownJob(_)

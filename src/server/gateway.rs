@@ -24,6 +24,7 @@ use crate::api::v1::{
     UpdateTaskStatesResponse,
 };
 use crate::core::domain::check_label;
+use crate::security::auth::{Caller, caller_of};
 use crate::core::{AttemptState, ExecutorId, Labels};
 
 pub(crate) struct Gateway {
@@ -48,6 +49,21 @@ impl Gateway {
             ))),
         }
     }
+}
+
+/// Over TLS the caller's certificate must name the executor a message is about: no executor
+/// speaks for another, so none can be impersonated.
+fn speaks_for(caller: &Caller, executor: &str) -> Result<(), ApiError> {
+    if caller.may_act_as_executor(executor) {
+        return Ok(());
+    }
+    let who = match caller {
+        Caller::Executor(own) => format!("the certificate of executor {own:?}"),
+        other => format!("{other:?}"),
+    };
+    Err(ApiError::PermissionDenied(format!(
+        "{who} may not speak for executor {executor:?}: an executor's certificate must name          its executor id (jobmaster://executor/ID)"
+    )))
 }
 
 /// The states an executor reports.
@@ -100,7 +116,9 @@ impl TaskExecutorGateway for Gateway {
         &self,
         request: GrpcRequest<RegisterExecutorRequest>,
     ) -> Result<Response<RegisterExecutorResponse>, Status> {
+        let caller = caller_of(&request);
         let r = request.into_inner();
+        speaks_for(&caller, &r.executor_id)?;
         if r.executor_id.is_empty() {
             return Err(ApiError::InvalidArgument("executor_id must not be empty".into()).into());
         }
@@ -158,6 +176,7 @@ impl TaskExecutorGateway for Gateway {
         &self,
         request: GrpcRequest<Streaming<HeartbeatRequest>>,
     ) -> Result<Response<Self::HeartbeatStream>, Status> {
+        let caller = caller_of(&request);
         let mut inbound = request.into_inner();
         let shared = self.shared.clone();
         let (out, rx) = mpsc::channel(4);
@@ -183,6 +202,10 @@ impl TaskExecutorGateway for Gateway {
                     }
                     None => break,
                 };
+                if let Err(e) = speaks_for(&caller, &hb.executor_id) {
+                    let _ = out.try_send(Err(e.into()));
+                    break;
+                }
                 let id = ExecutorId(hb.executor_id.clone());
                 let known = match shared.executors.get_mut(&id) {
                     Some(mut s) if s.session == hb.session_id => {
@@ -226,7 +249,9 @@ impl TaskExecutorGateway for Gateway {
         &self,
         request: GrpcRequest<UpdateTaskStateRequest>,
     ) -> Result<Response<UpdateTaskStateResponse>, Status> {
+        let caller = caller_of(&request);
         let r = request.into_inner();
+        speaks_for(&caller, &r.executor_id)?;
         let executor = self.check_session(&r.executor_id, &r.session_id)?;
         let report = validate(
             r.attempt,
@@ -255,7 +280,9 @@ impl TaskExecutorGateway for Gateway {
         &self,
         request: GrpcRequest<UpdateTaskStatesRequest>,
     ) -> Result<Response<UpdateTaskStatesResponse>, Status> {
+        let caller = caller_of(&request);
         let r = request.into_inner();
+        speaks_for(&caller, &r.executor_id)?;
         // An unknown or replaced session refuses the whole batch: nothing of it is applied.
         let executor = self.check_session(&r.executor_id, &r.session_id)?;
         // Updates that fail validation get their outcome here; the valid ones go to the
@@ -309,7 +336,9 @@ impl TaskExecutorGateway for Gateway {
         &self,
         request: GrpcRequest<DisconnectRequest>,
     ) -> Result<Response<DisconnectResponse>, Status> {
+        let caller = caller_of(&request);
         let r = request.into_inner();
+        speaks_for(&caller, &r.executor_id)?;
         let executor = self.check_session(&r.executor_id, &r.session_id)?;
         info!(executor = %executor, reason = %r.reason, "executor disconnects");
         lose(
@@ -452,6 +481,12 @@ mod tests {
             executors: dashmap::DashMap::new(),
             events,
             stopping: tokio::sync::watch::Sender::new(false),
+            tls: None,
+            guard: Arc::new(crate::security::auth::Guard {
+                tls: false,
+                tokens: None,
+                metrics_open: false,
+            }),
         });
         (shared, rx)
     }

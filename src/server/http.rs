@@ -3,8 +3,10 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::connect_info::ConnectInfo;
+use axum::extract::{Path, Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
@@ -13,6 +15,9 @@ use super::coordinator::Coordinator;
 use super::exposition::{CONTENT_TYPE, render_metrics};
 use super::{ApiError, Shared, parse_job_id};
 use crate::core::JobId;
+use crate::security::Role;
+use crate::security::auth::Denied;
+use crate::security::incoming::Peer;
 
 const DASHBOARD: &str = include_str!("dashboard.html");
 
@@ -23,13 +28,50 @@ pub(crate) fn router(shared: Arc<Shared>) -> axum::Router {
         .route("/metrics", get(metrics))
         .route("/api/overview", get(overview))
         .route("/api/jobs/{id}", get(job))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            authorize,
+        ))
         .with_state(shared)
+}
+
+/// The dashboard page and `/healthz` are open (the page asks for a token); its data and
+/// `/metrics` need a viewer (`/metrics` is open with `auth.metrics-open`).
+async fn authorize(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let open =
+        path == "/" || path == "/healthz" || (path == "/metrics" && shared.guard.metrics_open);
+    if !open {
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<Peer>>()
+            .map(|ConnectInfo(peer)| peer);
+        let checked = shared
+            .guard
+            .operator(peer, request.headers(), Role::Viewer, "read this");
+        match checked {
+            Ok(_) => {}
+            Err(Denied::Unauthenticated(m)) => {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer")],
+                    format!("{m}\n"),
+                )
+                    .into_response();
+            }
+            Err(Denied::PermissionDenied(m)) => {
+                return (StatusCode::FORBIDDEN, format!("{m}\n")).into_response();
+            }
+        }
+    }
+    next.run(request).await
 }
 
 fn error(e: ApiError) -> Response {
     let code = match e {
         ApiError::NotFound(_) => StatusCode::NOT_FOUND,
         ApiError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+        ApiError::PermissionDenied(_) => StatusCode::FORBIDDEN,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     (code, format!("{e}\n")).into_response()

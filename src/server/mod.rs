@@ -30,6 +30,11 @@ use crate::api::v1::task_executor_gateway_server::TaskExecutorGatewayServer;
 use crate::core::{
     CoreConfig, ExecutorId, JobId, JobMaster, Labels, QuarantineConfig, RestartBudgetConfig,
 };
+use crate::security::auth::{Guard, GrpcAuthLayer, Rules};
+use crate::security::incoming::{HttpListener, Peer, incoming};
+use crate::security::tls::{ClientAuth, Tls, TlsError};
+use crate::security::tokens::{TokenFileError, Tokens};
+use crate::security::{Identity, exposure};
 use crate::settings::Settings;
 use coordinator::{Coordinator, Request};
 
@@ -48,6 +53,10 @@ pub(crate) struct Shared {
     /// Becomes true when shutdown starts: long-lived streams (heartbeats, WatchEvents) end
     /// with UNAVAILABLE, so graceful shutdown need not wait them out.
     pub(crate) stopping: watch::Sender<bool>,
+    /// The JobMaster's TLS (`None`: plain text): its server side and its executor clients.
+    pub(crate) tls: Option<Arc<Tls>>,
+    /// Who may call what.
+    pub(crate) guard: Arc<Guard>,
 }
 
 pub(crate) struct ExecutorStatus {
@@ -192,6 +201,56 @@ pub enum ServeError {
     CoordinatorPanicked(String),
     #[error("the coordinator stopped unexpectedly")]
     CoordinatorStopped,
+    #[error("{0}")]
+    Config(String),
+    #[error("tls: {0}")]
+    Tls(#[from] TlsError),
+    #[error("auth.token-file: {0}")]
+    TokenFile(#[from] TokenFileError),
+    #[error(transparent)]
+    Exposed(#[from] exposure::Exposed),
+}
+
+/// Loads `[tls]` and `[auth]`, and refuses a non-loopback listen address that they would
+/// leave open (unless `server.insecure`).
+fn security(
+    settings: &Settings,
+    addresses: &[std::net::SocketAddr],
+) -> Result<(Option<Arc<Tls>>, Arc<Guard>), ServeError> {
+    let tls = match settings
+        .tls
+        .files()
+        .map_err(|e| ServeError::Config(e.to_string()))?
+    {
+        Some(files) => {
+            let tls = Tls::load_server(files, ClientAuth::Optional, &Identity::JobMaster)?;
+            tls.spawn_reloader(settings.tls.reload_interval);
+            Some(tls)
+        }
+        None => None,
+    };
+    let tokens = match settings.auth.token_file.as_str() {
+        "" => None,
+        path => {
+            let tokens = Tokens::load(std::path::Path::new(path))?;
+            tokens.spawn_reloader(settings.tls.reload_interval);
+            Some(tokens)
+        }
+    };
+    exposure::check(
+        addresses,
+        tls.is_some(),
+        settings.server.insecure,
+        "server.listen and server.http",
+    )?;
+    Ok((
+        tls.clone(),
+        Arc::new(Guard {
+            tls: tls.is_some(),
+            tokens,
+            metrics_open: settings.auth.metrics_open,
+        }),
+    ))
 }
 
 /// Waits for `shutdown`, or for the coordinator to end first — which only a bug does (a panic
@@ -232,6 +291,9 @@ pub async fn serve(
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(1);
+    let grpc_addr = grpc.local_addr()?;
+    let http_addr = http.local_addr()?;
+    let (tls, guard) = security(&settings, &[grpc_addr, http_addr])?;
     let (tx, rx) = mpsc::channel(4096);
     let (events, _) = broadcast::channel(settings.events.buffer);
     let shared = Arc::new(Shared {
@@ -242,6 +304,8 @@ pub async fn serve(
         executors: DashMap::new(),
         events,
         stopping: watch::Sender::new(false),
+        tls: tls.clone(),
+        guard: guard.clone(),
     });
     let core = JobMaster::new(CoreConfig {
         slot_request_timeout_ms: settings.scheduler.slot_request_timeout.as_millis() as u64,
@@ -289,9 +353,14 @@ pub async fn serve(
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
 
-    let grpc_addr = grpc.local_addr()?;
-    let http_addr = http.local_addr()?;
-    info!(grpc = %grpc_addr, http = %http_addr, epoch, "jobmaster listening");
+    info!(
+        grpc = %grpc_addr,
+        http = %http_addr,
+        epoch,
+        tls = tls.is_some(),
+        tokens = guard.tokens.is_some(),
+        "jobmaster listening"
+    );
 
     let (stop_tx, _) = broadcast::channel::<()>(1);
     let mut stop_grpc = stop_tx.subscribe();
@@ -300,20 +369,26 @@ pub async fn serve(
         .layer(tower::util::MapResponseLayer::new(
             oversize_is_resource_exhausted,
         ))
+        .layer(GrpcAuthLayer::new(Rules::JobMaster(guard.clone())))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(operator)
         .add_service(gateway)
         .serve_with_incoming_shutdown(
-            // Small replies must not wait for delayed ACKs (~40 ms per report otherwise).
-            tonic::transport::server::TcpIncoming::from(grpc).with_nodelay(Some(true)),
+            // With TCP_NODELAY: small replies must not wait for delayed ACKs (~40 ms per
+            // report otherwise).
+            incoming(grpc, tls.clone()),
             async move {
                 let _ = stop_grpc.recv().await;
             },
         );
     let app = http::router(shared.clone());
-    let http_server = axum::serve(http, app).with_graceful_shutdown(async move {
+    let http_server = axum::serve(
+        HttpListener::new(http, tls.clone())?,
+        app.into_make_service_with_connect_info::<Peer>(),
+    )
+    .with_graceful_shutdown(async move {
         let _ = stop_http.recv().await;
     });
     let mut grpc_task = tokio::spawn(grpc_server);
