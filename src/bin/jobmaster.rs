@@ -3,8 +3,10 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use jobmaster::executor::{ExecutorConfig, ExecutorSecurity};
+use jobmaster::security::Role;
+use jobmaster::security::certs::{self, CertsOptions, CertsReport};
 use jobmaster::security::flags::TlsArgs;
 use jobmaster::settings::Settings;
 use tracing_subscriber::EnvFilter;
@@ -14,9 +16,13 @@ use tracing_subscriber::fmt::format::FmtSpan;
 #[command(
     name = "jobmaster",
     version,
-    about = "The JobMaster daemon: fine-grained failover for distributed jobs"
+    about = "The JobMaster daemon: fine-grained failover for distributed jobs",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
+    /// Without a subcommand: run the daemon.
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Configuration file (TOML, keys as in config/default.toml).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -50,6 +56,43 @@ struct Cli {
     insecure: bool,
 }
 
+#[derive(Subcommand)]
+enum Command {
+    /// Create a CA (or reuse the one in DIR) and the certificates, keys and operator tokens of
+    /// a secure cluster, then print how to start it.
+    Certs {
+        /// Folder to write into (created with mode 0700 if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Executor ids, one certificate each (ASCII letters, digits, '-', '_', '.').
+        #[arg(long, value_name = "ID,ID,...", value_delimiter = ',', required = true)]
+        executors: Vec<String>,
+        /// DNS names and IP addresses the daemon is reached by, for its certificate
+        /// [default: localhost, 127.0.0.1, ::1 and this machine's host name].
+        #[arg(long, value_name = "H,H,...", value_delimiter = ',')]
+        hosts: Vec<String>,
+        /// Name of the operator in operator.pem and operator.token.
+        #[arg(long, value_name = "N", default_value = certs::DEFAULT_OPERATOR_NAME)]
+        operator_name: String,
+        /// Validity of the certificates, in days (the CA's is 10 years).
+        #[arg(long, value_name = "N", default_value_t = certs::DEFAULT_DAYS)]
+        days: u32,
+        /// Overwrite existing certificates and keys (never the CA, never a token).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print a new operator token on stdout, and on stderr its line for the token file.
+    Token {
+        /// What the token may do: viewer (reads) or operator (also submit, cancel, inject,
+        /// release).
+        #[arg(long, value_name = "viewer|operator")]
+        role: Role,
+        /// Who holds the token (ASCII letters, digits, '-', '_', '.', '@').
+        #[arg(long, value_name = "NAME")]
+        name: String,
+    },
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum LogFormat {
     Text,
@@ -59,6 +102,39 @@ enum LogFormat {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Certs {
+            out,
+            executors,
+            hosts,
+            operator_name,
+            days,
+            force,
+        }) => {
+            let options = CertsOptions {
+                out,
+                executors,
+                hosts,
+                operator_name,
+                days,
+                force,
+            };
+            let report = certs::generate(&options)?;
+            print_certs_report(&options, &report);
+            return Ok(());
+        }
+        Some(Command::Token { role, name }) => {
+            certs::check_name(&name)?;
+            let token = certs::try_new_token()?;
+            println!("{token}");
+            eprintln!(
+                "add this line to the JobMaster's token file (--token-file):\n{}",
+                certs::token_line(role, &name, &token)
+            );
+            return Ok(());
+        }
+        None => {}
+    }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     match cli.log_format {
         // A failover is one span (job, cause, restart-set size); its close line carries how
@@ -186,6 +262,84 @@ async fn main() -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&local_root);
     }
     Ok(result?)
+}
+
+/// Prints what `jobmaster certs` wrote and the commands that start a secure cluster.
+fn print_certs_report(options: &CertsOptions, report: &CertsReport) {
+    let dir = std::fs::canonicalize(&options.out).unwrap_or_else(|_| options.out.clone());
+    let file = |name: &str| shell_quote(&dir.join(name).to_string_lossy());
+    if report.ca_reused {
+        println!("reused the CA in {}", dir.display());
+    }
+    println!("wrote:");
+    for path in &report.written {
+        println!("  {}", path.display());
+    }
+    if !report.kept.is_empty() {
+        println!("kept (already there; --force replaces certificates and keys):");
+        for path in &report.kept {
+            println!("  {}", path.display());
+        }
+    }
+    // The host name executors and operators reach the daemon by: the first that is not a
+    // loopback name or address.
+    let host = report
+        .hosts
+        .iter()
+        .find(|h| {
+            let bare = h.trim_start_matches('[').trim_end_matches(']');
+            h.as_str() != "localhost"
+                && !bare
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        })
+        .map(|h| {
+            if h.parse::<std::net::Ipv6Addr>().is_ok() {
+                format!("[{h}]")
+            } else {
+                h.clone()
+            }
+        })
+        .unwrap_or_else(|| "localhost".to_owned());
+    println!("\nto start a secure cluster:");
+    println!(
+        "  jobmaster --tls-ca {} --tls-cert {} --tls-key {} --token-file {} --listen 0.0.0.0:6123",
+        file(certs::CA_CERT),
+        file(certs::JOBMASTER_CERT),
+        file(certs::JOBMASTER_KEY),
+        file(certs::TOKENS),
+    );
+    for id in &options.executors {
+        println!(
+            "  taskexecutor --jobmaster https://{host}:6123 --id {id} --tls-ca {} --tls-cert {} --tls-key {}",
+            file(certs::CA_CERT),
+            file(&certs::executor_cert_file(id)),
+            file(&certs::executor_key_file(id)),
+        );
+    }
+    println!(
+        "  jmctl --endpoint https://{host}:6123 --tls-ca {} --token \"$(cat {})\" list",
+        file(certs::CA_CERT),
+        file(certs::OPERATOR_TOKEN),
+    );
+    println!(
+        "copy {} and each executor's two files to its machine; keep {} off the cluster if you can",
+        certs::CA_CERT,
+        certs::CA_KEY
+    );
+}
+
+/// `text` as one shell word.
+fn shell_quote(text: &str) -> String {
+    if !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./:@=+,".contains(&b))
+    {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
+    }
 }
 
 /// Submits a spec to the daemon at `endpoint`, retrying while it starts.

@@ -8,9 +8,11 @@
 //! - [`tokens`]: operators' bearer tokens (the hashed token file).
 //! - [`exposure`]: the safe default — no plain-text listener on a non-loopback address.
 //! - [`flags`]: the `--tls-*` flags of every binary.
+//! - [`certs`]: `jobmaster certs`, a private CA and every certificate, key and token of a cluster.
 //! - [`auth`]: the rules of who may call what, as a tower layer for the gRPC servers.
 
 pub mod auth;
+pub mod certs;
 pub mod connector;
 pub mod exposure;
 pub mod flags;
