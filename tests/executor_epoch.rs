@@ -42,6 +42,7 @@ async fn a_command_with_a_forged_epoch_is_refused_and_the_jobmaster_keeps_its_ex
                 min_free_disk: 0,
                 rpc_timeout: Duration::from_secs(5),
                 labels: Default::default(),
+                run_as: None,
             },
             addr,
         )

@@ -109,6 +109,7 @@ async fn main() -> anyhow::Result<()> {
                     min_free_disk: settings.executor.min_free_disk_bytes,
                     rpc_timeout: settings.rpc.timeout,
                     labels: Default::default(),
+                    run_as: None,
                 },
                 listener.local_addr()?,
             )?;

@@ -10,6 +10,7 @@ mod partitions;
 mod process;
 mod runner;
 mod service;
+mod user;
 
 pub use error::{ExecutorError, StartError};
 
@@ -68,6 +69,9 @@ pub struct ExecutorConfig {
     /// Labels naming its failure domains (`zone=a`), sent at registration; checked with
     /// [`crate::core::domain::parse_labels`].
     pub labels: Labels,
+    /// The user task processes run as, by name or uid (`executor.run-as`); `None` or empty:
+    /// the executor's own user. Another user than the executor's needs root.
+    pub run_as: Option<String>,
 }
 
 /// Fills in defaults that depend on the bound address: the advertised address, the id and
@@ -144,6 +148,8 @@ pub(crate) struct Agent {
     /// registration). Taken only from the JobMaster's answers on the gateway (registration,
     /// heartbeats), never from a command: a command with another epoch is refused.
     pub(crate) epoch: tokio::sync::watch::Sender<u64>,
+    /// The user tasks switch to (`None`: they run as the executor's user).
+    pub(crate) task_user: Option<user::TaskUser>,
 }
 
 fn new_session() -> String {
@@ -217,6 +223,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    let task_user = user::start(&config)?;
     for dir in [
         config.data_dir.clone(),
         config.data_dir.join("pids"),
@@ -228,6 +235,7 @@ pub async fn run(
             error,
         })?;
     }
+    user::secure_dirs(&config, task_user.as_ref())?;
     let reaped = process::reap_leftovers(
         &config.data_dir.join("pids"),
         &config.data_dir.join("attempts"),
@@ -254,6 +262,7 @@ pub async fn run(
         gateway,
         reports,
         epoch: tokio::sync::watch::Sender::new(0),
+        task_user,
     });
 
     let service = TaskExecutorServiceServer::new(service::Service::new(agent.clone()))
