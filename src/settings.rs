@@ -76,6 +76,8 @@ pub struct ExecutorSettings {
     pub labels: String,
     /// Listen on a non-loopback address without TLS (`--insecure`).
     pub insecure: bool,
+    /// The user tasks run as, by name or uid (`""`: the executor's own user).
+    pub run_as: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -332,6 +334,21 @@ mod tests {
         .unwrap();
         assert_eq!(s.heartbeat.timeout, Duration::from_secs(10));
         assert_eq!(s.heartbeat.rpc_failure_threshold, 5);
+    }
+
+    #[test]
+    fn tasks_run_as_the_executors_user_unless_run_as_names_another() {
+        let s = Settings::load_from(None, []).unwrap();
+        assert_eq!(s.executor.run_as, "");
+        let s = Settings::load_from(
+            None,
+            [(
+                "JOBMASTER__EXECUTOR__RUN_AS".to_owned(),
+                "nobody".to_owned(),
+            )],
+        )
+        .unwrap();
+        assert_eq!(s.executor.run_as, "nobody");
     }
 
     #[test]

@@ -43,6 +43,7 @@ async fn a_command_with_a_forged_epoch_is_refused_and_the_jobmaster_keeps_its_ex
                 rpc_timeout: Duration::from_secs(5),
                 labels: Default::default(),
                 security: jobmaster::executor::ExecutorSecurity::default(),
+                run_as: None,
             },
             addr,
         )

@@ -210,6 +210,7 @@ async fn main() -> anyhow::Result<()> {
                     rpc_timeout: settings.rpc.timeout,
                     labels: Default::default(),
                     security: ExecutorSecurity::default(),
+                    run_as: None,
                 },
                 listener.local_addr()?,
             )?;

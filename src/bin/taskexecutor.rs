@@ -48,6 +48,10 @@ struct Cli {
     /// - _ . /
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = label)]
     labels: Vec<(String, String)>,
+    /// Run tasks as this user (name or uid) with its groups instead of the executor's own
+    /// user; switching needs the executor to run as root [default: executor.run-as].
+    #[arg(long, value_name = "USER")]
+    run_as: Option<String>,
     /// Log as JSON.
     #[arg(long)]
     log_json: bool,
@@ -125,6 +129,7 @@ async fn main() -> anyhow::Result<()> {
             rpc_timeout: settings.rpc.timeout,
             labels,
             security,
+            run_as: Some(cli.run_as.unwrap_or(s.run_as)).filter(|u| !u.trim().is_empty()),
         },
         listener.local_addr()?,
     )?;

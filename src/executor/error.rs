@@ -122,6 +122,28 @@ pub enum StartError {
     Exposed(#[from] crate::security::exposure::Exposed),
     #[error("cannot read the listener's address: {0}")]
     Listener(io::Error),
+    /// `executor.run-as` names no user of this machine.
+    #[error(
+        "executor.run-as (--run-as) names user {user:?}: {reason}; give an existing user name \
+         or uid, or leave it empty to run tasks as the executor's own user"
+    )]
+    UnknownRunAs { user: String, reason: String },
+    /// Tasks are to run as another user, but the executor cannot switch users.
+    #[error(
+        "tasks cannot run as user {user:?}: switching users needs root, and the executor runs \
+         as uid {euid}; start the executor as root, or unset executor.run-as (--run-as)"
+    )]
+    RunAsNeedsRoot { user: String, euid: u32 },
+    /// A folder above the data or persistent directory that the task user may not enter.
+    #[error(
+        "tasks run as user {user:?} but it cannot enter {} (mode {mode:o}); let it (e.g. \
+         chmod o+x), or move executor.data-dir / executor.persistent-dir elsewhere", path.display()
+    )]
+    RunAsCannotEnter {
+        user: String,
+        path: PathBuf,
+        mode: u32,
+    },
 }
 
 #[cfg(test)]

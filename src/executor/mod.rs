@@ -10,6 +10,7 @@ mod partitions;
 mod process;
 mod runner;
 mod service;
+mod user;
 
 pub use error::{ExecutorError, StartError};
 
@@ -77,6 +78,9 @@ pub struct ExecutorConfig {
     pub labels: Labels,
     /// TLS and whether plain text may listen beyond loopback.
     pub security: ExecutorSecurity,
+    /// The user task processes run as, by name or uid (`executor.run-as`); `None` or empty:
+    /// the executor's own user. Another user than the executor's needs root.
+    pub run_as: Option<String>,
 }
 
 /// An executor's TLS: `[tls]` (`None`: plain text), how often its files are checked for
@@ -175,6 +179,8 @@ pub(crate) struct Agent {
     pub(crate) epoch: tokio::sync::watch::Sender<u64>,
     /// This executor's TLS (`None`: plain text), for fetches from other executors.
     pub(crate) tls: Option<Arc<Tls>>,
+    /// The user tasks switch to (`None`: they run as the executor's user).
+    pub(crate) task_user: Option<user::TaskUser>,
 }
 
 fn new_session() -> String {
@@ -248,6 +254,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    let task_user = user::start(&config)?;
     for dir in [
         config.data_dir.clone(),
         config.data_dir.join("pids"),
@@ -259,6 +266,7 @@ pub async fn run(
             error,
         })?;
     }
+    user::secure_dirs(&config, task_user.as_ref())?;
     let reaped = process::reap_leftovers(
         &config.data_dir.join("pids"),
         &config.data_dir.join("attempts"),
@@ -325,6 +333,7 @@ pub async fn run(
         reports,
         epoch: tokio::sync::watch::Sender::new(0),
         tls: tls.clone(),
+        task_user,
     });
 
     let service = TaskExecutorServiceServer::new(service::Service::new(agent.clone()))

@@ -8,33 +8,58 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use nix::sys::signal::{Signal, kill, killpg};
-use nix::unistd::{Pid, getppid, setpgid};
+use nix::unistd::{Pid, getppid, setgid, setgroups, setpgid, setuid};
 use tokio::process::{Child, Command};
 
-/// Starts `command` in a new process group with `env`, logging to `stdout`/`stderr`.
+use super::user::TaskUser;
+
+/// Starts `command` in a new process group with `env`, logging to `stdout`/`stderr`, as
+/// `user` (with its groups) when given.
 pub(crate) fn spawn(
     command: &[String],
     env: &[(String, String)],
     cwd: &Path,
     stdout: &Path,
     stderr: &Path,
+    user: Option<&TaskUser>,
 ) -> io::Result<Child> {
     let (program, args) = command
         .split_first()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
+    // The logs stay the executor's: the task writes them through the descriptors it inherits,
+    // and tasks of other jobs (the same run-as user) cannot read them.
+    let log = |path: &Path| {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(if user.is_some() { 0o600 } else { 0o666 })
+            .open(path)
+    };
     let mut cmd = Command::new(program);
     cmd.args(args)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .current_dir(cwd)
         .stdin(Stdio::null())
-        .stdout(std::fs::File::create(stdout)?)
-        .stderr(std::fs::File::create(stderr)?)
+        .stdout(log(stdout)?)
+        .stderr(log(stderr)?)
         .kill_on_drop(false);
+    // Computed before the fork: the child may not allocate. Not `CommandExt::uid/gid`: std
+    // switches the user before it runs `pre_exec`, and then the groups could not be set.
+    let switch = user.map(|u| (u.groups.clone(), u.gid, u.uid));
     // SAFETY: only async-signal-safe calls between fork and exec (the nix wrappers are
     // plain system calls; they do not allocate).
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
+            // Groups first, then the group, then the user: each step needs root.
+            if let Some((groups, gid, uid)) = &switch {
+                setgroups(groups)?;
+                setgid(*gid)?;
+                setuid(*uid)?;
+            }
+            // After the switch: a change of user clears the parent-death signal.
             #[cfg(target_os = "linux")]
             {
                 nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;

@@ -113,6 +113,20 @@ async fn prepare_and_run(
         .await
         .map_err(|e| io_err("cannot create the state directory", e))?;
     let config = &agent.config;
+    let user = agent.task_user.as_ref();
+    // What the task writes belongs to its user; the folders around stay the executor's.
+    let hand_over = |path: &Path, mode: u32| -> Result<(), Early> {
+        match user {
+            Some(u) => u.hand_over(path, mode).map_err(|e| {
+                io_err(
+                    &format!("cannot give {} to user {}", path.display(), u.name),
+                    e,
+                )
+            }),
+            None => Ok(()),
+        }
+    };
+    hand_over(&dir.join("state"), 0o700)?;
 
     let mut inputs = Vec::new();
     for gate in &r.inputs {
@@ -210,6 +224,7 @@ async fn prepare_and_run(
                 tokio::fs::File::create(&f)
                     .await
                     .map_err(|e| io_err("cannot create an output file", e))?;
+                hand_over(&f, 0o644)?;
                 files.push(f.display().to_string());
             }
             if gate.exchange == Exchange::Blocking.name() {
@@ -243,7 +258,9 @@ async fn prepare_and_run(
     tokio::fs::write(&descriptor_path, descriptor.to_json())
         .await
         .map_err(|e| io_err("cannot write the descriptor", e))?;
-    let env = descriptor.env(&descriptor_path, &config.id, dir);
+    hand_over(&descriptor_path, 0o600)?;
+    let mut env = descriptor.env(&descriptor_path, &config.id, dir);
+    env.extend(user.map(|u| u.env()).into_iter().flatten());
     let cwd = std::env::current_dir().unwrap_or_else(|_| dir.to_path_buf());
     let child = process::spawn(
         &r.command,
@@ -251,6 +268,7 @@ async fn prepare_and_run(
         &cwd,
         &dir.join("stdout.log"),
         &dir.join("stderr.log"),
+        user,
     )
     .map_err(|e| Early {
         class: FailureClass::Recoverable,
