@@ -18,11 +18,11 @@ use crate::api::v1::{
     explain_failover_request, inject_failure_request,
 };
 use crate::blast_report;
+use crate::core::domain::labels_text;
+use crate::core::{FailureDomain, JobSpec, Labels, SpecFormat};
 use crate::security::auth::BearerToken;
 use crate::security::connector::{self, Expect};
 use crate::security::tls::{ClientAuth, Tls, TlsFiles};
-use crate::core::domain::labels_text;
-use crate::core::{FailureDomain, JobSpec, Labels, SpecFormat};
 
 /// A failed command: exit code 1 (server or connection) or 2 (usage or input), one line.
 #[derive(Debug)]
@@ -91,7 +91,10 @@ pub async fn connect(c: Connection<'_>) -> Result<Client, CtlError> {
                 connector::describe(&e)
             ),
         })?;
-    Ok(JobMasterServiceClient::with_interceptor(channel, token).max_decoding_message_size(64 << 20))
+    Ok(
+        JobMasterServiceClient::with_interceptor(channel, token)
+            .max_decoding_message_size(64 << 20),
+    )
 }
 
 /// A target of explain/inject: a task or an executor (or, for explain, a failure domain).

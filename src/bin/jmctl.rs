@@ -11,8 +11,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use jobmaster::blast_report;
 use jobmaster::core::{CoreConfig, FailoverStrategy, JobSpec, PlacementPolicy, SpecFormat};
 use jobmaster::ctl;
-use jobmaster::security::flags::TlsArgs;
 use jobmaster::plan::{ClusterPlan, Plan, PlanRequest, blast_radius_offline};
+use jobmaster::security::flags::TlsArgs;
 use jobmaster::simulate::{self, Scenario};
 
 #[derive(Parser)]
@@ -239,7 +239,10 @@ fn remote(cli: &Cli) -> ExitCode {
     };
     let json = cli.output == Output::Json;
     let result = runtime.block_on(async {
-        let tls = cli.tls.files().map_err(|e| ctl::CtlError::input(e.to_string()))?;
+        let tls = cli
+            .tls
+            .files()
+            .map_err(|e| ctl::CtlError::input(e.to_string()))?;
         let mut client = ctl::connect(ctl::Connection {
             endpoint: &cli.endpoint,
             tls,

@@ -29,12 +29,12 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::security::Identity;
 use crate::security::auth::{GrpcAuthLayer, Rules};
 use crate::security::connector::{self, Expect};
 use crate::security::exposure;
 use crate::security::incoming::incoming;
 use crate::security::tls::{ClientAuth, Tls};
-use crate::security::Identity;
 use tracing::{debug, info, warn};
 
 use crate::api::v1::task_executor_gateway_client::TaskExecutorGatewayClient;
@@ -346,12 +346,9 @@ pub async fn run(
             .add_service(service)
             // With TCP_NODELAY on accepted connections: small replies must not wait for
             // delayed ACKs.
-            .serve_with_incoming_shutdown(
-                incoming(listener, tls.clone()),
-                async move {
-                    let _ = stop_rx.changed().await;
-                },
-            ),
+            .serve_with_incoming_shutdown(incoming(listener, tls.clone()), async move {
+                let _ = stop_rx.changed().await;
+            }),
     );
     let reporter = tokio::spawn(report_loop(agent.clone(), report_rx));
     let connection = tokio::spawn(connection_loop(agent.clone()));

@@ -27,7 +27,10 @@ pub enum Caller {
     Unchecked,
     JobMaster,
     Executor(String),
-    Operator { role: Role, name: String },
+    Operator {
+        role: Role,
+        name: String,
+    },
 }
 
 impl Caller {
@@ -146,7 +149,12 @@ impl Guard {
     }
 
     /// The JobMaster's gRPC rules, by method path.
-    pub fn grpc(&self, path: &str, peer: Option<&Peer>, headers: &HeaderMap) -> Result<Caller, Denied> {
+    pub fn grpc(
+        &self,
+        path: &str,
+        peer: Option<&Peer>,
+        headers: &HeaderMap,
+    ) -> Result<Caller, Denied> {
         if let Some(method) = path.strip_prefix(SERVICE) {
             let needed = if WRITES.contains(&method) {
                 Role::Operator
@@ -205,7 +213,12 @@ pub enum Rules {
 }
 
 impl Rules {
-    fn check(&self, path: &str, peer: Option<&Peer>, headers: &HeaderMap) -> Result<Caller, Denied> {
+    fn check(
+        &self,
+        path: &str,
+        peer: Option<&Peer>,
+        headers: &HeaderMap,
+    ) -> Result<Caller, Denied> {
         match self {
             Rules::JobMaster(guard) => guard.grpc(path, peer, headers),
             Rules::Executor { tls } => executor_grpc(*tls, path, peer),
@@ -338,7 +351,10 @@ mod tests {
             role: Role::Operator,
             name: "x".into(),
         }));
-        assert_eq!(executor_grpc(true, submit, Some(&jm)), Ok(Caller::JobMaster));
+        assert_eq!(
+            executor_grpc(true, submit, Some(&jm)),
+            Ok(Caller::JobMaster)
+        );
         assert!(matches!(
             executor_grpc(true, submit, Some(&ex)),
             Err(Denied::PermissionDenied(_))
@@ -369,7 +385,11 @@ mod tests {
         let path = "/jobmaster.v1.TaskExecutorGateway/RegisterExecutor";
         let headers = HeaderMap::new();
         assert_eq!(
-            guard.grpc(path, Some(&peer(Some(Identity::Executor("a".into())))), &headers),
+            guard.grpc(
+                path,
+                Some(&peer(Some(Identity::Executor("a".into())))),
+                &headers
+            ),
             Ok(Caller::Executor("a".into()))
         );
         assert!(matches!(
@@ -394,15 +414,29 @@ mod tests {
             name: "v".into(),
         }));
         let headers = HeaderMap::new();
-        assert!(guard
-            .grpc("/jobmaster.v1.JobMasterService/ListJobs", Some(&viewer), &headers)
-            .is_ok());
+        assert!(
+            guard
+                .grpc(
+                    "/jobmaster.v1.JobMasterService/ListJobs",
+                    Some(&viewer),
+                    &headers
+                )
+                .is_ok()
+        );
         assert!(matches!(
-            guard.grpc("/jobmaster.v1.JobMasterService/SubmitJob", Some(&viewer), &headers),
+            guard.grpc(
+                "/jobmaster.v1.JobMasterService/SubmitJob",
+                Some(&viewer),
+                &headers
+            ),
             Err(Denied::PermissionDenied(_))
         ));
         assert!(matches!(
-            guard.grpc("/jobmaster.v1.JobMasterService/ListJobs", Some(&peer(None)), &headers),
+            guard.grpc(
+                "/jobmaster.v1.JobMasterService/ListJobs",
+                Some(&peer(None)),
+                &headers
+            ),
             Err(Denied::Unauthenticated(_))
         ));
         assert_eq!(

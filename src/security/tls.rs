@@ -55,7 +55,9 @@ pub enum TlsError {
          --tls-key)"
     )]
     Incomplete,
-    #[error("a TLS server needs its certificate and key: set tls.cert and tls.key (--tls-cert, --tls-key)")]
+    #[error(
+        "a TLS server needs its certificate and key: set tls.cert and tls.key (--tls-cert, --tls-key)"
+    )]
     NoCertificate,
     #[error("cannot read {what} {path}: {error}")]
     Read {

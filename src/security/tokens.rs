@@ -111,7 +111,12 @@ impl Tokens {
     /// the time taken says nothing about which one (or how much of one) matched.
     pub fn check(&self, token: &str) -> Option<TokenEntry> {
         let presented = digest(token);
-        let entries = self.state.read().unwrap_or_else(|e| e.into_inner()).1.clone();
+        let entries = self
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clone();
         let mut found = None;
         for entry in entries.iter() {
             if bool::from(entry.hash.ct_eq(&presented)) {

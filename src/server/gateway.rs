@@ -24,8 +24,8 @@ use crate::api::v1::{
     UpdateTaskStatesResponse,
 };
 use crate::core::domain::check_label;
-use crate::security::auth::{Caller, caller_of};
 use crate::core::{AttemptState, ExecutorId, Labels};
+use crate::security::auth::{Caller, caller_of};
 
 pub(crate) struct Gateway {
     shared: Arc<Shared>,

@@ -30,7 +30,7 @@ use crate::api::v1::task_executor_gateway_server::TaskExecutorGatewayServer;
 use crate::core::{
     CoreConfig, ExecutorId, JobId, JobMaster, Labels, QuarantineConfig, RestartBudgetConfig,
 };
-use crate::security::auth::{Guard, GrpcAuthLayer, Rules};
+use crate::security::auth::{GrpcAuthLayer, Guard, Rules};
 use crate::security::incoming::{HttpListener, Peer, incoming};
 use crate::security::tls::{ClientAuth, Tls, TlsError};
 use crate::security::tokens::{TokenFileError, Tokens};
