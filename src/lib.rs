@@ -11,6 +11,7 @@
 //! - [`settings`]: configuration (`config/default.toml`, `JOBMASTER__SECTION__KEY`).
 //! - [`security`]: TLS, identities from certificates, operator tokens and roles.
 //! - [`fake_executor`]: an in-process fake TaskExecutor, a test and load aid.
+//! - [`log_text`]: text from other parties made safe to write into a log line.
 
 pub mod api;
 pub mod blast_report;
@@ -18,6 +19,7 @@ pub mod core;
 pub mod ctl;
 pub mod executor;
 pub mod fake_executor;
+pub mod log_text;
 pub mod plan;
 pub mod security;
 pub mod server;

@@ -90,6 +90,8 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// Listen on a non-loopback address without TLS (`--insecure`).
     pub insecure: bool,
+    /// Most slots one executor may register with.
+    pub max_executor_slots: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -246,6 +248,9 @@ impl Settings {
         if self.server.max_message_bytes < 1024 {
             return bad("server.max-message-bytes", "must be at least 1024");
         }
+        if self.server.max_executor_slots == 0 {
+            return bad("server.max-executor-slots", "must be at least 1");
+        }
         if self.events.buffer == 0 {
             return bad("events.buffer", "must be at least 1");
         }
@@ -320,6 +325,7 @@ mod tests {
         let s = Settings::load_from(None, []).unwrap();
         assert_eq!(s.heartbeat.interval, Duration::from_secs(1));
         assert_eq!(s.server.listen.port(), 6123);
+        assert_eq!(s.server.max_executor_slots, 1024);
         let s = Settings::load_from(
             None,
             [
@@ -403,6 +409,15 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("soon"), "{e}");
+        let e = Settings::load_from(
+            None,
+            [(
+                "JOBMASTER__SERVER__MAX_EXECUTOR_SLOTS".to_owned(),
+                "0".to_owned(),
+            )],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("server.max-executor-slots"), "{e}");
     }
 
     #[test]

@@ -205,6 +205,27 @@ fn duplicate_vertex_id_is_named() {
 }
 
 #[test]
+fn vertex_ids_with_invisible_or_bidi_characters_are_refused_naming_the_character() {
+    // An id that reads as "orders" in a log or a metric label but is another id.
+    for (bad, shown) in [
+        ("or\u{202E}ders", "\\u{202e} at position 3"),
+        ("orders\u{200B}", "\\u{200b} at position 7"),
+        ("\u{2066}orders", "\\u{2066} at position 1"),
+        ("ord\u{00AD}ers", "\\u{ad} at position 4"),
+        ("orders\u{FEFF}", "\\u{feff} at position 7"),
+    ] {
+        let e = err(&edit("id = \"orders\"", &format!("id = \"{bad}\"")));
+        assert!(e.contains("vertices[1].id"), "{e}");
+        assert!(e.contains(shown), "{e}");
+        assert!(
+            !e.chars()
+                .any(|c| ['\u{202E}', '\u{200B}', '\u{2066}', '\u{AD}', '\u{FEFF}'].contains(&c)),
+            "the error shows the character escaped: {e:?}"
+        );
+    }
+}
+
+#[test]
 fn parallelism_must_be_between_one_and_the_maximum() {
     for bad in ["0", "-4", "100001", "9223372036854775807"] {
         let e = err(&edit("parallelism = 3", &format!("parallelism = {bad}")));

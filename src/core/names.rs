@@ -1,6 +1,8 @@
-//! The names of the core's enums as they appear on the wire, in specs, scenarios and on the
-//! command line — `RUNNING`, `recoverable`, … — parsed back by one `FromStr` each, with one
-//! error that lists what would have been accepted.
+//! Names: the core's enums as they appear on the wire, in specs, scenarios and on the command
+//! line — `RUNNING`, `recoverable`, … — parsed back by one `FromStr` each, with one error that
+//! lists what would have been accepted; and the one rule for the names users and executors
+//! choose (vertex ids, executor ids, [`check_name`]), which end up in task names, logs and
+//! metric labels.
 
 use std::fmt;
 use std::str::FromStr;
@@ -10,6 +12,88 @@ use super::attempt::AttemptState;
 use super::event::FailureClass;
 use super::job_state::JobState;
 use super::spec::Exchange;
+
+/// Longest name (vertex id, executor id) accepted, in bytes.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// Characters of Unicode general category Cf (format): invisible, or reordering the text
+/// around them — zero-width spaces and joiners, the soft hyphen, bidirectional embeddings,
+/// overrides and isolates, the byte-order mark, tag characters. A name holding one reads as
+/// another name, or makes a log line read differently from what it holds.
+pub fn is_invisible_or_bidi(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{0600}'..='\u{0605}'
+            | '\u{061C}'
+            | '\u{06DD}'
+            | '\u{070F}'
+            | '\u{0890}'..='\u{0891}'
+            | '\u{08E2}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0001}'
+            | '\u{E0020}'..='\u{E007F}'
+    )
+}
+
+/// Why a name (a vertex id, an executor id) is not acceptable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("the {what} must not be empty")]
+    Empty { what: &'static str },
+    #[error("the {what} is {len} bytes long; at most {MAX_NAME_LEN} are allowed")]
+    TooLong { what: &'static str, len: usize },
+    #[error(
+        "{what} {name:?} contains {} at position {position}, which is not allowed; use letters, \
+         digits and punctuation other than '#' (no whitespace, control or invisible formatting \
+         characters)",
+        c.escape_unicode()
+    )]
+    BadChar {
+        what: &'static str,
+        name: String,
+        c: char,
+        /// Counted in characters, the first is 1.
+        position: usize,
+    },
+}
+
+/// The rule for names that end up in task names (`vertex#subtask`), logs and metric labels:
+/// non-empty, at most [`MAX_NAME_LEN`] bytes, and no `#`, whitespace, control character or
+/// invisible/bidirectional formatting character ([`is_invisible_or_bidi`]). `what` names the
+/// name in the error ("vertex id", "executor_id").
+pub fn check_name(what: &'static str, name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty { what });
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(NameError::TooLong {
+            what,
+            len: name.len(),
+        });
+    }
+    let bad = |c: char| c == '#' || c.is_whitespace() || c.is_control() || is_invisible_or_bidi(c);
+    if let Some((i, c)) = name.chars().enumerate().find(|&(_, c)| bad(c)) {
+        return Err(NameError::BadChar {
+            what,
+            name: name.to_owned(),
+            c,
+            position: i + 1,
+        });
+    }
+    Ok(())
+}
 
 /// A name that is none of the expected ones.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -106,6 +190,59 @@ mod tests {
         }
         let job = JobId(0x00ab_cdef_0123_4567);
         assert_eq!(job.to_string().parse::<JobId>(), Ok(job));
+    }
+
+    #[test]
+    fn names_refuse_invisible_bidi_control_and_hash_characters_and_say_which_and_where() {
+        for ok in ["source", "orders-2", "exec_a.b/c", "ünïcode", "名前"] {
+            assert_eq!(check_name("vertex id", ok), Ok(()), "{ok:?}");
+        }
+        for (name, c, position) in [
+            ("a\u{200B}b", '\u{200B}', 2),
+            ("\u{202E}abc", '\u{202E}', 1),
+            ("ab\u{2066}", '\u{2066}', 3),
+            ("a\u{FEFF}", '\u{FEFF}', 2),
+            ("x\u{061C}", '\u{061C}', 2),
+            ("soft\u{00AD}hyphen", '\u{00AD}', 5),
+            ("m\u{180E}", '\u{180E}', 2),
+            ("a\nb", '\n', 2),
+            ("a\u{1b}[31m", '\u{1b}', 2),
+            ("a\u{85}", '\u{85}', 2),
+            ("a b", ' ', 2),
+            ("a\u{2028}", '\u{2028}', 2),
+            ("map#1", '#', 4),
+        ] {
+            let e = check_name("executor_id", name).unwrap_err();
+            assert_eq!(
+                e,
+                NameError::BadChar {
+                    what: "executor_id",
+                    name: name.to_owned(),
+                    c,
+                    position
+                }
+            );
+            let text = e.to_string();
+            assert!(
+                text.contains(&format!("{} at position {position}", c.escape_unicode())),
+                "{text}"
+            );
+            assert!(
+                !text
+                    .chars()
+                    .any(|c| c.is_control() || is_invisible_or_bidi(c)),
+                "{text:?}"
+            );
+        }
+        assert_eq!(
+            check_name("vertex id", "").unwrap_err().to_string(),
+            "the vertex id must not be empty"
+        );
+        assert!(check_name("vertex id", &"x".repeat(MAX_NAME_LEN)).is_ok());
+        assert!(matches!(
+            check_name("vertex id", &"x".repeat(MAX_NAME_LEN + 1)),
+            Err(NameError::TooLong { len: 129, .. })
+        ));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::fmt;
 use std::time::Duration;
 
 use super::duration::parse_duration;
+use super::names::check_name;
 use super::placement::PlacementPolicy;
 use serde::Deserialize;
 
@@ -17,7 +18,7 @@ use serde::Deserialize;
 pub const DEFAULT_MAX_PARALLELISM: u32 = 100_000;
 
 /// Longest vertex id we accept; ids end up in task names, logs and metric labels.
-pub const MAX_VERTEX_ID_LEN: usize = 128;
+pub const MAX_VERTEX_ID_LEN: usize = super::names::MAX_NAME_LEN;
 
 /// Bounds a spec must stay within.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -563,26 +564,10 @@ pub fn validate_label_key(key: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Vertex ids appear in task names (`vertex#subtask`), so `#` is reserved.
+/// Vertex ids appear in task names (`vertex#subtask`), so `#` is reserved; they also end up
+/// in logs and metric labels: [`check_name`]'s rule.
 fn validate_vertex_id(id: &str) -> Result<(), String> {
-    if id.is_empty() {
-        return Err("the vertex id must not be empty".into());
-    }
-    if id.len() > MAX_VERTEX_ID_LEN {
-        return Err(format!(
-            "the vertex id is {} bytes long; at most {MAX_VERTEX_ID_LEN} are allowed",
-            id.len()
-        ));
-    }
-    if let Some(c) = id
-        .chars()
-        .find(|c| *c == '#' || c.is_whitespace() || c.is_control())
-    {
-        return Err(format!(
-            "vertex id {id:?} contains {c:?}; use letters, digits and punctuation other than '#'"
-        ));
-    }
-    Ok(())
+    check_name("vertex id", id).map_err(|e| e.to_string())
 }
 
 impl RawEdge {

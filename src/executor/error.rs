@@ -29,7 +29,7 @@ pub enum ExecutorError {
     /// A job id or vertex that cannot be used as a directory name.
     #[error(
         "job_id {job:?} and vertex {vertex:?} must be plain names (not empty, not \".\" or \
-         \"..\", without '/')"
+         \"..\", without '/', control or invisible formatting characters)"
     )]
     NotPlainName { job: String, vertex: String },
     #[error("command is empty: give at least the program to run")]

@@ -44,6 +44,7 @@ use crate::api::v1::{
     TaskStateUpdate, UpdateTaskStateRequest, UpdateTaskStatesRequest,
 };
 use crate::core::{AttemptState, Labels};
+use crate::log_text::Escaped;
 
 /// Largest message the executor's TaskExecutorService accepts (the JobMaster keeps its
 /// batches under half of it).
@@ -461,7 +462,7 @@ where
     call.retry(report_backoff())
         .when(|status| is_unreachable(status) && Instant::now() < deadline)
         .notify(|status, _| {
-            debug!(code = ?status.code(), message = status.message(),
+            debug!(code = ?status.code(), message = %Escaped(status.message()),
                    "jobmaster unreachable: retrying reports");
         })
         .await
@@ -499,8 +500,8 @@ async fn send_reports(agent: &Agent, updates: &[TaskStateUpdate]) {
                 if !outcome.accepted {
                     let attempt = update.attempt.clone().unwrap_or_default();
                     debug!(job = %attempt.job_id, task = %format!("{}#{}", attempt.vertex, attempt.subtask),
-                           attempt = attempt.attempt, state = %update.state, code = %outcome.code,
-                           message = %outcome.message, "report refused");
+                           attempt = attempt.attempt, state = %update.state, code = %Escaped(&outcome.code),
+                           message = %Escaped(&outcome.message), "report refused");
                 }
             }
         }
@@ -518,7 +519,7 @@ async fn send_reports(agent: &Agent, updates: &[TaskStateUpdate]) {
         }
         Err(status) => {
             // Unknown session (the executor registers again) or the JobMaster stayed away.
-            debug!(code = ?status.code(), message = status.message(), reports = updates.len(),
+            debug!(code = ?status.code(), message = %Escaped(status.message()), reports = updates.len(),
                    "reports refused");
         }
     }
@@ -542,7 +543,7 @@ async fn send_report(agent: &Agent, update: &TaskStateUpdate) {
     .await;
     if let Err(status) = answer {
         // Stale attempt or unknown session: the JobMaster has moved on.
-        debug!(code = ?status.code(), message = status.message(), "report refused");
+        debug!(code = ?status.code(), message = %Escaped(status.message()), "report refused");
     }
 }
 

@@ -7,15 +7,17 @@
 use std::path::{Path, PathBuf};
 
 use crate::api::v1::PartitionRef;
+use crate::core::names::is_invisible_or_bidi;
 
-/// A name that is safe as one path component.
+/// A name that is safe as one path component, and in a log line: no control character (a
+/// newline would forge a line) and no invisible or bidirectional formatting character.
 pub(crate) fn safe_component(s: &str) -> bool {
     !s.is_empty()
         && s != "."
         && s != ".."
         && !s.contains('/')
-        && !s.contains('\0')
         && s.len() <= 255
+        && !s.chars().any(|c| c.is_control() || is_invisible_or_bidi(c))
 }
 
 /// The directory of a partition under `root` (data dir or persistent dir), or `None` when a
@@ -62,6 +64,15 @@ mod tests {
         assert!(partition_dir(root, "j", "../etc", 0, "c").is_none());
         assert!(partition_dir(root, "j", "a#0", 0, "..").is_none());
         assert!(partition_dir(root, "", "a#0", 0, "c").is_none());
+        for bad in [
+            "a\0",
+            "a\nINFO forged",
+            "a\u{1b}[31m",
+            "a\u{202E}b",
+            "a\u{200B}",
+        ] {
+            assert!(!safe_component(bad), "{bad:?}");
+        }
         assert_eq!(
             partition_dir(root, "j", "a#0", 2, "c").unwrap(),
             Path::new("/data/partitions/j/a#0.2/c")

@@ -20,6 +20,7 @@ use crate::api::v1::{
     AttemptRef, FetchPartitionRequest, PartitionRef, SubmitTaskRequest, TaskStateUpdate,
 };
 use crate::core::{AttemptState, Exchange, FailureClass};
+use crate::log_text::Escaped;
 
 /// A failure before the process started.
 struct Early {
@@ -71,7 +72,7 @@ pub(crate) async fn run_attempt(agent: Arc<Agent>, r: SubmitTaskRequest, cancel:
             agent.report(&attempt, AttemptState::Finished)
         }
         Outcome::Failed(early) => {
-            warn!(job = %attempt.job_id, task = %name, attempt = attempt.attempt, message = %early.message, "task failed");
+            warn!(job = %attempt.job_id, task = %name, attempt = attempt.attempt, message = %Escaped(&early.message), "task failed");
             let _ = agent.reports.send(TaskStateUpdate {
                 attempt: Some(attempt.clone()),
                 state: AttemptState::Failed.name().to_owned(),

@@ -26,6 +26,7 @@ use crate::api::v1::{
     FetchPartitionRequest, PartitionChunk, ReleasePartitionsRequest, ReleasePartitionsResponse,
     SubmitTaskRequest, SubmitTaskResponse, SubmitTasksRequest, SubmitTasksResponse,
 };
+use crate::log_text::Escaped;
 
 const CHUNK: usize = 64 * 1024;
 
@@ -167,7 +168,7 @@ impl TaskExecutorService for Service {
             .map(|(task, name)| {
                 let result = task.and_then(|task| self.start(task).map_err(Status::from));
                 if let Err(status) = &result {
-                    warn!(task = %name, code = ?status.code(), message = status.message(), "task refused");
+                    warn!(task = %Escaped(&name), code = ?status.code(), message = %Escaped(status.message()), "task refused");
                 }
                 outcome(result)
             })

@@ -30,6 +30,7 @@ use crate::core::{
     AttemptId, AttemptState, Command, Event, ExecutorId, Failure, FailureClass, GroupId, JobId,
     JobMaster, JobSpec, Labels, Notice, PartitionHost, PartitionId, TaskId, UnknownName,
 };
+use crate::log_text::Escaped;
 
 /// Partition lists of exchange groups with several consumers, built once per `carry_out` (the
 /// core's state does not change while its commands are carried out).
@@ -159,7 +160,7 @@ impl Coordinator {
                 self.specs.insert(job, Arc::new(spec.clone()));
                 let result = self.feed(Event::SubmitJob { job, spec }).map(|()| job);
                 if result.is_ok() {
-                    let span = tracing::info_span!("job", job = %job, name = %name);
+                    let span = tracing::info_span!("job", job = %job, name = %Escaped(&name));
                     span.in_scope(|| info!("job submitted"));
                     self.job_spans.insert(job, span);
                 } else {
@@ -317,7 +318,7 @@ impl Coordinator {
             self.shared.executors.remove(&executor);
             return Err(e);
         }
-        info!(executor = %executor, %address, slots, "executor registered");
+        info!(executor = %Escaped(&executor.0), address = %Escaped(&address), slots, "executor registered");
         Ok(())
     }
 
@@ -332,7 +333,8 @@ impl Coordinator {
             (Some(current), Some(session)) if current != session => return,
             _ => {}
         }
-        warn!(executor = %executor, reason, "executor lost");
+        // `reason` as a plain &str is written with `{:?}`, which escapes control and format chars.
+        warn!(executor = %Escaped(&executor.0), reason, "executor lost");
         self.forget(executor);
         let _ = self.feed(Event::ExecutorLost {
             executor: executor.clone(),
@@ -382,7 +384,7 @@ impl Coordinator {
             })
             .collect();
         let refused = results.iter().filter(|r| r.is_err()).count();
-        debug!(executor = %executor, reports = count, refused, "reports applied");
+        debug!(executor = %Escaped(&executor.0), reports = count, refused, "reports applied");
         results
     }
 
@@ -615,7 +617,7 @@ impl Coordinator {
                 state,
                 executor,
             } => {
-                debug!(job = %attempt.job, task = %name(attempt.job, attempt.task), attempt = attempt.attempt, state = %state, "task state");
+                debug!(job = %attempt.job, task = %Escaped(&name(attempt.job, attempt.task)), attempt = attempt.attempt, state = %state, "task state");
                 if matches!(state, AttemptState::Running | AttemptState::Finished) {
                     let at = Instant::now();
                     self.metrics.task_up(attempt.job, attempt.task, at);
@@ -655,7 +657,7 @@ impl Coordinator {
                     .get(&job)
                     .cloned()
                     .unwrap_or_else(tracing::Span::none);
-                let span = tracing::info_span!(parent: &parent, "failover", job = %job, cause = %cause,
+                let span = tracing::info_span!(parent: &parent, "failover", job = %job, cause = %Escaped(&cause),
                     tasks = tasks.len(), regions, delay_ms, merged, recovery_ms = tracing::field::Empty);
                 span.in_scope(|| info!("restart scheduled"));
                 let decided = Instant::now();
@@ -700,7 +702,7 @@ impl Coordinator {
                 // executor leaves the registry (its heartbeats are answered `reregister`) and
                 // its dispatcher stops. A loss decided by the shell removed them already.
                 if self.shared.executors.contains_key(&executor) {
-                    warn!(executor = %executor, reason = %reason, "executor lost");
+                    warn!(executor = %Escaped(&executor.0), reason = %Escaped(&reason), "executor lost");
                 }
                 self.forget(&executor);
                 watching.then(|| WatchEvent {
@@ -717,7 +719,7 @@ impl Coordinator {
                 reason,
             } => {
                 let remaining_ms = until.saturating_sub(now);
-                warn!(executor = %executor, reason = %reason, remaining_ms, "executor quarantined: no new placements on it");
+                warn!(executor = %Escaped(&executor.0), reason = %Escaped(&reason), remaining_ms, "executor quarantined: no new placements on it");
                 watching.then(|| WatchEvent {
                     time_ms: now,
                     kind: kind.into(),
@@ -732,9 +734,9 @@ impl Coordinator {
             Notice::ExecutorReleased { executor, reason }
             | Notice::QuarantineSkipped { executor, reason } => {
                 if skipped {
-                    warn!(executor = %executor, reason = %reason, "executor not quarantined");
+                    warn!(executor = %Escaped(&executor.0), reason = %Escaped(&reason), "executor not quarantined");
                 } else {
-                    info!(executor = %executor, reason = %reason, "executor released from quarantine");
+                    info!(executor = %Escaped(&executor.0), reason = %Escaped(&reason), "executor released from quarantine");
                 }
                 watching.then(|| WatchEvent {
                     time_ms: now,
@@ -745,7 +747,7 @@ impl Coordinator {
                 })
             }
             Notice::InternalError { job, message } => {
-                error!(job = %job, message = %message, "internal error in the core");
+                error!(job = %job, message = %Escaped(&message), "internal error in the core");
                 watching.then(|| WatchEvent {
                     time_ms: now,
                     kind: kind.into(),

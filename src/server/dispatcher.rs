@@ -32,6 +32,7 @@ use crate::api::v1::{
     ReleasePartitionsRequest, SubmitTaskRequest, SubmitTasksRequest,
 };
 use crate::core::{AttemptState, ExecutorId, Failure};
+use crate::log_text::Escaped;
 
 /// Most orders in one batch RPC.
 const MAX_BATCH: usize = 2000;
@@ -303,18 +304,18 @@ impl Sender {
             Ok(answer) => {
                 self.shared.rpc_succeeded(&self.executor);
                 let outcomes = answer.into_inner().outcomes;
-                debug!(executor = %self.executor, tasks = attempts.len(), "tasks submitted");
+                debug!(executor = %Escaped(&self.executor.0), tasks = attempts.len(), "tasks submitted");
                 for (i, attempt) in attempts.into_iter().enumerate() {
                     let message = match outcomes.get(i) {
                         Some(o) if o.accepted => continue,
                         Some(o) => {
-                            warn!(executor = %self.executor, task = %format!("{}#{}", attempt.vertex, attempt.subtask),
-                                  attempt = attempt.attempt, code = %o.code, message = %o.message,
+                            warn!(executor = %Escaped(&self.executor.0), task = %Escaped(&format!("{}#{}", attempt.vertex, attempt.subtask)),
+                                  attempt = attempt.attempt, code = %Escaped(&o.code), message = %Escaped(&o.message),
                                   "deploy refused");
                             o.message.clone()
                         }
                         None => {
-                            warn!(executor = %self.executor, task = %format!("{}#{}", attempt.vertex, attempt.subtask),
+                            warn!(executor = %Escaped(&self.executor.0), task = %Escaped(&format!("{}#{}", attempt.vertex, attempt.subtask)),
                                   attempt = attempt.attempt, "deploy answered without an outcome");
                             "the executor answered no outcome for the task".to_owned()
                         }
@@ -323,8 +324,8 @@ impl Sender {
                 }
             }
             Err(status) => {
-                warn!(executor = %self.executor, tasks = attempts.len(), code = ?status.code(),
-                      message = status.message(), "deploy failed");
+                warn!(executor = %Escaped(&self.executor.0), tasks = attempts.len(), code = ?status.code(),
+                      message = %Escaped(status.message()), "deploy failed");
                 self.shared.rpc_failed(&self.executor, &status).await;
                 let message = status.message().to_owned();
                 failed.extend(attempts.into_iter().map(|a| (a, message.clone())));
@@ -380,12 +381,12 @@ impl Sender {
             .await;
         match answer {
             Ok(_) => {
-                debug!(executor = %self.executor, attempts = count, "cancels sent");
+                debug!(executor = %Escaped(&self.executor.0), attempts = count, "cancels sent");
                 self.shared.rpc_succeeded(&self.executor);
             }
             Err(status) => {
-                warn!(executor = %self.executor, attempts = count, code = ?status.code(),
-                      message = status.message(), "cancel failed");
+                warn!(executor = %Escaped(&self.executor.0), attempts = count, code = ?status.code(),
+                      message = %Escaped(status.message()), "cancel failed");
                 self.shared.rpc_failed(&self.executor, &status).await;
             }
         }
@@ -409,8 +410,8 @@ impl Sender {
         match answer {
             Ok(_) => self.shared.rpc_succeeded(&self.executor),
             Err(status) => {
-                debug!(executor = %self.executor, partitions = count, code = ?status.code(),
-                       message = status.message(), "release failed");
+                debug!(executor = %Escaped(&self.executor.0), partitions = count, code = ?status.code(),
+                       message = %Escaped(status.message()), "release failed");
                 self.shared.rpc_failed(&self.executor, &status).await;
             }
         }
@@ -432,7 +433,7 @@ impl Sender {
         rpc.retry(policy)
             .when(is_transient)
             .notify(|status, _| {
-                debug!(executor = %self.executor, code = ?status.code(), "command retried")
+                debug!(executor = %Escaped(&self.executor.0), code = ?status.code(), "command retried")
             })
             .await
     }

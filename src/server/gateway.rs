@@ -23,9 +23,11 @@ use crate::api::v1::{
     UpdateTaskStateRequest, UpdateTaskStateResponse, UpdateTaskStatesRequest,
     UpdateTaskStatesResponse,
 };
-use crate::core::domain::check_label;
-use crate::core::{AttemptState, ExecutorId, Labels};
+use crate::core::{AttemptState, ExecutorId};
+use crate::log_text::Escaped;
 use crate::security::auth::{Caller, caller_of};
+
+mod validate;
 
 pub(crate) struct Gateway {
     shared: Arc<Shared>,
@@ -36,8 +38,10 @@ impl Gateway {
         Gateway { shared }
     }
 
-    /// The executor must be registered under this session.
+    /// The executor must be registered under this session (both well-formed).
     fn check_session(&self, executor: &str, session: &str) -> Result<ExecutorId, ApiError> {
+        validate::executor_id(executor)?;
+        validate::session_id(session)?;
         let id = ExecutorId(executor.to_owned());
         match self.shared.executors.get(&id) {
             Some(s) if s.session == session => Ok(id),
@@ -119,38 +123,7 @@ impl TaskExecutorGateway for Gateway {
         let caller = caller_of(&request);
         let r = request.into_inner();
         speaks_for(&caller, &r.executor_id)?;
-        if r.executor_id.is_empty() {
-            return Err(ApiError::InvalidArgument("executor_id must not be empty".into()).into());
-        }
-        if r.session_id.is_empty() {
-            return Err(ApiError::InvalidArgument("session_id must not be empty".into()).into());
-        }
-        if r.slots == 0 {
-            return Err(ApiError::InvalidArgument("slots must be at least 1".into()).into());
-        }
-        if let Some((key, message)) = r.labels.keys().find_map(|key| {
-            if key.is_empty() {
-                return Some((key, "a label key must not be empty".to_owned()));
-            }
-            crate::core::spec::validate_label_key(key)
-                .err()
-                .map(|m| (key, m))
-        }) {
-            return Err(ApiError::InvalidArgument(format!("labels[{key:?}]: {message}")).into());
-        }
-        if r.address.parse::<std::net::SocketAddr>().is_err() && !r.address.contains(':') {
-            return Err(ApiError::InvalidArgument(format!(
-                "address {:?} must be host:port of the executor's TaskExecutorService",
-                r.address
-            ))
-            .into());
-        }
-        let mut labels = Labels::new();
-        for (key, value) in r.labels {
-            check_label(&key, &value)
-                .map_err(|e| ApiError::InvalidArgument(format!("labels: {e}")))?;
-            labels.insert(key, value);
-        }
+        let checked = validate::registration(&r, self.shared.settings.server.max_executor_slots)?;
         self.shared
             .ask(|reply| Request::Register {
                 executor: ExecutorId(r.executor_id),
@@ -158,7 +131,7 @@ impl TaskExecutorGateway for Gateway {
                 slots: r.slots,
                 session: r.session_id,
                 free_disk: r.free_disk_bytes,
-                labels,
+                labels: checked.labels,
                 reply,
             })
             .await?;
@@ -202,7 +175,12 @@ impl TaskExecutorGateway for Gateway {
                     }
                     None => break,
                 };
-                if let Err(e) = speaks_for(&caller, &hb.executor_id) {
+                if let Err(e) = speaks_for(&caller, &hb.executor_id)
+                    .and_then(|()| validate::executor_id(&hb.executor_id))
+                    .and_then(|()| validate::session_id(&hb.session_id))
+                {
+                    // A malformed or impersonating heartbeat ends the stream (and loses its
+                    // owner, if any).
                     let _ = out.try_send(Err(e.into()));
                     break;
                 }
@@ -327,7 +305,7 @@ impl TaskExecutorGateway for Gateway {
             .collect();
         let refused = outcomes.iter().filter(|o| !o.accepted).count();
         if refused > 0 {
-            debug!(executor = %executor, updates = outcomes.len(), refused, "reports refused in a batch");
+            debug!(executor = %Escaped(&executor.0), updates = outcomes.len(), refused, "reports refused in a batch");
         }
         Ok(Response::new(UpdateTaskStatesResponse { outcomes }))
     }
@@ -340,7 +318,7 @@ impl TaskExecutorGateway for Gateway {
         let r = request.into_inner();
         speaks_for(&caller, &r.executor_id)?;
         let executor = self.check_session(&r.executor_id, &r.session_id)?;
-        info!(executor = %executor, reason = %r.reason, "executor disconnects");
+        info!(executor = %Escaped(&executor.0), reason = %Escaped(&r.reason), "executor disconnects");
         lose(
             &self.shared,
             executor,
