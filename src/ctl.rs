@@ -40,9 +40,17 @@ impl CtlError {
     }
 
     fn server(status: tonic::Status) -> CtlError {
+        // A plain-text call to a TLS port fails inside HTTP/2 with no better words.
+        let hint = if status.code() == tonic::Code::Unknown
+            && status.message().contains("protocol error")
+        {
+            " (if the jobmaster uses TLS, use an https:// endpoint and --tls-ca)"
+        } else {
+            ""
+        };
         CtlError {
             code: 1,
-            message: format!("{:?}: {}", status.code(), status.message()),
+            message: format!("{:?}: {}{hint}", status.code(), status.message()),
         }
     }
 }

@@ -756,3 +756,48 @@ async fn a_non_loopback_listen_address_without_tls_refuses_to_start() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jmctl_speaks_tls_with_a_token_from_the_environment_or_an_operator_certificate() {
+    within(TEST_LIMIT, async {
+        let dir = make_certs(&[]);
+        let daemon = Daemon::start(secure(&dir, &[])).await;
+        let endpoint = format!("https://{}", daemon.addr);
+        let ca = path(&dir, certs::CA_CERT);
+        let jmctl = |env: Vec<(&'static str, String)>, extra: Vec<String>| {
+            let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_jmctl"));
+            command
+                .args(["--endpoint", &endpoint, "--tls-ca", &ca])
+                .args(extra)
+                .arg("list")
+                .env_remove("JOBMASTER_TOKEN")
+                .envs(env);
+            async move {
+                let out = command.output().await.expect("run jmctl");
+                (
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stderr).into_owned(),
+                )
+            }
+        };
+        let token = read_token(&dir, certs::VIEWER_TOKEN);
+        let (code, stderr) = jmctl(vec![("JOBMASTER_TOKEN", token)], vec![]).await;
+        assert_eq!(code, Some(0), "{stderr}");
+        let (code, stderr) = jmctl(
+            vec![],
+            vec![
+                "--tls-cert".into(),
+                path(&dir, certs::OPERATOR_CERT),
+                "--tls-key".into(),
+                path(&dir, certs::OPERATOR_KEY),
+            ],
+        )
+        .await;
+        assert_eq!(code, Some(0), "{stderr}");
+        let (code, stderr) = jmctl(vec![], vec![]).await;
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(stderr.contains("Unauthenticated"), "{stderr}");
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}

@@ -162,10 +162,16 @@ async fn main() -> anyhow::Result<()> {
     }
     settings.server.insecure |= cli.insecure;
     let tls = settings.tls.files()?.is_some();
-    if tls && (cli.local.is_some() || cli.submit.is_some()) {
+    if tls && cli.local.is_some() {
         anyhow::bail!(
-            "--local and --submit run a plain-text cluster on loopback: drop the TLS settings, \
-             or start taskexecutors with their certificates and submit with jmctl"
+            "--local runs a plain-text cluster on loopback: drop the TLS settings, or start \
+             taskexecutors with their certificates"
+        );
+    }
+    if (tls || !settings.auth.token_file.is_empty()) && cli.submit.is_some() {
+        anyhow::bail!(
+            "--submit has no operator credentials: with TLS or a token file, submit with jmctl \
+             (--token or an operator certificate)"
         );
     }
     let grpc = tokio::net::TcpListener::bind(settings.server.listen)
@@ -319,7 +325,7 @@ fn print_certs_report(options: &CertsOptions, report: &CertsReport) {
         );
     }
     println!(
-        "  jmctl --endpoint https://{host}:6123 --tls-ca {} --token \"$(cat {})\" list",
+        "  JOBMASTER_TOKEN=\"$(cat {1})\" jmctl --endpoint https://{host}:6123 --tls-ca {0} list",
         file(certs::CA_CERT),
         file(certs::OPERATOR_TOKEN),
     );

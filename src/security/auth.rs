@@ -142,7 +142,7 @@ impl Guard {
         };
         if role < needed {
             return Err(Denied::PermissionDenied(format!(
-                "{role} {name:?} may not {what}: that needs the {needed} role"
+                "{role} {name:?} is not allowed {what}: that needs the {needed} role"
             )));
         }
         Ok(Caller::Operator { role, name })
@@ -161,7 +161,7 @@ impl Guard {
             } else {
                 Role::Viewer
             };
-            return self.operator(peer, headers, needed, &format!("call {method}"));
+            return self.operator(peer, headers, needed, &format!("calling {method}"));
         }
         if path.starts_with(GATEWAY) && self.tls {
             return match peer.and_then(|p| p.identity.as_ref()) {

@@ -46,9 +46,12 @@ async fn authorize(State(shared): State<Arc<Shared>>, request: Request, next: Ne
             .extensions()
             .get::<ConnectInfo<Peer>>()
             .map(|ConnectInfo(peer)| peer);
-        let checked = shared
-            .guard
-            .operator(peer, request.headers(), Role::Viewer, "read this");
+        let checked = shared.guard.operator(
+            peer,
+            request.headers(),
+            Role::Viewer,
+            "reading the jobmaster's data",
+        );
         match checked {
             Ok(_) => {}
             Err(Denied::Unauthenticated(m)) => {
