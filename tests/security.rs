@@ -801,3 +801,28 @@ async fn jmctl_speaks_tls_with_a_token_from_the_environment_or_an_operator_certi
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_connects_and_says_nothing_holds_up_nobody() {
+    within(TEST_LIMIT, async {
+        let dir = make_certs(&[]);
+        let daemon = Daemon::start(secure(&dir, &[])).await;
+        // Silent connections: TCP only, no TLS hello.
+        let mut silent = Vec::new();
+        for _ in 0..20 {
+            silent.push(
+                tokio::net::TcpStream::connect(daemon.addr)
+                    .await
+                    .expect("connect"),
+            );
+        }
+        operator_client(&daemon, &dir)
+            .await
+            .list_jobs(ListJobsRequest {})
+            .await
+            .expect("served while others stay silent");
+        drop(silent);
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}

@@ -22,6 +22,9 @@ use super::tls::Tls;
 
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most handshakes in progress at once; a connection beyond them is closed at once, so a
+/// flood of idle connections costs a bounded number of tasks and buffers.
+const MAX_HANDSHAKES: usize = 512;
 
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone)]
@@ -64,6 +67,7 @@ async fn accept_loop(
     tls: Option<Arc<Tls>>,
     tx: mpsc::Sender<Result<Conn, io::Error>>,
 ) {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -96,8 +100,13 @@ async fn accept_loop(
         let Some(config) = tls.server_config() else {
             return;
         };
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            debug!(%remote, "too many tls handshakes in progress: connection closed");
+            continue;
+        };
         let tx = tx.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let acceptor = tokio_rustls::TlsAcceptor::from(config);
             let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
             let stream = match handshake {
