@@ -826,3 +826,59 @@ async fn a_client_that_connects_and_says_nothing_holds_up_nobody() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_asks_for_a_token_and_shows_no_data_without_one() {
+    within(TEST_LIMIT, async {
+        // A token file without TLS (loopback): the page loads, its data does not.
+        let dir = std::env::temp_dir().join(format!("jobmaster-security-{}", session_id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let tokens = dir.join("tokens");
+        std::fs::write(
+            &tokens,
+            certs::token_line(jobmaster::security::Role::Viewer, "v", "jm_secret") + "\n",
+        )
+        .expect("token file");
+        let tokens = tokens.display().to_string();
+        let daemon = Daemon::start(settings(&[("JOBMASTER__AUTH__TOKEN_FILE", &tokens)])).await;
+        let out = tokio::time::timeout(
+            Duration::from_secs(40),
+            tokio::process::Command::new("chromium")
+                .args([
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    &format!("--user-data-dir={}", dir.join("profile").display()),
+                    "--virtual-time-budget=3000",
+                    "--dump-dom",
+                    &format!("http://{}/", daemon.http_addr),
+                ])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("chromium finishes")
+        .expect("chromium runs (apt-get install chromium; .ci/run does)");
+        let dom = String::from_utf8_lossy(&out.stdout);
+        let form = dom
+            .split("<form id=\"login\"")
+            .nth(1)
+            .and_then(|rest| rest.split('>').next())
+            .unwrap_or_else(|| panic!("a login form:\n{dom}"));
+        assert!(!form.contains("hidden"), "the login form is shown:\n{dom}");
+        assert!(
+            dom.contains("needs credentials"),
+            "the page says why:\n{dom}"
+        );
+        assert!(
+            dom.contains("none registered") || !dom.contains("<td>"),
+            "{dom}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
