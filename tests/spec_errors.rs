@@ -354,3 +354,27 @@ fn unknown_keys_and_wrong_types_are_syntax_errors_with_a_location() {
     );
     assert!(!err("name = [").contains('\n'), "errors fit on one line");
 }
+
+#[test]
+fn an_exponential_delay_that_restarts_without_end_and_without_pause_is_refused() {
+    let restart = |body: &str| {
+        let text = format!(
+            "name = \"j\"\n[[vertices]]\nid = \"a\"\nparallelism = 1\ncommand = [\"true\"]\n[restart]\n{body}"
+        );
+        JobSpec::from_toml(&text).map(|s| s.restart)
+    };
+    let e = restart(
+        "strategy = \"exponential-delay\"\ninitial-backoff = \"0ms\"\nmax-backoff = \"0ms\"\n",
+    )
+    .expect_err("a restart storm is refused");
+    assert!(e.to_string().contains("restart.initial-backoff"), "{e}");
+    assert!(e.to_string().contains("storm"), "{e}");
+    // Bounded, it is a choice (e.g. a test that wants immediate retries).
+    assert!(
+        restart(
+            "strategy = \"exponential-delay\"\ninitial-backoff = \"0ms\"\nmax-backoff = \"0ms\"\nattempts-before-reset-backoff = 3\n"
+        )
+        .is_ok()
+    );
+    assert!(restart("strategy = \"exponential-delay\"\ninitial-backoff = \"1ms\"\n").is_ok());
+}

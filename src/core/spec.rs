@@ -808,6 +808,17 @@ impl RawRestart {
                         "must not be shorter than restart.initial-backoff",
                     ));
                 }
+                // A zero initial backoff stays zero (the delay is clamped to at least it, and
+                // zero times the multiplier is zero): with no attempt limit a task that always
+                // fails would restart without end and without pause.
+                if initial_backoff.is_zero() && self.attempts_before_reset_backoff.is_none() {
+                    return Err(invalid(
+                        "restart.initial-backoff",
+                        "0 with no attempts-before-reset-backoff would restart a failing task \
+                         without end and without pause (a restart storm); give it at least 1ms, \
+                         or limit restart.attempts-before-reset-backoff",
+                    ));
+                }
                 let multiplier = self.backoff_multiplier.unwrap_or(1.5);
                 if !(multiplier.is_finite() && (1.0..=1000.0).contains(&multiplier)) {
                     return Err(invalid(
