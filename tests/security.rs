@@ -803,19 +803,32 @@ async fn jmctl_speaks_tls_with_a_token_from_the_environment_or_an_operator_certi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_connects_and_says_nothing_holds_up_nobody() {
+async fn silent_connections_from_one_address_hold_up_nobody_else() {
     within(TEST_LIMIT, async {
+        // Room for both ends of every connection in this one process.
+        let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .expect("getrlimit");
+        let _ = nix::sys::resource::setrlimit(
+            nix::sys::resource::Resource::RLIMIT_NOFILE,
+            hard.min(8192),
+            hard,
+        );
         let dir = make_certs(&[]);
         let daemon = Daemon::start(secure(&dir, &[])).await;
-        // Silent connections: TCP only, no TLS hello.
+        // 600 connections from 127.0.0.2 that never say hello: more than the jobmaster would
+        // handshake at once in all.
         let mut silent = Vec::new();
-        for _ in 0..20 {
-            silent.push(
-                tokio::net::TcpStream::connect(daemon.addr)
-                    .await
-                    .expect("connect"),
-            );
+        for _ in 0..600 {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket
+                .bind("127.0.0.2:0".parse().expect("addr"))
+                .expect("bind 127.0.0.2");
+            if let Ok(stream) = socket.connect(daemon.addr).await {
+                silent.push(stream);
+            }
         }
+        assert!(silent.len() > 512, "{} connections", silent.len());
+        // A client from another address is served at once.
         operator_client(&daemon, &dir)
             .await
             .list_jobs(ListJobsRequest {})

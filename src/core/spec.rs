@@ -534,6 +534,13 @@ impl RawVertex {
                 "the command must name a program, e.g. [\"sh\", \"-c\", \"exec my-task\"]",
             ));
         }
+        // exec(2) takes C strings: an argument with a NUL byte can never start.
+        if let Some(j) = command.iter().position(|arg| arg.contains('\0')) {
+            return Err(invalid(
+                format!("vertices[{i}].command[{j}]"),
+                "contains a NUL byte, which no program argument can hold",
+            ));
+        }
         Ok(VertexSpec {
             id,
             parallelism: value as u32,

@@ -341,13 +341,14 @@ pub async fn run(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let (grpc_incoming, acceptor) = incoming(listener, tls.clone());
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .layer(GrpcAuthLayer::new(Rules::Executor { tls: tls.is_some() }))
             .add_service(service)
             // With TCP_NODELAY on accepted connections: small replies must not wait for
             // delayed ACKs.
-            .serve_with_incoming_shutdown(incoming(listener, tls.clone()), async move {
+            .serve_with_incoming_shutdown(grpc_incoming, async move {
                 let _ = stop_rx.changed().await;
             }),
     );
@@ -371,6 +372,7 @@ pub async fn run(
     .await;
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    acceptor.close().await;
     reporter.abort();
     Ok(())
 }

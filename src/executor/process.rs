@@ -22,10 +22,10 @@ pub(crate) fn spawn(
     stdout: &Path,
     stderr: &Path,
     user: Option<&TaskUser>,
-) -> io::Result<Child> {
-    let (program, args) = command
-        .split_first()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
+) -> Result<Child, SpawnError> {
+    let (program, args) = command.split_first().ok_or_else(|| {
+        SpawnError::Exec(io::Error::new(io::ErrorKind::InvalidInput, "empty command"))
+    })?;
     // The logs stay the executor's: the task writes them through the descriptors it inherits,
     // and tasks of other jobs (the same run-as user) cannot read them.
     let log = |path: &Path| {
@@ -42,8 +42,8 @@ pub(crate) fn spawn(
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .current_dir(cwd)
         .stdin(Stdio::null())
-        .stdout(log(stdout)?)
-        .stderr(log(stderr)?)
+        .stdout(log(stdout).map_err(SpawnError::Logs)?)
+        .stderr(log(stderr).map_err(SpawnError::Logs)?)
         .kill_on_drop(false);
     // Computed before the fork: the child may not allocate. Not `CommandExt::uid/gid`: std
     // switches the user before it runs `pre_exec`, and then the groups could not be set.
@@ -73,7 +73,38 @@ pub(crate) fn spawn(
             Ok(())
         });
     }
-    cmd.spawn()
+    cmd.spawn().map_err(SpawnError::Exec)
+}
+
+/// Why a task process did not start.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SpawnError {
+    /// The executor could not open the task's log files: its own problem.
+    #[error("cannot open the task's log files: {0}")]
+    Logs(io::Error),
+    /// The program could not be started (fork or exec).
+    #[error("{0}")]
+    Exec(io::Error),
+}
+
+impl SpawnError {
+    /// Whether starting again cannot help: the program is missing or not executable, or an
+    /// argument cannot be passed. Running out of processes or memory can pass.
+    pub(crate) fn is_permanent(&self) -> bool {
+        match self {
+            SpawnError::Logs(_) => false,
+            SpawnError::Exec(e) => {
+                matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound
+                        | io::ErrorKind::PermissionDenied
+                        | io::ErrorKind::InvalidInput
+                        | io::ErrorKind::NotADirectory
+                        | io::ErrorKind::IsADirectory
+                ) || e.raw_os_error() == Some(libc::ENOEXEC)
+            }
+        }
+    }
 }
 
 /// Sends `signal` to the whole process group led by `pid`.

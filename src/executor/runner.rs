@@ -272,7 +272,13 @@ async fn prepare_and_run(
         user,
     )
     .map_err(|e| Early {
-        class: FailureClass::Recoverable,
+        // A program that is missing or not executable will not start on a retry: fail the
+        // job with the OS error rather than restart it without end.
+        class: if e.is_permanent() {
+            FailureClass::NonRecoverable
+        } else {
+            FailureClass::Recoverable
+        },
         message: format!("cannot start {:?}: {e}", r.command[0]),
         missing: None,
     })?;

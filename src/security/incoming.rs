@@ -4,8 +4,9 @@
 //! Handshakes run in their own tasks with a deadline, so a client that connects and says
 //! nothing holds up nobody else.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -21,10 +22,13 @@ use super::Identity;
 use super::tls::Tls;
 
 /// How long a client has to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most handshakes in progress at once; a connection beyond them is closed at once, so a
-/// flood of idle connections costs a bounded number of tasks and buffers.
-const MAX_HANDSHAKES: usize = 512;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most handshakes in progress at once. Beyond it the acceptor waits (connections queue in
+/// the kernel's backlog) rather than resetting them.
+const MAX_HANDSHAKES: usize = 1024;
+/// Most handshakes in progress from one IP address; a connection beyond it is closed at once,
+/// so one source of idle connections cannot take every handshake slot.
+const MAX_HANDSHAKES_PER_IP: usize = 32;
 
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone)]
@@ -51,15 +55,51 @@ impl Conn {
     }
 }
 
-/// Accepts connections on `listener`, with TLS when `tls` is given. The acceptor stops (and
-/// the listener closes) when the returned stream is dropped.
+/// The task that owns a listener: [`Acceptor::close`] stops it and closes the port.
+pub struct Acceptor(tokio::task::JoinHandle<()>);
+
+impl Acceptor {
+    /// Stops accepting; when it returns the listener is closed.
+    pub async fn close(self) {
+        self.0.abort();
+        let _ = self.0.await;
+    }
+}
+
+/// Accepts connections on `listener`, with TLS when `tls` is given.
 pub fn incoming(
     listener: TcpListener,
     tls: Option<Arc<Tls>>,
-) -> ReceiverStream<Result<Conn, io::Error>> {
+) -> (ReceiverStream<Result<Conn, io::Error>>, Acceptor) {
     let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(accept_loop(listener, tls, tx));
-    ReceiverStream::new(rx)
+    let task = tokio::spawn(accept_loop(listener, tls, tx));
+    (ReceiverStream::new(rx), Acceptor(task))
+}
+
+/// Handshakes in progress per source address.
+#[derive(Default)]
+struct PerIp(std::sync::Mutex<HashMap<IpAddr, usize>>);
+
+impl PerIp {
+    fn enter(&self, ip: IpAddr) -> bool {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= MAX_HANDSHAKES_PER_IP {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn leave(&self, ip: IpAddr) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&ip);
+            }
+        }
+    }
 }
 
 async fn accept_loop(
@@ -68,7 +108,19 @@ async fn accept_loop(
     tx: mpsc::Sender<Result<Conn, io::Error>>,
 ) {
     let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    let per_ip = Arc::new(PerIp::default());
     loop {
+        // Over TLS, wait for a handshake slot before taking the next connection.
+        let permit = match &tls {
+            Some(_) => tokio::select! {
+                permit = handshakes.clone().acquire_owned() => match permit {
+                    Ok(p) => Some(p),
+                    Err(_) => return,
+                },
+                () = tx.closed() => return,
+            },
+            None => None,
+        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = tx.closed() => return,
@@ -100,15 +152,17 @@ async fn accept_loop(
         let Some(config) = tls.server_config() else {
             return;
         };
-        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
-            debug!(%remote, "too many tls handshakes in progress: connection closed");
+        if !per_ip.enter(remote.ip()) {
+            debug!(%remote, "too many tls handshakes from this address: connection closed");
             continue;
-        };
+        }
         let tx = tx.clone();
+        let per_ip = per_ip.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let acceptor = tokio_rustls::TlsAcceptor::from(config);
             let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+            per_ip.leave(remote.ip());
             let stream = match handshake {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -208,12 +262,13 @@ pub struct HttpListener {
 }
 
 impl HttpListener {
-    pub fn new(listener: TcpListener, tls: Option<Arc<Tls>>) -> io::Result<HttpListener> {
+    pub fn new(
+        listener: TcpListener,
+        tls: Option<Arc<Tls>>,
+    ) -> io::Result<(HttpListener, Acceptor)> {
         let local = listener.local_addr()?;
-        Ok(HttpListener {
-            stream: incoming(listener, tls),
-            local,
-        })
+        let (stream, acceptor) = incoming(listener, tls);
+        Ok((HttpListener { stream, local }, acceptor))
     }
 }
 

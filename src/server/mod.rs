@@ -365,6 +365,8 @@ pub async fn serve(
     let (stop_tx, _) = broadcast::channel::<()>(1);
     let mut stop_grpc = stop_tx.subscribe();
     let mut stop_http = stop_tx.subscribe();
+    let (grpc_incoming, grpc_acceptor) = incoming(grpc, tls.clone());
+    let (http_listener, http_acceptor) = HttpListener::new(http, tls.clone())?;
     let grpc_server = tonic::transport::Server::builder()
         .layer(tower::util::MapResponseLayer::new(
             oversize_is_resource_exhausted,
@@ -378,14 +380,14 @@ pub async fn serve(
         .serve_with_incoming_shutdown(
             // With TCP_NODELAY: small replies must not wait for delayed ACKs (~40 ms per
             // report otherwise).
-            incoming(grpc, tls.clone()),
+            grpc_incoming,
             async move {
                 let _ = stop_grpc.recv().await;
             },
         );
     let app = http::router(shared.clone());
     let http_server = axum::serve(
-        HttpListener::new(http, tls.clone())?,
+        http_listener,
         app.into_make_service_with_connect_info::<Peer>(),
     )
     .with_graceful_shutdown(async move {
@@ -424,6 +426,8 @@ pub async fn serve(
         http_task.abort();
         http_done = Some(http_task.await);
     }
+    grpc_acceptor.close().await;
+    http_acceptor.close().await;
     if let Some(Ok(Err(e))) = grpc_done {
         warn!(error = %e, "grpc server ended with an error");
     }
