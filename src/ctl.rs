@@ -65,6 +65,19 @@ pub struct Connection<'a> {
     pub token: Option<&'a str>,
 }
 
+/// Whether `endpoint`'s host is this machine (`localhost` or a loopback address).
+fn loopback(endpoint: &str) -> bool {
+    let Ok(uri) = endpoint.parse::<tonic::transport::Uri>() else {
+        return false;
+    };
+    let host = uri.host().unwrap_or("");
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Connects to the JobMaster; over TLS the server must hold the jobmaster's certificate.
 pub async fn connect(c: Connection<'_>) -> Result<Client, CtlError> {
     let endpoint = c.endpoint;
@@ -77,6 +90,12 @@ pub async fn connect(c: Connection<'_>) -> Result<Client, CtlError> {
     if !https && c.tls.is_some() {
         return Err(CtlError::input(format!(
             "endpoint {endpoint:?} is not https but TLS files are given: use https://"
+        )));
+    }
+    if !https && c.token.is_some_and(|t| !t.trim().is_empty()) && !loopback(endpoint) {
+        return Err(CtlError::input(format!(
+            "refusing to send a token in plain text to {endpoint}: use an https:// endpoint \
+             with --tls-ca"
         )));
     }
     let tls = match c.tls {
@@ -588,5 +607,27 @@ mod tests {
         assert_eq!(coarse_duration(12_000), "12s");
         assert_eq!(coarse_duration(3_900_000), "1h5m");
         assert_eq!(coarse_duration(7_200_000), "2h");
+    }
+}
+
+#[cfg(test)]
+mod connect_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_token_is_never_sent_in_plain_text_beyond_this_machine() {
+        let Err(refused) = connect(Connection {
+            endpoint: "http://10.0.0.1:6123",
+            tls: None,
+            token: Some("jm_secret"),
+        })
+        .await
+        else {
+            panic!("a token over plain text to another machine must be refused")
+        };
+        assert_eq!(refused.code, 2);
+        assert!(refused.message.contains("https://"), "{}", refused.message);
+        assert!(loopback("http://127.0.0.1:6123") && loopback("http://localhost:1"));
+        assert!(loopback("http://[::1]:6123") && !loopback("http://jm.example.com:6123"));
     }
 }

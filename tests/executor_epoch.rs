@@ -14,6 +14,15 @@ use tonic::Code;
 
 const TEST_LIMIT: Duration = Duration::from_secs(60);
 
+/// Whether a refusal names no epoch but the forged one (u64::MAX).
+fn get_job_epoch_free(status: &tonic::Status) -> bool {
+    status
+        .message()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|w| w.len() >= 10)
+        .all(|w| w == u64::MAX.to_string())
+}
+
 const ONE: &str = r#"
 name = "one"
 [[vertices]]
@@ -79,6 +88,9 @@ async fn a_command_with_a_forged_epoch_is_refused_and_the_jobmaster_keeps_its_ex
             .expect_err("a forged epoch is refused");
         assert_eq!(forged.code(), Code::FailedPrecondition, "{forged:?}");
         assert!(forged.message().contains("registered with"), "{forged:?}");
+        // The refusal does not tell the forger the epoch to use instead.
+        let epoch = get_job_epoch_free(&forged);
+        assert!(epoch, "{forged:?}");
 
         // The real JobMaster still commands it: a job deploys and runs there.
         let job = submit(&client, ONE).await;

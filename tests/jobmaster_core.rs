@@ -673,3 +673,34 @@ exchange = "blocking"
         .collect();
     assert_eq!(released, vec![(vec![0], Some(ExecutorId::from("a")))]);
 }
+
+#[test]
+fn a_partition_lost_failure_naming_a_partition_the_task_does_not_read_marks_nothing_lost() {
+    let mut h = Harness::new(&[("a", 2), ("b", 2)]);
+    let c = h.submit(PERSISTENT);
+    h.run_all(&c);
+    h.report("p#0", AttemptState::Finished);
+    let p_out =
+        h.jm.graph(JOB)
+            .unwrap()
+            .produced_partitions(h.task("p#0"))
+            .next()
+            .unwrap();
+    // q reads nothing; its executor claims p's output is missing.
+    let (q0, on) = h.current("q#0");
+    h.ok(Event::TaskStateChanged {
+        executor: on,
+        attempt: q0,
+        state: AttemptState::Failed,
+        failure: Some(Failure {
+            class: FailureClass::PartitionLost,
+            message: "p#0->c missing".into(),
+            partition: Some(p_out),
+        }),
+    });
+    assert_eq!(
+        h.jm.partition_available(JOB, p_out),
+        Some(true),
+        "p's output stays available"
+    );
+}

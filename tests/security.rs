@@ -895,3 +895,74 @@ async fn the_dashboard_asks_for_a_token_and_shows_no_data_without_one() {
     })
     .await;
 }
+
+/// Starts an executor on `data` (plain text, no daemon needed: it stops at its checks).
+async fn start_on(data: &Path) -> Result<(), jobmaster::executor::StartError> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let config = jobmaster::executor::resolve(
+        ExecutorConfig {
+            jobmaster: "http://127.0.0.1:1".into(),
+            id: "tm-dirs".into(),
+            advertise: String::new(),
+            slots: 1,
+            data_dir: data.to_owned(),
+            persistent_dir: data.join("persistent"),
+            jobmaster_reconnect_timeout: Duration::from_secs(1),
+            cancel_grace: Duration::from_secs(1),
+            min_free_disk: 0,
+            rpc_timeout: Duration::from_secs(1),
+            labels: Default::default(),
+            security: ExecutorSecurity::default(),
+            run_as: None,
+        },
+        addr,
+    )
+    .expect("config");
+    jobmaster::executor::run(config, listener, async {}).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_refuses_a_data_dir_another_user_could_change() {
+    use std::os::unix::fs::PermissionsExt;
+    within(TEST_LIMIT, async {
+        let root = std::env::temp_dir().join(format!("jobmaster-security-dirs-{}", session_id()));
+        // World-writable (as a planted folder in /tmp would be).
+        let open = root.join("open");
+        std::fs::create_dir_all(open.join("pids")).expect("dirs");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let refused = start_on(&open)
+            .await
+            .expect_err("a world-writable data dir");
+        assert!(
+            refused.to_string().contains("any user may write"),
+            "{refused}"
+        );
+        // Owned by another user, with a forged pid file in it (root only can set this up).
+        if nix::unistd::geteuid().is_root() {
+            let planted = root.join("planted");
+            std::fs::create_dir_all(planted.join("pids")).expect("dirs");
+            std::fs::write(planted.join("pids").join("forged"), "1 0\n").expect("pid file");
+            for dir in [planted.clone(), planted.join("pids")] {
+                std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).expect("chown");
+            }
+            let refused = start_on(&planted)
+                .await
+                .expect_err("a data dir of another user");
+            assert!(
+                refused.to_string().contains("belongs to uid 65534"),
+                "{refused}"
+            );
+        }
+        // Its own folder is fine (it then fails later, connecting to nobody, or runs).
+        let own = root.join("own");
+        let outcome = tokio::time::timeout(Duration::from_secs(1), start_on(&own)).await;
+        if let Ok(Err(e)) = outcome {
+            assert!(!e.to_string().contains("refusing to use"), "{e}");
+        }
+        let _ = std::fs::remove_dir_all(&root);
+    })
+    .await;
+}

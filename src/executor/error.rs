@@ -13,16 +13,26 @@ use tonic::Status;
 pub enum ExecutorError {
     /// A command from a JobMaster older than the newest one this executor has seen.
     #[error(
-        "epoch {epoch} is older than the current jobmaster's epoch {current}: the command comes \
-         from a jobmaster that was replaced"
+        "epoch {epoch} is older than the current jobmaster's: the command comes from a \
+         jobmaster that was replaced"
     )]
-    StaleEpoch { epoch: u64, current: u64 },
+    StaleEpoch {
+        epoch: u64,
+        /// Kept for debugging; not in the message (only the JobMaster may know it).
+        current: u64,
+    },
     /// A command with an epoch this executor did not register with: not from its JobMaster.
+    /// The message does not tell the current epoch (a caller that does not know it is not
+    /// the JobMaster).
     #[error(
-        "epoch {epoch} is not the epoch of the jobmaster this executor registered with \
-         ({current}): commands are accepted only from it"
+        "epoch {epoch} is not the epoch of the jobmaster this executor registered with: \
+         commands are accepted only from it"
     )]
-    UnknownEpoch { epoch: u64, current: u64 },
+    UnknownEpoch {
+        epoch: u64,
+        /// Kept for debugging; not in the message.
+        current: u64,
+    },
     /// A required field of the request is absent.
     #[error("{0} is missing")]
     Missing(&'static str),
@@ -120,6 +130,12 @@ pub enum StartError {
     },
     #[error(transparent)]
     Exposed(#[from] crate::security::exposure::Exposed),
+    /// A data directory another user could change.
+    #[error(
+        "refusing to use {}: {problem}; give the executor a directory of its own (executor.data-dir, \
+         --data-dir, e.g. under /var/lib), or fix its owner and mode", path.display()
+    )]
+    UnsafeDir { path: PathBuf, problem: String },
     #[error("cannot read the listener's address: {0}")]
     Listener(io::Error),
     /// `executor.run-as` names no user of this machine.

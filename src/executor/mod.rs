@@ -139,6 +139,50 @@ pub fn resolve(
     Ok(config)
 }
 
+/// Refuses a directory others could change: a symbolic link, writable by other users, or
+/// (when `owned`) not owned by this process's user or writable by a group that is not its own.
+fn check_owned(dir: &std::path::Path, owned: bool) -> Result<(), StartError> {
+    use std::os::unix::fs::MetadataExt;
+    let unsafe_dir = |problem: String| StartError::UnsafeDir {
+        path: dir.to_owned(),
+        problem,
+    };
+    let meta = std::fs::symlink_metadata(dir).map_err(|error| StartError::CreateDir {
+        path: dir.to_owned(),
+        error,
+    })?;
+    if !meta.is_dir() {
+        return Err(unsafe_dir(
+            "it is not a directory (a symbolic link?)".into(),
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o002 != 0 {
+        return Err(unsafe_dir(format!(
+            "any user may write to it (mode {mode:o})"
+        )));
+    }
+    if owned {
+        let (uid, gid) = (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        );
+        if meta.uid() != uid {
+            return Err(unsafe_dir(format!(
+                "it belongs to uid {}, not to this executor's uid {uid}",
+                meta.uid()
+            )));
+        }
+        if mode & 0o020 != 0 && meta.gid() != gid {
+            return Err(unsafe_dir(format!(
+                "group {} may write to it (mode {mode:o})",
+                meta.gid()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Key of an attempt: (job, vertex, subtask, attempt).
 pub(crate) type AttemptKey = (String, String, u32, u32);
 
@@ -267,6 +311,19 @@ pub async fn run(
             error,
         })?;
     }
+    // A root executor must not work in a tree another user can change: pid files there name
+    // processes it kills, files there are where it writes and what it serves.
+    for dir in [
+        config.data_dir.clone(),
+        config.data_dir.join("pids"),
+        config.data_dir.join("attempts"),
+    ] {
+        check_owned(&dir, true)?;
+    }
+    check_owned(
+        &config.persistent_dir,
+        config.persistent_dir.starts_with(&config.data_dir),
+    )?;
     user::secure_dirs(&config, task_user.as_ref())?;
     let reaped = process::reap_leftovers(
         &config.data_dir.join("pids"),

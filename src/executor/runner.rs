@@ -172,14 +172,21 @@ async fn prepare_and_run(
                 return Err(missing(format!("input {producer} has no location")));
             } else {
                 let path = dir.join("inputs").join(format!("{producer}.{}", p.attempt));
-                fetch(agent, &p.location, &pref, attempt.subtask, &path)
-                    .await
-                    .map_err(|e| {
-                        missing(format!(
-                            "cannot fetch input {producer} from {}: {e}",
-                            p.location
-                        ))
-                    })?;
+                fetch(
+                    agent,
+                    &p.location,
+                    &p.executor,
+                    &pref,
+                    attempt.subtask,
+                    &path,
+                )
+                .await
+                .map_err(|e| {
+                    missing(format!(
+                        "cannot fetch input {producer} from {}: {e}",
+                        p.location
+                    ))
+                })?;
                 path
             };
             files.push(file.display().to_string());
@@ -357,6 +364,7 @@ async fn supervise(
 async fn fetch(
     agent: &Arc<Agent>,
     location: &str,
+    host: &str,
     partition: &PartitionRef,
     subpartition: u32,
     to: &Path,
@@ -366,14 +374,16 @@ async fn fetch(
         .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_secs(1))
         .timeout(agent.config.rpc_timeout.max(Duration::from_secs(30)));
-    // Over TLS only another executor may serve a partition.
-    let channel = crate::security::connector::connect(
-        endpoint,
-        agent.tls.clone(),
-        crate::security::connector::Expect::AnyExecutor,
-    )
-    .await
-    .map_err(|e| crate::security::connector::describe(&e))?;
+    // Over TLS only the executor that hosts the partition may serve it (any executor if the
+    // JobMaster did not name it).
+    let expect = if host.is_empty() {
+        crate::security::connector::Expect::AnyExecutor
+    } else {
+        crate::security::connector::Expect::Executor(host.to_owned())
+    };
+    let channel = crate::security::connector::connect(endpoint, agent.tls.clone(), expect)
+        .await
+        .map_err(|e| crate::security::connector::describe(&e))?;
     let mut client = TaskExecutorServiceClient::new(channel).max_decoding_message_size(64 << 20);
     let mut stream = client
         .fetch_partition(FetchPartitionRequest {

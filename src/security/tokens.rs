@@ -129,7 +129,15 @@ impl Tokens {
     /// Rereads the file; returns whether it changed. A file that does not parse keeps the
     /// previous tokens in use.
     pub fn reload(&self) -> Result<bool, TokenFileError> {
-        let bytes = read(&self.path)?;
+        let bytes = match read(&self.path) {
+            // Deleting the file revokes every token (keeping the old ones would not).
+            Err(TokenFileError::Read { error, .. })
+                if error.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Vec::new()
+            }
+            other => other?,
+        };
         if self.state.read().unwrap_or_else(|e| e.into_inner()).0 == bytes {
             return Ok(false);
         }
@@ -196,6 +204,17 @@ mod tests {
         assert_eq!(tokens.check("jm_aaa").map(|e| e.role), Some(Role::Viewer));
         assert_eq!(tokens.check("jm_bb"), None);
         assert_eq!(tokens.check(""), None);
+    }
+
+    #[test]
+    fn deleting_the_token_file_revokes_every_token() {
+        let path = std::env::temp_dir().join(format!("jobmaster-tokens-{}", std::process::id()));
+        std::fs::write(&path, line("operator", "alice", "jm_alice")).expect("write");
+        let tokens = Tokens::load(&path).expect("loads");
+        assert!(tokens.check("jm_alice").is_some());
+        std::fs::remove_file(&path).expect("delete");
+        assert!(tokens.reload().expect("a missing file is no tokens"));
+        assert_eq!(tokens.check("jm_alice"), None);
     }
 
     #[test]

@@ -403,8 +403,10 @@ impl Coordinator {
             )));
         };
         let failure = failure.map(|mut f| {
+            // A partition of another job is not this attempt's input.
             if let Some(p) = missing
                 .as_ref()
+                .filter(|p| p.job_id == attempt.job_id)
                 .and_then(|p| convert::partition_id(&self.core, p))
             {
                 f.partition = Some(p);

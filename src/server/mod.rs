@@ -237,6 +237,13 @@ fn security(
             Some(tokens)
         }
     };
+    if tls.is_none() && tokens.is_some() {
+        warn!(
+            "auth.token-file without tls: operators need tokens, but executors are not \
+             authenticated (anyone who reaches the gRPC port can register one); configure [tls] \
+             beyond a single machine"
+        );
+    }
     exposure::check(
         addresses,
         tls.is_some(),

@@ -28,9 +28,15 @@ impl JobMaster {
         }
         // A consumer missing an input: the partition is gone, so the failed consumer's restart
         // set pulls its producer in (rule 2).
+        // Only a partition that feeds this task counts: an executor cannot mark any partition
+        // of the job unavailable by naming it in a failure.
         if failure.class == FailureClass::PartitionLost
             && let Some(p) = failure.partition
             && (p.0 as usize) < job.hosts.len()
+            && job
+                .graph
+                .partition_to(job.graph.producer_of(p), job.graph.vertex_of(t))
+                == Some(p)
         {
             if let PartitionHost::Executor(e) = &job.hosts[p.0 as usize]
                 && let Some(ex) = self.executors.get_mut(e)
