@@ -38,6 +38,13 @@ pub(crate) fn spawn(
             .open(path)
     };
     let mut cmd = Command::new(program);
+    // The executor's own settings (JOBMASTER_TOKEN, JOBMASTER_TLS_KEY, JOBMASTER__…) are not
+    // the task's business.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("JOBMASTER") {
+            cmd.env_remove(&key);
+        }
+    }
     cmd.args(args)
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .current_dir(cwd)

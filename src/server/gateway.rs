@@ -66,7 +66,8 @@ fn speaks_for(caller: &Caller, executor: &str) -> Result<(), ApiError> {
         other => format!("{other:?}"),
     };
     Err(ApiError::PermissionDenied(format!(
-        "{who} may not speak for executor {executor:?}: an executor's certificate must name          its executor id (jobmaster://executor/ID)"
+        "{who} may not speak for executor {executor:?}: an executor's certificate must name \
+         its executor id (jobmaster://executor/ID)"
     )))
 }
 
