@@ -401,14 +401,31 @@ fn cancel_job_cancels_every_attempt_and_ends_canceled() {
     let out = h.ok(Event::CancelJob { job: JOB });
     assert_eq!(cancels(&out).len(), 4);
     assert_eq!(h.jm.job_state(JOB), Some(JobState::Cancelling));
+    // Cancelling again is idempotent: no error, nothing sent twice.
+    let again = h.ok(Event::CancelJob { job: JOB });
+    assert!(cancels(&again).is_empty(), "{again:?}");
     for n in ["src#0", "src#1", "sink#0", "sink#1"] {
         h.report(n, AttemptState::Canceled);
     }
     assert_eq!(h.jm.job_state(JOB), Some(JobState::Canceled));
-    let again =
+    let again = h.ok(Event::CancelJob { job: JOB });
+    assert!(again.is_empty() || cancels(&again).is_empty());
+    assert_eq!(h.jm.job_state(JOB), Some(JobState::Canceled));
+}
+
+#[test]
+fn a_finished_job_cannot_be_cancelled() {
+    let mut h = Harness::new(&[("a", 4)]);
+    let c = h.submit(STREAM);
+    h.run_all(&c);
+    for n in ["src#0", "src#1", "sink#0", "sink#1"] {
+        h.report(n, AttemptState::Finished);
+    }
+    assert_eq!(h.jm.job_state(JOB), Some(JobState::Finished));
+    let refused =
         h.jm.handle(Event::CancelJob { job: JOB }, h.now)
             .unwrap_err();
-    assert!(matches!(again.error, CoreError::JobNotActive { .. }));
+    assert!(matches!(refused.error, CoreError::JobNotActive { .. }));
 }
 
 #[test]

@@ -353,6 +353,10 @@ impl JobMaster {
     fn cancel_job(&mut self, id: JobId, now: Millis) -> Result<(), CoreError> {
         let job = self.jobs.get(&id).ok_or(CoreError::UnknownJob(id))?;
         let state = job.state.state();
+        // Cancelling again (a retried call, or a second operator) is not an error.
+        if matches!(state, JobState::Cancelling | JobState::Canceled) {
+            return Ok(());
+        }
         if !job.state.state().is_active() {
             return Err(CoreError::JobNotActive {
                 job: id,
