@@ -211,6 +211,47 @@ async fn kill_9_of_an_executor_restarts_only_the_regions_with_tasks_on_it() {
     .await;
 }
 
+/// The same cluster in TLS mode (`Cluster::start_tls`: every connection TLS, executors and
+/// the test's client authenticated by their certificates): the job runs, and kill -9 of an
+/// executor restarts exactly the regions with a task on it, on the survivors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_kill_9_of_an_executor_restarts_its_regions_on_the_survivors() {
+    bounded(TEST_LIMIT, async {
+        let mut cluster =
+            Cluster::start_tls("tls-kill9", &[("tm-1", 5), ("tm-2", 5), ("tm-3", 5)], &[]).await;
+        assert!(cluster.url.starts_with("https://"), "{}", cluster.url);
+        let spec = streaming_job(
+            "two-cities",
+            &["beijing", "shanghai"],
+            2,
+            &stream_command(),
+            quick_restarts("100ms"),
+        );
+        let job = cluster.submit(&spec).await;
+        let before = cluster
+            .wait_tasks(&job, "every task RUNNING", WAIT, |t| t.state == "RUNNING")
+            .await;
+        let (victim, affected) = victim_touching_fewest_regions(&before);
+        cluster.signal_executor(&victim, libc::SIGKILL);
+        let after = regions_running_again(
+            &cluster,
+            &job,
+            "the affected regions run again on the surviving executors",
+            &affected,
+            &victim,
+        )
+        .await;
+        for (name, t) in &after {
+            let want = u32::from(affected.contains(&t.region));
+            assert_eq!(t.attempt, want, "{name}: {}", describe(&after));
+        }
+        // A restarted executor keeps its certificate and registers again.
+        cluster.start_executor(&victim, 5);
+        cluster.wait_registered(&["tm-1", "tm-2", "tm-3"]).await;
+    })
+    .await;
+}
+
 /// SIGSTOP of one executor: it is declared lost once the heartbeat timeout passes (not
 /// before), its tasks' regions run elsewhere; after SIGCONT it learns it was declared lost,
 /// kills its stale attempts and registers again, so that in the end exactly one process of

@@ -5,8 +5,14 @@
 //! Everything a [`Cluster`] starts is killed when it is dropped, also when the test panics;
 //! then every task process left under the test's directory is killed and the directory is
 //! removed. Waiting is always polling with a deadline ([`eventually`]), never a bare sleep.
+//!
+//! [`Cluster::new_tls`] and [`Cluster::start_tls`] run the same cluster with TLS everywhere
+//! and authentication (see [`tls`]); [`Cluster::new`] and [`Cluster::start`] run it in plain
+//! text.
 
 #![allow(dead_code)]
+
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -57,7 +63,7 @@ struct Executor {
 pub struct Cluster {
     /// The test's own directory: executors' data dirs, the persistent dir, logs, job inputs.
     pub root: PathBuf,
-    /// The jobmaster's gRPC URL.
+    /// The jobmaster's gRPC URL (`https://` in TLS mode).
     pub url: String,
     /// The jobmaster's epoch: its start in ms since the Unix epoch, the zero of the `time_ms`
     /// of its events.
@@ -68,6 +74,8 @@ pub struct Cluster {
     client: Option<JobMasterServiceClient<Channel>>,
     /// Leave `root` behind when dropped (the caller deletes it later).
     keep_root: bool,
+    /// TLS mode: the certificates in `root/certs`.
+    tls: Option<tls::Certs>,
 }
 
 impl Cluster {
@@ -96,7 +104,23 @@ impl Cluster {
             executors: BTreeMap::new(),
             client: None,
             keep_root: false,
+            tls: None,
         }
+    }
+
+    /// [`Cluster::new`] in TLS mode: a CA with the jobmaster's and the operator's
+    /// certificates and a token file in `root/certs`; the jobmaster will serve TLS with the
+    /// token file, each executor gets its own certificate when it first starts, and
+    /// [`Cluster::client`] authenticates with the operator certificate.
+    pub fn new_tls(name: &str, env: &[(&str, &str)]) -> Cluster {
+        let mut cluster = Cluster::new(name, env);
+        cluster.tls = Some(tls::Certs::create(cluster.root.join("certs")));
+        cluster
+    }
+
+    /// The certificates (TLS mode only).
+    pub fn certs(&self) -> Option<&tls::Certs> {
+        self.tls.as_ref()
     }
 
     /// Leaves the directory behind when the cluster is dropped, for the caller to delete
@@ -109,7 +133,15 @@ impl Cluster {
     /// Starts the jobmaster (on port 0: it logs the ports it bound) and `executors`
     /// (id, slots), and waits until every executor is registered.
     pub async fn start(name: &str, executors: &[(&str, u32)], env: &[(&str, &str)]) -> Cluster {
-        let mut cluster = Cluster::new(name, env);
+        Cluster::start_all(Cluster::new(name, env), executors).await
+    }
+
+    /// [`Cluster::start`] in TLS mode ([`Cluster::new_tls`]).
+    pub async fn start_tls(name: &str, executors: &[(&str, u32)], env: &[(&str, &str)]) -> Cluster {
+        Cluster::start_all(Cluster::new_tls(name, env), executors).await
+    }
+
+    async fn start_all(mut cluster: Cluster, executors: &[(&str, u32)]) -> Cluster {
         cluster.start_jobmaster().await;
         for (id, slots) in executors {
             cluster.start_executor(id, *slots);
@@ -143,18 +175,19 @@ impl Cluster {
 
     pub async fn start_jobmaster(&mut self) {
         let log = self.root.join("jobmaster.log");
-        let child = self.spawn_logged(
-            Command::new(JOBMASTER).args([
-                "--listen",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-            ]),
-            "jobmaster",
-            "start the jobmaster",
-        );
+        let mut command = Command::new(JOBMASTER);
+        command.args([
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ]);
+        if let Some(certs) = &self.tls {
+            command.args(certs.jobmaster_args());
+        }
+        let child = self.spawn_logged(&mut command, "jobmaster", "start the jobmaster");
         self.jobmaster = Some(child);
         // The daemon logs `jobmaster listening` with the address it bound.
         let (grpc, epoch) = eventually("the jobmaster listens", Duration::from_secs(30), || {
@@ -179,15 +212,23 @@ impl Cluster {
             }
         })
         .await;
-        self.url = format!("http://{grpc}");
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        self.url = format!("{scheme}://{grpc}");
         self.epoch = epoch;
         let url = self.url.clone();
+        let certs = self.tls.as_ref();
         let client = eventually("connect to the jobmaster", Duration::from_secs(30), || {
             let url = url.clone();
             async move {
-                JobMasterServiceClient::connect(url)
-                    .await
-                    .map_err(|e| e.to_string())
+                match certs {
+                    Some(certs) => certs
+                        .operator_channel(&url)
+                        .await
+                        .map(JobMasterServiceClient::new),
+                    None => JobMasterServiceClient::connect(url)
+                        .await
+                        .map_err(|e| e.to_string()),
+                }
             }
         })
         .await;
@@ -205,20 +246,21 @@ impl Cluster {
         }
         let data = self.data_dir(id);
         let persistent = self.root.join("persistent");
-        let child = self.spawn_logged(
-            Command::new(TASKEXECUTOR)
-                .arg("--jobmaster")
-                .arg(&self.url)
-                .args(["--listen", "127.0.0.1:0", "--id", id])
-                .arg("--slots")
-                .arg(slots.to_string())
-                .arg("--data-dir")
-                .arg(&data)
-                .arg("--persistent-dir")
-                .arg(&persistent),
-            id,
-            "start a taskexecutor",
-        );
+        let mut command = Command::new(TASKEXECUTOR);
+        command
+            .arg("--jobmaster")
+            .arg(&self.url)
+            .args(["--listen", "127.0.0.1:0", "--id", id])
+            .arg("--slots")
+            .arg(slots.to_string())
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--persistent-dir")
+            .arg(&persistent);
+        if let Some(certs) = &self.tls {
+            command.args(certs.executor_args(id));
+        }
+        let child = self.spawn_logged(&mut command, id, "start a taskexecutor");
         self.executors
             .insert(id.to_owned(), Executor { child, alive: true });
     }

@@ -1,6 +1,8 @@
 //! What the scenarios share: the operator client, the simulated executors' one gRPC server
 //! (each executor has its own listening port; accepted connections are handed to the server),
-//! the WatchEvents log, polling waits, and the job specs.
+//! the WatchEvents log, polling waits, and the job specs. With `--tls` ([`crate::tls`]) every
+//! connection is TLS and the executors' server is a second one, behind the executors'
+//! authorization layer.
 
 use std::io;
 use std::net::SocketAddr;
@@ -16,14 +18,20 @@ use jobmaster::api::v1::{
 };
 use jobmaster::core::{AttemptState, JobState};
 use jobmaster::fake_executor::{Executor, ExecutorConfig, Fleet};
+use jobmaster::security::auth::{GrpcAuthLayer, Rules};
+use jobmaster::security::connector::{self, Expect};
+use jobmaster::security::incoming::incoming;
+use jobmaster::security::tls::Tls;
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint, Server};
 
 use crate::executors::{self, HbHandle, HbStats, Hub, heartbeat_loop, register_one};
+use crate::tls::{TaggedConn, TlsSetup, split_connect_info};
 use crate::{MAX_MESSAGE, POLL, RPC_TIMEOUT};
 
 /// What the scenarios share: the operator client, the simulated executors' server, their
@@ -37,19 +45,29 @@ pub(crate) struct Ctx {
     pub(crate) events: Arc<Events>,
     pub(crate) stats: Arc<HbStats>,
     conn_tx: mpsc::Sender<io::Result<TcpStream>>,
+    /// `--tls`: the certificates, and the executors' TLS server's connections.
+    tls: Option<(Arc<TlsSetup>, mpsc::Sender<io::Result<TaggedConn>>)>,
     pub(crate) stop_tx: watch::Sender<bool>,
     /// ≈ the daemon's clock zero (in-process daemon only).
     pub(crate) origin: Option<Instant>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
-pub(crate) async fn connect(url: &str) -> Result<Channel> {
+/// A channel to the daemon at `url`; over TLS (`tls`, an https URL) with that certificate,
+/// and the daemon must prove to be the jobmaster.
+pub(crate) async fn connect(url: &str, tls: Option<Arc<Tls>>) -> Result<Channel> {
     let endpoint = Endpoint::from_shared(url.to_owned())?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true);
     let mut last = None;
     for _ in 0..50 {
-        match endpoint.connect().await {
+        let connected = match &tls {
+            None => endpoint.connect().await,
+            Some(tls) => {
+                connector::connect(endpoint.clone(), Some(tls.clone()), Expect::JobMaster).await
+            }
+        };
+        match connected {
             Ok(channel) => return Ok(channel),
             Err(e) => last = Some(e),
         }
@@ -63,10 +81,12 @@ impl Ctx {
         url: String,
         origin: Option<Instant>,
         unary_reports: bool,
+        tls: Option<Arc<TlsSetup>>,
     ) -> Result<Ctx> {
-        let op = JobMasterServiceClient::new(connect(&url).await?)
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE);
+        let op =
+            JobMasterServiceClient::new(connect(&url, tls.as_ref().map(|t| t.operator())).await?)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE);
         let hub = Arc::new(Hub::new());
         let fleet = Fleet::new(executors::options(unary_reports), hub.clone());
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -84,6 +104,30 @@ impl Ctx {
                 eprintln!("jmload: the simulated executors' server failed: {e}");
             }
         });
+        let mut tasks = vec![server];
+        let tls = match tls {
+            None => None,
+            Some(setup) => {
+                // Connections of the executors' TLS listeners, tagged with their port.
+                let (tls_tx, tls_rx) = mpsc::channel::<io::Result<TaggedConn>>(1024);
+                let service = fleet.service();
+                let mut server_stop = stop_rx.clone();
+                tasks.push(tokio::spawn(async move {
+                    let result = Server::builder()
+                        .layer(tower::util::MapRequestLayer::new(split_connect_info))
+                        .layer(GrpcAuthLayer::new(Rules::Executor { tls: true }))
+                        .add_service(service)
+                        .serve_with_incoming_shutdown(ReceiverStream::new(tls_rx), async move {
+                            let _ = server_stop.changed().await;
+                        })
+                        .await;
+                    if let Err(e) = result {
+                        eprintln!("jmload: the simulated executors' tls server failed: {e}");
+                    }
+                }));
+                Some((setup, tls_tx))
+            }
+        };
         let events = Arc::new(Events::default());
         let (ready_tx, ready_rx) = oneshot::channel();
         let watcher = tokio::spawn(watch_events(
@@ -93,6 +137,7 @@ impl Ctx {
             stop_rx.clone(),
         ));
         let _ = tokio::time::timeout(RPC_TIMEOUT, ready_rx).await;
+        tasks.push(watcher);
         Ok(Ctx {
             url,
             op,
@@ -101,10 +146,27 @@ impl Ctx {
             events,
             stats: Arc::new(HbStats::default()),
             conn_tx,
+            tls,
             stop_tx,
             origin,
-            tasks: Mutex::new(vec![server, watcher]),
+            tasks: Mutex::new(tasks),
         })
+    }
+
+    /// Whether the run is over TLS (`--tls`).
+    pub(crate) fn tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The gateway channel of simulated executor `id`. Plain: `shared` if given, else a new
+    /// connection. TLS: always its own connection, with its own certificate (the daemon lets
+    /// a connection act only for the executor its certificate names).
+    pub(crate) async fn gateway(&self, id: &str, shared: Option<&Channel>) -> Result<Channel> {
+        match (&self.tls, shared) {
+            (None, Some(channel)) => Ok(channel.clone()),
+            (None, None) => connect(&self.url, None).await,
+            (Some((setup, _)), _) => connect(&self.url, Some(setup.executor(id)?)).await,
+        }
     }
 
     pub(crate) async fn shutdown(self) {
@@ -126,6 +188,10 @@ impl Ctx {
     ) -> Result<Arc<Executor>> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr: SocketAddr = listener.local_addr()?;
+        let server_tls = match &self.tls {
+            Some((setup, tls_tx)) => Some((setup.executor(&id)?, tls_tx.clone())),
+            None => None,
+        };
         let exec = Executor::new(
             ExecutorConfig {
                 session: format!("{id}-{}", std::process::id()),
@@ -141,8 +207,31 @@ impl Ctx {
                 .max_encoding_message_size(MAX_MESSAGE),
         );
         self.fleet.add(addr.port(), exec.clone());
-        let conn_tx = self.conn_tx.clone();
         let mut stop = self.stop_tx.subscribe();
+        if let Some((tls, tls_tx)) = server_tls {
+            // TLS (handshakes, with TCP_NODELAY) as `taskexecutor` accepts; the stream ends
+            // the listener when dropped.
+            let mut accepted = incoming(listener, Some(tls));
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        conn = accepted.next() => match conn {
+                            Some(Ok(conn)) => {
+                                let tagged = TaggedConn { conn, local: addr };
+                                if tls_tx.send(Ok(tagged)).await.is_err() || one_shot {
+                                    return;
+                                }
+                            }
+                            Some(Err(e)) => eprintln!("jmload: accept on {addr}: {e}"),
+                            None => return,
+                        },
+                        _ = stop.changed() => return,
+                    }
+                }
+            });
+            return Ok(exec);
+        }
+        let conn_tx = self.conn_tx.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {

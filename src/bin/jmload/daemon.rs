@@ -9,18 +9,27 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use crate::Common;
+use crate::tls::TlsSetup;
 
 pub(crate) struct InProcessDaemon {
     stop: Option<oneshot::Sender<()>>,
     done: std::sync::mpsc::Receiver<()>,
 }
 
-/// Starts `jobmaster::server::serve` on its own runtime (threads `jmd`) on 127.0.0.1 port 0.
+/// Starts `jobmaster::server::serve` on its own runtime (threads `jmd`) on 127.0.0.1 port 0,
+/// with TLS and the token file of `tls` if given (then the URL is https).
 /// Returns its URL and an instant at most a fraction of a millisecond before the daemon's
 /// clock zero (WatchEvent.time_ms counts from there).
-pub(crate) fn start_in_process(common: &Common) -> Result<(String, InProcessDaemon, Instant)> {
+pub(crate) fn start_in_process(
+    common: &Common,
+    tls: Option<&TlsSetup>,
+) -> Result<(String, InProcessDaemon, Instant)> {
     let mut settings = Settings::load(common.daemon_config.as_deref())?;
     settings.server.shutdown_grace = Duration::from_secs(1);
+    if let Some(tls) = tls {
+        tls.apply(&mut settings);
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let grpc = std::net::TcpListener::bind("127.0.0.1:0")?;
     grpc.set_nonblocking(true)?;
     let http = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -52,7 +61,7 @@ pub(crate) fn start_in_process(common: &Common) -> Result<(String, InProcessDaem
             let _ = done_tx.send(());
         })?;
     Ok((
-        format!("http://{addr}"),
+        format!("{scheme}://{addr}"),
         InProcessDaemon {
             stop: Some(stop_tx),
             done: done_rx,

@@ -40,15 +40,17 @@ pub(crate) async fn run(ctx: &Ctx, a: &DetectArgs) -> Result<Value> {
     // Background executors, kept busy by a filler job so each trial's job lands on its victim.
     let mut handles = Vec::new();
     if a.background > 0 {
-        let channel = connect(&ctx.url).await?;
+        // One connection for all of them (over TLS, one each: see `Ctx::gateway`).
+        let shared = if ctx.tls() {
+            None
+        } else {
+            Some(connect(&ctx.url, None).await?)
+        };
         for i in 0..a.background {
+            let id = format!("bg-{i:04}");
+            let channel = ctx.gateway(&id, shared.as_ref()).await?;
             let exec = ctx
-                .add_executor(
-                    format!("bg-{i:04}"),
-                    channel.clone(),
-                    a.background_slots,
-                    false,
-                )
+                .add_executor(id, channel, a.background_slots, false)
                 .await?;
             let interval = ctx.register(&exec).await?;
             let phase = interval * i as u32 / a.background as u32;
@@ -72,10 +74,9 @@ pub(crate) async fn run(ctx: &Ctx, a: &DetectArgs) -> Result<Value> {
     let mut disturbed = 0;
     for k in 0..a.trials {
         // A victim with its own connection, as a real executor process has.
-        let channel = connect(&ctx.url).await?;
-        let exec = ctx
-            .add_executor(format!("victim-{k:04}"), channel, a.tasks, false)
-            .await?;
+        let id = format!("victim-{k:04}");
+        let channel = ctx.gateway(&id, None).await?;
+        let exec = ctx.add_executor(id, channel, a.tasks, false).await?;
         let interval = ctx.register(&exec).await?;
         let mut hb = ctx.start_heartbeats(exec.clone(), interval, Duration::ZERO);
         hb.first_answer(RPC_TIMEOUT).await?;

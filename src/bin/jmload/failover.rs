@@ -14,7 +14,7 @@ use jobmaster::fake_executor::Reports;
 use serde_json::{Value, json};
 
 use crate::RPC_TIMEOUT;
-use crate::ctx::{Ctx, connect, two_vertex_spec, wait_for, zero_backoff};
+use crate::ctx::{Ctx, two_vertex_spec, wait_for, zero_backoff};
 use crate::executors::Mark;
 use crate::probe::Probe;
 use crate::stats::{Summary, diff_ms, summarize, summary_json, verdict};
@@ -68,10 +68,9 @@ pub(crate) async fn run(ctx: &Ctx, a: &FailoverArgs, probe: &Probe) -> Result<Va
     let mut handles = Vec::new();
     for i in 0..a.executors {
         // Each executor has its own connection, as real executor processes do.
-        let channel = connect(&ctx.url).await?;
-        let exec = ctx
-            .add_executor(format!("exec-{i:04}"), channel, slots, false)
-            .await?;
+        let id = format!("exec-{i:04}");
+        let channel = ctx.gateway(&id, None).await?;
+        let exec = ctx.add_executor(id, channel, slots, false).await?;
         let interval = ctx.register(&exec).await?;
         let phase = interval * i as u32 / a.executors as u32;
         let mut hb = ctx.start_heartbeats(exec, interval, phase);

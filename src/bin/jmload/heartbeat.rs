@@ -265,7 +265,7 @@ async fn heartbeat_setup(
     let channels = a.executors.div_ceil(a.per_channel);
     let mut gateway = Vec::with_capacity(channels);
     for _ in 0..channels {
-        gateway.push(connect(&ctx.url).await?);
+        gateway.push(connect(&ctx.url, None).await?);
     }
     let mut execs = Vec::with_capacity(a.executors);
     for i in 0..a.executors {

@@ -22,8 +22,12 @@
 //!   report. Target ≤ 20 ms.
 //! * `heartbeat`: 10,000 executors heartbeating every second with 10 attempts each: no false
 //!
+//! `--tls` runs `detect` and `failover` with TLS and authentication on every connection
+//! (issue 12), with a throwaway CA and certificates ([`tls`]).
+//!
 //! Modules: [`daemon`] (the in-process daemon), [`executors`] (the simulated executors and
 //! their heartbeats), [`ctx`] (what the scenarios share: clients, WatchEvents, job specs),
+//! [`tls`] (certificates and the executors' TLS connections),
 //! [`stats`] (percentiles and rounding), [`probe`] (CPU and memory from /proc), [`report`]
 //! (the tables), and one module per scenario: [`detect`], [`failover`], [`heartbeat`].
 
@@ -36,9 +40,11 @@ mod heartbeat;
 mod probe;
 mod report;
 mod stats;
+mod tls;
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -52,6 +58,7 @@ use crate::failover::FailoverArgs;
 use crate::heartbeat::HeartbeatArgs;
 use crate::probe::{Probe, loadavg};
 use crate::report::print_report;
+use crate::tls::TlsSetup;
 
 /// Largest message the tool's clients and fake executors accept (GetJob of 100,000 tasks).
 const MAX_MESSAGE: usize = 256 << 20;
@@ -109,6 +116,17 @@ pub(crate) struct Common {
     /// of one UpdateTaskStates call per SubmitTasks or CancelTasks batch (for comparison).
     #[arg(long, global = true)]
     pub(crate) unary_reports: bool,
+    /// TLS and authentication on every connection: a throwaway CA and certificates; the
+    /// in-process daemon serves TLS with a token file, the operator client and each simulated
+    /// executor present their own certificates, and the executors serve TLS too (detect and
+    /// failover only).
+    #[arg(long, global = true)]
+    pub(crate) tls: bool,
+    /// With --tls: keep the certificates in DIR (a `jobmaster certs` folder: an existing CA
+    /// is reused) instead of a temporary folder, e.g. for a daemon at --endpoint (an https
+    /// URL) started with DIR's files.
+    #[arg(long, global = true, value_name = "DIR", requires = "tls")]
+    pub(crate) tls_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -166,14 +184,32 @@ fn hard_limit(scenario: &Scenario) -> Duration {
 
 async fn run(cli: Cli) -> Result<()> {
     let common = &cli.common;
+    if common.tls && matches!(cli.scenario, Scenario::Heartbeat(_)) {
+        bail!(
+            "--tls runs detect and failover: heartbeat shares one connection among many \
+             executors, and over TLS a connection acts only for the executor its certificate \
+             names"
+        );
+    }
+    let tls = if common.tls {
+        let dir = common.tls_dir.clone();
+        Some(Arc::new(
+            tokio::task::spawn_blocking(move || TlsSetup::create(dir.as_deref())).await??,
+        ))
+    } else {
+        None
+    };
     let mut daemon = None;
     let (url, origin) = match &common.endpoint {
         Some(url) => {
             check_local(url)?;
+            if url.starts_with("https://") != common.tls {
+                bail!("--endpoint {url}: use an https URL with --tls, an http one without");
+            }
             (url.clone(), None)
         }
         None => {
-            let (url, d, origin) = start_in_process(common)?;
+            let (url, d, origin) = start_in_process(common, tls.as_deref())?;
             daemon = Some(d);
             (url, Some(origin))
         }
@@ -182,7 +218,7 @@ async fn run(cli: Cli) -> Result<()> {
         pid: common.daemon_pid,
         in_process: daemon.is_some(),
     };
-    let ctx = Ctx::new(url.clone(), origin, common.unary_reports).await?;
+    let ctx = Ctx::new(url.clone(), origin, common.unary_reports, tls.clone()).await?;
     let load0 = loadavg();
     let machine0 = probe.machine();
     let t0 = Instant::now();
@@ -210,6 +246,7 @@ async fn run(cli: Cli) -> Result<()> {
             common.daemon_threads, common.threads
         )
     });
+    report["tls"] = json!(common.tls);
     report["machine"] = json!(format!(
         "{} CPUs; load average {load0} at the start, {} at the end; other processes used \
          {others:.2} CPUs on average during the scenario ({wall:.0} s)",
