@@ -211,8 +211,9 @@ impl Ctx {
         if let Some((tls, tls_tx)) = server_tls {
             // TLS (handshakes, with TCP_NODELAY) as `taskexecutor` accepts; the stream ends
             // the listener when dropped.
-            let mut accepted = incoming(listener, Some(tls));
+            let (mut accepted, acceptor) = incoming(listener, Some(tls));
             tokio::spawn(async move {
+                let _acceptor = acceptor;
                 loop {
                     tokio::select! {
                         conn = accepted.next() => match conn {

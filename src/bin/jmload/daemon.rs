@@ -26,6 +26,11 @@ pub(crate) fn start_in_process(
 ) -> Result<(String, InProcessDaemon, Instant)> {
     let mut settings = Settings::load(common.daemon_config.as_deref())?;
     settings.server.shutdown_grace = Duration::from_secs(1);
+    // Scenarios fail the same regions over and over on purpose: the per-region restart budget
+    // (30 within 1h by default) would end a long run, so it is off unless a config sets it.
+    if common.daemon_config.is_none() {
+        settings.scheduler.region_restart_budget.max_restarts = 0;
+    }
     if let Some(tls) = tls {
         tls.apply(&mut settings);
     }
