@@ -305,3 +305,31 @@ async fn reports_heartbeats_and_disconnects_with_malformed_ids_are_invalid_argum
     })
     .await
 }
+
+#[tokio::test]
+async fn a_report_from_a_session_that_never_registered_is_not_called_replaced() {
+    within(TEST_LIMIT, async {
+        let daemon = Daemon::start(quiet_settings(&[])).await;
+        let gateway = daemon.gateway().await;
+        register(&gateway, registration("exec-a", "127.0.0.1:6124"))
+            .await
+            .expect("registers");
+        let mut g = gateway.clone();
+        let status = g
+            .update_task_states(UpdateTaskStatesRequest {
+                executor_id: "exec-a".into(),
+                session_id: "never-registered".into(),
+                updates: vec![],
+            })
+            .await
+            .expect_err("an unknown session is refused");
+        assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+        assert!(
+            status.message().contains("never registered")
+                && status.message().contains("register again")
+                && !status.message().contains("was replaced"),
+            "{status:?}"
+        );
+    })
+    .await
+}

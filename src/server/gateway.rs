@@ -45,8 +45,11 @@ impl Gateway {
         let id = ExecutorId(executor.to_owned());
         match self.shared.executors.get(&id) {
             Some(s) if s.session == session => Ok(id),
+            // Either an older session (the executor registered again since) or one that never
+            // registered: the message must fit both.
             Some(_) => Err(ApiError::FailedPrecondition(format!(
-                "executor {executor}: session {session:?} was replaced by a newer registration"
+                "executor {executor}: session {session:?} is not its current session (it \
+                 registered again since, or this session never registered): register again"
             ))),
             None => Err(ApiError::FailedPrecondition(format!(
                 "executor {executor} is not registered (or was declared lost): register again"
