@@ -137,7 +137,9 @@ fn to_json<T: Serialize>(value: &T) -> String {
 }
 
 /// Submits a spec file (validated locally first, so input errors exit with 2).
-pub async fn submit(client: &mut Client, path: &str, json_out: bool) -> Result<String, CtlError> {
+/// Reads a job spec file (`-`: standard input) and validates it locally, so that a bad spec
+/// is reported as such before any connection is made.
+pub fn read_spec(path: &str) -> Result<SpecText, CtlError> {
     let text = if path == "-" {
         let mut t = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut t).map_err(|e| {
@@ -150,6 +152,21 @@ pub async fn submit(client: &mut Client, path: &str, json_out: bool) -> Result<S
     };
     let format = SpecFormat::detect((path != "-").then_some(path), &text);
     JobSpec::parse(&text, format).map_err(|e| CtlError::input(format!("{path}: {e}")))?;
+    Ok(SpecText { text, format })
+}
+
+/// A spec read and validated by [`read_spec`].
+pub struct SpecText {
+    text: String,
+    format: SpecFormat,
+}
+
+pub async fn submit(
+    client: &mut Client,
+    spec: SpecText,
+    json_out: bool,
+) -> Result<String, CtlError> {
+    let SpecText { text, format } = spec;
     let r = client
         .submit_job(SubmitJobRequest {
             spec: text,

@@ -378,3 +378,26 @@ fn plan_blast_radius_refuses_bad_input_with_exit_code_2() {
     ]);
     assert_eq!(out.status.code(), Some(2), "at least one executor");
 }
+
+#[test]
+fn submit_reports_an_invalid_spec_as_such_before_connecting() {
+    // Nothing listens on port 1: an answer about the spec proves no connection was tried.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jmctl"))
+        .args(["--endpoint", "http://127.0.0.1:1", "submit", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("jmctl runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"name = \"x\"\n")
+        .expect("write the spec");
+    let out = child.wait_with_output().expect("jmctl ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("vertices"), "{stderr}");
+    assert!(!stderr.contains("connect"), "{stderr}");
+}

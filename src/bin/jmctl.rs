@@ -239,6 +239,11 @@ fn remote(cli: &Cli) -> ExitCode {
     };
     let json = cli.output == Output::Json;
     let result = runtime.block_on(async {
+        // A bad spec is an input error, reported before any connection is tried.
+        let mut spec = match &cli.command {
+            Command::Submit { spec } => Some(ctl::read_spec(spec)?),
+            _ => None,
+        };
         let tls = cli
             .tls
             .files()
@@ -251,7 +256,10 @@ fn remote(cli: &Cli) -> ExitCode {
         .await?;
         let c = &mut client;
         match &cli.command {
-            Command::Submit { spec } => ctl::submit(c, spec, json).await,
+            Command::Submit { .. } => match spec.take() {
+                Some(spec) => ctl::submit(c, spec, json).await,
+                None => Err(ctl::CtlError::input("no spec")),
+            },
             Command::List => ctl::list(c, json).await,
             Command::Status { job } => ctl::status(c, job, json).await,
             Command::Cancel { job } => ctl::cancel(c, job, json).await,
