@@ -721,3 +721,62 @@ fn a_partition_lost_failure_naming_a_partition_the_task_does_not_read_marks_noth
         "p's output stays available"
     );
 }
+
+/// STREAM with an exponential backoff, so a second failure merges into the pending restart.
+const STREAM_BACKOFF: &str = r#"
+name = "stream"
+restart = { strategy = "exponential-delay", initial-backoff = "1s", max-backoff = "1s", jitter-factor = 0.0 }
+[[vertices]]
+id = "src"
+parallelism = 2
+command = ["x"]
+[[vertices]]
+id = "sink"
+parallelism = 2
+command = ["x"]
+[[edges]]
+from = "src"
+to = "sink"
+pattern = "pointwise"
+exchange = "pipelined"
+"#;
+
+#[test]
+fn the_exception_history_tells_a_merged_restart_with_its_final_task_count() {
+    let mut h = Harness::new(&[("a", 4)]);
+    let c = h.submit(STREAM_BACKOFF);
+    h.run_all(&c);
+    let fail = |h: &mut Harness, name: &str| {
+        let (attempt, executor) = h.current(name);
+        h.ok(Event::TaskStateChanged {
+            executor,
+            attempt,
+            state: AttemptState::Failed,
+            failure: Some(Failure {
+                class: FailureClass::Recoverable,
+                message: "boom".into(),
+                partition: None,
+            }),
+        })
+    };
+    fail(&mut h, "src#0");
+    let first =
+        h.jm.exception_history(JOB)
+            .unwrap()
+            .entries()
+            .last()
+            .unwrap()
+            .outcome
+            .clone();
+    assert_eq!(first, "restart 2 tasks after 1000 ms");
+    // The other region fails while the restart is pending: it joins it.
+    fail(&mut h, "src#1");
+    let entries = h.jm.exception_history(JOB).unwrap().entries();
+    let latest = entries.last().unwrap();
+    assert_eq!(latest.restarted.len(), 4);
+    assert!(
+        latest.outcome.starts_with("restart 4 tasks after "),
+        "{}",
+        latest.outcome
+    );
+}

@@ -187,13 +187,15 @@ impl JobMaster {
             job.counters.region_restarts[r.index()] += 1;
             job.down_since[r.index()].get_or_insert(now);
         }
-        let outcome = format!("restart {} tasks in {delay} ms", tasks.len());
+        let outcome = restart_outcome(tasks.len(), delay);
         match (merged, job.history.latest_mut()) {
             (true, Some(latest)) => {
                 latest.concurrent.extend(records.iter().cloned());
                 let mut all: BTreeSet<TaskId> = latest.restarted.iter().copied().collect();
                 all.extend(tasks.iter().copied());
                 latest.restarted = all.into_iter().collect();
+                // The entry tells the restart as it now is (merged failures add tasks).
+                latest.outcome = restart_outcome(latest.restarted.len(), delay);
             }
             _ => job.history.push(ExceptionEntry {
                 root: root.clone(),
@@ -381,4 +383,10 @@ fn old_was_finished(previous: &VecDeque<(u32, AttemptLog, Option<ExecutorId>)>) 
     previous
         .back()
         .is_some_and(|(_, log, _)| log.state() == AttemptState::Finished)
+}
+
+/// An exception-history outcome: "restart 1 task after 500 ms", "restart 3 tasks after 0 ms".
+fn restart_outcome(tasks: usize, delay_ms: Millis) -> String {
+    let plural = if tasks == 1 { "" } else { "s" };
+    format!("restart {tasks} task{plural} after {delay_ms} ms")
 }
