@@ -378,3 +378,24 @@ fn an_exponential_delay_that_restarts_without_end_and_without_pause_is_refused()
     );
     assert!(restart("strategy = \"exponential-delay\"\ninitial-backoff = \"1ms\"\n").is_ok());
 }
+
+#[test]
+fn empty_array_and_truncated_specs_get_messages_that_say_what_is_wrong() {
+    let e = err("");
+    assert!(e.contains("the spec is empty"), "{e}");
+    let e = err("  \n");
+    assert!(e.contains("the spec is empty"), "{e}");
+    // An array is JSON, not a TOML table header.
+    assert_eq!(SpecFormat::detect(None, "[1,2]"), SpecFormat::Json);
+    assert_eq!(
+        SpecFormat::detect(None, " [ {\"a\": 1} ]"),
+        SpecFormat::Json
+    );
+    assert_eq!(SpecFormat::detect(None, "[restart]\n"), SpecFormat::Toml);
+    assert_eq!(SpecFormat::detect(None, "[[vertices]]\n"), SpecFormat::Toml);
+    let e = err("[1,2]");
+    assert!(e.contains("JSON job spec is an object"), "{e}");
+    // A syntax error has no field path ("?:" before).
+    let e = err("{\"name\": \"a\",");
+    assert!(!e.contains("?:"), "{e}");
+}

@@ -182,10 +182,16 @@ impl SpecFormat {
                 return SpecFormat::Toml;
             }
         }
-        if text.trim_start().starts_with('{') {
-            SpecFormat::Json
-        } else {
-            SpecFormat::Toml
+        // JSON is an object (or, mistakenly, an array or a scalar); TOML starts with a key, a
+        // comment or a table header (`[name]`, `[[name]]`).
+        let start = text.trim_start();
+        let mut chars = start.chars();
+        match (chars.next(), chars.find(|c| !c.is_whitespace())) {
+            (Some('{'), _) => SpecFormat::Json,
+            (Some('['), Some(c)) if !(c.is_ascii_alphabetic() || c == '[' || c == '_') => {
+                SpecFormat::Json
+            }
+            _ => SpecFormat::Toml,
         }
     }
 }
@@ -287,12 +293,21 @@ impl JobSpec {
 /// (`vertices[0].parallelism`) and, for TOML, the line and column.
 fn parse_raw(text: &str, format: SpecFormat) -> Result<RawSpec, SpecError> {
     let syntax = |message: String| SpecError::Syntax { format, message };
+    if text.trim().is_empty() {
+        return Err(syntax(
+            "the spec is empty: give a name and at least one [[vertices]] entry (see examples/)"
+                .into(),
+        ));
+    }
     let with_path = |path: &serde_path_to_error::Path, message: &str| {
         let path = path.to_string();
-        if path.is_empty() || path == "." {
-            one_line(message)
+        // Our types' names mean nothing to the user; the spec itself is an object (a table).
+        let message = message.replace("struct RawSpec", "a job spec object");
+        // `?` is serde_path_to_error's path of a syntax error before any field.
+        if path.is_empty() || path == "." || path == "?" {
+            one_line(&message)
         } else {
-            format!("{path}: {}", one_line(message))
+            format!("{path}: {}", one_line(&message))
         }
     };
     match format {
@@ -314,6 +329,11 @@ fn parse_raw(text: &str, format: SpecFormat) -> Result<RawSpec, SpecError> {
             })
         }
         SpecFormat::Json => {
+            if !text.trim_start().starts_with('{') {
+                return Err(syntax(
+                    "a JSON job spec is an object: {\"name\": …, \"vertices\": [ … ]}".into(),
+                ));
+            }
             let mut de = serde_json::Deserializer::from_str(text);
             let raw: RawSpec = serde_path_to_error::deserialize(&mut de).map_err(|e| {
                 let path = e.path().clone();
