@@ -782,10 +782,30 @@ impl Coordinator {
             if message.is_empty() {
                 "task failed".to_owned()
             } else {
-                message.to_owned()
+                truncate_message(message)
             },
         ))
     }
+}
+
+/// Longest failure message kept (exception history, events, logs); the rest is cut.
+pub(crate) const MAX_FAILURE_MESSAGE_BYTES: usize = 8 * 1024;
+
+/// `message`, cut at [`MAX_FAILURE_MESSAGE_BYTES`] (on a character boundary) with a note
+/// of how much was cut.
+fn truncate_message(message: &str) -> String {
+    if message.len() <= MAX_FAILURE_MESSAGE_BYTES {
+        return message.to_owned();
+    }
+    let mut end = MAX_FAILURE_MESSAGE_BYTES;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{}… ({} more bytes cut)",
+        &message[..end],
+        message.len() - end
+    )
 }
 
 /// Errors that say the executor could not be reached (as opposed to refusing the request).

@@ -24,8 +24,8 @@ use crate::api::v1::{
 };
 use crate::core::history::FailureRecord;
 use crate::core::{
-    BlastRadius, Event, ExecutorId, FailureDomain, JobId, JobSpec, RestartScope, RestartSet,
-    SpecFormat, SpecLimits, blast_radius,
+    BlastRadius, Event, ExecutorId, FailureClass, FailureDomain, JobId, JobSpec, RestartScope,
+    RestartSet, SpecFormat, SpecLimits, blast_radius,
 };
 
 pub(crate) struct Operator {
@@ -490,6 +490,19 @@ impl JobMasterService for Operator {
                     r.message
                 };
                 let failure = Coordinator::failure(&r.class, &message)?;
+                // A task fails; losing an executor or a partition is not something a task does
+                // (inject `--executor` to lose an executor).
+                if !matches!(
+                    failure.class,
+                    FailureClass::Recoverable | FailureClass::NonRecoverable
+                ) {
+                    return Err(ApiError::InvalidArgument(format!(
+                        "class {:?} cannot be injected into a task; use recoverable or \
+                         non-recoverable (or target an executor to lose it)",
+                        r.class
+                    ))
+                    .into());
+                }
                 self.shared
                     .with(move |c| {
                         known_job(c, job)?;
