@@ -780,3 +780,49 @@ fn the_exception_history_tells_a_merged_restart_with_its_final_task_count() {
         latest.outcome
     );
 }
+
+#[test]
+fn a_regional_failover_leaves_the_job_running_and_a_full_restart_makes_it_restarting() {
+    let mut h = Harness::new(&[("a", 4)]);
+    let c = h.submit(STREAM_BACKOFF);
+    h.run_all(&c);
+    let (attempt, executor) = h.current("src#0");
+    let failure = || {
+        Some(Failure {
+            class: FailureClass::Recoverable,
+            message: "boom".into(),
+            partition: None,
+        })
+    };
+    h.ok(Event::TaskStateChanged {
+        executor,
+        attempt,
+        state: AttemptState::Failed,
+        failure: failure(),
+    });
+    assert_eq!(
+        h.jm.job_state(JOB),
+        Some(JobState::Running),
+        "one region of two"
+    );
+
+    let mut h = Harness::new(&[("a", 4)]);
+    let full = STREAM_BACKOFF.replace(
+        "name = \"stream\"",
+        "name = \"stream\"\nfailover = \"full\"",
+    );
+    let c = h.submit(&full);
+    h.run_all(&c);
+    let (attempt, executor) = h.current("src#0");
+    h.ok(Event::TaskStateChanged {
+        executor,
+        attempt,
+        state: AttemptState::Failed,
+        failure: failure(),
+    });
+    assert_eq!(
+        h.jm.job_state(JOB),
+        Some(JobState::Restarting),
+        "every task restarts"
+    );
+}

@@ -328,7 +328,8 @@ fn check(text: &str, report: &SimReport, slots_at_end: u32, strict: bool) -> Res
         match e.kind {
             "job-state" => job_state = e.state.unwrap_or_default(),
             "restart-scheduled" => {
-                if !matches!(job_state, "RESTARTING") {
+                // A regional restart leaves the job RUNNING; a full one makes it RESTARTING.
+                if !matches!(job_state, "RUNNING" | "RESTARTING") {
                     return Err(format!(
                         "{at}: restart scheduled while the job is {job_state}"
                     ));

@@ -9,7 +9,8 @@ use super::Millis;
 pub enum JobState {
     Created,
     Running,
-    /// At least one restart is pending: cancelling its tasks or waiting out the backoff.
+    /// A restart of every task is pending: cancelling them or waiting out the backoff. A
+    /// regional failover leaves the job RUNNING (as in Flink).
     Restarting,
     Finished,
     Failing,

@@ -281,11 +281,12 @@ impl Coordinator {
             .timeout(self.shared.settings.rpc.timeout);
         let limit = self.shared.settings.server.max_message_bytes;
         // Over TLS, whatever answers on the address must hold this executor's certificate.
-        let channel = crate::security::connector::channel(
-            endpoint,
-            tls,
-            crate::security::connector::Expect::Executor(executor.0.clone()),
-        );
+        let expect = crate::security::connector::Expect::Executor(executor.0.clone());
+        let channel =
+            crate::security::connector::channel(endpoint.clone(), tls.clone(), expect.clone());
+        // Connect (and do the TLS handshake) now, not on the first command: that command is
+        // often a failover's redeploy, whose latency counts.
+        let connecting = tokio::spawn(crate::security::connector::connect(endpoint, tls, expect));
         let client = TaskExecutorServiceClient::new(channel)
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit);
@@ -302,7 +303,7 @@ impl Coordinator {
         // registration may place waiting regions on it at once, and those deploys need them.
         self.dispatchers.insert(
             executor.clone(),
-            Dispatcher::start(executor.clone(), client, self.shared.clone()),
+            Dispatcher::start(executor.clone(), client, connecting, self.shared.clone()),
         );
         self.shared.executors.insert(
             executor.clone(),

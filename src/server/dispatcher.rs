@@ -87,9 +87,12 @@ pub(crate) struct Dispatcher {
 
 impl Dispatcher {
     /// Starts the executor's sending task.
+    /// `client` connects on first use; `connecting`, if it succeeds first, replaces it with a
+    /// connection made in advance.
     pub(crate) fn start(
         executor: ExecutorId,
         client: TaskExecutorServiceClient<Channel>,
+        connecting: JoinHandle<Result<Channel, tonic::transport::Error>>,
         shared: Arc<Shared>,
     ) -> Dispatcher {
         let (queue, rx) = mpsc::unbounded_channel();
@@ -103,6 +106,7 @@ impl Dispatcher {
         let sender = Sender {
             executor,
             client,
+            connecting: Some(connecting),
             shared,
             budget,
         };
@@ -139,6 +143,8 @@ impl Drop for Dispatcher {
 struct Sender {
     executor: ExecutorId,
     client: TaskExecutorServiceClient<Channel>,
+    /// The connection made at registration, taken over before the first command.
+    connecting: Option<JoinHandle<Result<Channel, tonic::transport::Error>>>,
     shared: Arc<Shared>,
     /// Largest encoded size of one batch, in bytes (one order alone may exceed it).
     budget: usize,
@@ -238,6 +244,16 @@ impl Sender {
                 match rx.recv().await {
                     Some(orders) => pending.extend(orders),
                     None => return,
+                }
+            }
+            if let Some(connecting) = self.connecting.take() {
+                // Commands wait for the connection either way; a failed one leaves the lazy
+                // client, which tries again.
+                if let Ok(Ok(channel)) = connecting.await {
+                    let limit = self.shared.settings.server.max_message_bytes;
+                    self.client = TaskExecutorServiceClient::new(channel)
+                        .max_decoding_message_size(limit)
+                        .max_encoding_message_size(limit);
                 }
             }
             // Everything that piled up meanwhile joins the batch.

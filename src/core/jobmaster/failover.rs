@@ -238,7 +238,10 @@ impl JobMaster {
                 tasks: versions,
             },
         );
-        if job.state.state() == JobState::Running {
+        // As in Flink: a regional failover leaves the job RUNNING (its other regions keep
+        // running; the restarting tasks show their own states); only a restart of every task
+        // makes the job RESTARTING.
+        if job.state.state() == JobState::Running && tasks.len() == job.tasks.len() {
             job.set_state(
                 JobState::Restarting,
                 now,
