@@ -9,7 +9,7 @@ use std::time::Duration;
 use daemon_support::*;
 use jobmaster::api::v1::CancelTasksRequest;
 use jobmaster::api::v1::task_executor_service_client::TaskExecutorServiceClient;
-use jobmaster::executor::ExecutorConfig;
+use jobmaster::executor::ExecutorSecurity;
 use tonic::Code;
 
 const TEST_LIMIT: Duration = Duration::from_secs(60);
@@ -35,32 +35,9 @@ command = ["sleep", "3600"]
 async fn a_command_with_a_forged_epoch_is_refused_and_the_jobmaster_keeps_its_executor() {
     within(TEST_LIMIT, async {
         let daemon = Daemon::start(settings(&[])).await;
-        let root = std::env::temp_dir().join(format!("jobmaster-epoch-{}", session_id()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let config = jobmaster::executor::resolve(
-            ExecutorConfig {
-                jobmaster: daemon.url(),
-                id: "tm-epoch".into(),
-                advertise: String::new(),
-                slots: 2,
-                data_dir: root.join("data"),
-                persistent_dir: root.join("persistent"),
-                jobmaster_reconnect_timeout: Duration::from_secs(30),
-                cancel_grace: Duration::from_secs(1),
-                min_free_disk: 0,
-                rpc_timeout: Duration::from_secs(5),
-                labels: Default::default(),
-                security: jobmaster::executor::ExecutorSecurity::default(),
-                run_as: None,
-            },
-            addr,
-        )
-        .expect("valid executor config");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let executor = tokio::spawn(jobmaster::executor::run(config, listener, async {
-            let _ = stopped.await;
-        }));
+        let executor =
+            RealExecutor::start(daemon.url(), "tm-epoch", 2, ExecutorSecurity::default()).await;
+        let addr = executor.addr;
         let client = daemon.client().await;
         eventually(
             "the executor registers",
@@ -96,9 +73,7 @@ async fn a_command_with_a_forged_epoch_is_refused_and_the_jobmaster_keeps_its_ex
         let job = submit(&client, ONE).await;
         wait_all_running(&client, &job).await;
 
-        let _ = stop.send(());
-        let _ = bounded("executor stops", executor).await;
-        let _ = std::fs::remove_dir_all(&root);
+        executor.stop().await;
     })
     .await;
 }

@@ -115,67 +115,22 @@ fn register_request(id: &str, address: &str) -> RegisterExecutorRequest {
 }
 
 /// A real executor with its certificate, registered with `daemon` over TLS.
-struct SecureExecutor {
-    addr: SocketAddr,
-    root: PathBuf,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), jobmaster::executor::StartError>>,
-}
+struct SecureExecutor;
 
 impl SecureExecutor {
-    async fn start(daemon: &Daemon, dir: &Path, id: &str, slots: u32) -> SecureExecutor {
-        let root = std::env::temp_dir().join(format!("jobmaster-security-{id}-{}", session_id()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let config = jobmaster::executor::resolve(
-            ExecutorConfig {
-                jobmaster: format!("https://{}", daemon.addr),
-                id: id.into(),
-                advertise: String::new(),
-                slots,
-                data_dir: root.join("data"),
-                persistent_dir: root.join("persistent"),
-                jobmaster_reconnect_timeout: Duration::from_secs(30),
-                cancel_grace: Duration::from_secs(1),
-                min_free_disk: 0,
-                rpc_timeout: Duration::from_secs(5),
-                labels: Default::default(),
-                security: ExecutorSecurity {
-                    tls: Some(TlsFiles {
-                        ca: dir.join(certs::CA_CERT),
-                        cert: Some((
-                            dir.join(certs::executor_cert_file(id)),
-                            dir.join(certs::executor_key_file(id)),
-                        )),
-                    }),
-                    reload_interval: Duration::from_secs(10),
-                    insecure: false,
-                },
-                run_as: None,
-            },
-            addr,
-        )
-        .expect("valid executor config");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(jobmaster::executor::run(config, listener, async {
-            let _ = stopped.await;
-        }));
-        SecureExecutor {
-            addr,
-            root,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = bounded("executor stops", &mut self.task).await;
-        let _ = std::fs::remove_dir_all(&self.root);
+    async fn start(daemon: &Daemon, dir: &Path, id: &str, slots: u32) -> RealExecutor {
+        let security = ExecutorSecurity {
+            tls: Some(TlsFiles {
+                ca: dir.join(certs::CA_CERT),
+                cert: Some((
+                    dir.join(certs::executor_cert_file(id)),
+                    dir.join(certs::executor_key_file(id)),
+                )),
+            }),
+            reload_interval: Duration::from_secs(10),
+            insecure: false,
+        };
+        RealExecutor::start(format!("https://{}", daemon.addr), id, slots, security).await
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use daemon_support::*;
 use jobmaster::api::v1::SubmitJobRequest;
-use jobmaster::executor::{ExecutorConfig, ExecutorSecurity};
+use jobmaster::executor::ExecutorSecurity;
 use tonic::Code;
 
 const TEST_LIMIT: Duration = Duration::from_secs(60);
@@ -25,32 +25,9 @@ fn spec(command: &serde_json::Value) -> String {
 async fn a_task_that_cannot_start_fails_its_job_with_the_os_error() {
     within(TEST_LIMIT, async {
         let daemon = Daemon::start(settings(&[])).await;
+        let executor =
+            RealExecutor::start(daemon.url(), "tm-start", 2, ExecutorSecurity::default()).await;
         let root = std::env::temp_dir().join(format!("jobmaster-start-{}", session_id()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let config = jobmaster::executor::resolve(
-            ExecutorConfig {
-                jobmaster: daemon.url(),
-                id: "tm-start".into(),
-                advertise: String::new(),
-                slots: 2,
-                data_dir: root.join("data"),
-                persistent_dir: root.join("persistent"),
-                jobmaster_reconnect_timeout: Duration::from_secs(30),
-                cancel_grace: Duration::from_secs(1),
-                min_free_disk: 0,
-                rpc_timeout: Duration::from_secs(5),
-                labels: Default::default(),
-                security: ExecutorSecurity::default(),
-                run_as: None,
-            },
-            addr,
-        )
-        .expect("valid executor config");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let executor = tokio::spawn(jobmaster::executor::run(config, listener, async {
-            let _ = stopped.await;
-        }));
         let mut client = daemon.client().await;
         eventually(
             "the executor registers",
@@ -109,8 +86,7 @@ async fn a_task_that_cannot_start_fails_its_job_with_the_os_error() {
             "{refused:?}"
         );
 
-        let _ = stop.send(());
-        let _ = bounded("executor stops", executor).await;
+        executor.stop().await;
         let _ = std::fs::remove_dir_all(&root);
     })
     .await;

@@ -5,6 +5,7 @@
 //! - [`tls`]: the CA, certificate and key files as rustls configurations, reloaded on change.
 //! - [`incoming`]: our servers' accepted connections (plain or TLS) and the peer behind each.
 //! - [`connector`]: our clients' connections, checked against the identity they meant to reach.
+//! - [`reload`]: rereading certificate and token files while running.
 //! - [`tokens`]: operators' bearer tokens (the hashed token file).
 //! - [`exposure`]: the safe default — no plain-text listener on a non-loopback address.
 //! - [`flags`]: the `--tls-*` flags of every binary.
@@ -18,6 +19,7 @@ pub mod exposure;
 pub mod flags;
 pub mod identity;
 pub mod incoming;
+pub mod reload;
 pub mod tls;
 pub mod tokens;
 

@@ -15,7 +15,6 @@ use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use tracing::{info, warn};
 
 use super::Identity;
 
@@ -238,30 +237,18 @@ impl Tls {
     /// Checks the files every `interval` and uses new versions (certificate rotation without
     /// a restart). Ends when the last other reference to `self` is dropped.
     pub fn spawn_reloader(self: &Arc<Tls>, interval: Duration) {
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let Some(tls) = weak.upgrade() else { return };
-                let ca = tls.files.ca.clone();
-                // File reads off the runtime's workers.
-                match tokio::task::spawn_blocking(move || tls.reload()).await {
-                    Ok(Ok(true)) => info!(
-                        ca = %ca.display(),
-                        "tls files changed: new connections use them"
-                    ),
-                    Ok(Ok(false)) => {}
-                    Ok(Err(e)) => warn!(
-                        error = %e,
-                        "tls files changed but cannot be used: keeping the previous ones"
-                    ),
-                    Err(_) => return,
-                }
-            }
-        });
+        super::reload::spawn_reloader(self, interval);
+    }
+}
+
+impl super::reload::Reload for Tls {
+    type Error = TlsError;
+    const WHAT: &'static str = "tls files";
+    fn reload(&self) -> Result<bool, TlsError> {
+        Tls::reload(self)
+    }
+    fn location(&self) -> String {
+        self.files.ca.display().to_string()
     }
 }
 

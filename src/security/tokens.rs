@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use tracing::{info, warn};
 
 use super::Role;
 
@@ -148,26 +147,18 @@ impl Tokens {
 
     /// Checks the file every `interval` (tokens added or revoked without a restart).
     pub fn spawn_reloader(self: &Arc<Tokens>, interval: Duration) {
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let Some(tokens) = weak.upgrade() else { return };
-                let path = tokens.path.clone();
-                match tokio::task::spawn_blocking(move || tokens.reload()).await {
-                    Ok(Ok(true)) => info!(path = %path.display(), "token file changed: using it"),
-                    Ok(Ok(false)) => {}
-                    Ok(Err(e)) => warn!(
-                        error = %e,
-                        "token file changed but cannot be used: keeping the previous tokens"
-                    ),
-                    Err(_) => return,
-                }
-            }
-        });
+        super::reload::spawn_reloader(self, interval);
+    }
+}
+
+impl super::reload::Reload for Tokens {
+    type Error = TokenFileError;
+    const WHAT: &'static str = "token file";
+    fn reload(&self) -> Result<bool, TokenFileError> {
+        Tokens::reload(self)
+    }
+    fn location(&self) -> String {
+        self.path.display().to_string()
     }
 }
 

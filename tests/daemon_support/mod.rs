@@ -4,6 +4,10 @@
 
 #![allow(dead_code)]
 
+mod real_executor;
+#[allow(unused_imports)]
+pub use real_executor::RealExecutor;
+
 use std::collections::hash_map::RandomState;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
