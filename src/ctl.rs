@@ -161,11 +161,58 @@ pub struct SpecText {
     format: SpecFormat,
 }
 
+/// Submits, then waits for the job to end (polling its state): FINISHED is success; FAILED
+/// (exit 3) and CANCELED (exit 4) are errors naming the job and its cause.
+pub async fn submit_and_wait(
+    client: &mut Client,
+    spec: SpecText,
+    json_out: bool,
+) -> Result<String, CtlError> {
+    let job = submit_job(client, spec).await?;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+    loop {
+        tick.tick().await;
+        let j = client
+            .get_job(GetJobRequest {
+                job_id: job.clone(),
+            })
+            .await
+            .map_err(CtlError::server)?
+            .into_inner();
+        let ended = |code: u8| CtlError {
+            code,
+            message: format!("job {job} ended {}: {}", j.state, j.cause),
+        };
+        match j.state.as_str() {
+            "FINISHED" => {
+                return Ok(if json_out {
+                    to_json(&json!({ "job_id": job, "state": j.state }))
+                } else {
+                    format!("{job} FINISHED\n")
+                });
+            }
+            "FAILED" => return Err(ended(3)),
+            "CANCELED" => return Err(ended(4)),
+            _ => {}
+        }
+    }
+}
+
 pub async fn submit(
     client: &mut Client,
     spec: SpecText,
     json_out: bool,
 ) -> Result<String, CtlError> {
+    let job_id = submit_job(client, spec).await?;
+    Ok(if json_out {
+        to_json(&json!({ "job_id": job_id }))
+    } else {
+        format!("{job_id}\n")
+    })
+}
+
+/// Submits a validated spec; returns the job id.
+async fn submit_job(client: &mut Client, spec: SpecText) -> Result<String, CtlError> {
     let SpecText { text, format } = spec;
     let r = client
         .submit_job(SubmitJobRequest {
@@ -178,11 +225,7 @@ pub async fn submit(
         .await
         .map_err(CtlError::server)?
         .into_inner();
-    Ok(if json_out {
-        to_json(&json!({ "job_id": r.job_id }))
-    } else {
-        format!("{}\n", r.job_id)
-    })
+    Ok(r.job_id)
 }
 
 pub async fn list(client: &mut Client, json_out: bool) -> Result<String, CtlError> {

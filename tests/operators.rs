@@ -578,3 +578,73 @@ async fn a_registration_with_a_malformed_label_is_refused_with_invalid_argument(
     })
     .await;
 }
+
+/// `jmctl submit --wait SPEC` started in the background.
+fn submit_and_wait(endpoint: &str, spec: &std::path::Path) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_jmctl"))
+        .arg("--endpoint")
+        .arg(endpoint)
+        .args(["submit", "--wait"])
+        .arg(spec)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("jmctl runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_wait_exits_with_the_jobs_final_state() {
+    within(TEST_LIMIT, async {
+        let daemon = Daemon::start(settings(&[])).await;
+        let a = FakeExecutor::start(&daemon, "tm-a", 4).await;
+        let client = daemon.client().await;
+        let dir = tempdir("submit-wait");
+        for (name, ends, code) in [("done", "finish", 0), ("broken", "fail", 3)] {
+            let spec = dir.join(format!("{name}.toml"));
+            std::fs::write(
+                &spec,
+                format!(
+                    "name = \"{name}\"\nrestart = {{ strategy = \"none\" }}\n[[vertices]]\nid = \"v\"\nparallelism = 1\ncommand = [\"x\"]\n"
+                ),
+            )
+            .unwrap();
+            let child = submit_and_wait(&daemon.url(), &spec);
+            let job = eventually("the job is submitted", Duration::from_secs(20), || {
+                let client = client.clone();
+                async move {
+                    let mut c = client.clone();
+                    let jobs = c
+                        .list_jobs(jobmaster::api::v1::ListJobsRequest {})
+                        .await
+                        .map_err(|s| s.to_string())?
+                        .into_inner()
+                        .jobs;
+                    jobs.into_iter()
+                        .find(|j| j.name == name)
+                        .map(|j| j.job_id)
+                        .ok_or_else(|| "not yet".to_owned())
+                }
+            })
+            .await;
+            wait_all_running(&client, &job).await;
+            let attempt = attempt_ref(&job, "v#0", 0);
+            if ends == "finish" {
+                a.finish(&attempt).await.expect("finished");
+            } else {
+                a.fail(&attempt, "recoverable", "boom").await.expect("failed");
+            }
+            let out = child.wait_with_output().await.expect("jmctl ends");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(code), "{name}: {stderr}");
+            if code == 0 {
+                assert!(String::from_utf8_lossy(&out.stdout).contains("FINISHED"));
+            } else {
+                assert!(stderr.contains("ended FAILED") && stderr.contains(&job), "{stderr}");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}

@@ -2,7 +2,7 @@
 //! other commands call a running JobMaster.
 //!
 //! Exit codes: 0 success, 1 server or connection error, 2 bad usage or bad input (one line on
-//! stderr).
+//! stderr); `submit --wait`: 3 when the job ended FAILED, 4 when it ended CANCELED.
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -91,6 +91,10 @@ enum Command {
     Submit {
         /// Job spec file (TOML or JSON; `-` reads standard input).
         spec: String,
+        /// Wait until the job ends; exit 0 if it FINISHED, 3 if it FAILED, 4 if it was
+        /// CANCELED (the job id and cause on stderr).
+        #[arg(long)]
+        wait: bool,
     },
     /// List jobs.
     List,
@@ -241,7 +245,7 @@ fn remote(cli: &Cli) -> ExitCode {
     let result = runtime.block_on(async {
         // A bad spec is an input error, reported before any connection is tried.
         let mut spec = match &cli.command {
-            Command::Submit { spec } => Some(ctl::read_spec(spec)?),
+            Command::Submit { spec, .. } => Some(ctl::read_spec(spec)?),
             _ => None,
         };
         let tls = cli
@@ -256,7 +260,8 @@ fn remote(cli: &Cli) -> ExitCode {
         .await?;
         let c = &mut client;
         match &cli.command {
-            Command::Submit { .. } => match spec.take() {
+            Command::Submit { wait, .. } => match spec.take() {
+                Some(spec) if *wait => ctl::submit_and_wait(c, spec, json).await,
                 Some(spec) => ctl::submit(c, spec, json).await,
                 None => Err(ctl::CtlError::input("no spec")),
             },
