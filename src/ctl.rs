@@ -358,6 +358,9 @@ pub async fn explain(
         r.strategy,
         r.restart.len()
     );
+    if !r.reasons.is_empty() {
+        let _ = writeln!(out, "{:<12} {:<50} TASKS", "SCOPE", "WHY");
+    }
     for x in r.reasons {
         let scope = x
             .region
@@ -421,6 +424,13 @@ pub async fn exceptions(
     let mut out = String::new();
     if r.entries.is_empty() {
         out.push_str("no failures\n");
+    } else {
+        // Newest first; under each root failure its concurrent ones (+) and the decision (=>).
+        let _ = writeln!(
+            out,
+            "{:>11}  ROOT FAILURE: TASK attempt N on EXECUTOR  [CLASS] MESSAGE",
+            "AT"
+        );
     }
     for e in r.entries.iter().rev() {
         if let Some(f) = &e.root {
@@ -442,12 +452,7 @@ pub async fn exceptions(
                 f.task, f.attempt, f.executor, f.class, f.message
             );
         }
-        let _ = writeln!(
-            out,
-            "             => {} ({} tasks)",
-            e.outcome,
-            e.restarted.len()
-        );
+        let _ = writeln!(out, "             => {}", e.outcome);
     }
     if r.truncated {
         out.push_str("(older entries were dropped)\n");

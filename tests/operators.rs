@@ -343,6 +343,24 @@ async fn jmctl_drives_a_job_and_reports_errors_with_exit_codes() {
         })
         .await;
         assert_eq!(history["entries"][0]["root"]["task"], "shanghai#1");
+        // The tables have headers, and a decision says it once how many tasks restart.
+        let text =
+            String::from_utf8_lossy(&jmctl(&url, &["exceptions", &job]).await.stdout).into_owned();
+        assert!(
+            text.contains("ROOT FAILURE") && text.contains("=> restart "),
+            "{text}"
+        );
+        assert!(!text.contains("tasks) ("), "{text}");
+        let text = String::from_utf8_lossy(
+            &jmctl(&url, &["explain", &job, "--task", "beijing-orders#0"])
+                .await
+                .stdout,
+        )
+        .into_owned();
+        assert!(
+            text.contains("SCOPE") && text.contains("WHY") && text.contains("TASKS"),
+            "{text}"
+        );
 
         let list = json_of(&jmctl(&url, &["--output", "json", "list"]).await);
         assert_eq!(list[0]["job_id"], job.as_str());
