@@ -288,6 +288,26 @@ impl Agent {
         }
     }
 
+    /// Cancels every attempt as a CancelTasks would: SIGTERM, then SIGKILL after
+    /// `cancel_grace` (the runner of each attempt does it).
+    pub(crate) fn stop_all(&self, why: &str) {
+        let attempts: Vec<(AttemptRef, Arc<Notify>)> = {
+            let mut state = self.lock();
+            state
+                .attempts
+                .values_mut()
+                .map(|r| {
+                    r.cancelled = true;
+                    (r.attempt.clone(), r.cancel.clone())
+                })
+                .collect()
+        };
+        for (attempt, cancel) in attempts {
+            info!(job = %attempt.job_id, task = %format!("{}#{}", attempt.vertex, attempt.subtask), attempt = attempt.attempt, why, "stopping attempt");
+            cancel.notify_one();
+        }
+    }
+
     fn free_disk(&self) -> u64 {
         partitions::free_disk(&self.config.data_dir)
     }
@@ -609,9 +629,12 @@ async fn send_report(agent: &Agent, update: &TaskStateUpdate) {
 /// Registers, then keeps a heartbeat stream open; re-registers when told to; kills every
 /// attempt when the JobMaster stays unreachable for `jobmaster_reconnect_timeout`.
 async fn connection_loop(agent: Arc<Agent>) {
+    // When the JobMaster was last reachable, while it is not; `None` while it is.
     let mut unreachable_since: Option<Instant> = None;
+    let mut stopped = false;
     loop {
-        let lost = match session(&agent).await {
+        let ended = session(&agent).await;
+        let lost = match &ended {
             Ok(SessionEnd::Reregister) => true,
             // Registration refused: this session was declared lost while the stream was down.
             Err(status) => status.code() == tonic::Code::FailedPrecondition,
@@ -624,22 +647,39 @@ async fn connection_loop(agent: Arc<Agent>) {
                 *s = new_session();
             }
             unreachable_since = None;
+            stopped = false;
             continue;
         }
-        let since = *unreachable_since.get_or_insert_with(Instant::now);
-        if since.elapsed() >= agent.config.jobmaster_reconnect_timeout {
-            let any = !agent.lock().attempts.is_empty();
-            if any {
-                warn!("jobmaster unreachable for too long: killing attempts");
-                agent.kill_all("jobmaster unreachable");
+        // A session that registered ended: the outage starts now, not at an earlier one.
+        if matches!(ended, Ok(SessionEnd::Closed)) {
+            unreachable_since = None;
+            stopped = false;
+        }
+        let since = *unreachable_since.get_or_insert_with(|| {
+            warn!(
+                timeout = ?agent.config.jobmaster_reconnect_timeout,
+                "lost the jobmaster: reconnecting; attempts are stopped if it stays away"
+            );
+            Instant::now()
+        });
+        if !stopped && since.elapsed() >= agent.config.jobmaster_reconnect_timeout {
+            stopped = true;
+            if !agent.lock().attempts.is_empty() {
+                warn!(
+                    "jobmaster unreachable for too long: stopping attempts (SIGTERM, then SIGKILL)"
+                );
+                agent.stop_all("jobmaster unreachable");
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
+/// How a session that registered ended (an error before registering is an `Err`).
 enum SessionEnd {
+    /// The jobmaster asked it to register again (it was declared lost).
     Reregister,
+    /// The heartbeat stream ended.
     Closed,
 }
 
@@ -699,7 +739,12 @@ async fn session(agent: &Arc<Agent>) -> Result<SessionEnd, tonic::Status> {
                         return Ok(SessionEnd::Reregister);
                     }
                 }
-                Some(Err(status)) => return Err(status),
+                // A registered session ended, cleanly or not (e.g. UNAVAILABLE while the
+                // jobmaster shuts down): the outage starts now.
+                Some(Err(status)) => {
+                    debug!(code = ?status.code(), "heartbeat stream ended with an error");
+                    return Ok(SessionEnd::Closed);
+                }
                 None => return Ok(SessionEnd::Closed),
             }
         }

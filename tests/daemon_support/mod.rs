@@ -117,7 +117,13 @@ pub struct Daemon {
 
 impl Daemon {
     pub async fn start(settings: Settings) -> Daemon {
-        let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
+        Daemon::start_on(settings, "127.0.0.1:0".parse().expect("address")).await
+    }
+
+    /// Like [`Daemon::start`] with the gRPC port at `grpc` (e.g. a stopped daemon's, to
+    /// restart it where its executors look for it).
+    pub async fn start_on(settings: Settings, grpc: SocketAddr) -> Daemon {
+        let grpc = TcpListener::bind(grpc).await.expect("bind grpc");
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
         let addr = grpc.local_addr().expect("grpc address");
         let http_addr = http.local_addr().expect("http address");

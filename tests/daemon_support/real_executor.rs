@@ -26,6 +26,17 @@ impl RealExecutor {
         slots: u32,
         security: ExecutorSecurity,
     ) -> RealExecutor {
+        RealExecutor::start_with(jobmaster, id, slots, security, Duration::from_secs(30)).await
+    }
+
+    /// [`RealExecutor::start`] with its `jobmaster_reconnect_timeout`.
+    pub async fn start_with(
+        jobmaster: String,
+        id: &str,
+        slots: u32,
+        security: ExecutorSecurity,
+        reconnect_timeout: Duration,
+    ) -> RealExecutor {
         let root = std::env::temp_dir().join(format!("jobmaster-real-{id}-{}", session_id()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -39,7 +50,7 @@ impl RealExecutor {
                 slots,
                 data_dir: root.join("data"),
                 persistent_dir: root.join("persistent"),
-                jobmaster_reconnect_timeout: Duration::from_secs(30),
+                jobmaster_reconnect_timeout: reconnect_timeout,
                 cancel_grace: Duration::from_secs(1),
                 min_free_disk: 0,
                 rpc_timeout: Duration::from_secs(5),
