@@ -74,6 +74,21 @@ impl Harness {
         })
     }
 
+    /// The current attempt of `name` fails recoverably.
+    fn fail(&mut self, name: &str) -> Vec<Command> {
+        let (attempt, executor) = self.current(name);
+        self.ok(Event::TaskStateChanged {
+            executor,
+            attempt,
+            state: AttemptState::Failed,
+            failure: Some(Failure {
+                class: FailureClass::Recoverable,
+                message: "boom".into(),
+                partition: None,
+            }),
+        })
+    }
+
     /// The current attempts of these tasks.
     fn currents(&self, names: &[&str]) -> Vec<AttemptId> {
         names.iter().map(|t| self.current(t).0).collect()
@@ -735,20 +750,7 @@ fn the_exception_history_tells_a_merged_restart_with_its_final_task_count() {
     let mut h = Harness::new(&[("a", 4)]);
     let c = h.submit(&stream_backoff());
     h.run_all(&c);
-    let fail = |h: &mut Harness, name: &str| {
-        let (attempt, executor) = h.current(name);
-        h.ok(Event::TaskStateChanged {
-            executor,
-            attempt,
-            state: AttemptState::Failed,
-            failure: Some(Failure {
-                class: FailureClass::Recoverable,
-                message: "boom".into(),
-                partition: None,
-            }),
-        })
-    };
-    fail(&mut h, "src#0");
+    h.fail("src#0");
     let first =
         h.jm.exception_history(JOB)
             .unwrap()
@@ -759,7 +761,7 @@ fn the_exception_history_tells_a_merged_restart_with_its_final_task_count() {
             .clone();
     assert_eq!(first, "restart 2 tasks after 1000 ms");
     // The other region fails while the restart is pending: it joins it.
-    fail(&mut h, "src#1");
+    h.fail("src#1");
     let entries = h.jm.exception_history(JOB).unwrap().entries();
     let latest = entries.last().unwrap();
     assert_eq!(latest.restarted.len(), 4);
@@ -775,20 +777,7 @@ fn a_regional_failover_leaves_the_job_running_and_a_full_restart_makes_it_restar
     let mut h = Harness::new(&[("a", 4)]);
     let c = h.submit(&stream_backoff());
     h.run_all(&c);
-    let (attempt, executor) = h.current("src#0");
-    let failure = || {
-        Some(Failure {
-            class: FailureClass::Recoverable,
-            message: "boom".into(),
-            partition: None,
-        })
-    };
-    h.ok(Event::TaskStateChanged {
-        executor,
-        attempt,
-        state: AttemptState::Failed,
-        failure: failure(),
-    });
+    h.fail("src#0");
     assert_eq!(
         h.jm.job_state(JOB),
         Some(JobState::Running),
@@ -802,13 +791,7 @@ fn a_regional_failover_leaves_the_job_running_and_a_full_restart_makes_it_restar
     );
     let c = h.submit(&full);
     h.run_all(&c);
-    let (attempt, executor) = h.current("src#0");
-    h.ok(Event::TaskStateChanged {
-        executor,
-        attempt,
-        state: AttemptState::Failed,
-        failure: failure(),
-    });
+    h.fail("src#0");
     assert_eq!(
         h.jm.job_state(JOB),
         Some(JobState::Restarting),

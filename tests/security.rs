@@ -162,6 +162,20 @@ async fn wait_registered(client: &mut JobMasterServiceClient<Channel>, ids: &[&s
     .await;
 }
 
+/// The ids of the registered executors, as the operator sees them.
+async fn executor_ids_of(daemon: &Daemon, dir: &Path) -> Vec<String> {
+    operator_client(daemon, dir)
+        .await
+        .list_executors(ListExecutorsRequest {})
+        .await
+        .expect("the operator lists executors")
+        .into_inner()
+        .executors
+        .into_iter()
+        .map(|e| e.id)
+        .collect()
+}
+
 /// An operator client authenticated by the operator certificate.
 async fn operator_client(daemon: &Daemon, dir: &Path) -> JobMasterServiceClient<Channel> {
     let tls = client_tls(dir, Some((certs::OPERATOR_CERT, certs::OPERATOR_KEY)));
@@ -188,13 +202,7 @@ async fn a_plaintext_client_is_refused_by_a_tls_jobmaster() {
                 .await;
             assert!(registered.is_err(), "a plaintext registration was answered");
         }
-        let mut op = operator_client(&daemon, &dir).await;
-        let executors = op
-            .list_executors(ListExecutorsRequest {})
-            .await
-            .expect("the operator lists executors")
-            .into_inner()
-            .executors;
+        let executors = executor_ids_of(&daemon, &dir).await;
         assert!(executors.is_empty(), "{executors:?}");
         let _ = std::fs::remove_dir_all(&dir);
     })
@@ -221,13 +229,7 @@ async fn a_fake_executor_without_a_certificate_cannot_register() {
             .await
             .expect_err("an operator certificate cannot register an executor");
         assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
-        let executors = operator_client(&daemon, &dir)
-            .await
-            .list_executors(ListExecutorsRequest {})
-            .await
-            .expect("list")
-            .into_inner()
-            .executors;
+        let executors = executor_ids_of(&daemon, &dir).await;
         assert!(executors.is_empty(), "{executors:?}");
         let _ = std::fs::remove_dir_all(&dir);
     })
@@ -259,16 +261,7 @@ async fn an_executor_certificate_for_a_cannot_register_as_b() {
             .register_executor(register_request("tm-a", "127.0.0.1:1"))
             .await
             .expect("tm-a registers as itself");
-        let ids: Vec<String> = operator_client(&daemon, &dir)
-            .await
-            .list_executors(ListExecutorsRequest {})
-            .await
-            .expect("list")
-            .into_inner()
-            .executors
-            .into_iter()
-            .map(|e| e.id)
-            .collect();
+        let ids = executor_ids_of(&daemon, &dir).await;
         assert_eq!(ids, vec!["tm-a".to_owned()]);
         let _ = std::fs::remove_dir_all(&dir);
     })
