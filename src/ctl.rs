@@ -175,6 +175,8 @@ pub async fn submit_and_wait(
         let j = client
             .get_job(GetJobRequest {
                 job_id: job.clone(),
+                task_limit: 1,
+                ..GetJobRequest::default()
             })
             .await
             .map_err(CtlError::server)?
@@ -235,43 +237,129 @@ pub async fn list(client: &mut Client, json_out: bool) -> Result<String, CtlErro
         .map_err(CtlError::server)?
         .into_inner()
         .jobs;
+    let now = now_ms();
     if json_out {
         return Ok(to_json(
             &jobs
                 .iter()
                 .map(|j| {
                     json!({"job_id": j.job_id, "name": j.name, "state": j.state, "tasks": j.tasks,
-                           "regions": j.regions, "restarts": j.restarts})
+                           "tasks_up": j.tasks_up, "regions": j.regions, "restarts": j.restarts,
+                           "start_time_ms": j.start_time_ms, "end_time_ms": j.end_time_ms})
                 })
                 .collect::<Vec<_>>(),
         ));
     }
     let mut out = format!(
-        "{:<18} {:<24} {:<11} {:>6} {:>8} {:>9}\n",
-        "JOB", "NAME", "STATE", "TASKS", "REGIONS", "RESTARTS"
+        "{:<18} {:<24} {:<11} {:>13} {:>8} {:>9}  {:<20} {:>10}\n",
+        "JOB", "NAME", "STATE", "TASKS UP", "REGIONS", "RESTARTS", "STARTED (UTC)", "DURATION"
     );
     for j in jobs {
         let _ = writeln!(
             out,
-            "{:<18} {:<24} {:<11} {:>6} {:>8} {:>9}",
-            j.job_id, j.name, j.state, j.tasks, j.regions, j.restarts
+            "{:<18} {:<24} {:<11} {:>13} {:>8} {:>9}  {:<20} {:>10}",
+            j.job_id,
+            j.name,
+            j.state,
+            format!("{}/{}", j.tasks_up, j.tasks),
+            j.regions,
+            j.restarts,
+            wall_time(j.start_time_ms),
+            duration(j.start_time_ms, j.end_time_ms, now),
         );
     }
     Ok(out)
 }
 
-pub async fn status(client: &mut Client, job: &str, json_out: bool) -> Result<String, CtlError> {
+/// Which tasks `jmctl status` lists: a page (`offset`, `limit`), optionally only one state,
+/// vertex or region.
+#[derive(Debug, Clone, Default)]
+pub struct TaskPage {
+    pub offset: u32,
+    /// 0: the server's default (1,000).
+    pub limit: u32,
+    pub state: String,
+    pub vertex: String,
+    pub region: Option<u32>,
+}
+
+/// Now, in ms since the Unix epoch (durations of jobs and tasks that have not ended).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A wall-clock time as `2026-12-06 07:30:01` (UTC); `-` for 0.
+fn wall_time(ms: u64) -> String {
+    if ms == 0 {
+        return "-".to_owned();
+    }
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(t)
+        .to_string()
+        .trim_end_matches('Z')
+        .replace('T', " ")
+}
+
+/// From `start` to `end` (or to `now` when `end` is 0), e.g. `1h2m3s`, `850ms`.
+fn duration(start: u64, end: u64, now: u64) -> String {
+    if start == 0 {
+        return "-".to_owned();
+    }
+    let ms = if end == 0 { now } else { end }.saturating_sub(start);
+    let d = if ms >= 1000 {
+        std::time::Duration::from_secs(ms / 1000)
+    } else {
+        std::time::Duration::from_millis(ms)
+    };
+    humantime::format_duration(d).to_string().replace(' ', "")
+}
+
+fn counts_text(states: &[crate::api::v1::StateCount]) -> String {
+    states
+        .iter()
+        .map(|c| format!("{} {}", c.state, c.count))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub async fn status(
+    client: &mut Client,
+    job: &str,
+    page: &TaskPage,
+    json_out: bool,
+) -> Result<String, CtlError> {
     let j = client
-        .get_job(GetJobRequest { job_id: job.into() })
+        .get_job(GetJobRequest {
+            job_id: job.into(),
+            task_offset: page.offset,
+            task_limit: page.limit,
+            task_state: page.state.clone(),
+            vertex: page.vertex.clone(),
+            region_plus_one: page.region.map_or(0, |r| r + 1),
+            ..GetJobRequest::default()
+        })
         .await
         .map_err(CtlError::server)?
         .into_inner();
+    let now = now_ms();
     if json_out {
         return Ok(to_json(&json!({
             "job_id": j.job_id, "name": j.name, "state": j.state, "cause": j.cause,
-            "failover": j.failover,
+            "failover": j.failover, "start_time_ms": j.start_time_ms,
+            "end_time_ms": j.end_time_ms, "total_tasks": j.total_tasks,
+            "states": j.states.iter().map(|c| (c.state.clone(), c.count))
+                .collect::<std::collections::BTreeMap<_, _>>(),
+            "vertices": j.vertices.iter().map(|v| json!({"vertex": v.vertex,
+                "parallelism": v.parallelism,
+                "states": v.states.iter().map(|c| (c.state.clone(), c.count))
+                    .collect::<std::collections::BTreeMap<_, _>>()})).collect::<Vec<_>>(),
             "tasks": j.tasks.iter().map(|t| json!({"name": t.name, "state": t.state,
-                "attempt": t.attempt, "executor": t.executor, "region": t.region})).collect::<Vec<_>>(),
+                "attempt": t.attempt, "executor": t.executor, "region": t.region,
+                "start_time_ms": t.start_time_ms, "state_since_ms": t.state_since_ms,
+                "restarting": t.restarting})).collect::<Vec<_>>(),
+            "next_task_offset": j.has_more_tasks.then_some(j.next_task_offset),
             "counters": j.counters.map(|c| json!({"failovers": c.failovers, "restarts": c.restarts,
                 "full_restarts": c.full_restarts, "tasks_restarted": c.tasks_restarted,
                 "restarting_ms": c.restarting_ms})),
@@ -280,6 +368,17 @@ pub async fn status(client: &mut Client, job: &str, json_out: bool) -> Result<St
     let mut out = format!(
         "job {} ({}): {}, failover {}\n",
         j.job_id, j.name, j.state, j.failover
+    );
+    let _ = writeln!(
+        out,
+        "started {} UTC, {} {}",
+        wall_time(j.start_time_ms),
+        if j.end_time_ms == 0 {
+            "running for"
+        } else {
+            "ran"
+        },
+        duration(j.start_time_ms, j.end_time_ms, now)
     );
     if !j.cause.is_empty() {
         let _ = writeln!(out, "cause: {}", j.cause);
@@ -291,18 +390,55 @@ pub async fn status(client: &mut Client, job: &str, json_out: bool) -> Result<St
             c.failovers, c.restarts, c.full_restarts, c.tasks_restarted, c.restarting_ms
         );
     }
-    let mut tasks = j.tasks;
-    tasks.sort_by_key(|t| t.region);
-    let _ = writeln!(
-        out,
-        "\n{:<7} {:<28} {:<13} {:>7}  EXECUTOR",
-        "REGION", "TASK", "STATE", "ATTEMPT"
-    );
-    for t in tasks {
+    let _ = writeln!(out, "tasks {}: {}", j.total_tasks, counts_text(&j.states));
+    let _ = writeln!(out, "\n{:<24} {:>11}  STATES", "VERTEX", "PARALLELISM");
+    for v in &j.vertices {
         let _ = writeln!(
             out,
-            "{:<7} {:<28} {:<13} {:>7}  {}",
-            t.region, t.name, t.state, t.attempt, t.executor
+            "{:<24} {:>11}  {}",
+            v.vertex,
+            v.parallelism,
+            counts_text(&v.states)
+        );
+    }
+    let mut tasks = j.tasks;
+    tasks.sort_by_key(|t| (t.region, t.index));
+    let _ = writeln!(
+        out,
+        "\n{:<7} {:<28} {:<13} {:>7}  {:<20} {:>10}  EXECUTOR",
+        "REGION", "TASK", "STATE", "ATTEMPT", "STARTED (UTC)", "DURATION"
+    );
+    for t in &tasks {
+        let ended = matches!(t.state.as_str(), "FINISHED" | "FAILED" | "CANCELED");
+        let state = if t.restarting {
+            format!("{} (restarting)", t.state)
+        } else {
+            t.state.clone()
+        };
+        let _ = writeln!(
+            out,
+            "{:<7} {:<28} {:<13} {:>7}  {:<20} {:>10}  {}",
+            t.region,
+            t.name,
+            state,
+            t.attempt,
+            wall_time(t.start_time_ms),
+            duration(
+                t.start_time_ms,
+                if ended { t.state_since_ms } else { 0 },
+                now
+            ),
+            t.executor
+        );
+    }
+    if j.has_more_tasks {
+        let _ = writeln!(
+            out,
+            "\n{} task(s) shown from index {}; more from --offset {} (--limit N, --state S, \
+             --vertex V, --region R narrow the list)",
+            tasks.len(),
+            page.offset,
+            j.next_task_offset
         );
     }
     Ok(out)

@@ -19,6 +19,7 @@ pub struct Settings {
     pub rpc: RpcSettings,
     pub scheduler: SchedulerSettings,
     pub spec: SpecSettings,
+    pub jobs: JobsSettings,
     pub events: EventSettings,
     pub executor: ExecutorSettings,
     pub tls: TlsSettings,
@@ -166,6 +167,29 @@ pub struct SpecSettings {
     pub max_parallelism: u32,
 }
 
+/// `[jobs]`: how many jobs the JobMaster holds, and how long it keeps ended ones.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct JobsSettings {
+    /// Jobs held at once (ended ones still retained included).
+    pub max_jobs: usize,
+    /// Tasks of all held jobs together (ended ones still retained included).
+    pub max_total_tasks: u64,
+    pub retain_ended: RetainEndedSettings,
+}
+
+/// `[jobs.retain-ended]`: ended jobs (FINISHED, FAILED, CANCELED) stay readable for a while,
+/// then are dropped with their graphs; the oldest go first when room is needed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RetainEndedSettings {
+    /// Ended jobs kept at most.
+    pub count: usize,
+    /// How long an ended job is kept at most.
+    #[serde(with = "humantime_serde")]
+    pub age: Duration,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct EventSettings {
@@ -289,6 +313,12 @@ impl Settings {
         }
         if self.spec.max_parallelism == 0 {
             return bad("spec.max-parallelism", "must be at least 1");
+        }
+        if self.jobs.max_jobs == 0 {
+            return bad("jobs.max-jobs", "must be at least 1");
+        }
+        if self.jobs.max_total_tasks == 0 {
+            return bad("jobs.max-total-tasks", "must be at least 1");
         }
         Ok(())
     }

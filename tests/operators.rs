@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use daemon_support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 const TWO_CITIES: &str = r#"
 name = "two-cities"
@@ -30,25 +30,6 @@ to = "beijing-orders"
 pattern = "pointwise"
 exchange = "pipelined"
 "#;
-
-/// A plain HTTP/1.0 GET: status code and body.
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes())
-        .await
-        .expect("write");
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.expect("read");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, body.to_owned())
-}
 
 fn require(tool: &str) {
     let found = std::process::Command::new("sh")

@@ -98,8 +98,13 @@ enum Command {
     },
     /// List jobs.
     List,
-    /// A job's state and its tasks, grouped by region.
-    Status { job: String },
+    /// A job's state, start time and duration, its tasks per state by vertex, and a page of
+    /// its tasks (1,000 by default) grouped by region.
+    Status {
+        job: String,
+        #[command(flatten)]
+        page: PageArgs,
+    },
     /// Cancel a job.
     Cancel { job: String },
     /// What would restart, and why, if a task failed, an executor or a whole failure domain
@@ -145,6 +150,38 @@ enum ExecutorsAction {
         /// The executor id, as `jmctl executors` lists it.
         id: String,
     },
+}
+
+/// Which tasks `status` lists.
+#[derive(clap::Args)]
+struct PageArgs {
+    /// First task index listed (the hint under a long list says where the next page starts).
+    #[arg(long, default_value_t = 0)]
+    offset: u32,
+    /// Tasks listed (at most 10,000; default 1,000).
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
+    limit: u32,
+    /// Only tasks in this state (e.g. FAILED, RUNNING).
+    #[arg(long, default_value = "", hide_default_value = true)]
+    state: String,
+    /// Only tasks of this vertex.
+    #[arg(long, default_value = "", hide_default_value = true)]
+    vertex: String,
+    /// Only tasks of this region.
+    #[arg(long)]
+    region: Option<u32>,
+}
+
+impl PageArgs {
+    fn page(&self) -> ctl::TaskPage {
+        ctl::TaskPage {
+            offset: self.offset,
+            limit: self.limit,
+            state: self.state.clone(),
+            vertex: self.vertex.clone(),
+            region: self.region,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -266,7 +303,7 @@ fn remote(cli: &Cli) -> ExitCode {
                 None => Err(ctl::CtlError::input("no spec")),
             },
             Command::List => ctl::list(c, json).await,
-            Command::Status { job } => ctl::status(c, job, json).await,
+            Command::Status { job, page } => ctl::status(c, job, &page.page(), json).await,
             Command::Cancel { job } => ctl::cancel(c, job, json).await,
             Command::Explain { job, target } if target.blast_radius => {
                 ctl::blast_radius(c, job, json).await

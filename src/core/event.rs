@@ -84,6 +84,9 @@ pub enum Event {
     SubmitJob { job: JobId, spec: JobSpec },
     /// An operator asked to cancel a job.
     CancelJob { job: JobId },
+    /// Forget an ended job (its retention is over): its graph, tasks and history go. Refused
+    /// while the job has not ended.
+    DropJob { job: JobId },
     /// An executor registered and offers `slots` slots; `labels` (`zone = "a"`, …) place it
     /// in failure domains. A known id registering again is a new session: the old one is
     /// treated as lost first.

@@ -19,6 +19,8 @@ use super::Shared;
 use super::dispatcher::{Deploy, Dispatcher, Order, SharedInputs};
 use super::error::ApiError;
 use super::metrics::Metrics;
+use super::read_model::Views;
+use super::retention::Retention;
 use super::timers::Timers;
 use crate::api::v1::task_executor_service_client::TaskExecutorServiceClient;
 use crate::api::v1::{
@@ -90,8 +92,19 @@ pub(crate) enum Request {
         reports: Vec<Report>,
         reply: oneshot::Sender<Result<Vec<Result<(), ApiError>>, ApiError>>,
     },
-    /// Anything else that needs the core: runs on the coordinator.
-    With(Box<dyn FnOnce(&mut Coordinator) + Send>),
+    /// Anything else that needs the core: runs on the coordinator, and returns its reply,
+    /// sent once the turn's changes are published.
+    With(Box<dyn FnOnce(&mut Coordinator) -> Answer + Send>),
+}
+
+/// Sends a request's reply (after the turn is published).
+pub(crate) type Answer = Box<dyn FnOnce() + Send>;
+
+/// The reply `result` to `reply`, to be sent later.
+pub(crate) fn answer<T: Send + 'static>(reply: oneshot::Sender<T>, result: T) -> Answer {
+    Box::new(move || {
+        let _ = reply.send(result);
+    })
 }
 
 pub(crate) struct Coordinator {
@@ -114,6 +127,10 @@ pub(crate) struct Coordinator {
     timers: Timers,
     /// Per executor id, its last session declared lost (refused if it registers again).
     lost_sessions: HashMap<ExecutorId, String>,
+    /// The read model's writer side: updated from notices, published after each turn.
+    pub(crate) views: Views,
+    /// Quotas and the retention of ended jobs.
+    retention: Retention,
 }
 
 impl Coordinator {
@@ -130,14 +147,28 @@ impl Coordinator {
             failover_spans: HashMap::new(),
             timers: Timers::spawn(shared.tx.clone()),
             lost_sessions: HashMap::new(),
+            views: Views::new(shared.read.clone(), shared.start_unix_ms),
+            retention: Retention::new(&shared.settings.jobs),
             shared,
         }
     }
 
     /// Serves requests until every sender is gone.
     pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
-        while let Some(request) = rx.recv().await {
-            self.serve(request);
+        // Ended jobs age out even when nothing else happens.
+        let mut retention = tokio::time::interval(Duration::from_secs(1));
+        retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                request = rx.recv() => match request {
+                    Some(request) => self.serve(request),
+                    None => break,
+                },
+                _ = retention.tick() => {
+                    self.drop_due_jobs();
+                    self.retention.trim_if_dropped();
+                }
+            }
         }
         debug!("coordinator stopped");
     }
@@ -145,28 +176,14 @@ impl Coordinator {
     fn serve(&mut self, request: Request) {
         // By default the evidence of a fault is the request that reports it.
         self.evidence = Some(Instant::now());
-        match request {
+        let answer: Option<Answer> = match request {
             Request::Core { event, reply } => {
                 let result = self.feed(event);
-                if let Some(reply) = reply {
-                    let _ = reply.send(result);
-                }
+                reply.map(|reply| answer(reply, result))
             }
             Request::Submit { spec, reply } => {
-                self.next_job += 1;
-                // Epoch in the high bits: ids stay unique across JobMaster restarts.
-                let job = JobId((self.shared.epoch << 20) | (self.next_job & 0xF_FFFF));
-                let name = spec.name.clone();
-                self.specs.insert(job, Arc::new(spec.clone()));
-                let result = self.feed(Event::SubmitJob { job, spec }).map(|()| job);
-                if result.is_ok() {
-                    let span = tracing::info_span!("job", job = %job, name = %Escaped(&name));
-                    span.in_scope(|| info!("job submitted"));
-                    self.job_spans.insert(job, span);
-                } else {
-                    self.specs.remove(&job);
-                }
-                let _ = reply.send(result);
+                let result = self.submit(spec);
+                Some(answer(reply, result))
             }
             Request::Register {
                 executor,
@@ -178,7 +195,7 @@ impl Coordinator {
                 reply,
             } => {
                 let result = self.register(executor, address, slots, session, free_disk, labels);
-                let _ = reply.send(result);
+                Some(answer(reply, result))
             }
             Request::Lose {
                 executor,
@@ -188,6 +205,7 @@ impl Coordinator {
             } => {
                 self.evidence = Some(evidence);
                 self.lose(&executor, session.as_deref(), &reason);
+                None
             }
             Request::Heartbeat {
                 executor,
@@ -202,6 +220,7 @@ impl Coordinator {
                 if current {
                     self.heartbeat(executor, &attempts);
                 }
+                None
             }
             Request::Reports {
                 executor,
@@ -209,13 +228,68 @@ impl Coordinator {
                 reply,
             } => {
                 let results = self.reports(&executor, reports);
-                let _ = reply.send(Ok(results));
+                Some(answer(reply, Ok(results)))
             }
-            Request::With(f) => f(self),
-        }
+            Request::With(f) => Some(f(self)),
+        };
         // The request's orders leave together: one core step's orders for an executor make
         // one batch.
         self.flush();
+        // Readers see the turn's changes before its caller hears back: a client that reads
+        // after its call returned reads what the call did.
+        let now = self.shared.now();
+        self.views.publish(&self.core, &self.metrics, now);
+        if let Some(answer) = answer {
+            answer();
+        }
+        self.drop_due_jobs();
+    }
+
+    /// A new job, within the quotas (ended jobs are dropped first to make room).
+    fn submit(&mut self, spec: JobSpec) -> Result<JobId, ApiError> {
+        let tasks: u64 = spec.vertices.iter().map(|v| u64::from(v.parallelism)).sum();
+        for job in self.retention.admit(tasks)? {
+            self.drop_job(job, "room for a new job");
+        }
+        self.next_job += 1;
+        // Epoch in the high bits: ids stay unique across JobMaster restarts.
+        let job = JobId((self.shared.epoch << 20) | (self.next_job & 0xF_FFFF));
+        let name = spec.name.clone();
+        self.specs.insert(job, Arc::new(spec.clone()));
+        let result = self.feed(Event::SubmitJob { job, spec }).map(|()| job);
+        if result.is_ok() {
+            let now = self.shared.now();
+            self.views.add(&self.core, job, now);
+            self.retention.added(job, tasks);
+            let span = tracing::info_span!("job", job = %job, name = %Escaped(&name));
+            span.in_scope(|| info!("job submitted"));
+            self.job_spans.insert(job, span);
+        } else {
+            self.specs.remove(&job);
+        }
+        result
+    }
+
+    /// Drops the ended jobs whose retention is over.
+    fn drop_due_jobs(&mut self) {
+        for job in self.retention.due(Instant::now()) {
+            self.drop_job(job, "retention over (jobs.retain-ended)");
+        }
+    }
+
+    /// Forgets an ended job: the core's state, its spec, metrics and read model.
+    fn drop_job(&mut self, job: JobId, why: &str) {
+        if let Err(e) = self.feed(Event::DropJob { job }) {
+            warn!(job = %job, error = %e, "ended job not dropped");
+            return;
+        }
+        self.specs.remove(&job);
+        self.metrics.jobs.remove(&job);
+        self.views.remove(job);
+        self.job_spans.remove(&job);
+        self.failover_spans.remove(&job);
+        self.retention.dropped(job);
+        info!(job = %job, reason = why, "ended job dropped");
     }
 
     /// Queues an order for an executor (dropped if it is not registered: a lost executor's
@@ -601,8 +675,10 @@ impl Coordinator {
                     .cloned()
                     .unwrap_or_else(tracing::Span::none);
                 span.in_scope(|| info!(job = %job, state = %state, cause = cause.as_deref().unwrap_or(""), "job state"));
+                self.views.job_changed(job);
                 if state.is_terminal() {
                     self.metrics.job_ended(job);
+                    self.retention.ended(job, Instant::now());
                     self.failover_spans.remove(&job);
                     self.job_spans.remove(&job);
                 }
@@ -621,6 +697,8 @@ impl Coordinator {
                 executor,
             } => {
                 debug!(job = %attempt.job, task = %Escaped(&name(attempt.job, attempt.task)), attempt = attempt.attempt, state = %state, "task state");
+                self.views
+                    .task_state(attempt, state, executor.as_ref(), now);
                 if matches!(state, AttemptState::Running | AttemptState::Finished) {
                     let at = Instant::now();
                     self.metrics.task_up(attempt.job, attempt.task, at);
@@ -663,6 +741,7 @@ impl Coordinator {
                 let span = tracing::info_span!(parent: &parent, "failover", job = %job, cause = %Escaped(&cause),
                     tasks = tasks.len(), regions, delay_ms, merged, recovery_ms = tracing::field::Empty);
                 span.in_scope(|| info!("restart scheduled"));
+                self.views.restart_scheduled(job, &tasks);
                 let decided = Instant::now();
                 self.metrics.failover(
                     job,

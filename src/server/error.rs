@@ -14,6 +14,9 @@ pub enum ApiError {
     FailedPrecondition(String),
     #[error("{0}")]
     PermissionDenied(String),
+    /// A quota is reached (`jobs.max-jobs`, `jobs.max-total-tasks`).
+    #[error("{0}")]
+    ResourceExhausted(String),
     #[error("the jobmaster is shutting down")]
     ShuttingDown,
     #[error("invalid job spec: {0}")]
@@ -30,6 +33,7 @@ impl From<ApiError> for Status {
             ApiError::NotFound(_) => Status::not_found(message),
             ApiError::FailedPrecondition(_) => Status::failed_precondition(message),
             ApiError::PermissionDenied(_) => Status::permission_denied(message),
+            ApiError::ResourceExhausted(_) => Status::resource_exhausted(message),
             ApiError::ShuttingDown => Status::unavailable(message),
             ApiError::Core(core) => match core {
                 CoreError::UnknownJob(_)
@@ -41,6 +45,7 @@ impl From<ApiError> for Status {
                 | CoreError::WrongExecutor { .. }
                 | CoreError::IllegalReport { .. }
                 | CoreError::JobNotActive { .. }
+                | CoreError::JobNotEnded { .. }
                 | CoreError::TaskNotFailable { .. } => Status::failed_precondition(message),
             },
         }

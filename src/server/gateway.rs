@@ -469,6 +469,8 @@ mod tests {
                 tokens: None,
                 metrics_open: false,
             }),
+            read: Arc::default(),
+            start_unix_ms: 1,
         });
         (shared, rx)
     }
@@ -486,7 +488,12 @@ mod tests {
     async fn heartbeats_never_wait_on_a_busy_coordinator_and_the_newest_one_gets_through() {
         let (shared, mut rx) = shared(1);
         // The coordinator is busy: its inbox is full and nobody reads it.
-        assert!(shared.tx.try_send(Request::With(Box::new(|_| {}))).is_ok());
+        assert!(
+            shared
+                .tx
+                .try_send(Request::With(Box::new(|_| Box::new(|| {}))))
+                .is_ok()
+        );
         let forward = Forwarder::spawn(shared.clone());
         for n in 0..1_000 {
             // Returns at once every time; a blocking offer would hang this test.

@@ -1,10 +1,11 @@
 //! The HTTP port: liveness, Prometheus metrics at `/metrics`, the dashboard at `/` and the JSON
-//! it reads (`/api/overview`, `/api/jobs/{id}`).
+//! it reads (`/api/overview`, `/api/jobs/{id}`, `/api/jobs/{id}/tasks`) — jobs from the read
+//! model, never from the coordinator.
 
 use std::sync::Arc;
 
 use axum::extract::connect_info::ConnectInfo;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query as Params, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
@@ -13,8 +14,8 @@ use serde_json::{Value, json};
 
 use super::coordinator::Coordinator;
 use super::exposition::{CONTENT_TYPE, render_metrics};
+use super::read_model::{JobSnapshot, Query, render};
 use super::{ApiError, Shared, parse_job_id};
-use crate::core::JobId;
 use crate::security::Role;
 use crate::security::auth::Denied;
 use crate::security::incoming::Peer;
@@ -28,6 +29,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> axum::Router {
         .route("/metrics", get(metrics))
         .route("/api/overview", get(overview))
         .route("/api/jobs/{id}", get(job))
+        .route("/api/jobs/{id}/tasks", get(tasks))
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             authorize,
@@ -75,6 +77,7 @@ fn error(e: ApiError) -> Response {
         ApiError::NotFound(_) => StatusCode::NOT_FOUND,
         ApiError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
         ApiError::PermissionDenied(_) => StatusCode::FORBIDDEN,
+        ApiError::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     (code, format!("{e}\n")).into_response()
@@ -88,41 +91,168 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn overview(State(shared): State<Arc<Shared>>) -> Response {
-    match shared.with(|c| Ok(overview_json(c))).await {
-        Ok(v) => axum::Json(v).into_response(),
-        Err(e) => error(e),
-    }
-}
-
-async fn job(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    let job = match parse_job_id(&id) {
-        Ok(j) => j,
-        Err(e) => return error(e),
-    };
-    match shared.with(move |c| job_json(c, job)).await {
-        Ok(v) => axum::Json(v).into_response(),
-        Err(e) => error(e),
-    }
-}
-
-fn overview_json(c: &Coordinator) -> Value {
-    let jobs: Vec<Value> = c
-        .core
-        .job_ids()
-        .map(|job| {
+    // Jobs from the read model; executors (a short list) from the coordinator.
+    let jobs: Vec<Value> = shared
+        .read
+        .jobs()
+        .iter()
+        .map(|s| {
+            let j = render::summary(s);
             json!({
-                "job_id": job.to_string(),
-                "name": c.core.job_name(job).to_owned(),
-                "state": c.core.job_state(job).map(|s| s.name()).unwrap_or_default(),
-                "tasks": c.core.graph(job).map_or(0, |g| g.task_count()),
-                "regions": c.core.regions(job).map_or(0, |r| r.len()),
-                "restarts": c.core.counters(job).map_or(0, |k| k.restarts),
+                "job_id": j.job_id, "name": j.name, "state": j.state, "tasks": j.tasks,
+                "tasks_up": j.tasks_up, "regions": j.regions, "restarts": j.restarts,
+                "start_time_ms": j.start_time_ms, "end_time_ms": j.end_time_ms,
             })
         })
         .collect();
+    match shared.with(|c| Ok(executors_json(c))).await {
+        Ok(executors) => axum::Json(json!({
+            "jobs": jobs,
+            "executors": executors,
+            "now_ms": shared.wall_ms(),
+        }))
+        .into_response(),
+        Err(e) => error(e),
+    }
+}
+
+/// Query parameters of `/api/jobs/{id}` and `/api/jobs/{id}/tasks`.
+#[derive(Debug, Default, serde::Deserialize)]
+struct JobParams {
+    /// Answer 304 Not Modified when the job's version is still this one; for `/tasks`, only
+    /// the tasks changed after it.
+    since: Option<u64>,
+    /// `/api/jobs/{id}`: include a page of tasks (`true`), none (`false`), or only when the
+    /// job has at most [`DASHBOARD_TASKS`] tasks (absent).
+    tasks: Option<bool>,
+    offset: Option<usize>,
+    limit: Option<usize>,
+    state: Option<String>,
+    vertex: Option<String>,
+    region: Option<u32>,
+    region_offset: Option<usize>,
+    region_limit: Option<usize>,
+}
+
+/// Jobs with at most this many tasks come with their tasks; larger ones are summarised (per
+/// vertex and region) and their tasks read in pages.
+pub(crate) const DASHBOARD_TASKS: usize = 2_000;
+
+fn snapshot_and_query(
+    shared: &Shared,
+    id: &str,
+    p: &JobParams,
+    since_filters: bool,
+) -> Result<(Arc<JobSnapshot>, Query), ApiError> {
+    let job = parse_job_id(id)?;
+    let s = shared
+        .read
+        .job(job)
+        .ok_or_else(|| ApiError::NotFound(format!("job {job} does not exist")))?;
+    let q = Query::new(
+        &s,
+        p.offset.unwrap_or(0),
+        p.limit.unwrap_or(0),
+        p.state.as_deref().unwrap_or(""),
+        p.vertex.as_deref().unwrap_or(""),
+        p.region,
+        p.region_offset.unwrap_or(0),
+        p.region_limit.unwrap_or(0),
+        if since_filters {
+            p.since.unwrap_or(0)
+        } else {
+            0
+        },
+    )?;
+    Ok((s, q))
+}
+
+async fn job(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    Params(p): Params<JobParams>,
+) -> Response {
+    let (s, q) = match snapshot_and_query(&shared, &id, &p, false) {
+        Ok(x) => x,
+        Err(e) => return error(e),
+    };
+    if p.since == Some(s.version) {
+        return StatusCode::NOT_MODIFIED.into_response();
+    }
+    let auto = p.tasks.is_none();
+    let with_tasks = p.tasks.unwrap_or(s.shape.task_count() <= DASHBOARD_TASKS);
+    let q = if with_tasks && auto {
+        Query {
+            task_limit: DASHBOARD_TASKS,
+            ..q
+        }
+    } else {
+        q
+    };
+    // The dashboard's request (no paging or filter) is rendered once per snapshot.
+    let default = auto
+        && p.offset.is_none()
+        && p.limit.is_none()
+        && p.state.is_none()
+        && p.vertex.is_none()
+        && p.region.is_none()
+        && p.region_offset.is_none()
+        && p.region_limit.is_none();
+    if default && let Some(body) = s.dashboard.get() {
+        return json_bytes(body.clone());
+    }
+    let rendered = shared
+        .read
+        .render(move || {
+            let body: Arc<[u8]> = serde_json::to_vec(&render::job_json(&s, &q, with_tasks))
+                .unwrap_or_default()
+                .into();
+            if default {
+                let _ = s.dashboard.set(body.clone());
+            }
+            body
+        })
+        .await;
+    match rendered {
+        Some(body) => json_bytes(body),
+        None => error(ApiError::ShuttingDown),
+    }
+}
+
+async fn tasks(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    Params(p): Params<JobParams>,
+) -> Response {
+    let (s, q) = match snapshot_and_query(&shared, &id, &p, true) {
+        Ok(x) => x,
+        Err(e) => return error(e),
+    };
+    let rendered = shared
+        .read
+        .render(move || -> Arc<[u8]> {
+            serde_json::to_vec(&render::tasks_json(&s, &q))
+                .unwrap_or_default()
+                .into()
+        })
+        .await;
+    match rendered {
+        Some(body) => json_bytes(body),
+        None => error(ApiError::ShuttingDown),
+    }
+}
+
+fn json_bytes(body: Arc<[u8]>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        axum::body::Bytes::from_owner(body),
+    )
+        .into_response()
+}
+
+fn executors_json(c: &Coordinator) -> Vec<Value> {
     let now = c.shared.now();
-    let executors: Vec<Value> = c
-        .core
+    c.core
         .executors()
         .map(|(id, slots, free, partitions)| {
             let status = c.shared.executors.get(id);
@@ -140,85 +270,5 @@ fn overview_json(c: &Coordinator) -> Value {
                 "quarantine_reason": quarantine.map(|q| q.reason.clone()).unwrap_or_default(),
             })
         })
-        .collect();
-    json!({ "jobs": jobs, "executors": executors })
-}
-
-fn job_json(c: &Coordinator, job: JobId) -> Result<Value, ApiError> {
-    let graph = c
-        .core
-        .graph(job)
-        .ok_or_else(|| ApiError::NotFound(format!("job {job} does not exist")))?;
-    let tasks = c.core.tasks(job).unwrap_or_default();
-    let regions: Vec<Value> = c
-        .core
-        .regions(job)
-        .map(|rs| {
-            rs.ids()
-                .map(|r| {
-                    json!({
-                        "region": r.0,
-                        "tasks": rs.tasks(r).iter().map(|t| {
-                            let v = &tasks[t.index()];
-                            json!({"name": v.name, "state": v.state.name(), "attempt": v.attempt,
-                                   "executor": v.executor.as_ref().map(|e| e.0.clone()).unwrap_or_default()})
-                        }).collect::<Vec<_>>(),
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let edges: Vec<Value> = graph
-        .edges()
-        .iter()
-        .map(|e| {
-            json!({"from": graph.vertex(e.from).id, "to": graph.vertex(e.to).id,
-                   "pattern": e.pattern.name(), "exchange": e.exchange.name()})
-        })
-        .collect();
-    let counters = c.core.counters(job).cloned().unwrap_or_default();
-    let now = c.shared.now();
-    let exceptions: Vec<Value> = c
-        .core
-        .exception_history(job)
-        .map(|h| {
-            h.entries()
-                .map(|e| {
-                    json!({
-                        "time_ms": e.root.time,
-                        "task": e.root.attempt.map(|a| graph.task_name(a.task).to_string()).unwrap_or_default(),
-                        "attempt": e.root.attempt.map_or(0, |a| a.attempt),
-                        "executor": e.root.executor.as_ref().map(|x| x.0.clone()).unwrap_or_default(),
-                        "class": e.root.class.name(),
-                        "message": e.root.message,
-                        "concurrent": e.concurrent.len(),
-                        "restarted": e.restarted.len(),
-                        "outcome": e.outcome,
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let failovers: Vec<Value> = c
-        .metrics
-        .jobs
-        .get(&job)
-        .map(|m| m.failovers.iter().map(|f| json!(f)).collect())
-        .unwrap_or_default();
-    Ok(json!({
-        "job_id": job.to_string(),
-        "name": graph.name(),
-        "state": c.core.job_state(job).map(|s| s.name()).unwrap_or_default(),
-        "cause": c.core.job_cause(job).unwrap_or_default(),
-        "failover": c.core.failover_strategy(job).map(|f| f.name()).unwrap_or_default(),
-        "counters": {
-            "failovers": counters.failovers, "restarts": counters.restarts,
-            "full_restarts": counters.full_restarts, "tasks_restarted": counters.tasks_restarted,
-            "restarting_ms": c.core.restarting_ms(job, now).unwrap_or(0),
-        },
-        "regions": regions,
-        "edges": edges,
-        "failovers": failovers,
-        "exceptions": exceptions,
-    }))
+        .collect()
 }

@@ -11,6 +11,8 @@ mod gateway;
 mod http;
 mod metrics;
 mod operator;
+mod read_model;
+mod retention;
 mod timers;
 
 use std::future::Future;
@@ -57,6 +59,10 @@ pub(crate) struct Shared {
     pub(crate) tls: Option<Arc<Tls>>,
     /// Who may call what.
     pub(crate) guard: Arc<Guard>,
+    /// What operators and the dashboard read (published by the coordinator).
+    pub(crate) read: Arc<read_model::ReadModel>,
+    /// Wall-clock time of `start` (ms since the Unix epoch).
+    pub(crate) start_unix_ms: u64,
 }
 
 pub(crate) struct ExecutorStatus {
@@ -92,6 +98,12 @@ impl Shared {
     /// Milliseconds since this JobMaster started: the core's clock.
     pub(crate) fn now(&self) -> u64 {
         self.start.elapsed().as_millis() as u64
+    }
+
+    /// Wall-clock time now, ms since the Unix epoch (`start_unix_ms + now()`: the same clock
+    /// as the read model's times).
+    pub(crate) fn wall_ms(&self) -> u64 {
+        self.start_unix_ms + self.now()
     }
 
     pub(crate) fn rpc_succeeded(&self, executor: &ExecutorId) {
@@ -145,12 +157,8 @@ impl Shared {
         &self,
         f: impl FnOnce(&mut Coordinator) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        self.ask(|reply| {
-            Request::With(Box::new(move |c| {
-                let _ = reply.send(f(c));
-            }))
-        })
-        .await
+        self.ask(|reply| Request::With(Box::new(move |c| coordinator::answer(reply, f(c)))))
+            .await
     }
 }
 
@@ -313,6 +321,8 @@ pub async fn serve(
         stopping: watch::Sender::new(false),
         tls: tls.clone(),
         guard: guard.clone(),
+        read: Arc::default(),
+        start_unix_ms: epoch,
     });
     let core = JobMaster::new(CoreConfig {
         slot_request_timeout_ms: settings.scheduler.slot_request_timeout.as_millis() as u64,

@@ -9,6 +9,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request as GrpcRequest, Response, Status};
 
 use super::coordinator::{Coordinator, Request};
+use super::read_model::{Query, render};
 use super::{ApiError, Shared, parse_job_id};
 use crate::api::reason::NamedReason;
 use crate::api::v1::job_master_service_server::JobMasterService;
@@ -16,11 +17,10 @@ use crate::api::v1::{
     CancelJobRequest, CancelJobResponse, ExceptionEntryInfo, ExecutorBlastRadius, ExecutorInfo,
     ExplainFailoverRequest, ExplainFailoverResponse, FailureInfo, GetBlastRadiusRequest,
     GetBlastRadiusResponse, GetExceptionHistoryRequest, GetExceptionHistoryResponse, GetJobRequest,
-    GetJobResponse, InjectFailureRequest, InjectFailureResponse, JobCounters, JobSummary,
-    ListExecutorsRequest, ListExecutorsResponse, ListJobsRequest, ListJobsResponse,
-    ReleaseExecutorRequest, ReleaseExecutorResponse, RestartReasonInfo, SubmitJobRequest,
-    SubmitJobResponse, TaskInfo, WatchEvent, WatchEventsRequest, explain_failover_request,
-    inject_failure_request,
+    GetJobResponse, InjectFailureRequest, InjectFailureResponse, ListExecutorsRequest,
+    ListExecutorsResponse, ListJobsRequest, ListJobsResponse, ReleaseExecutorRequest,
+    ReleaseExecutorResponse, RestartReasonInfo, SubmitJobRequest, SubmitJobResponse, WatchEvent,
+    WatchEventsRequest, explain_failover_request, inject_failure_request,
 };
 use crate::core::history::FailureRecord;
 use crate::core::{
@@ -176,24 +176,14 @@ impl JobMasterService for Operator {
         &self,
         _request: GrpcRequest<ListJobsRequest>,
     ) -> Result<Response<ListJobsResponse>, Status> {
+        // From the read model: never waits for the coordinator.
         let jobs = self
             .shared
-            .with(|c| {
-                Ok(c.core
-                    .job_ids()
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .map(|job| JobSummary {
-                        job_id: job.to_string(),
-                        name: c.core.job_name(job).to_owned(),
-                        state: c.core.job_state(job).map_or("", |s| s.name()).to_owned(),
-                        tasks: c.core.graph(job).map_or(0, |g| g.task_count() as u32),
-                        regions: c.core.regions(job).map_or(0, |r| r.len() as u32),
-                        restarts: c.core.counters(job).map_or(0, |k| k.restarts),
-                    })
-                    .collect())
-            })
-            .await?;
+            .read
+            .jobs()
+            .iter()
+            .map(|s| render::summary(s))
+            .collect();
         Ok(Response::new(ListJobsResponse { jobs }))
     }
 
@@ -201,48 +191,22 @@ impl JobMasterService for Operator {
         &self,
         request: GrpcRequest<GetJobRequest>,
     ) -> Result<Response<GetJobResponse>, Status> {
-        let job = parse_job_id(&request.into_inner().job_id)?;
-        let response = self
+        let r = request.into_inner();
+        let job = parse_job_id(&r.job_id)?;
+        let snapshot = self
             .shared
-            .with(move |c| {
-                known_job(c, job)?;
-                let now = c.shared.now();
-                let counters = c.core.counters(job).cloned().unwrap_or_default();
-                Ok(GetJobResponse {
-                    job_id: job.to_string(),
-                    name: c.core.job_name(job).to_owned(),
-                    state: c.core.job_state(job).map_or("", |s| s.name()).to_owned(),
-                    cause: c.core.job_cause(job).unwrap_or_default().to_owned(),
-                    failover: c
-                        .core
-                        .failover_strategy(job)
-                        .map(|f| f.name())
-                        .unwrap_or_default()
-                        .to_owned(),
-                    tasks: c
-                        .core
-                        .tasks(job)
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|t| TaskInfo {
-                            name: t.name,
-                            state: t.state.name().to_owned(),
-                            attempt: t.attempt,
-                            executor: t.executor.map(|e| e.0).unwrap_or_default(),
-                            region: t.region.0,
-                        })
-                        .collect(),
-                    counters: Some(JobCounters {
-                        failovers: counters.failovers,
-                        restarts: counters.restarts,
-                        full_restarts: counters.full_restarts,
-                        tasks_restarted: counters.tasks_restarted,
-                        restarting_ms: c.core.restarting_ms(job, now).unwrap_or(0),
-                    }),
-                })
-            })
-            .await?;
-        Ok(Response::new(response))
+            .read
+            .job(job)
+            .ok_or_else(|| ApiError::NotFound(format!("job {job} does not exist")))?;
+        let query = Query::from_request(&snapshot, &r)?;
+        let now = self.shared.wall_ms();
+        let answer = self
+            .shared
+            .read
+            .render(move || render::get_job(&snapshot, &query, now))
+            .await
+            .ok_or(ApiError::ShuttingDown)?;
+        Ok(Response::new(answer))
     }
 
     async fn list_executors(

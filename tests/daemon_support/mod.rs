@@ -224,6 +224,8 @@ pub async fn try_get_job(
         "GetJob",
         c.get_job(GetJobRequest {
             job_id: job.to_owned(),
+            task_limit: 10_000,
+            ..GetJobRequest::default()
         }),
     )
     .await
@@ -250,6 +252,26 @@ pub fn describe(job: &GetJobResponse) -> String {
         .map(|t| format!("{}@{} {} on {:?}", t.name, t.attempt, t.state, t.executor))
         .collect();
     format!("job {} {}: [{}]", job.job_id, job.state, tasks.join(", "))
+}
+
+/// A plain HTTP/1.0 GET: status code and body.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, body.to_owned())
 }
 
 /// Waits until `ready` holds for the job, and returns the job.

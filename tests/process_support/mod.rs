@@ -342,6 +342,8 @@ impl Cluster {
         self.client()
             .get_job(GetJobRequest {
                 job_id: job.to_owned(),
+                task_limit: 10_000,
+                ..GetJobRequest::default()
             })
             .await
             .unwrap_or_else(|s| panic!("GetJob: {}", s.message()))

@@ -299,18 +299,35 @@ impl Ctx {
         Ok(answer.into_inner().job_id)
     }
 
+    /// The job with all its tasks (GetJob pages of 10,000 tasks, joined).
     pub(crate) async fn get_job(&self, job: &str) -> Result<GetJobResponse> {
         let mut op = self.op.clone();
-        Ok(tokio::time::timeout(
-            RPC_TIMEOUT,
-            op.get_job(GetJobRequest {
-                job_id: job.to_owned(),
-            }),
-        )
-        .await
-        .context("GetJob timed out")?
-        .context("GetJob")?
-        .into_inner())
+        let mut offset = 0;
+        let mut all: Option<GetJobResponse> = None;
+        loop {
+            let page = tokio::time::timeout(
+                RPC_TIMEOUT,
+                op.get_job(GetJobRequest {
+                    job_id: job.to_owned(),
+                    task_offset: offset,
+                    task_limit: 10_000,
+                    ..GetJobRequest::default()
+                }),
+            )
+            .await
+            .context("GetJob timed out")?
+            .context("GetJob")?
+            .into_inner();
+            let (more, next) = (page.has_more_tasks, page.next_task_offset);
+            match &mut all {
+                None => all = Some(page),
+                Some(a) => a.tasks.extend(page.tasks),
+            }
+            if !more {
+                return Ok(all.expect("one page was read"));
+            }
+            offset = next;
+        }
     }
 
     /// Waits until the job is RUNNING with every task RUNNING.

@@ -12,6 +12,8 @@ use crate::Common;
 use crate::tls::TlsSetup;
 
 pub(crate) struct InProcessDaemon {
+    /// Its HTTP port (dashboard and JSON API).
+    pub(crate) http: std::net::SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     done: std::sync::mpsc::Receiver<()>,
 }
@@ -30,6 +32,9 @@ pub(crate) fn start_in_process(
     // (30 within 1h by default) would end a long run, so it is off unless a config sets it.
     if common.daemon_config.is_none() {
         settings.scheduler.region_restart_budget.max_restarts = 0;
+        // `churn` waits for ended jobs to be dropped: keep few, briefly.
+        settings.jobs.retain_ended.count = 10;
+        settings.jobs.retain_ended.age = Duration::from_secs(5);
     }
     if let Some(tls) = tls {
         tls.apply(&mut settings);
@@ -40,6 +45,7 @@ pub(crate) fn start_in_process(
     let http = std::net::TcpListener::bind("127.0.0.1:0")?;
     http.set_nonblocking(true)?;
     let addr = grpc.local_addr()?;
+    let http_addr = http.local_addr()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(common.daemon_threads.max(1))
         .thread_name("jmd")
@@ -68,6 +74,7 @@ pub(crate) fn start_in_process(
     Ok((
         format!("{scheme}://{addr}"),
         InProcessDaemon {
+            http: http_addr,
             stop: Some(stop_tx),
             done: done_rx,
         },

@@ -31,6 +31,7 @@
 //! [`stats`] (percentiles and rounding), [`probe`] (CPU and memory from /proc), [`report`]
 //! (the tables), and one module per scenario: [`detect`], [`failover`], [`heartbeat`].
 
+mod churn;
 mod ctx;
 mod daemon;
 mod detect;
@@ -38,6 +39,7 @@ mod executors;
 mod failover;
 mod heartbeat;
 mod probe;
+mod readers;
 mod report;
 mod stats;
 mod tls;
@@ -138,6 +140,11 @@ enum Scenario {
     Failover(FailoverArgs),
     /// Many executors heartbeating with attempt payloads: false losses, rate, daemon CPU/memory.
     Heartbeat(HeartbeatArgs),
+    /// Many HTTP readers of one large job: ListJobs latency (target p99 ≤ 50 ms), heartbeats,
+    /// daemon memory.
+    Readers(readers::ReadersArgs),
+    /// Many large jobs submitted and cancelled: does memory come back once they are dropped?
+    Churn(churn::ChurnArgs),
 }
 
 fn main() -> Result<()> {
@@ -179,6 +186,8 @@ fn hard_limit(scenario: &Scenario) -> Duration {
         Scenario::Heartbeat(a) => {
             a.setup_timeout + a.warmup + a.duration + Duration::from_secs(120)
         }
+        Scenario::Readers(a) => a.duration + Duration::from_secs(600),
+        Scenario::Churn(a) => a.drain_timeout * 2 + Duration::from_secs(1800),
     }
 }
 
@@ -200,6 +209,7 @@ async fn run(cli: Cli) -> Result<()> {
         None
     };
     let mut daemon = None;
+    let mut http = None;
     let (url, origin) = match &common.endpoint {
         Some(url) => {
             check_local(url)?;
@@ -210,6 +220,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         None => {
             let (url, d, origin) = start_in_process(common, tls.as_deref())?;
+            http = Some(d.http);
             daemon = Some(d);
             (url, Some(origin))
         }
@@ -226,6 +237,8 @@ async fn run(cli: Cli) -> Result<()> {
         Scenario::Detect(a) => detect::run(&ctx, a).await,
         Scenario::Failover(a) => failover::run(&ctx, a, &probe).await,
         Scenario::Heartbeat(a) => heartbeat::run(&ctx, a, &probe).await,
+        Scenario::Readers(a) => readers::run(&ctx, a, &probe, http).await,
+        Scenario::Churn(a) => churn::run(&ctx, a, &probe).await,
     };
     let wall = t0.elapsed().as_secs_f64();
     let machine1 = probe.machine();

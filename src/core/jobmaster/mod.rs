@@ -131,6 +131,8 @@ pub enum CoreError {
     TaskNotFailable { task: String, state: AttemptState },
     #[error("an executor must offer at least one slot")]
     NoSlots,
+    #[error("job {job} is {state}: only an ended job can be dropped")]
+    JobNotEnded { job: JobId, state: JobState },
 }
 
 /// A refused event, with any commands that must still be carried out.
@@ -231,6 +233,7 @@ impl JobMaster {
         let result = match event {
             Event::SubmitJob { job, spec } => self.submit(job, &spec, now),
             Event::CancelJob { job } => self.cancel_job(job, now),
+            Event::DropJob { job } => self.drop_job(job),
             Event::ExecutorRegistered {
                 executor,
                 slots,
@@ -365,6 +368,25 @@ impl JobMaster {
             });
         }
         self.wind_down(id, JobState::Cancelling, None, now);
+        Ok(())
+    }
+
+    /// Forgets an ended job. Its attempts are terminal and its partitions released already;
+    /// whatever still refers to it (a slot, a hosted partition, a queued region) goes too.
+    fn drop_job(&mut self, id: JobId) -> Result<(), CoreError> {
+        let job = self.jobs.get(&id).ok_or(CoreError::UnknownJob(id))?;
+        let state = job.state.state();
+        if !state.is_terminal() {
+            return Err(CoreError::JobNotEnded { job: id, state });
+        }
+        for t in job.graph.tasks() {
+            self.slots.free_slot(job, t);
+        }
+        for e in self.executors.values_mut() {
+            e.partitions.retain(|(j, _)| *j != id);
+        }
+        self.slot_queue.retain(|(j, _, _)| *j != id);
+        self.jobs.remove(&id);
         Ok(())
     }
 

@@ -67,6 +67,17 @@ impl JobMaster {
         Some((t.attempt, t.executor.as_ref()))
     }
 
+    /// A task's current attempt number, its state and executor, without building a
+    /// [`TaskView`].
+    pub fn task_status(
+        &self,
+        job: JobId,
+        task: TaskId,
+    ) -> Option<(u32, AttemptState, Option<&ExecutorId>)> {
+        let t = self.jobs.get(&job)?.tasks.get(task.index())?;
+        Some((t.attempt, t.log.state(), t.executor.as_ref()))
+    }
+
     pub fn task(&self, job: JobId, task: TaskId) -> Option<TaskView> {
         let j = self.jobs.get(&job)?;
         (task.index() < j.tasks.len()).then(|| j.task_view(task))
