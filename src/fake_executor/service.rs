@@ -16,7 +16,8 @@ use crate::api::v1::task_executor_service_server::{
 };
 use crate::api::v1::{
     AttemptRef, CancelTaskRequest, CancelTaskResponse, CancelTasksRequest, CancelTasksResponse,
-    FetchPartitionRequest, PartitionChunk, ReleasePartitionsRequest, ReleasePartitionsResponse,
+    FetchPartitionRequest, PartitionChunk, ReleaseJobRequest, ReleaseJobResponse,
+    ReleasePartitionsRequest, ReleasePartitionsResponse,
     SubmitTaskRequest, SubmitTaskResponse, SubmitTasksRequest, SubmitTasksResponse, TaskOutcome,
     TaskStateUpdate,
 };
@@ -351,6 +352,14 @@ impl TaskExecutorService for FakeService {
             self.0.observer.released(&exec, request.get_ref());
         }
         Ok(Response::new(ReleasePartitionsResponse {}))
+    }
+
+    async fn release_job(
+        &self,
+        _request: Request<ReleaseJobRequest>,
+    ) -> Result<Response<ReleaseJobResponse>, Status> {
+        // The fake keeps no folders: an ended job leaves nothing to remove.
+        Ok(Response::new(ReleaseJobResponse {}))
     }
 
     type FetchPartitionStream = ChunkStream;

@@ -57,6 +57,8 @@ impl RealExecutor {
                 labels: Default::default(),
                 security,
                 run_as: None,
+                retain_attempts: 3,
+                shim: env!("CARGO_BIN_EXE_taskexecutor").into(),
             },
             addr,
         )
