@@ -294,8 +294,10 @@ fn reap_local_leftovers() {
         match reaped.error {
             None => tracing::warn!(folder = %reaped.folder.display(), killed = reaped.killed,
                                    "removed the folder of an earlier local cluster whose daemon is gone"),
-            Some(e) => tracing::warn!(folder = %reaped.folder.display(), killed = reaped.killed, error = %e,
-                                      "cannot remove the folder of an earlier local cluster whose daemon is gone"),
+            Some(e) => {
+                tracing::warn!(folder = %reaped.folder.display(), killed = reaped.killed, error = %e,
+                                      "cannot remove the folder of an earlier local cluster whose daemon is gone")
+            }
         }
     }
 }

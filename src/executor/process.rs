@@ -93,17 +93,16 @@ pub(crate) async fn spawn(
         }),
         grace_ms: grace.as_millis().min(u64::MAX as u128) as u64,
     };
-    write_private(launch_path, &serde_json::to_vec(&launch).unwrap_or_default())
-        .map_err(SpawnError::Logs)?;
+    write_private(
+        launch_path,
+        &serde_json::to_vec(&launch).unwrap_or_default(),
+    )
+    .map_err(SpawnError::Logs)?;
     // Close-on-exec everywhere: the shim gets its two ends by clearing the flag after the
     // fork, so no other child (another attempt's shim) ever holds them.
     let (control_read, control_write) = pipe2(OFlag::O_CLOEXEC).map_err(shim_error)?;
     let (report_read, report_write) = pipe2(OFlag::O_CLOEXEC).map_err(shim_error)?;
-    fcntl(
-        control_write.as_fd(),
-        FcntlArg::F_SETFL(OFlag::O_NONBLOCK),
-    )
-    .map_err(shim_error)?;
+    fcntl(control_write.as_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(shim_error)?;
     let mut cmd = Command::new(shim_program);
     // The executor's own settings (JOBMASTER_TOKEN, JOBMASTER_TLS_KEY, JOBMASTER__…) are not
     // the task's business.
@@ -220,13 +219,12 @@ impl SpawnError {
     }
 }
 
-/// Sends `signal` to the whole process group led by `pid`.
-pub(crate) fn signal_group(pid: u32, signal: Signal) {
+/// Sends `signal` to the whole process group led by `pid`; false when there is no such group.
+pub(crate) fn signal_group(pid: u32, signal: Signal) -> bool {
     if pid == 0 || pid > i32::MAX as u32 {
-        return;
+        return false;
     }
-    // A group that is already gone is fine.
-    let _ = killpg(Pid::from_raw(pid as i32), signal);
+    killpg(Pid::from_raw(pid as i32), signal).is_ok()
 }
 
 /// The last `max` bytes of a file, as text (for failure reports).
@@ -269,8 +267,8 @@ pub(crate) fn reap_leftovers(pids: &Path, attempts: &Path) -> usize {
                 let start = parts.next().and_then(|s| s.parse::<u64>().ok());
                 if let (Some(pid), Some(start)) = (pid, start)
                     && start_time(pid) == Some(start)
+                    && signal_group(pid, Signal::SIGKILL)
                 {
-                    signal_group(pid, Signal::SIGKILL);
                     killed += 1;
                 }
             }

@@ -153,8 +153,15 @@ mod tests {
     fn only_the_newest_attempts_of_the_same_task_are_kept_and_running_ones_never_go() {
         let root = scratch("keep");
         for name in [
-            "v#1.0", "v#1.1", "v#1.2", "v#1.3", "v#1.10", // the task's attempts
-            "v#10.0", "v#1.2#0.0", "v#1.x", "w#1.0", // other tasks, and a stray folder
+            "v#1.0",
+            "v#1.1",
+            "v#1.2",
+            "v#1.3",
+            "v#1.10", // the task's attempts
+            "v#10.0",
+            "v#1.2#0.0",
+            "v#1.x",
+            "w#1.0", // other tasks, and a stray folder
         ] {
             std::fs::create_dir_all(root.join("job").join(name)).expect("mkdir");
         }

@@ -23,8 +23,8 @@ use crate::api::v1::task_executor_service_server::TaskExecutorService;
 use crate::api::v1::{
     AttemptRef, CancelTaskRequest, CancelTaskResponse, CancelTasksRequest, CancelTasksResponse,
     FetchPartitionRequest, PartitionChunk, ReleaseJobRequest, ReleaseJobResponse,
-    ReleasePartitionsRequest, ReleasePartitionsResponse,
-    SubmitTaskRequest, SubmitTaskResponse, SubmitTasksRequest, SubmitTasksResponse,
+    ReleasePartitionsRequest, ReleasePartitionsResponse, SubmitTaskRequest, SubmitTaskResponse,
+    SubmitTasksRequest, SubmitTasksResponse,
 };
 use crate::log_text::Escaped;
 

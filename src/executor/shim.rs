@@ -181,11 +181,13 @@ struct Started {
 /// Becomes a subreaper, blocks the signals it reads from a signalfd, and starts the command.
 fn start(launch: &Path) -> Result<Started, Report> {
     let text = std::fs::read(launch).map_err(|e| {
-        Report::Error(format!("cannot read the launch file {}: {e}", launch.display()))
+        Report::Error(format!(
+            "cannot read the launch file {}: {e}",
+            launch.display()
+        ))
     })?;
-    let launch: Launch = serde_json::from_slice(&text).map_err(|e| {
-        Report::Error(format!("bad launch file {}: {e}", launch.display()))
-    })?;
+    let launch: Launch = serde_json::from_slice(&text)
+        .map_err(|e| Report::Error(format!("bad launch file {}: {e}", launch.display())))?;
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| Report::Error(format!("cannot become a child subreaper: {e}")))?;
     let mut mask = SigSet::empty();
@@ -208,7 +210,10 @@ fn start(launch: &Path) -> Result<Started, Report> {
         .envs(launch.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let switch = launch.user.as_ref().map(|u| {
         (
-            u.groups.iter().map(|g| Gid::from_raw(*g)).collect::<Vec<_>>(),
+            u.groups
+                .iter()
+                .map(|g| Gid::from_raw(*g))
+                .collect::<Vec<_>>(),
             Gid::from_raw(u.gid),
             Uid::from_raw(u.uid),
         )

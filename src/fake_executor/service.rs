@@ -17,9 +17,8 @@ use crate::api::v1::task_executor_service_server::{
 use crate::api::v1::{
     AttemptRef, CancelTaskRequest, CancelTaskResponse, CancelTasksRequest, CancelTasksResponse,
     FetchPartitionRequest, PartitionChunk, ReleaseJobRequest, ReleaseJobResponse,
-    ReleasePartitionsRequest, ReleasePartitionsResponse,
-    SubmitTaskRequest, SubmitTaskResponse, SubmitTasksRequest, SubmitTasksResponse, TaskOutcome,
-    TaskStateUpdate,
+    ReleasePartitionsRequest, ReleasePartitionsResponse, SubmitTaskRequest, SubmitTaskResponse,
+    SubmitTasksRequest, SubmitTasksResponse, TaskOutcome, TaskStateUpdate,
 };
 use crate::core::AttemptState;
 
