@@ -205,14 +205,24 @@ impl Local {
 /// Kills what a test left running and removes its folder.
 struct Scratch {
     root: PathBuf,
-    children: Vec<Child>,
+    /// Processes the test started itself and has not reaped (killed with SIGKILL).
+    pids: Vec<i32>,
+}
+
+impl Scratch {
+    /// `pid` was reaped: its number may name another process now.
+    fn reaped(&mut self, pid: u32) {
+        self.pids.retain(|&p| p != pid as i32);
+    }
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
+        for &pid in &self.pids {
+            // SAFETY: kill(2) on a process this test started (and has not reaped yet).
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
         }
         for p in task_processes(&self.root) {
             // SAFETY: kill(2) on a pid just read from /proc; it belongs to this test.
@@ -253,12 +263,13 @@ async fn a_local_cluster_killed_with_sigkill_takes_its_tasks_along_and_the_next_
         let root = root.canonicalize().expect("canonical test folder");
         let mut scratch = Scratch {
             root: root.clone(),
-            children: Vec::new(),
+            pids: Vec::new(),
         };
         let dir = root.join("pids");
         std::fs::create_dir_all(&dir).expect("pid folder");
 
         let first = Local::start(&root, "first").await;
+        scratch.pids.push(first.child.id() as i32);
         let stale = first.folder(&root);
         assert!(
             stale.join("OWNER").is_file(),
@@ -281,6 +292,7 @@ async fn a_local_cluster_killed_with_sigkill_takes_its_tasks_along_and_the_next_
         } = first;
         let _ = first_process.kill();
         let _ = first_process.wait();
+        scratch.reaped(first_process.id());
         wait_dead(&[(child, "sleep 3333"), (daemon, "sleep 3334")]).await;
         assert!(
             stale.is_dir(),
@@ -295,12 +307,14 @@ async fn a_local_cluster_killed_with_sigkill_takes_its_tasks_along_and_the_next_
             .spawn()
             .expect("start a planted process");
         let pid = planted.id() as i32;
+        scratch.pids.push(pid);
         let pids = stale.join("executor-0").join("pids");
         std::fs::create_dir_all(&pids).expect("pid folder");
         std::fs::write(pids.join("planted"), format!("{pid} {}\n", start_time(pid)))
             .expect("pid file");
 
         let second = Local::start(&root, "second").await;
+        scratch.pids.push(second.child.id() as i32);
         let status = eventually("the planted process is killed", WAIT, || {
             let r = planted.try_wait();
             async move {
@@ -311,6 +325,7 @@ async fn a_local_cluster_killed_with_sigkill_takes_its_tasks_along_and_the_next_
             }
         })
         .await;
+        scratch.reaped(planted.id());
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
         assert!(!stale.exists(), "the stale folder is removed");
@@ -344,9 +359,9 @@ async fn a_local_cluster_killed_with_sigkill_takes_its_tasks_along_and_the_next_
             }
         })
         .await;
+        scratch.reaped(second_process.id());
         assert!(stopped.success(), "{stopped}");
         assert!(!mine.exists(), "a clean stop removes the daemon's folder");
-        scratch.children.push(planted);
     })
     .await;
 }
