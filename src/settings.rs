@@ -79,6 +79,8 @@ pub struct ExecutorSettings {
     pub insecure: bool,
     /// The user tasks run as, by name or uid (`""`: the executor's own user).
     pub run_as: String,
+    /// Attempt folders (logs) kept per task; at least 1.
+    pub retain_attempts: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -281,6 +283,12 @@ impl Settings {
         if self.executor.slots == 0 {
             return bad("executor.slots", "must be at least 1");
         }
+        if self.executor.retain_attempts == 0 {
+            return bad(
+                "executor.retain-attempts",
+                "must be at least 1 (the running attempt's folder holds its logs)",
+            );
+        }
         let q = &self.scheduler.quarantine;
         if (q.max_task_failures > 0 || q.max_losses > 0) && q.window.is_zero() {
             return bad(
@@ -385,6 +393,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.executor.run_as, "nobody");
+    }
+
+    #[test]
+    fn three_attempt_folders_are_kept_per_task_unless_configured_and_never_zero() {
+        let s = Settings::load_from(None, []).unwrap();
+        assert_eq!(s.executor.retain_attempts, 3);
+        let env = |v: &str| {
+            [(
+                "JOBMASTER__EXECUTOR__RETAIN_ATTEMPTS".to_owned(),
+                v.to_owned(),
+            )]
+        };
+        let s = Settings::load_from(None, env("10")).unwrap();
+        assert_eq!(s.executor.retain_attempts, 10);
+        let e = Settings::load_from(None, env("0")).unwrap_err();
+        assert!(e.to_string().contains("executor.retain-attempts"), "{e}");
     }
 
     #[test]

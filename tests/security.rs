@@ -865,6 +865,8 @@ async fn start_on(data: &Path) -> Result<(), jobmaster::executor::StartError> {
             labels: Default::default(),
             security: ExecutorSecurity::default(),
             run_as: None,
+            retain_attempts: 3,
+            shim: env!("CARGO_BIN_EXE_taskexecutor").into(),
         },
         addr,
     )

@@ -99,8 +99,18 @@ enum LogFormat {
     Json,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // `--local` runs each attempt under this program started again as its shim: that mode
+    // must not parse flags or start a runtime.
+    jobmaster::executor::shim::run_if_requested();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(daemon())
+}
+
+async fn daemon() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Certs {
@@ -197,8 +207,11 @@ async fn main() -> anyhow::Result<()> {
     );
     let (stop, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut waiters = Vec::new();
-    let local_root = std::env::temp_dir().join(format!("jobmaster-local-{}", std::process::id()));
+    let local_root = jobmaster::executor::local::root(&std::env::temp_dir());
     if let Some(n) = cli.local {
+        reap_local_leftovers();
+        jobmaster::executor::local::claim(&local_root)
+            .with_context(|| format!("cannot create {}", local_root.display()))?;
         let root = local_root.clone();
         for i in 0..n {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -217,6 +230,9 @@ async fn main() -> anyhow::Result<()> {
                     labels: Default::default(),
                     security: ExecutorSecurity::default(),
                     run_as: None,
+                    retain_attempts: settings.executor.retain_attempts,
+                    // This program, started again as each attempt's shim.
+                    shim: PathBuf::new(),
                 },
                 listener.local_addr()?,
             )?;
@@ -269,6 +285,21 @@ async fn main() -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&local_root);
     }
     Ok(result?)
+}
+
+/// Removes the folders of earlier local clusters whose daemon is gone (killed with -9, so it
+/// could not remove its own), killing what their pid files still name.
+fn reap_local_leftovers() {
+    for reaped in jobmaster::executor::local::reap_stale(&std::env::temp_dir()) {
+        match reaped.error {
+            None => tracing::warn!(folder = %reaped.folder.display(), killed = reaped.killed,
+                                   "removed the folder of an earlier local cluster whose daemon is gone"),
+            Some(e) => {
+                tracing::warn!(folder = %reaped.folder.display(), killed = reaped.killed, error = %e,
+                                      "cannot remove the folder of an earlier local cluster whose daemon is gone")
+            }
+        }
+    }
 }
 
 /// Prints what `jobmaster certs` wrote and the commands that start a secure cluster.

@@ -52,6 +52,10 @@ struct Cli {
     /// user; switching needs the executor to run as root [default: executor.run-as].
     #[arg(long, value_name = "USER")]
     run_as: Option<String>,
+    /// Attempt folders (logs) kept per task; older ones go when a new attempt starts
+    /// [default: executor.retain-attempts, 3].
+    #[arg(long, value_name = "N")]
+    retain_attempts: Option<u32>,
     /// Log as JSON.
     #[arg(long)]
     log_json: bool,
@@ -68,8 +72,18 @@ fn label(text: &str) -> Result<(String, String), String> {
     parse_label(text).map_err(|e| e.to_string())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Each attempt runs under this program started again as its shim: that mode must not
+    // parse flags or start a runtime.
+    jobmaster::executor::shim::run_if_requested();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(agent())
+}
+
+async fn agent() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     if cli.log_json {
@@ -130,6 +144,9 @@ async fn main() -> anyhow::Result<()> {
             labels,
             security,
             run_as: Some(cli.run_as.unwrap_or(s.run_as)).filter(|u| !u.trim().is_empty()),
+            retain_attempts: cli.retain_attempts.unwrap_or(s.retain_attempts),
+            // This program, started again as each attempt's shim.
+            shim: PathBuf::new(),
         },
         listener.local_addr()?,
     )?;

@@ -44,6 +44,15 @@ pub enum ExecutorError {
     NotPlainName { job: String, vertex: String },
     #[error("command is empty: give at least the program to run")]
     EmptyCommand,
+    /// A ReleaseJob whose job id cannot be a directory name.
+    #[error(
+        "job_id {job:?} must be a plain name (not empty, not \".\" or \"..\", without '/', \
+         control or invisible formatting characters)"
+    )]
+    NotPlainJob { job: String },
+    /// A submit of a job the JobMaster said ended (ReleaseJob).
+    #[error("job {job} ended: its attempts are not started any more")]
+    JobEnded { job: String },
     /// A SubmitTask input names a shared partition list, which only SubmitTasks carries.
     #[error(
         "input {input:?}: shared partition lists only exist in SubmitTasks; list the \
@@ -77,10 +86,12 @@ impl From<ExecutorError> for Status {
             ExecutorError::Missing(_)
             | ExecutorError::NotPlainName { .. }
             | ExecutorError::EmptyCommand
+            | ExecutorError::NotPlainJob { .. }
             | ExecutorError::SharedListOutsideBatch { .. } => Status::invalid_argument(message),
             ExecutorError::StaleEpoch { .. }
             | ExecutorError::UnknownEpoch { .. }
             | ExecutorError::LowDisk { .. }
+            | ExecutorError::JobEnded { .. }
             | ExecutorError::NoFreeSlot { .. } => Status::failed_precondition(message),
             ExecutorError::PartitionNotHere { .. } | ExecutorError::PartitionUnreadable { .. } => {
                 Status::not_found(message)
@@ -97,6 +108,11 @@ pub enum StartError {
         "slots must be at least 1: set executor.slots (or --slots) to how many tasks may run at once"
     )]
     NoSlots,
+    #[error(
+        "retain-attempts must be at least 1 (the running attempt's folder holds its logs): set \
+         executor.retain-attempts (or --retain-attempts) to how many attempt folders to keep per task"
+    )]
+    NoRetainedAttempts,
     #[error(
         "executor id {0:?} must be a plain name (not empty, not \".\" or \"..\", without '/'): \
          set executor.id (or --id)"
@@ -187,6 +203,14 @@ mod tests {
                 Code::InvalidArgument,
             ),
             (ExecutorError::EmptyCommand, Code::InvalidArgument),
+            (
+                ExecutorError::NotPlainJob { job: "..".into() },
+                Code::InvalidArgument,
+            ),
+            (
+                ExecutorError::JobEnded { job: "7".into() },
+                Code::FailedPrecondition,
+            ),
             (
                 ExecutorError::SharedListOutsideBatch { input: "a".into() },
                 Code::InvalidArgument,

@@ -6,10 +6,13 @@
 
 mod descriptor;
 mod error;
+pub mod local;
 mod partitions;
 mod process;
+mod retention;
 mod runner;
 mod service;
+pub mod shim;
 mod user;
 
 pub use error::{ExecutorError, StartError};
@@ -21,7 +24,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
-use nix::sys::signal::Signal;
 use prost::Message;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
@@ -82,6 +84,13 @@ pub struct ExecutorConfig {
     /// The user task processes run as, by name or uid (`executor.run-as`); `None` or empty:
     /// the executor's own user. Another user than the executor's needs root.
     pub run_as: Option<String>,
+    /// Attempt folders (logs, descriptors) kept per task (`executor.retain-attempts`, at
+    /// least 1): older ones go when a new attempt of the task starts here.
+    pub retain_attempts: u32,
+    /// The program every attempt is started through ([`shim`]): one whose `main` calls
+    /// [`shim::run_if_requested`] first (`taskexecutor`, `jobmaster`). Empty: this very
+    /// program (`/proc/self/exe`, which stays valid when its file is replaced by an upgrade).
+    pub shim: PathBuf,
 }
 
 /// An executor's TLS: `[tls]` (`None`: plain text), how often its files are checked for
@@ -112,6 +121,12 @@ pub fn resolve(
 ) -> Result<ExecutorConfig, StartError> {
     if config.slots == 0 {
         return Err(StartError::NoSlots);
+    }
+    if config.retain_attempts == 0 {
+        return Err(StartError::NoRetainedAttempts);
+    }
+    if config.shim.as_os_str().is_empty() {
+        config.shim = PathBuf::from("/proc/self/exe");
     }
     if config.advertise.is_empty() {
         let ip = if bound.ip().is_unspecified() {
@@ -192,8 +207,8 @@ pub(crate) fn key(a: &AttemptRef) -> AttemptKey {
 
 pub(crate) struct Running {
     pub(crate) attempt: AttemptRef,
-    /// Process group id once the process runs.
-    pub(crate) pid: Option<u32>,
+    /// The lifeline to the attempt's shim once its process runs.
+    pub(crate) control: Option<Arc<process::Control>>,
     pub(crate) cancel: Arc<Notify>,
     pub(crate) cancelled: bool,
 }
@@ -207,6 +222,8 @@ pub(crate) struct State {
     pub(crate) reporting: HashMap<AttemptKey, AttemptRef>,
     /// Partitions hosted here (blocking ones in the data dir).
     pub(crate) partitions: Vec<PartitionRef>,
+    /// Jobs the JobMaster said ended (ReleaseJob): their folders are gone or about to go.
+    pub(crate) ended_jobs: retention::EndedJobs,
 }
 
 /// The agent shared by the gRPC service, the task runners and the heartbeat loop.
@@ -268,21 +285,21 @@ impl Agent {
 
     /// Kills every attempt (declared lost, JobMaster gone, shutting down).
     pub(crate) fn kill_all(&self, why: &str) {
-        let attempts: Vec<(AttemptRef, Option<u32>, Arc<Notify>)> = {
+        let attempts: Vec<(AttemptRef, Option<Arc<process::Control>>, Arc<Notify>)> = {
             let mut state = self.lock();
             state
                 .attempts
                 .values_mut()
                 .map(|r| {
                     r.cancelled = true;
-                    (r.attempt.clone(), r.pid, r.cancel.clone())
+                    (r.attempt.clone(), r.control.clone(), r.cancel.clone())
                 })
                 .collect()
         };
-        for (attempt, pid, cancel) in attempts {
+        for (attempt, control, cancel) in attempts {
             info!(job = %attempt.job_id, task = %format!("{}#{}", attempt.vertex, attempt.subtask), attempt = attempt.attempt, why, "killing attempt");
-            if let Some(pid) = pid {
-                process::signal_group(pid, Signal::SIGKILL);
+            if let Some(control) = control {
+                control.kill();
             }
             cancel.notify_one();
         }

@@ -1,28 +1,73 @@
-//! Task processes: each attempt runs in its own process group, dies with the executor
-//! (parent-death signal), and is recorded in a pid file so that a restarted executor kills
-//! whatever an earlier run left behind (grandchildren escape the parent-death signal; they are
-//! also found by the attempt directory in their environment once their leader is gone).
+//! Task processes, from the executor's side: each attempt runs under a [shim](super::shim)
+//! that the executor starts with two pipes, a lifeline it keeps the write end of (stop and
+//! kill requests travel on it; its end tells the shim the executor is gone) and a report on
+//! which the shim says whether the command started. The shim is recorded in a pid file, so
+//! that a restarted executor kills whatever an earlier run left behind should a shim itself
+//! have been killed (the task processes are also found by the attempt directory in their
+//! environment): a second line of defence.
 
 use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 use nix::sys::signal::{Signal, kill, killpg};
-use nix::unistd::{Pid, getppid, setgid, setgroups, setpgid, setuid};
+use nix::unistd::{Pid, pipe2, setpgid};
+use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
+use super::shim::{self, Launch, LaunchUser, Report};
 use super::user::TaskUser;
 
-/// Starts `command` in a new process group with `env`, logging to `stdout`/`stderr`, as
-/// `user` (with its groups) when given.
-pub(crate) fn spawn(
+/// A started attempt: the shim's process, and the lifeline to it.
+pub(crate) struct Task {
+    pub(crate) child: Child,
+    pub(crate) control: std::sync::Arc<Control>,
+}
+
+/// The executor's end of a shim's lifeline. Dropping the last handle closes it, which the
+/// shim takes as the executor's death: it stops the task.
+pub(crate) struct Control {
+    fd: OwnedFd,
+    /// The shim's pid (its own process group), recorded in the pid file.
+    pub(crate) shim: u32,
+}
+
+impl Control {
+    /// SIGTERM to the task's process group.
+    pub(crate) fn terminate(&self) {
+        self.send(b'T');
+    }
+
+    /// SIGKILL to the task's process group and every process it left.
+    pub(crate) fn kill(&self) {
+        self.send(b'K');
+    }
+
+    fn send(&self, request: u8) {
+        // Non-blocking: a full pipe (a shim that stopped reading) must not block the executor;
+        // a shim that is gone is fine.
+        let _ = nix::unistd::write(self.fd.as_fd(), &[request]);
+    }
+}
+
+/// Starts `command` under the shim program `shim` with `env`, logging to `stdout`/`stderr`,
+/// as `user` (with its groups) when given. `launch` is where the launch file goes (in the
+/// attempt's folder); `grace` is how long the shim waits between SIGTERM and SIGKILL when it
+/// stops what a task left. Returns once the shim has said whether the command started.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn spawn(
+    shim_program: &Path,
     command: &[String],
     env: &[(String, String)],
     cwd: &Path,
     stdout: &Path,
     stderr: &Path,
+    launch_path: &Path,
+    grace: std::time::Duration,
     user: Option<&TaskUser>,
-) -> Result<Child, SpawnError> {
+) -> Result<Task, SpawnError> {
     let (program, args) = command.split_first().ok_or_else(|| {
         SpawnError::Exec(io::Error::new(io::ErrorKind::InvalidInput, "empty command"))
     })?;
@@ -37,7 +82,28 @@ pub(crate) fn spawn(
             .mode(if user.is_some() { 0o600 } else { 0o666 })
             .open(path)
     };
-    let mut cmd = Command::new(program);
+    let launch = Launch {
+        program: program.clone(),
+        args: args.to_vec(),
+        env: env.to_vec(),
+        user: user.map(|u| LaunchUser {
+            uid: u.uid.as_raw(),
+            gid: u.gid.as_raw(),
+            groups: u.groups.iter().map(|g| g.as_raw()).collect(),
+        }),
+        grace_ms: grace.as_millis().min(u64::MAX as u128) as u64,
+    };
+    write_private(
+        launch_path,
+        &serde_json::to_vec(&launch).unwrap_or_default(),
+    )
+    .map_err(SpawnError::Logs)?;
+    // Close-on-exec everywhere: the shim gets its two ends by clearing the flag after the
+    // fork, so no other child (another attempt's shim) ever holds them.
+    let (control_read, control_write) = pipe2(OFlag::O_CLOEXEC).map_err(shim_error)?;
+    let (report_read, report_write) = pipe2(OFlag::O_CLOEXEC).map_err(shim_error)?;
+    fcntl(control_write.as_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(shim_error)?;
+    let mut cmd = Command::new(shim_program);
     // The executor's own settings (JOBMASTER_TOKEN, JOBMASTER_TLS_KEY, JOBMASTER__…) are not
     // the task's business.
     for (key, _) in std::env::vars_os() {
@@ -45,53 +111,92 @@ pub(crate) fn spawn(
             cmd.env_remove(&key);
         }
     }
-    cmd.args(args)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(log(stdout).map_err(SpawnError::Logs)?)
-        .stderr(log(stderr).map_err(SpawnError::Logs)?)
-        .kill_on_drop(false);
-    // Computed before the fork: the child may not allocate. Not `CommandExt::uid/gid`: std
-    // switches the user before it runs `pre_exec`, and then the groups could not be set.
-    let switch = user.map(|u| (u.groups.clone(), u.gid, u.uid));
-    // SAFETY: only async-signal-safe calls between fork and exec (the nix wrappers are
-    // plain system calls; they do not allocate).
+    cmd.args(shim::args(
+        control_read.as_raw_fd(),
+        report_write.as_raw_fd(),
+        launch_path,
+    ))
+    .current_dir(cwd)
+    .stdin(Stdio::null())
+    .stdout(log(stdout).map_err(SpawnError::Logs)?)
+    .stderr(log(stderr).map_err(SpawnError::Logs)?)
+    .kill_on_drop(false);
+    let inherit = [control_read.as_raw_fd(), report_write.as_raw_fd()];
+    // SAFETY: only async-signal-safe calls between fork and exec (plain system calls that do
+    // not allocate).
     unsafe {
         cmd.pre_exec(move || {
+            // Its own group: a Ctrl-C meant for the executor's terminal does not reach it.
             setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
-            // Groups first, then the group, then the user: each step needs root.
-            if let Some((groups, gid, uid)) = &switch {
-                setgroups(groups)?;
-                setgid(*gid)?;
-                setuid(*uid)?;
-            }
-            // After the switch: a change of user clears the parent-death signal.
-            #[cfg(target_os = "linux")]
-            {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-                // The executor may have died between fork and prctl.
-                if getppid() == Pid::from_raw(1) {
-                    // nix has no `_exit`, and `std::process::exit` runs exit handlers, which
-                    // is not allowed in a forked child.
-                    libc::_exit(137);
-                }
+            for fd in inherit {
+                let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
+                fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
             }
             Ok(())
         });
     }
-    cmd.spawn().map_err(SpawnError::Exec)
+    let mut child = cmd.spawn().map_err(SpawnError::Shim)?;
+    // Only the shim holds these ends now: its exit closes the report.
+    drop(control_read);
+    drop(report_write);
+    let shim_pid = child.id().unwrap_or(0);
+    let control = std::sync::Arc::new(Control {
+        fd: control_write,
+        shim: shim_pid,
+    });
+    let mut text = String::new();
+    let read = match tokio::net::unix::pipe::Receiver::from_owned_fd(report_read) {
+        Ok(mut report) => report.read_to_string(&mut text).await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    let report = read.ok().and_then(|()| Report::parse(&text));
+    match report {
+        Some(Report::Started(_)) => Ok(Task { child, control }),
+        other => {
+            // It exits at once after a failed start.
+            let _ = child.wait().await;
+            Err(match other {
+                Some(Report::Errno(n)) => SpawnError::Exec(io::Error::from_raw_os_error(n)),
+                Some(Report::Error(text)) => SpawnError::Shim(io::Error::other(text)),
+                _ => SpawnError::Shim(io::Error::other(format!(
+                    "{} ended without starting the task: is it the taskexecutor (or jobmaster) \
+                     program?",
+                    shim_program.display()
+                ))),
+            })
+        }
+    }
+}
+
+fn shim_error(e: nix::errno::Errno) -> SpawnError {
+    SpawnError::Shim(io::Error::from(e))
+}
+
+/// Writes `bytes` to a new file only the executor's user may read.
+fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
 }
 
 /// Why a task process did not start.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SpawnError {
-    /// The executor could not open the task's log files: its own problem.
-    #[error("cannot open the task's log files: {0}")]
+    /// The executor could not write the task's log or launch files: its own problem.
+    #[error("cannot write the task's log or launch files: {0}")]
     Logs(io::Error),
-    /// The program could not be started (fork or exec).
+    /// The program could not be started (exec, or the switch to the run-as user).
     #[error("{0}")]
     Exec(io::Error),
+    /// The shim the task runs under could not be started, or failed: the executor's problem.
+    #[error("the task shim failed: {0}")]
+    Shim(io::Error),
 }
 
 impl SpawnError {
@@ -99,7 +204,7 @@ impl SpawnError {
     /// argument cannot be passed. Running out of processes or memory can pass.
     pub(crate) fn is_permanent(&self) -> bool {
         match self {
-            SpawnError::Logs(_) => false,
+            SpawnError::Logs(_) | SpawnError::Shim(_) => false,
             SpawnError::Exec(e) => {
                 matches!(
                     e.kind(),
@@ -114,13 +219,12 @@ impl SpawnError {
     }
 }
 
-/// Sends `signal` to the whole process group led by `pid`.
-pub(crate) fn signal_group(pid: u32, signal: Signal) {
+/// Sends `signal` to the whole process group led by `pid`; false when there is no such group.
+pub(crate) fn signal_group(pid: u32, signal: Signal) -> bool {
     if pid == 0 || pid > i32::MAX as u32 {
-        return;
+        return false;
     }
-    // A group that is already gone is fine.
-    let _ = killpg(Pid::from_raw(pid as i32), signal);
+    killpg(Pid::from_raw(pid as i32), signal).is_ok()
 }
 
 /// The last `max` bytes of a file, as text (for failure reports).
@@ -133,7 +237,7 @@ pub(crate) fn tail(path: &Path, max: usize) -> String {
 }
 
 /// Start time of a process (field 22 of /proc/PID/stat), to tell it from a reused pid.
-fn start_time(pid: u32) -> Option<u64> {
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces; fields after it are separated cleanly.
     let after = stat.rsplit_once(')')?.1;
@@ -163,8 +267,8 @@ pub(crate) fn reap_leftovers(pids: &Path, attempts: &Path) -> usize {
                 let start = parts.next().and_then(|s| s.parse::<u64>().ok());
                 if let (Some(pid), Some(start)) = (pid, start)
                     && start_time(pid) == Some(start)
+                    && signal_group(pid, Signal::SIGKILL)
                 {
-                    signal_group(pid, Signal::SIGKILL);
                     killed += 1;
                 }
             }

@@ -6,14 +6,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 use tokio_stream::StreamExt;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::descriptor::{Descriptor, InputDescriptor, OutputDescriptor};
-use super::{Agent, key, partitions, process};
+use super::{Agent, key, partitions, process, retention};
 use crate::api::PERSISTENT_LOCATION;
 use crate::api::v1::task_executor_service_client::TaskExecutorServiceClient;
 use crate::api::v1::{
@@ -38,6 +37,7 @@ pub(crate) async fn run_attempt(agent: Arc<Agent>, r: SubmitTaskRequest, cancel:
         .join("attempts")
         .join(&attempt.job_id)
         .join(format!("{name}.{}", attempt.attempt));
+    prune_attempts(&agent, &attempt);
     let outcome = tokio::select! {
         result = prepare_and_run(&agent, &r, &attempt, &name, &dir) => result,
         _ = cancel.notified() => Ok(None),
@@ -48,7 +48,7 @@ pub(crate) async fn run_attempt(agent: Arc<Agent>, r: SubmitTaskRequest, cancel:
         Ok(None) => Outcome::Canceled,
         Err(early) => Outcome::Failed(early),
     };
-    let cancelled = {
+    let (cancelled, job_ended) = {
         let mut state = agent.lock();
         let cancelled = state
             .attempts
@@ -56,14 +56,21 @@ pub(crate) async fn run_attempt(agent: Arc<Agent>, r: SubmitTaskRequest, cancel:
             .is_some_and(|r| r.cancelled);
         // Named in heartbeats until the final report below is answered.
         state.reporting.insert(key(&attempt), attempt.clone());
+        let ended = state.ended_jobs.contains(&attempt.job_id);
         if let Outcome::Finished(ref outputs) = result
             && !cancelled
+            && !ended
         {
             state.partitions.extend(outputs.iter().cloned());
         }
-        cancelled
+        // The job ended while this attempt still ran: its folders go with its last attempt.
+        let last = ended && !state.attempts.keys().any(|k| k.0 == attempt.job_id);
+        (cancelled, last)
     };
     let _ = std::fs::remove_file(agent.config.data_dir.join("pids").join(pid_name(&attempt)));
+    if job_ended {
+        retention::remove_job(&agent.config.data_dir, &attempt.job_id);
+    }
     match result {
         _ if cancelled => agent.report(&attempt, AttemptState::Canceled),
         Outcome::Canceled => agent.report(&attempt, AttemptState::Canceled),
@@ -84,6 +91,34 @@ pub(crate) async fn run_attempt(agent: Arc<Agent>, r: SubmitTaskRequest, cancel:
     }
 }
 
+/// Removes the folders of this task's older attempts beyond `executor.retain-attempts`
+/// (never one of an attempt that still runs here).
+fn prune_attempts(agent: &Agent, attempt: &AttemptRef) {
+    let running: Vec<u32> = {
+        let state = agent.lock();
+        state
+            .attempts
+            .keys()
+            .filter(|k| k.0 == attempt.job_id && k.1 == attempt.vertex && k.2 == attempt.subtask)
+            .map(|k| k.3)
+            .collect()
+    };
+    let stale = retention::stale_attempt_dirs(
+        &agent.config.data_dir.join("attempts"),
+        &attempt.job_id,
+        &attempt.vertex,
+        attempt.subtask,
+        attempt.attempt,
+        agent.config.retain_attempts,
+        |n| running.contains(&n),
+    );
+    if !stale.is_empty() {
+        debug!(job = %attempt.job_id, task = %format!("{}#{}", attempt.vertex, attempt.subtask),
+               attempt = attempt.attempt, removed = stale.len(), "removing older attempt folders");
+    }
+    retention::remove_in_background(stale, "older attempt");
+}
+
 enum Outcome {
     Finished(Vec<PartitionRef>),
     Failed(Early),
@@ -101,7 +136,7 @@ async fn prepare_and_run(
     attempt: &AttemptRef,
     name: &str,
     dir: &Path,
-) -> Result<Option<(tokio::process::Child, Vec<PartitionRef>)>, Early> {
+) -> Result<Option<(process::Task, Vec<PartitionRef>)>, Early> {
     let io_err = |what: &str, e: std::io::Error| Early {
         class: FailureClass::Recoverable,
         message: format!("{what}: {e}"),
@@ -270,14 +305,18 @@ async fn prepare_and_run(
     let mut env = descriptor.env(&descriptor_path, &config.id, dir);
     env.extend(user.map(|u| u.env()).into_iter().flatten());
     let cwd = std::env::current_dir().unwrap_or_else(|_| dir.to_path_buf());
-    let child = process::spawn(
+    let task = process::spawn(
+        &config.shim,
         &r.command,
         &env,
         &cwd,
         &dir.join("stdout.log"),
         &dir.join("stderr.log"),
+        &dir.join("launch.json"),
+        config.cancel_grace,
         user,
     )
+    .await
     .map_err(|e| Early {
         // A program that is missing or not executable will not start on a retry: fail the
         // job with the OS error rather than restart it without end.
@@ -289,46 +328,48 @@ async fn prepare_and_run(
         message: format!("cannot start {:?}: {e}", r.command[0]),
         missing: None,
     })?;
-    let pid = child.id().unwrap_or(0);
     {
         let mut state = agent.lock();
         if let Some(running) = state.attempts.get_mut(&key(attempt)) {
-            running.pid = Some(pid);
+            running.control = Some(task.control.clone());
             if running.cancelled {
-                process::signal_group(pid, Signal::SIGTERM);
+                task.control.terminate();
             }
         }
     }
-    process::record(&config.data_dir.join("pids"), &pid_name(attempt), pid);
+    process::record(
+        &config.data_dir.join("pids"),
+        &pid_name(attempt),
+        task.control.shim,
+    );
     agent.report(attempt, AttemptState::Running);
-    Ok(Some((child, produced)))
+    Ok(Some((task, produced)))
 }
 
-/// Waits for the process, turning a cancel into SIGTERM, then SIGKILL after the grace period.
+/// Waits for the shim, turning a cancel into SIGTERM, then SIGKILL after the grace period.
+/// Whatever the task left behind is stopped by the shim before it exits.
 async fn supervise(
     agent: &Arc<Agent>,
     attempt: &AttemptRef,
     name: &str,
     dir: &Path,
-    (mut child, produced): (tokio::process::Child, Vec<PartitionRef>),
+    (task, produced): (process::Task, Vec<PartitionRef>),
     cancel: &Notify,
 ) -> Outcome {
-    let pid = child.id().unwrap_or(0);
+    let process::Task { mut child, control } = task;
     let status = tokio::select! {
         status = child.wait() => status,
         _ = cancel.notified() => {
-            process::signal_group(pid, Signal::SIGTERM);
+            control.terminate();
             match tokio::time::timeout(agent.config.cancel_grace, child.wait()).await {
                 Ok(status) => status,
                 Err(_) => {
-                    process::signal_group(pid, Signal::SIGKILL);
+                    control.kill();
                     child.wait().await
                 }
             }
         }
     };
-    // Whatever the task left behind in its group dies with it.
-    process::signal_group(pid, Signal::SIGKILL);
     match status {
         Ok(s) if s.success() => Outcome::Finished(produced),
         Ok(s) => {

@@ -5,7 +5,6 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use nix::sys::signal::Signal;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{Notify, mpsc};
 use tokio_stream::Stream;
@@ -18,13 +17,14 @@ use super::error::ExecutorError;
 /// How long a command with a newer epoch than the registered one waits for a registration
 /// answer still on its way before it is refused.
 const REGISTRATION_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
-use super::{Agent, Running, key, partitions, process, runner};
+use super::{Agent, Running, key, partitions, retention, runner};
 use crate::api::batch::{outcome, unbatch};
 use crate::api::v1::task_executor_service_server::TaskExecutorService;
 use crate::api::v1::{
     AttemptRef, CancelTaskRequest, CancelTaskResponse, CancelTasksRequest, CancelTasksResponse,
-    FetchPartitionRequest, PartitionChunk, ReleasePartitionsRequest, ReleasePartitionsResponse,
-    SubmitTaskRequest, SubmitTaskResponse, SubmitTasksRequest, SubmitTasksResponse,
+    FetchPartitionRequest, PartitionChunk, ReleaseJobRequest, ReleaseJobResponse,
+    ReleasePartitionsRequest, ReleasePartitionsResponse, SubmitTaskRequest, SubmitTaskResponse,
+    SubmitTasksRequest, SubmitTasksResponse,
 };
 use crate::log_text::Escaped;
 
@@ -75,6 +75,12 @@ impl Service {
         if r.command.first().is_none_or(|p| p.is_empty()) {
             return Err(ExecutorError::EmptyCommand);
         }
+        if self.agent.lock().ended_jobs.contains(&attempt.job_id) {
+            // Its folders are gone: a late submit must not bring them back.
+            return Err(ExecutorError::JobEnded {
+                job: attempt.job_id,
+            });
+        }
         let free = self.agent.free_disk();
         if free < self.agent.config.min_free_disk {
             return Err(ExecutorError::LowDisk {
@@ -98,7 +104,7 @@ impl Service {
                 k,
                 Running {
                     attempt: attempt.clone(),
-                    pid: None,
+                    control: None,
                     cancel: cancel.clone(),
                     cancelled: false,
                 },
@@ -114,12 +120,12 @@ impl Service {
             let mut state = self.agent.lock();
             state.attempts.get_mut(&key(attempt)).map(|running| {
                 running.cancelled = true;
-                (running.pid, running.cancel.clone())
+                (running.control.clone(), running.cancel.clone())
             })
         };
-        if let Some((pid, cancel)) = target {
-            if let Some(pid) = pid {
-                process::signal_group(pid, Signal::SIGTERM);
+        if let Some((control, cancel)) = target {
+            if let Some(control) = control {
+                control.terminate();
             }
             cancel.notify_one();
         }
@@ -238,6 +244,42 @@ impl TaskExecutorService for Service {
             })
         });
         Ok(Response::new(ReleasePartitionsResponse {}))
+    }
+
+    async fn release_job(
+        &self,
+        request: Request<ReleaseJobRequest>,
+    ) -> Result<Response<ReleaseJobResponse>, Status> {
+        let r = request.into_inner();
+        self.fence(r.epoch).await?;
+        if !partitions::safe_component(&r.job_id) {
+            return Err(ExecutorError::NotPlainJob { job: r.job_id }.into());
+        }
+        let running: Vec<AttemptRef> = {
+            let mut state = self.agent.lock();
+            if !state.ended_jobs.insert(&r.job_id) {
+                return Ok(Response::new(ReleaseJobResponse {})); // a repeated release
+            }
+            state.partitions.retain(|p| p.job_id != r.job_id);
+            state
+                .attempts
+                .values()
+                .filter(|a| a.attempt.job_id == r.job_id)
+                .map(|a| a.attempt.clone())
+                .collect()
+        };
+        if running.is_empty() {
+            retention::remove_job(&self.agent.config.data_dir, &r.job_id);
+        } else {
+            // Stragglers of an ended job must not run on; the last one to end removes the
+            // job's folders (see the runner).
+            warn!(job = %r.job_id, attempts = running.len(),
+                  "job ended with attempts still running here: stopping them");
+            for attempt in &running {
+                self.stop(attempt);
+            }
+        }
+        Ok(Response::new(ReleaseJobResponse {}))
     }
 
     type FetchPartitionStream = ChunkStream;

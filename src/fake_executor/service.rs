@@ -16,9 +16,9 @@ use crate::api::v1::task_executor_service_server::{
 };
 use crate::api::v1::{
     AttemptRef, CancelTaskRequest, CancelTaskResponse, CancelTasksRequest, CancelTasksResponse,
-    FetchPartitionRequest, PartitionChunk, ReleasePartitionsRequest, ReleasePartitionsResponse,
-    SubmitTaskRequest, SubmitTaskResponse, SubmitTasksRequest, SubmitTasksResponse, TaskOutcome,
-    TaskStateUpdate,
+    FetchPartitionRequest, PartitionChunk, ReleaseJobRequest, ReleaseJobResponse,
+    ReleasePartitionsRequest, ReleasePartitionsResponse, SubmitTaskRequest, SubmitTaskResponse,
+    SubmitTasksRequest, SubmitTasksResponse, TaskOutcome, TaskStateUpdate,
 };
 use crate::core::AttemptState;
 
@@ -351,6 +351,14 @@ impl TaskExecutorService for FakeService {
             self.0.observer.released(&exec, request.get_ref());
         }
         Ok(Response::new(ReleasePartitionsResponse {}))
+    }
+
+    async fn release_job(
+        &self,
+        _request: Request<ReleaseJobRequest>,
+    ) -> Result<Response<ReleaseJobResponse>, Status> {
+        // The fake keeps no folders: an ended job leaves nothing to remove.
+        Ok(Response::new(ReleaseJobResponse {}))
     }
 
     type FetchPartitionStream = ChunkStream;

@@ -34,6 +34,8 @@ use crate::core::{
 };
 use crate::log_text::Escaped;
 
+mod job_release;
+
 /// Partition lists of exchange groups with several consumers, built once per `carry_out` (the
 /// core's state does not change while its commands are carried out).
 type InputCache = HashMap<(JobId, GroupId), Arc<SharedInputs>>;
@@ -498,6 +500,8 @@ impl Coordinator {
 
     fn carry_out(&mut self, commands: Vec<Command>) {
         let mut inputs = InputCache::new();
+        // Jobs that ended in this step: told to executors after the step's partition releases.
+        let mut ended = Vec::new();
         for command in commands {
             match command {
                 Command::Deploy { attempt, executor } => {
@@ -518,8 +522,14 @@ impl Coordinator {
                     self.timers.set(timer, deadline);
                 }
                 Command::CancelTimer { timer } => self.timers.cancel(timer),
-                Command::Notify(notice) => self.notify(notice),
+                Command::Notify(notice) => {
+                    ended.extend(Self::ended_job(&notice));
+                    self.notify(notice)
+                }
             }
+        }
+        for job in ended {
+            self.release_job(job);
         }
     }
 

@@ -5,7 +5,7 @@
 //! step's orders for an executor usually make one batch. The executor's task owns its gRPC
 //! client: it takes whatever has piled up, cuts it into runs of one kind in queue order, and
 //! sends each run as one batch RPC (submits → `SubmitTasks`, cancels → `CancelTasks`, releases
-//! → `ReleasePartitions`), awaiting each RPC before the next. So commands reach the executor in
+//! → `ReleasePartitions`; an ended job → `ReleaseJob`), awaiting each RPC before the next. So commands reach the executor in
 //! the order the core decided them (a cancel never overtakes its attempt's submit), at most one
 //! RPC per executor is in flight, and while one batch is in flight the next one accumulates. A
 //! partition list that several tasks of a batch read (all consumers of an all-to-all exchange)
@@ -28,7 +28,7 @@ use super::Shared;
 use super::coordinator::{Report, Request, is_transient};
 use crate::api::v1::task_executor_service_client::TaskExecutorServiceClient;
 use crate::api::v1::{
-    AttemptRef, CancelTasksRequest, InputPartition, PartitionList, PartitionRef,
+    AttemptRef, CancelTasksRequest, InputPartition, PartitionList, PartitionRef, ReleaseJobRequest,
     ReleasePartitionsRequest, SubmitTaskRequest, SubmitTasksRequest,
 };
 use crate::core::{AttemptState, ExecutorId, Failure};
@@ -75,6 +75,8 @@ pub(crate) enum Order {
     Cancel(AttemptRef),
     /// Delete result partitions.
     Release(Vec<PartitionRef>),
+    /// A job ended: remove its folders (one job per call).
+    ReleaseJob(String),
 }
 
 /// The handle the coordinator holds for one registered executor.
@@ -171,6 +173,7 @@ impl Order {
             }
             Order::Cancel(a) => element_len(a),
             Order::Release(p) => p.iter().map(element_len).sum(),
+            Order::ReleaseJob(job) => job.len(),
         }
     }
 }
@@ -219,7 +222,8 @@ fn take_run(pending: &mut VecDeque<Order>, budget: usize) -> Vec<Order> {
             break;
         };
         if let Some(first) = run.first()
-            && std::mem::discriminant(first) != std::mem::discriminant(next)
+            && (std::mem::discriminant(first) != std::mem::discriminant(next)
+                || matches!(first, Order::ReleaseJob(_)))
         {
             break;
         }
@@ -292,6 +296,10 @@ impl Sender {
                         .flatten()
                         .collect();
                     self.release(partitions).await;
+                }
+                Some(Order::ReleaseJob(job)) => {
+                    let job = job.clone();
+                    self.release_job(job).await;
                 }
                 None => {}
             }
@@ -433,6 +441,31 @@ impl Sender {
         }
     }
 
+    /// Tells the executor a job ended, retrying transient failures (idempotent). Best effort:
+    /// a failure is not counted against the executor (its heartbeats tell whether it is
+    /// gone), and an executor without the call (UNIMPLEMENTED) keeps the job's folders.
+    async fn release_job(&mut self, job: String) {
+        let request = ReleaseJobRequest {
+            epoch: self.shared.epoch,
+            job_id: job.clone(),
+        };
+        let client = &self.client;
+        let answer = self
+            .retrying(|| {
+                let mut client = client.clone();
+                let request = request.clone();
+                async move { client.release_job(request).await }
+            })
+            .await;
+        match answer {
+            Ok(_) => self.shared.rpc_succeeded(&self.executor),
+            Err(status) => {
+                debug!(executor = %Escaped(&self.executor.0), job = %job, code = ?status.code(),
+                       message = %Escaped(status.message()), "job release failed");
+            }
+        }
+    }
+
     /// Runs `rpc`, retrying it at once up to `rpc.retries` times while it fails transiently
     /// (the executor unreachable or the answer lost): every command is idempotent on the
     /// executor, so a repeat is harmless.
@@ -489,7 +522,7 @@ mod tests {
             .map(|o| match o {
                 Order::Submit(d) => (true, d.request.attempt.as_ref().map_or(0, |a| a.subtask)),
                 Order::Cancel(a) => (false, a.subtask),
-                Order::Release(_) => (false, u32::MAX),
+                Order::Release(_) | Order::ReleaseJob(_) => (false, u32::MAX),
             })
             .collect()
     }

@@ -37,30 +37,46 @@ impl RealExecutor {
         security: ExecutorSecurity,
         reconnect_timeout: Duration,
     ) -> RealExecutor {
+        RealExecutor::start_configured(jobmaster, id, slots, |config| {
+            config.security = security;
+            config.jobmaster_reconnect_timeout = reconnect_timeout;
+        })
+        .await
+    }
+
+    /// [`RealExecutor::start`] in plain text, with `configure` applied to its configuration
+    /// (the data dir is `root/data`; every attempt runs under the `taskexecutor` binary as its
+    /// shim).
+    pub async fn start_configured(
+        jobmaster: String,
+        id: &str,
+        slots: u32,
+        configure: impl FnOnce(&mut ExecutorConfig),
+    ) -> RealExecutor {
         let root = std::env::temp_dir().join(format!("jobmaster-real-{id}-{}", session_id()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind an executor port");
         let addr = listener.local_addr().expect("executor address");
-        let config = jobmaster::executor::resolve(
-            ExecutorConfig {
-                jobmaster,
-                id: id.into(),
-                advertise: String::new(),
-                slots,
-                data_dir: root.join("data"),
-                persistent_dir: root.join("persistent"),
-                jobmaster_reconnect_timeout: reconnect_timeout,
-                cancel_grace: Duration::from_secs(1),
-                min_free_disk: 0,
-                rpc_timeout: Duration::from_secs(5),
-                labels: Default::default(),
-                security,
-                run_as: None,
-            },
-            addr,
-        )
-        .expect("valid executor config");
+        let mut config = ExecutorConfig {
+            jobmaster,
+            id: id.into(),
+            advertise: String::new(),
+            slots,
+            data_dir: root.join("data"),
+            persistent_dir: root.join("persistent"),
+            jobmaster_reconnect_timeout: Duration::from_secs(30),
+            cancel_grace: Duration::from_secs(1),
+            min_free_disk: 0,
+            rpc_timeout: Duration::from_secs(5),
+            labels: Default::default(),
+            security: ExecutorSecurity::default(),
+            run_as: None,
+            retain_attempts: 3,
+            shim: env!("CARGO_BIN_EXE_taskexecutor").into(),
+        };
+        configure(&mut config);
+        let config = jobmaster::executor::resolve(config, addr).expect("valid executor config");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(jobmaster::executor::run(config, listener, async {
             let _ = stopped.await;

@@ -1,0 +1,493 @@
+//! The task shim: the small supervisor every attempt runs under, so that no task process
+//! (grandchildren and double-forked daemons included) outlives its executor.
+//!
+//! The executor starts its own program again in a hidden mode (`taskexecutor __shim
+//! CONTROL REPORT LAUNCH`, see [`run_if_requested`]; `jobmaster --local` does the same with
+//! its own binary). The shim, single-threaded and without a runtime:
+//! - becomes a child subreaper, so every orphaned descendant of the task re-parents to it
+//!   instead of to init;
+//! - starts the task's command as described by the launch file (program, arguments,
+//!   environment, the `executor.run-as` user) in a process group of its own, with a
+//!   parent-death signal (reliable here: the shim has one thread), and reports on the REPORT
+//!   pipe whether it started (`started PID`) or the OS error of the exec (`errno N`);
+//! - watches the CONTROL pipe, its lifeline: the executor holds the only write end
+//!   (close-on-exec, so no other child inherits it) and writes `T` to stop the task (SIGTERM
+//!   to its group) and `K` to kill it (SIGKILL to the group and every descendant). End of
+//!   file means the executor is gone, however it died (kill -9 included): not the
+//!   parent-death signal, which fires when the *thread* that spawned a child exits;
+//! - when the command ends, or the executor is gone, stops what is left: SIGTERM to the
+//!   group and to every descendant (found through `/proc`), SIGKILL after the grace period,
+//!   until it has no child left (a subreaper with no child has no descendant);
+//! - then exits the way the command did: with its exit code, or killed by the same signal,
+//!   so the executor reports `exit code N` or `killed by signal N` as before.
+//!
+//! An attempt owns its processes: what the task's main process leaves running when it ends
+//! is stopped too, before the attempt is reported. Only processes that leave the shim's tree
+//! escape: those another service starts on the task's behalf (`systemd-run`, `docker run`),
+//! and those that re-parent outside it (e.g. into another pid namespace's init).
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, killpg, sigprocmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{Gid, Pid, Uid, getpid, getppid, setgid, setgroups, setpgid, setuid};
+use serde::{Deserialize, Serialize};
+
+/// The first argument that turns the program into a shim.
+pub const SHIM_ARG: &str = "__shim";
+
+/// How often the shim looks for processes left while it kills them with SIGKILL.
+const KILL_POLL: Duration = Duration::from_millis(50);
+
+/// What the shim starts: written by the executor to the attempt's `launch.json` (mode 0600).
+/// The shim's own argument list and environment stay free of the task's, so tools that
+/// find task processes by their `JM_ATTEMPT_DIR` or command line see the task, not the shim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Launch {
+    pub(crate) program: String,
+    pub(crate) args: Vec<String>,
+    /// Added to the shim's environment (the executor's, without its `JOBMASTER*` settings).
+    pub(crate) env: Vec<(String, String)>,
+    /// The user to switch to (`executor.run-as`), with its groups.
+    pub(crate) user: Option<LaunchUser>,
+    /// SIGTERM, then SIGKILL this long after, when stopping what is left.
+    pub(crate) grace_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LaunchUser {
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) groups: Vec<u32>,
+}
+
+/// What the shim reports on its REPORT pipe before it supervises the task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Report {
+    /// The command runs with this pid (its process group's id too).
+    Started(u32),
+    /// The command could not start: the OS error of the exec or of the user switch.
+    Errno(i32),
+    /// The shim itself could not do its work.
+    Error(String),
+}
+
+impl Report {
+    pub(crate) fn to_line(&self) -> String {
+        match self {
+            Report::Started(pid) => format!("started {pid}\n"),
+            Report::Errno(n) => format!("errno {n}\n"),
+            // One line: the reader takes everything up to the end.
+            Report::Error(text) => format!("error {}\n", text.replace('\n', " ")),
+        }
+    }
+
+    /// `None` for an empty or garbled report (the shim died before it wrote one).
+    pub(crate) fn parse(text: &str) -> Option<Report> {
+        let (word, rest) = text.trim_end().split_once(' ')?;
+        match word {
+            "started" => rest.parse().ok().map(Report::Started),
+            "errno" => rest.parse().ok().map(Report::Errno),
+            "error" => Some(Report::Error(rest.to_owned())),
+            _ => None,
+        }
+    }
+}
+
+/// The arguments the executor starts a shim with (after the program name).
+pub(crate) fn args(control: RawFd, report: RawFd, launch: &Path) -> Vec<OsString> {
+    vec![
+        SHIM_ARG.into(),
+        control.to_string().into(),
+        report.to_string().into(),
+        launch.as_os_str().to_owned(),
+    ]
+}
+
+/// Runs the shim and exits when the program was started as one (its first argument is
+/// [`SHIM_ARG`]); returns at once otherwise. `taskexecutor` and `jobmaster` call it first
+/// thing in `main`, before any thread or runtime starts.
+pub fn run_if_requested() {
+    let mut argv = std::env::args_os();
+    if argv.nth(1).as_deref() != Some(OsStr::new(SHIM_ARG)) {
+        return;
+    }
+    let rest: Vec<OsString> = argv.collect();
+    let code = shim(&rest);
+    std::process::exit(code)
+}
+
+/// The shim's life; returns its exit code unless it dies by the command's signal.
+fn shim(args: &[OsString]) -> i32 {
+    let fd = |i: usize| -> Option<OwnedFd> {
+        let raw: RawFd = args.get(i)?.to_str()?.parse().ok()?;
+        if raw < 3 {
+            return None;
+        }
+        // SAFETY: only to ask whether the descriptor is open; nothing is closed through it.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(raw) };
+        fcntl(borrowed, FcntlArg::F_GETFD).ok()?;
+        // SAFETY: the executor handed this open descriptor to the shim alone.
+        Some(unsafe { OwnedFd::from_raw_fd(raw) })
+    };
+    let (Some(control), Some(report), Some(launch)) = (fd(0), fd(1), args.get(2)) else {
+        eprintln!(
+            "taskexecutor {SHIM_ARG}: internal mode of the executor, not for direct use \
+             (expected CONTROL-FD REPORT-FD LAUNCH-FILE)"
+        );
+        return 126;
+    };
+    let mut report = std::fs::File::from(report);
+    // Neither pipe may leak into the task.
+    for f in [control.as_fd(), report.as_fd()] {
+        let _ = fcntl(f, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+    }
+    let started = start(Path::new(launch));
+    let line = match &started {
+        Ok(s) => Report::Started(s.command.as_raw() as u32),
+        Err(e) => e.clone(),
+    };
+    // The executor may be gone already: then nobody reads it, and EOF on the lifeline ends
+    // the task below.
+    let _ = report.write_all(line.to_line().as_bytes());
+    drop(report);
+    match started {
+        Ok(s) => {
+            let status = supervise(s, &control);
+            exit_like(status)
+        }
+        Err(Report::Errno(_)) => 127,
+        Err(_) => 126,
+    }
+}
+
+/// A started command and what the shim supervises it with.
+struct Started {
+    command: Pid,
+    signals: SignalFd,
+    grace: Duration,
+}
+
+/// Becomes a subreaper, blocks the signals it reads from a signalfd, and starts the command.
+fn start(launch: &Path) -> Result<Started, Report> {
+    let text = std::fs::read(launch).map_err(|e| {
+        Report::Error(format!(
+            "cannot read the launch file {}: {e}",
+            launch.display()
+        ))
+    })?;
+    let launch: Launch = serde_json::from_slice(&text)
+        .map_err(|e| Report::Error(format!("bad launch file {}: {e}", launch.display())))?;
+    nix::sys::prctl::set_child_subreaper(true)
+        .map_err(|e| Report::Error(format!("cannot become a child subreaper: {e}")))?;
+    let mut mask = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ] {
+        mask.add(s);
+    }
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
+        .map_err(|e| Report::Error(format!("cannot block signals: {e}")))?;
+    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .map_err(|e| Report::Error(format!("cannot open a signalfd: {e}")))?;
+    let (program, args) = (&launch.program, &launch.args);
+    let mut command = std::process::Command::new(program);
+    command
+        .args(args)
+        .envs(launch.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let switch = launch.user.as_ref().map(|u| {
+        (
+            u.groups
+                .iter()
+                .map(|g| Gid::from_raw(*g))
+                .collect::<Vec<_>>(),
+            Gid::from_raw(u.gid),
+            Uid::from_raw(u.uid),
+        )
+    });
+    let shim = getpid();
+    // SAFETY: only async-signal-safe calls between fork and exec (plain system calls that do
+    // not allocate); the shim has a single thread anyway.
+    unsafe {
+        command.pre_exec(move || {
+            setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
+            // The shim's blocked signals are not the task's business.
+            SigSet::empty().thread_set_mask()?;
+            // Groups first, then the group, then the user: each step needs root.
+            if let Some((groups, gid, uid)) = &switch {
+                setgroups(groups)?;
+                setgid(*gid)?;
+                setuid(*uid)?;
+            }
+            // After the switch: a change of user clears the parent-death signal. The shim has
+            // one thread, so this fires exactly when the shim dies.
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            if getppid() != shim {
+                // The shim died between fork and prctl. `std::process::exit` runs exit
+                // handlers, which a forked child must not.
+                libc::_exit(137);
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().map_err(|e| match e.raw_os_error() {
+        Some(n) => Report::Errno(n),
+        None => Report::Error(format!("cannot start {program:?}: {e}")),
+    })?;
+    // Not waited through `child`: the loop below reaps every child with waitpid.
+    let pid = Pid::from_raw(child.id() as i32);
+    Ok(Started {
+        command: pid,
+        signals,
+        grace: Duration::from_millis(launch.grace_ms),
+    })
+}
+
+/// What the supervision loop knows.
+struct Watch {
+    /// The command's wait status once it was reaped.
+    status: Option<WaitStatus>,
+    /// Whether the executor still holds the lifeline.
+    lifeline: bool,
+    /// When what is left got SIGTERM.
+    stopping: Option<Instant>,
+    /// SIGKILL everything until nothing is left.
+    killing: bool,
+}
+
+/// Supervises the command until it and every descendant are gone; returns the command's
+/// status (`None` when the executor is gone: nobody reads it).
+fn supervise(s: Started, control: &OwnedFd) -> Option<WaitStatus> {
+    let me = getpid();
+    let mut w = Watch {
+        status: None,
+        lifeline: true,
+        stopping: None,
+        killing: false,
+    };
+    loop {
+        let children = reap(s.command, &mut w.status);
+        let group = w.status.is_none().then_some(s.command);
+        if (w.status.is_some() || !w.lifeline) && w.stopping.is_none() {
+            w.stopping = Some(Instant::now());
+            signal_all(me, group, Signal::SIGTERM);
+        }
+        if let Some(since) = w.stopping
+            && (w.killing || since.elapsed() >= s.grace)
+        {
+            w.killing = true;
+            signal_all(me, group, Signal::SIGKILL);
+        }
+        if !children {
+            return if w.lifeline { w.status } else { None };
+        }
+        let timeout = match w.stopping {
+            _ if w.killing => KILL_POLL,
+            Some(since) => s.grace.saturating_sub(since.elapsed()).max(KILL_POLL),
+            None => Duration::MAX,
+        };
+        wait_for_events(&s, control, timeout, &mut w, me);
+    }
+}
+
+/// Polls the lifeline and the signalfd for at most `timeout` and handles what arrived.
+fn wait_for_events(s: &Started, control: &OwnedFd, timeout: Duration, w: &mut Watch, me: Pid) {
+    let timeout = if timeout == Duration::MAX {
+        PollTimeout::NONE
+    } else {
+        PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX)
+    };
+    let mut fds = vec![PollFd::new(s.signals.as_fd(), PollFlags::POLLIN)];
+    if w.lifeline {
+        fds.push(PollFd::new(control.as_fd(), PollFlags::POLLIN));
+    }
+    match poll(&mut fds, timeout) {
+        Ok(_) | Err(Errno::EINTR) => {}
+        // Cannot wait: do not spin.
+        Err(_) => std::thread::sleep(KILL_POLL),
+    }
+    let control_ready = fds
+        .get(1)
+        .and_then(PollFd::revents)
+        .is_some_and(|r| !r.is_empty());
+    let group = w.status.is_none().then_some(s.command);
+    // Signals: SIGCHLD only wakes the loop, which reaps; SIGTERM to the shim is passed on.
+    while let Ok(Some(info)) = s.signals.read_signal() {
+        if info.ssi_signo == Signal::SIGTERM as u32
+            && let Some(group) = group
+        {
+            let _ = killpg(group, Signal::SIGTERM);
+        }
+    }
+    if control_ready {
+        let mut buf = [0u8; 64];
+        match nix::unistd::read(control.as_fd(), &mut buf) {
+            Ok(0) => w.lifeline = false,
+            Ok(n) => {
+                for &b in &buf[..n] {
+                    match b {
+                        b'T' => {
+                            if let Some(group) = group {
+                                let _ = killpg(group, Signal::SIGTERM);
+                            }
+                        }
+                        b'K' => {
+                            w.killing = true;
+                            w.stopping.get_or_insert_with(Instant::now);
+                            signal_all(me, group, Signal::SIGKILL);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Err(Errno::EINTR | Errno::EAGAIN) => {}
+            Err(_) => w.lifeline = false,
+        }
+    }
+}
+
+/// Reaps every child that ended, noting the command's status; returns whether any child is
+/// left.
+fn reap(command: Pid, status: &mut Option<WaitStatus>) -> bool {
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => return true,
+            Ok(s) => {
+                if s.pid() == Some(command)
+                    && matches!(s, WaitStatus::Exited(..) | WaitStatus::Signaled(..))
+                {
+                    *status = Some(s);
+                }
+            }
+            Err(Errno::EINTR) => {}
+            Err(Errno::ECHILD) => return false,
+            // Should not happen; assume children are left and look again later.
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Sends `signal` to the command's group (while the command is not reaped: its pid then still
+/// names the group) and to every descendant of the shim.
+fn signal_all(me: Pid, group: Option<Pid>, signal: Signal) {
+    if let Some(group) = group {
+        let _ = killpg(group, signal);
+    }
+    for pid in descendants(me) {
+        let _ = kill(pid, signal);
+    }
+}
+
+/// Every live process below `root` in the process tree, read from `/proc`.
+fn descendants(root: Pid) -> Vec<Pid> {
+    let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if let Some(ppid) = parent_of(pid) {
+            children.entry(ppid).or_default().push(pid);
+        }
+    }
+    let mut found = Vec::new();
+    let mut todo = vec![root.as_raw()];
+    while let Some(p) = todo.pop() {
+        if let Some(kids) = children.get(&p) {
+            for &k in kids {
+                found.push(Pid::from_raw(k));
+                todo.push(k);
+            }
+        }
+    }
+    found
+}
+
+/// The parent pid of `pid` (field 4 of /proc/PID/stat), `None` when it is gone.
+pub(crate) fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses; the fields after it do not.
+    let after = stat.rsplit_once(')')?.1;
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Exits the way the command did: its exit code, or death by its signal (without a core
+/// dump of the shim). `None`: the executor is gone.
+fn exit_like(status: Option<WaitStatus>) -> i32 {
+    match status {
+        Some(WaitStatus::Exited(_, code)) => code,
+        Some(WaitStatus::Signaled(_, signal, _)) => {
+            let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
+            let default = nix::sys::signal::SigAction::new(
+                nix::sys::signal::SigHandler::SigDfl,
+                nix::sys::signal::SaFlags::empty(),
+                SigSet::empty(),
+            );
+            // SAFETY: installs the default disposition, no handler.
+            let _ = unsafe { nix::sys::signal::sigaction(signal, &default) };
+            let mut one = SigSet::empty();
+            one.add(signal);
+            let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&one), None);
+            let _ = nix::sys::signal::raise(signal);
+            // A signal whose default is not to terminate: say which one as a shell would.
+            128 + signal as i32
+        }
+        _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_survive_their_round_trip_and_garbage_is_no_report() {
+        for r in [
+            Report::Started(4242),
+            Report::Errno(2),
+            Report::Error("cannot read the launch file /x: gone".into()),
+        ] {
+            assert_eq!(Report::parse(&r.to_line()), Some(r.clone()), "{r:?}");
+        }
+        assert_eq!(
+            Report::parse(&Report::Error("two\nlines".into()).to_line()),
+            Some(Report::Error("two lines".into()))
+        );
+        for bad in ["", "started", "started x", "hello 1", "errno two"] {
+            assert_eq!(Report::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_tree_below_this_process_holds_its_children() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("start sleep");
+        let pid = Pid::from_raw(child.id() as i32);
+        assert!(descendants(getpid()).contains(&pid));
+        assert_eq!(parent_of(pid.as_raw()), Some(getpid().as_raw()));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(!descendants(getpid()).contains(&pid));
+    }
+}
