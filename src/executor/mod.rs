@@ -6,6 +6,7 @@
 
 mod descriptor;
 mod error;
+mod logs;
 mod partitions;
 mod process;
 mod runner;

@@ -14,6 +14,12 @@ pub enum ApiError {
     FailedPrecondition(String),
     #[error("{0}")]
     PermissionDenied(String),
+    /// Something the request needs is out of reach (an executor gone or not answering).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Something failed that the caller cannot fix (an executor could not read a file).
+    #[error("{0}")]
+    Internal(String),
     #[error("the jobmaster is shutting down")]
     ShuttingDown,
     #[error("invalid job spec: {0}")]
@@ -30,7 +36,8 @@ impl From<ApiError> for Status {
             ApiError::NotFound(_) => Status::not_found(message),
             ApiError::FailedPrecondition(_) => Status::failed_precondition(message),
             ApiError::PermissionDenied(_) => Status::permission_denied(message),
-            ApiError::ShuttingDown => Status::unavailable(message),
+            ApiError::Unavailable(_) | ApiError::ShuttingDown => Status::unavailable(message),
+            ApiError::Internal(_) => Status::internal(message),
             ApiError::Core(core) => match core {
                 CoreError::UnknownJob(_)
                 | CoreError::UnknownTask { .. }
@@ -70,5 +77,10 @@ mod tests {
         );
         assert_eq!(code(SpecError::Empty.into()), Code::InvalidArgument);
         assert_eq!(code(ApiError::ShuttingDown), Code::Unavailable);
+        assert_eq!(
+            code(ApiError::Unavailable("gone".into())),
+            Code::Unavailable
+        );
+        assert_eq!(code(ApiError::Internal("broken".into())), Code::Internal);
     }
 }
