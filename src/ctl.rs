@@ -1,5 +1,9 @@
 //! `jmctl`'s operator commands: calls to a running JobMaster's `JobMasterService`, rendered as
-//! tables or JSON.
+//! tables or JSON ([`logs`]: raw task output).
+
+mod logs;
+
+pub use logs::{LogsRequest, logs};
 
 use std::fmt::Write as _;
 

@@ -4,6 +4,7 @@
 //! the core types' `name()`/`Display` and parsed by their `FromStr` (`crate::core::names`).
 
 pub mod convert;
+pub mod logs;
 pub mod reason;
 
 pub mod batch;

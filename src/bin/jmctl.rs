@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use jobmaster::api::logs::LogStream;
 use jobmaster::blast_report;
 use jobmaster::core::{CoreConfig, FailoverStrategy, JobSpec, PlacementPolicy, SpecFormat};
 use jobmaster::ctl;
@@ -123,6 +124,24 @@ enum Command {
     },
     /// Live events (of one job, or all) until interrupted.
     Watch { job: Option<String> },
+    /// A task's output (stdout, or stderr with --stderr), raw, from the executor that ran it.
+    Logs {
+        job: String,
+        /// The task, vertex#subtask.
+        task: String,
+        /// Which attempt (default: the current one); earlier ones are kept on their executors.
+        #[arg(long)]
+        attempt: Option<u32>,
+        /// Keep writing what the attempt writes until it ends (or until interrupted).
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// The task's standard error instead of its standard output.
+        #[arg(long, conflicts_with = "stdout")]
+        stderr: bool,
+        /// The task's standard output (the default).
+        #[arg(long)]
+        stdout: bool,
+    },
     /// Drill: fail a task's current attempt, or declare an executor lost.
     Inject {
         job: String,
@@ -320,6 +339,31 @@ fn remote(cli: &Cli) -> ExitCode {
                 class,
                 message,
             } => ctl::inject(c, job, target.target(), class, message).await,
+            Command::Logs {
+                job,
+                task,
+                attempt,
+                follow,
+                stderr,
+                stdout: _,
+            } => {
+                let request = ctl::LogsRequest {
+                    job,
+                    task,
+                    attempt: *attempt,
+                    stream: if *stderr {
+                        LogStream::Stderr
+                    } else {
+                        LogStream::Stdout
+                    },
+                    follow: *follow,
+                };
+                let mut out = std::io::stdout();
+                tokio::select! {
+                    r = ctl::logs(c, request, &mut out) => r.map(|()| String::new()),
+                    _ = tokio::signal::ctrl_c() => Ok(String::new()),
+                }
+            }
             Command::Watch { job } => {
                 let mut out = std::io::stdout();
                 tokio::select! {

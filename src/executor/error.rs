@@ -77,6 +77,29 @@ pub enum ExecutorError {
     /// Reading a subpartition failed half way through a fetch.
     #[error("reading the partition failed: {0}")]
     PartitionRead(io::Error),
+    /// A job id or vertex that breaks the rule of names.
+    #[error(transparent)]
+    BadName(#[from] crate::core::names::NameError),
+    /// A log `stream` other than stdout or stderr.
+    #[error(transparent)]
+    UnknownStream(#[from] crate::api::logs::UnknownStream),
+    /// A log asked for of an attempt this executor has no folder of.
+    #[error(
+        "attempt {attempt} of task {task} of job {job} did not run on executor {executor} \
+         (its logs may have been removed)"
+    )]
+    AttemptNotHere {
+        attempt: u32,
+        task: String,
+        job: String,
+        executor: String,
+    },
+    /// A log file that exists but cannot be opened.
+    #[error("cannot open the log {}: {error}", path.display())]
+    LogUnreadable { path: PathBuf, error: io::Error },
+    /// Reading a log failed half way through.
+    #[error("reading the log {} failed: {error}", path.display())]
+    LogRead { path: PathBuf, error: io::Error },
 }
 
 impl From<ExecutorError> for Status {
@@ -87,16 +110,20 @@ impl From<ExecutorError> for Status {
             | ExecutorError::NotPlainName { .. }
             | ExecutorError::EmptyCommand
             | ExecutorError::NotPlainJob { .. }
-            | ExecutorError::SharedListOutsideBatch { .. } => Status::invalid_argument(message),
+            | ExecutorError::SharedListOutsideBatch { .. }
+            | ExecutorError::BadName(_)
+            | ExecutorError::UnknownStream(_) => Status::invalid_argument(message),
             ExecutorError::StaleEpoch { .. }
             | ExecutorError::UnknownEpoch { .. }
             | ExecutorError::LowDisk { .. }
             | ExecutorError::JobEnded { .. }
             | ExecutorError::NoFreeSlot { .. } => Status::failed_precondition(message),
-            ExecutorError::PartitionNotHere { .. } | ExecutorError::PartitionUnreadable { .. } => {
-                Status::not_found(message)
-            }
-            ExecutorError::PartitionRead(_) => Status::internal(message),
+            ExecutorError::PartitionNotHere { .. }
+            | ExecutorError::PartitionUnreadable { .. }
+            | ExecutorError::AttemptNotHere { .. } => Status::not_found(message),
+            ExecutorError::PartitionRead(_)
+            | ExecutorError::LogUnreadable { .. }
+            | ExecutorError::LogRead { .. } => Status::internal(message),
         }
     }
 }
@@ -240,6 +267,26 @@ mod tests {
                 Code::NotFound,
             ),
             (ExecutorError::PartitionRead(io()), Code::Internal),
+            (
+                ExecutorError::AttemptNotHere {
+                    attempt: 3,
+                    task: "map#1".into(),
+                    job: "7".into(),
+                    executor: "e1".into(),
+                },
+                Code::NotFound,
+            ),
+            (
+                ExecutorError::UnknownStream(crate::api::logs::UnknownStream("x".into())),
+                Code::InvalidArgument,
+            ),
+            (
+                ExecutorError::LogRead {
+                    path: "/data/attempts/j/a#0.0/stdout.log".into(),
+                    error: io(),
+                },
+                Code::Internal,
+            ),
         ];
         for (error, code) in cases {
             let message = error.to_string();
@@ -268,6 +315,17 @@ mod tests {
             }
             .to_string(),
             "partition a#0.1->b subpartition 2 is not here"
+        );
+        assert_eq!(
+            ExecutorError::AttemptNotHere {
+                attempt: 3,
+                task: "map#1".into(),
+                job: "7".into(),
+                executor: "e1".into(),
+            }
+            .to_string(),
+            "attempt 3 of task map#1 of job 7 did not run on executor e1 (its logs may have been \
+             removed)"
         );
     }
 }

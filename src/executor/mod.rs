@@ -7,6 +7,7 @@
 mod descriptor;
 mod error;
 pub mod local;
+mod logs;
 mod partitions;
 mod process;
 mod retention;

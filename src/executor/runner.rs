@@ -12,7 +12,7 @@ use tokio_stream::StreamExt;
 use tracing::{debug, info, warn};
 
 use super::descriptor::{Descriptor, InputDescriptor, OutputDescriptor};
-use super::{Agent, key, partitions, process, retention};
+use super::{Agent, key, logs, partitions, process, retention};
 use crate::api::PERSISTENT_LOCATION;
 use crate::api::v1::task_executor_service_client::TaskExecutorServiceClient;
 use crate::api::v1::{
@@ -31,12 +31,7 @@ struct Early {
 pub(crate) async fn run_attempt(agent: Arc<Agent>, r: SubmitTaskRequest, cancel: Arc<Notify>) {
     let attempt = r.attempt.clone().unwrap_or_default();
     let name = format!("{}#{}", attempt.vertex, attempt.subtask);
-    let dir = agent
-        .config
-        .data_dir
-        .join("attempts")
-        .join(&attempt.job_id)
-        .join(format!("{name}.{}", attempt.attempt));
+    let dir = logs::attempt_dir(&agent.config.data_dir, &attempt);
     prune_attempts(&agent, &attempt);
     let outcome = tokio::select! {
         result = prepare_and_run(&agent, &r, &attempt, &name, &dir) => result,

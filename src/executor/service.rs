@@ -17,14 +17,14 @@ use super::error::ExecutorError;
 /// How long a command with a newer epoch than the registered one waits for a registration
 /// answer still on its way before it is refused.
 const REGISTRATION_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
-use super::{Agent, Running, key, partitions, retention, runner};
+use super::{Agent, Running, key, logs, partitions, retention, runner};
 use crate::api::batch::{outcome, unbatch};
 use crate::api::v1::task_executor_service_server::TaskExecutorService;
 use crate::api::v1::{
     AttemptRef, CancelTaskRequest, CancelTaskResponse, CancelTasksRequest, CancelTasksResponse,
-    FetchPartitionRequest, PartitionChunk, ReleaseJobRequest, ReleaseJobResponse,
-    ReleasePartitionsRequest, ReleasePartitionsResponse, SubmitTaskRequest, SubmitTaskResponse,
-    SubmitTasksRequest, SubmitTasksResponse,
+    FetchPartitionRequest, PartitionChunk, ReadTaskLogRequest, ReleaseJobRequest,
+    ReleaseJobResponse, ReleasePartitionsRequest, ReleasePartitionsResponse, SubmitTaskRequest,
+    SubmitTaskResponse, SubmitTasksRequest, SubmitTasksResponse,
 };
 use crate::log_text::Escaped;
 
@@ -335,5 +335,15 @@ impl TaskExecutorService for Service {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type ReadTaskLogStream = logs::LogChunks;
+
+    async fn read_task_log(
+        &self,
+        request: Request<ReadTaskLogRequest>,
+    ) -> Result<Response<Self::ReadTaskLogStream>, Status> {
+        let chunks = logs::read(self.agent.clone(), request.into_inner())?;
+        Ok(Response::new(chunks))
     }
 }

@@ -16,9 +16,9 @@ use crate::api::v1::task_executor_service_server::{
 };
 use crate::api::v1::{
     AttemptRef, CancelTaskRequest, CancelTaskResponse, CancelTasksRequest, CancelTasksResponse,
-    FetchPartitionRequest, PartitionChunk, ReleaseJobRequest, ReleaseJobResponse,
-    ReleasePartitionsRequest, ReleasePartitionsResponse, SubmitTaskRequest, SubmitTaskResponse,
-    SubmitTasksRequest, SubmitTasksResponse, TaskOutcome, TaskStateUpdate,
+    FetchPartitionRequest, LogChunk, PartitionChunk, ReadTaskLogRequest, ReleaseJobRequest,
+    ReleaseJobResponse, ReleasePartitionsRequest, ReleasePartitionsResponse, SubmitTaskRequest,
+    SubmitTaskResponse, SubmitTasksRequest, SubmitTasksResponse, TaskOutcome, TaskStateUpdate,
 };
 use crate::core::AttemptState;
 
@@ -232,6 +232,7 @@ impl Fleet {
 pub struct FakeService(Arc<Fleet>);
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<PartitionChunk, Status>> + Send>>;
+type LogStream = Pin<Box<dyn Stream<Item = Result<LogChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl TaskExecutorService for FakeService {
@@ -368,5 +369,16 @@ impl TaskExecutorService for FakeService {
         _request: Request<FetchPartitionRequest>,
     ) -> Result<Response<Self::FetchPartitionStream>, Status> {
         Err(Status::unimplemented("the fake executor hosts no data"))
+    }
+
+    type ReadTaskLogStream = LogStream;
+
+    async fn read_task_log(
+        &self,
+        _request: Request<ReadTaskLogRequest>,
+    ) -> Result<Response<Self::ReadTaskLogStream>, Status> {
+        Err(Status::unimplemented(
+            "the fake executor runs no processes, so it keeps no task logs",
+        ))
     }
 }

@@ -180,8 +180,9 @@ impl Guard {
     }
 }
 
-/// An executor's gRPC rules: commands only from the JobMaster, `FetchPartition` only from
-/// executors. `tls` false: nothing is checked.
+/// An executor's gRPC rules: commands (and `ReadTaskLog`: task logs are relayed by the
+/// JobMaster, which checks the operator's role) only from the JobMaster, `FetchPartition` only
+/// from executors. `tls` false: nothing is checked.
 pub fn executor_grpc(tls: bool, path: &str, peer: Option<&Peer>) -> Result<Caller, Denied> {
     if !tls {
         return Ok(Caller::Unchecked);
@@ -372,6 +373,11 @@ mod tests {
             Ok(Caller::Executor("b".into()))
         );
         assert!(executor_grpc(true, fetch, Some(&jm)).is_err());
+        let logs = "/jobmaster.v1.TaskExecutorService/ReadTaskLog";
+        assert_eq!(executor_grpc(true, logs, Some(&jm)), Ok(Caller::JobMaster));
+        for other in [&ex, &op, &peer(None)] {
+            assert!(executor_grpc(true, logs, Some(other)).is_err(), "{other:?}");
+        }
         assert_eq!(executor_grpc(false, submit, None), Ok(Caller::Unchecked));
     }
 

@@ -17,6 +17,12 @@ pub enum ApiError {
     /// A quota is reached (`jobs.max-jobs`, `jobs.max-total-tasks`).
     #[error("{0}")]
     ResourceExhausted(String),
+    /// Something the request needs is out of reach (an executor gone or not answering).
+    #[error("{0}")]
+    Unavailable(String),
+    /// Something failed that the caller cannot fix (an executor could not read a file).
+    #[error("{0}")]
+    Internal(String),
     #[error("the jobmaster is shutting down")]
     ShuttingDown,
     #[error("invalid job spec: {0}")]
@@ -34,7 +40,8 @@ impl From<ApiError> for Status {
             ApiError::FailedPrecondition(_) => Status::failed_precondition(message),
             ApiError::PermissionDenied(_) => Status::permission_denied(message),
             ApiError::ResourceExhausted(_) => Status::resource_exhausted(message),
-            ApiError::ShuttingDown => Status::unavailable(message),
+            ApiError::Unavailable(_) | ApiError::ShuttingDown => Status::unavailable(message),
+            ApiError::Internal(_) => Status::internal(message),
             ApiError::Core(core) => match core {
                 CoreError::UnknownJob(_)
                 | CoreError::UnknownTask { .. }
@@ -75,5 +82,10 @@ mod tests {
         );
         assert_eq!(code(SpecError::Empty.into()), Code::InvalidArgument);
         assert_eq!(code(ApiError::ShuttingDown), Code::Unavailable);
+        assert_eq!(
+            code(ApiError::Unavailable("gone".into())),
+            Code::Unavailable
+        );
+        assert_eq!(code(ApiError::Internal("broken".into())), Code::Internal);
     }
 }

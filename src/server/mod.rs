@@ -9,6 +9,7 @@ mod error;
 mod exposition;
 mod gateway;
 mod http;
+mod logs;
 mod metrics;
 mod operator;
 mod read_model;

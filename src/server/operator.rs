@@ -484,4 +484,14 @@ impl JobMasterService for Operator {
         }
         Ok(Response::new(InjectFailureResponse {}))
     }
+
+    type GetTaskLogStream = super::logs::LogChunks;
+
+    async fn get_task_log(
+        &self,
+        request: GrpcRequest<crate::api::v1::GetTaskLogRequest>,
+    ) -> Result<Response<Self::GetTaskLogStream>, Status> {
+        let chunks = super::logs::get_task_log(&self.shared, request.into_inner()).await?;
+        Ok(Response::new(chunks))
+    }
 }
