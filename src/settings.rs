@@ -81,6 +81,9 @@ pub struct ExecutorSettings {
     pub run_as: String,
     /// Attempt folders (logs) kept per task; at least 1.
     pub retain_attempts: u32,
+    /// How long an ended job's folders stay (for `jmctl logs`).
+    #[serde(with = "humantime_serde")]
+    pub retain_ended_jobs: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -109,7 +109,10 @@ async fn an_executor_keeps_the_folders_of_only_the_last_retain_attempts_attempts
 async fn an_ended_jobs_folders_are_removed_whether_it_finished_failed_or_was_canceled() {
     within(TEST_LIMIT, async {
         let daemon = Daemon::start(settings(&[])).await;
-        let executor = RealExecutor::start_configured(daemon.url(), "tm-ended", 2, |_| {}).await;
+        let executor = RealExecutor::start_configured(daemon.url(), "tm-ended", 2, |c| {
+            c.retain_ended_jobs = std::time::Duration::ZERO;
+        })
+        .await;
         let mut client = daemon.client().await;
         wait_registered(&client, "tm-ended").await;
         let data = executor.root.join("data");

@@ -866,6 +866,7 @@ async fn start_on(data: &Path) -> Result<(), jobmaster::executor::StartError> {
             security: ExecutorSecurity::default(),
             run_as: None,
             retain_attempts: 3,
+            retain_ended_jobs: std::time::Duration::ZERO,
             shim: env!("CARGO_BIN_EXE_taskexecutor").into(),
         },
         addr,

@@ -205,6 +205,24 @@ fn duplicate_vertex_id_is_named() {
 }
 
 #[test]
+fn vertex_ids_that_cannot_be_folder_names_are_refused_at_submit() {
+    // Accepted before, then every deploy failed on the executor ("must be plain names").
+    let e = err(&edit(
+        "id = \"orders\"",
+        "id = \"<img/src=x/onerror=alert(1)>\"",
+    ));
+    assert!(e.contains("vertices[1].id"), "{e}");
+    assert!(
+        e.contains("'/' at position 5") || e.contains("\\u{2f} at position 5"),
+        "{e}"
+    );
+    for dots in [".", ".."] {
+        let e = err(&edit("id = \"orders\"", &format!("id = \"{dots}\"")));
+        assert!(e.contains("folder name"), "{e}");
+    }
+}
+
+#[test]
 fn vertex_ids_with_invisible_or_bidi_characters_are_refused_naming_the_character() {
     // An id that reads as "orders" in a log or a metric label but is another id.
     for (bad, shown) in [

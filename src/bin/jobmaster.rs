@@ -231,6 +231,7 @@ async fn daemon() -> anyhow::Result<()> {
                     security: ExecutorSecurity::default(),
                     run_as: None,
                     retain_attempts: settings.executor.retain_attempts,
+                    retain_ended_jobs: settings.executor.retain_ended_jobs,
                     // This program, started again as each attempt's shim.
                     shim: PathBuf::new(),
                 },

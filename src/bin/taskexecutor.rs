@@ -145,6 +145,7 @@ async fn agent() -> anyhow::Result<()> {
             security,
             run_as: Some(cli.run_as.unwrap_or(s.run_as)).filter(|u| !u.trim().is_empty()),
             retain_attempts: cli.retain_attempts.unwrap_or(s.retain_attempts),
+            retain_ended_jobs: s.retain_ended_jobs,
             // This program, started again as each attempt's shim.
             shim: PathBuf::new(),
         },

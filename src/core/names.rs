@@ -54,10 +54,12 @@ pub enum NameError {
     Empty { what: &'static str },
     #[error("the {what} is {len} bytes long; at most {MAX_NAME_LEN} are allowed")]
     TooLong { what: &'static str, len: usize },
+    #[error("the {what} must not be {name:?}: executors use it as a folder name")]
+    Dots { what: &'static str, name: String },
     #[error(
         "{what} {name:?} contains {} at position {position}, which is not allowed; use letters, \
-         digits and punctuation other than '#' (no whitespace, control or invisible formatting \
-         characters)",
+         digits and punctuation other than '#' and '/' (no whitespace, control or invisible \
+         formatting characters)",
         c.escape_unicode()
     )]
     BadChar {
@@ -69,8 +71,10 @@ pub enum NameError {
     },
 }
 
-/// The rule for names that end up in task names (`vertex#subtask`), logs and metric labels:
-/// non-empty, at most [`MAX_NAME_LEN`] bytes, and no `#`, whitespace, control character or
+/// The one rule for names that end up in task names (`vertex#subtask`), folder names on
+/// executors, logs and metric labels — checked by the spec, by executors for what they are
+/// sent, and at registration, so that every accepted spec deploys: non-empty, at most
+/// [`MAX_NAME_LEN`] bytes, not `.` or `..`, and no `#`, `/`, whitespace, control character or
 /// invisible/bidirectional formatting character ([`is_invisible_or_bidi`]). `what` names the
 /// name in the error ("vertex id", "executor_id").
 pub fn check_name(what: &'static str, name: &str) -> Result<(), NameError> {
@@ -83,7 +87,15 @@ pub fn check_name(what: &'static str, name: &str) -> Result<(), NameError> {
             len: name.len(),
         });
     }
-    let bad = |c: char| c == '#' || c.is_whitespace() || c.is_control() || is_invisible_or_bidi(c);
+    if name == "." || name == ".." {
+        return Err(NameError::Dots {
+            what,
+            name: name.to_owned(),
+        });
+    }
+    let bad = |c: char| {
+        c == '#' || c == '/' || c.is_whitespace() || c.is_control() || is_invisible_or_bidi(c)
+    };
     if let Some((i, c)) = name.chars().enumerate().find(|&(_, c)| bad(c)) {
         return Err(NameError::BadChar {
             what,
@@ -193,8 +205,14 @@ mod tests {
     }
 
     #[test]
-    fn names_refuse_invisible_bidi_control_and_hash_characters_and_say_which_and_where() {
-        for ok in ["source", "orders-2", "exec_a.b/c", "ünïcode", "名前"] {
+    fn names_refuse_invisible_bidi_control_hash_and_slash_characters_and_say_which_and_where() {
+        for dots in [".", ".."] {
+            assert!(matches!(
+                check_name("vertex id", dots),
+                Err(NameError::Dots { .. })
+            ));
+        }
+        for ok in ["source", "orders-2", "exec_a.b-c", "...", "ünïcode", "名前"] {
             assert_eq!(check_name("vertex id", ok), Ok(()), "{ok:?}");
         }
         for (name, c, position) in [
@@ -211,6 +229,7 @@ mod tests {
             ("a b", ' ', 2),
             ("a\u{2028}", '\u{2028}', 2),
             ("map#1", '#', 4),
+            ("<img/src=x>", '/', 5),
         ] {
             let e = check_name("executor_id", name).unwrap_err();
             assert_eq!(

@@ -88,6 +88,9 @@ pub struct ExecutorConfig {
     /// Attempt folders (logs, descriptors) kept per task (`executor.retain-attempts`, at
     /// least 1): older ones go when a new attempt of the task starts here.
     pub retain_attempts: u32,
+    /// How long an ended job's folders (logs included, for `jmctl logs`) stay after the
+    /// JobMaster says it ended (`executor.retain-ended-jobs`); zero: removed at once.
+    pub retain_ended_jobs: std::time::Duration,
     /// The program every attempt is started through ([`shim`]): one whose `main` calls
     /// [`shim::run_if_requested`] first (`taskexecutor`, `jobmaster`). Empty: this very
     /// program (`/proc/self/exe`, which stays valid when its file is replaced by an upgrade).

@@ -87,12 +87,25 @@ pub(crate) fn job_dirs(data_dir: &Path, job: &str) -> Option<Vec<PathBuf>> {
     })
 }
 
-/// Removes an ended job's folders in the background and says so.
-pub(crate) fn remove_job(data_dir: &Path, job: &str) {
-    if let Some(dirs) = job_dirs(data_dir, job) {
+/// Removes an ended job's folders in the background after `after` (logs stay readable for
+/// `jmctl logs` until then) and says so.
+pub(crate) fn remove_job(data_dir: &Path, job: &str, after: std::time::Duration) {
+    let Some(dirs) = job_dirs(data_dir, job) else {
+        return;
+    };
+    if after.is_zero() {
         info!(job = %job, "job ended: removing its attempt and partition folders");
         remove_in_background(dirs, "job ended");
+        return;
     }
+    info!(job = %job, after = %humantime::format_duration(after),
+          "job ended: its attempt and partition folders will be removed");
+    let job = job.to_owned();
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        info!(job = %job, "removing the attempt and partition folders of an ended job");
+        remove_in_background(dirs, "job ended");
+    });
 }
 
 /// Jobs the JobMaster said ended: their late submits are refused and their folders are not

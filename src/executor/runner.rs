@@ -64,7 +64,11 @@ pub(crate) async fn run_attempt(agent: Arc<Agent>, r: SubmitTaskRequest, cancel:
     };
     let _ = std::fs::remove_file(agent.config.data_dir.join("pids").join(pid_name(&attempt)));
     if job_ended {
-        retention::remove_job(&agent.config.data_dir, &attempt.job_id);
+        retention::remove_job(
+            &agent.config.data_dir,
+            &attempt.job_id,
+            agent.config.retain_ended_jobs,
+        );
     }
     match result {
         _ if cancelled => agent.report(&attempt, AttemptState::Canceled),

@@ -64,14 +64,9 @@ impl Service {
     /// Starts one attempt (the epoch was checked by the caller).
     fn start(&self, r: SubmitTaskRequest) -> Result<(), ExecutorError> {
         let attempt = r.attempt.clone().ok_or(ExecutorError::Missing("attempt"))?;
-        if !partitions::safe_component(&attempt.job_id)
-            || !partitions::safe_component(&attempt.vertex)
-        {
-            return Err(ExecutorError::NotPlainName {
-                job: attempt.job_id,
-                vertex: attempt.vertex,
-            });
-        }
+        // The spec's rule of names: whatever a spec accepts deploys.
+        crate::core::names::check_name("job_id", &attempt.job_id)?;
+        crate::core::names::check_name("vertex", &attempt.vertex)?;
         if r.command.first().is_none_or(|p| p.is_empty()) {
             return Err(ExecutorError::EmptyCommand);
         }
@@ -269,7 +264,11 @@ impl TaskExecutorService for Service {
                 .collect()
         };
         if running.is_empty() {
-            retention::remove_job(&self.agent.config.data_dir, &r.job_id);
+            retention::remove_job(
+                &self.agent.config.data_dir,
+                &r.job_id,
+                self.agent.config.retain_ended_jobs,
+            );
         } else {
             // Stragglers of an ended job must not run on; the last one to end removes the
             // job's folders (see the runner).

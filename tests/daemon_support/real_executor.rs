@@ -73,6 +73,8 @@ impl RealExecutor {
             security: ExecutorSecurity::default(),
             run_as: None,
             retain_attempts: 3,
+            // As the default: logs stay readable (`jmctl logs`) after the job ended.
+            retain_ended_jobs: Duration::from_secs(600),
             shim: env!("CARGO_BIN_EXE_taskexecutor").into(),
         };
         configure(&mut config);
