@@ -429,6 +429,44 @@ fn cancel_job_cancels_every_attempt_and_ends_canceled() {
 }
 
 #[test]
+fn only_an_ended_job_is_dropped_and_a_dropped_job_is_forgotten_with_its_slots() {
+    let mut h = Harness::new(&[("a", 4)]);
+    let c = h.submit(STREAM);
+    h.run_all(&c);
+    let refused = h.jm.handle(Event::DropJob { job: JOB }, h.now).unwrap_err();
+    assert!(
+        matches!(
+            refused.error,
+            CoreError::JobNotEnded {
+                state: JobState::Running,
+                ..
+            }
+        ),
+        "{}",
+        refused.error
+    );
+    h.ok(Event::CancelJob { job: JOB });
+    for n in ["src#0", "src#1", "sink#0", "sink#1"] {
+        h.report(n, AttemptState::Canceled);
+    }
+    assert_eq!(h.jm.job_state(JOB), Some(JobState::Canceled));
+    h.ok(Event::DropJob { job: JOB });
+    assert_eq!(h.jm.job_state(JOB), None);
+    assert_eq!(h.jm.job_ids().count(), 0);
+    // Every slot is free again, and the same id can hold a new job.
+    let free: Vec<u32> = h.jm.executors().map(|(_, _, free, _)| free).collect();
+    assert_eq!(free, vec![4]);
+    let again = h.jm.handle(Event::DropJob { job: JOB }, h.now).unwrap_err();
+    assert!(matches!(again.error, CoreError::UnknownJob(_)));
+    let c = h.submit(STREAM);
+    assert_eq!(
+        deploys(&c).len(),
+        4,
+        "the new job is placed on the freed slots"
+    );
+}
+
+#[test]
 fn a_finished_job_cannot_be_cancelled() {
     let mut h = Harness::new(&[("a", 4)]);
     let c = h.submit(STREAM);

@@ -103,6 +103,7 @@ fn main() -> anyhow::Result<()> {
     // `--local` runs each attempt under this program started again as its shim: that mode
     // must not parse flags or start a runtime.
     jobmaster::executor::shim::run_if_requested();
+    jobmaster::server::memory::tune_allocator();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

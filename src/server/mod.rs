@@ -10,6 +10,7 @@ mod exposition;
 mod gateway;
 mod http;
 mod logs;
+pub mod memory;
 mod metrics;
 mod operator;
 mod read_model;

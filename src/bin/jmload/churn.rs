@@ -27,6 +27,10 @@ pub(crate) struct ChurnArgs {
     /// Tasks per job.
     #[arg(long, default_value_t = 10_000)]
     pub(crate) tasks: u32,
+    /// Jobs submitted, cancelled and dropped before the baseline is measured (the allocator's
+    /// arenas and the daemon's buffers reach their working size).
+    #[arg(long, default_value_t = 10)]
+    pub(crate) warmup: usize,
     /// How long to wait for the ended jobs to be dropped.
     #[arg(long, default_value = "120s", value_parser = jobmaster::core::duration::parse_duration)]
     pub(crate) drain_timeout: Duration,
@@ -38,15 +42,19 @@ pub(crate) async fn run(ctx: &Ctx, a: &ChurnArgs, probe: &Probe) -> Result<Value
         s.daemon.unwrap_or(s.process).rss_kib
     };
     let mut op = ctx.op.clone();
-    // One job first: the allocator's arenas and the runtime's buffers exist after it.
-    let warm = ctx
-        .submit(single_vertex_spec("churn-warmup", a.tasks, zero_backoff()))
-        .await?;
-    op.cancel_job(CancelJobRequest {
-        job_id: warm.clone(),
-    })
-    .await
-    .context("CancelJob")?;
+    // Warm-up jobs first: the allocator's arenas and the daemon's buffers exist after them.
+    for i in 0..a.warmup {
+        let warm = ctx
+            .submit(single_vertex_spec(
+                &format!("warmup-{i}"),
+                a.tasks,
+                zero_backoff(),
+            ))
+            .await?;
+        op.cancel_job(CancelJobRequest { job_id: warm })
+            .await
+            .context("CancelJob")?;
+    }
     wait_no_jobs(ctx, a.drain_timeout).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let baseline = rss();
@@ -82,11 +90,12 @@ pub(crate) async fn run(ctx: &Ctx, a: &ChurnArgs, probe: &Probe) -> Result<Value
         "scenario": "churn",
         "setup": [
             ["jobs", format!("{} jobs of {} tasks, each submitted and cancelled at once", a.jobs, a.tasks)],
+            ["RSS", "kB resolution from /proc; baseline and after-drop are read 2 s after the last job was dropped (the daemon gives freed memory back once a second)"],
         ],
         "results": [
             ["churn time (s)", (churn_s * 10.0).round() / 10.0],
             ["jobs per s", (a.jobs as f64 / churn_s).round()],
-            ["daemon RSS MB baseline (after one job, dropped, +2 s)", baseline / 1024],
+            [format!("daemon RSS MB baseline (after {} warm-up jobs, dropped, +2 s)", a.warmup), json!(baseline / 1024)],
             ["daemon RSS MB peak", peak / 1024],
             ["daemon RSS MB after the last cancel", after_churn / 1024],
             ["time until every ended job was dropped (s)", (drained_s * 10.0).round() / 10.0],

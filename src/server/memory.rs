@@ -1,0 +1,15 @@
+//! The daemon's memory and the C allocator: large jobs come and go (a 100,000-task job holds
+//! tens of MB in large vectors), and glibc's allocator would otherwise keep their memory.
+
+/// Large blocks (a job's task vectors) are mapped and unmapped on their own rather than
+/// carved from the heap: glibc raises its mmap threshold to the size of every mapped block
+/// that is freed (up to 32 MiB), after which the next job's vectors come from the heap and
+/// stay there as fragments. A fixed threshold keeps them returnable. Call once, first thing in
+/// `main` (before threads start).
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before other threads exist.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
+}
