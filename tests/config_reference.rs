@@ -104,7 +104,11 @@ fn every_documented_env_override_reaches_its_key() {
     // The settings refuse unknown keys, so an override whose name maps to no key fails to
     // load; setting each key to its own default must load.
     for (path, default) in keys() {
-        let value = if default == "\"\"" { String::new() } else { default };
+        let value = if default == "\"\"" {
+            String::new()
+        } else {
+            default
+        };
         let env = env_form(&path);
         if let Err(e) = jobmaster::settings::Settings::load_from(None, [(env.clone(), value)]) {
             panic!("{env} does not override {path}: {e}");

@@ -181,11 +181,11 @@ fn log_format_is_in_both_daemons_help_and_log_json_is_not() {
             .expect("run --help");
         assert!(out.status.success(), "{program} --help failed");
         let help = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            help.contains("--log-format <FORMAT>"),
-            "{program}: {help}"
-        );
+        assert!(help.contains("--log-format <FORMAT>"), "{program}: {help}");
         assert!(!help.contains("--log-json"), "{program}: {help}");
-        assert!(!help.contains('\u{1b}'), "{program} help to a pipe: {help:?}");
+        assert!(
+            !help.contains('\u{1b}'),
+            "{program} help to a pipe: {help:?}"
+        );
     }
 }
