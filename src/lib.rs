@@ -12,6 +12,7 @@
 //! - [`security`]: TLS, identities from certificates, operator tokens and roles.
 //! - [`fake_executor`]: an in-process fake TaskExecutor, a test and load aid.
 //! - [`log_text`]: text from other parties made safe to write into a log line.
+//! - [`logging`]: the daemons' shared log flag (`--log-format`) and colour only on a terminal.
 
 pub mod api;
 pub mod blast_report;
@@ -20,6 +21,7 @@ pub mod ctl;
 pub mod executor;
 pub mod fake_executor;
 pub mod log_text;
+pub mod logging;
 pub mod plan;
 pub mod security;
 pub mod server;

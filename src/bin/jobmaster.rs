@@ -3,13 +3,13 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use jobmaster::executor::{ExecutorConfig, ExecutorSecurity};
+use jobmaster::logging::LogArgs;
 use jobmaster::security::Role;
 use jobmaster::security::certs::{self, CertsOptions, CertsReport};
 use jobmaster::security::flags::TlsArgs;
 use jobmaster::settings::Settings;
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
 
 #[derive(Parser)]
@@ -41,9 +41,8 @@ struct Cli {
     /// Submit this job spec once the daemon is up, and print how to watch it.
     #[arg(long, value_name = "SPEC")]
     submit: Option<PathBuf>,
-    /// Log format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
     /// TLS for the gRPC and HTTP ports and the calls to executors.
     #[command(flatten)]
     tls: TlsArgs,
@@ -93,12 +92,6 @@ enum Command {
     },
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
 fn main() -> anyhow::Result<()> {
     // `--local` runs each attempt under this program started again as its shim: that mode
     // must not parse flags or start a runtime.
@@ -146,20 +139,9 @@ async fn daemon() -> anyhow::Result<()> {
         }
         None => {}
     }
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    match cli.log_format {
-        // A failover is one span (job, cause, restart-set size); its close line carries how
-        // long it lasted, so a log shows each failover as one unit.
-        LogFormat::Text => tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_span_events(FmtSpan::CLOSE)
-            .init(),
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .with_span_events(FmtSpan::CLOSE)
-            .init(),
-    }
+    // A failover is one span (job, cause, restart-set size); its close line carries how long
+    // it lasted, so a log shows each failover as one unit.
+    jobmaster::logging::init(cli.log.format(), FmtSpan::CLOSE);
     let mut settings = Settings::load(cli.config.as_deref())?;
     if let Some(a) = cli.listen {
         settings.server.listen = a;

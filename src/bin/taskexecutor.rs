@@ -7,9 +7,10 @@ use clap::{CommandFactory, Parser};
 use jobmaster::core::Labels;
 use jobmaster::core::domain::parse_label;
 use jobmaster::executor::{ExecutorConfig, ExecutorSecurity};
+use jobmaster::logging::LogArgs;
 use jobmaster::security::flags::TlsArgs;
 use jobmaster::settings::Settings;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::FmtSpan;
 
 #[derive(Parser)]
 #[command(
@@ -56,9 +57,8 @@ struct Cli {
     /// [default: executor.retain-attempts, 3].
     #[arg(long, value_name = "N")]
     retain_attempts: Option<u32>,
-    /// Log as JSON.
-    #[arg(long)]
-    log_json: bool,
+    #[command(flatten)]
+    log: LogArgs,
     /// TLS: the cluster's CA and this executor's certificate (naming its id) and key.
     #[command(flatten)]
     tls: TlsArgs,
@@ -85,15 +85,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn agent() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    if cli.log_json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
+    jobmaster::logging::init(cli.log.format(), FmtSpan::NONE);
     let mut settings = Settings::load(cli.config.as_deref())?;
     cli.tls.apply(&mut settings.tls);
     let security = ExecutorSecurity {

@@ -155,6 +155,7 @@ fn main() -> Result<()> {
         tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(io::stderr)
+            .with_ansi(jobmaster::logging::stderr_colour())
             .init();
     }
     // Whatever happens, the process ends by itself.
