@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 use jobmaster::api::v1::job_master_service_client::JobMasterServiceClient;
 use jobmaster::api::v1::task_executor_gateway_client::TaskExecutorGatewayClient;
 use jobmaster::api::v1::{
-    CancelJobRequest, CancelJobResponse, ExplainFailoverRequest, ExplainFailoverResponse,
-    FailureInfo, GetExceptionHistoryRequest, GetExceptionHistoryResponse, GetJobResponse,
-    InjectFailureRequest, JobSummary, ListJobsRequest, RegisterExecutorRequest,
+    ExplainFailoverRequest, ExplainFailoverResponse, FailureInfo, GetExceptionHistoryRequest,
+    GetExceptionHistoryResponse, GetJobResponse, InjectFailureRequest, RegisterExecutorRequest,
     RegisterExecutorResponse, WatchEvent, WatchEventsRequest, explain_failover_request,
     inject_failure_request,
 };
@@ -176,27 +175,6 @@ async fn watch(client: &JobMasterServiceClient<Channel>, job: &str) -> Streaming
     try_watch(client, job).await.expect("WatchEvents")
 }
 
-async fn try_cancel_job(
-    client: &JobMasterServiceClient<Channel>,
-    job: &str,
-) -> Result<CancelJobResponse, Status> {
-    let mut c = client.clone();
-    bounded(
-        "CancelJob",
-        c.cancel_job(CancelJobRequest {
-            job_id: job.to_owned(),
-        }),
-    )
-    .await
-    .map(Response::into_inner)
-}
-
-async fn cancel_job(client: &JobMasterServiceClient<Channel>, job: &str) -> CancelJobResponse {
-    try_cancel_job(client, job)
-        .await
-        .unwrap_or_else(|s| panic!("CancelJob {job}: {s:?}"))
-}
-
 fn executor_target(id: &str) -> inject_failure_request::Target {
     inject_failure_request::Target::Executor(id.to_owned())
 }
@@ -242,15 +220,6 @@ async fn explain(
 
 fn task_target(name: &str) -> explain_failover_request::Target {
     explain_failover_request::Target::Task(name.to_owned())
-}
-
-async fn list_jobs(client: &JobMasterServiceClient<Channel>) -> Vec<JobSummary> {
-    let mut c = client.clone();
-    bounded("ListJobs", c.list_jobs(ListJobsRequest {}))
-        .await
-        .expect("ListJobs")
-        .into_inner()
-        .jobs
 }
 
 /// Reads watch events until one matches `last`; returns all read, that one included.

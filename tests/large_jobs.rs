@@ -5,8 +5,8 @@
 mod daemon_support;
 
 use daemon_support::*;
+use jobmaster::api::v1::GetJobRequest;
 use jobmaster::api::v1::job_master_service_client::JobMasterServiceClient;
-use jobmaster::api::v1::{CancelJobRequest, GetJobRequest, ListJobsRequest};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -18,24 +18,12 @@ fn wide(name: &str, p: u32) -> String {
 }
 
 async fn cancel(client: &JobMasterServiceClient<Channel>, job: &str) {
-    let mut c = client.clone();
-    bounded(
-        "CancelJob",
-        c.cancel_job(CancelJobRequest {
-            job_id: job.to_owned(),
-        }),
-    )
-    .await
-    .expect("CancelJob");
+    cancel_job(client, job).await;
 }
 
 async fn job_ids(client: &JobMasterServiceClient<Channel>) -> Vec<String> {
-    let mut c = client.clone();
-    bounded("ListJobs", c.list_jobs(ListJobsRequest {}))
+    list_jobs(client)
         .await
-        .expect("ListJobs")
-        .into_inner()
-        .jobs
         .into_iter()
         .map(|j| j.job_id)
         .collect()

@@ -448,31 +448,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::settings::Settings;
 
     /// A registry whose coordinator inbox holds `capacity` requests and is not served.
     fn shared(capacity: usize) -> (Arc<Shared>, mpsc::Receiver<Request>) {
-        let settings = Settings::load_from(None, Vec::new()).expect("default settings");
-        let (tx, rx) = mpsc::channel(capacity);
-        let (events, _) = tokio::sync::broadcast::channel(16);
-        let shared = Arc::new(Shared {
-            settings,
-            epoch: 1,
-            start: Instant::now(),
-            tx,
-            executors: dashmap::DashMap::new(),
-            events,
-            stopping: tokio::sync::watch::Sender::new(false),
-            tls: None,
-            guard: Arc::new(crate::security::auth::Guard {
-                tls: false,
-                tokens: None,
-                metrics_open: false,
-            }),
-            read: Arc::default(),
-            start_unix_ms: 1,
-        });
-        (shared, rx)
+        super::super::unserved(capacity, Arc::default())
     }
 
     fn attempt(n: u32) -> AttemptRef {

@@ -458,6 +458,35 @@ pub async fn serve(
     outcome
 }
 
+/// Tests: shared state whose coordinator inbox (of `capacity` requests) nobody serves.
+#[cfg(test)]
+pub(crate) fn unserved(
+    capacity: usize,
+    read: Arc<read_model::ReadModel>,
+) -> (Arc<Shared>, mpsc::Receiver<Request>) {
+    let settings = Settings::load_from(None, Vec::new()).expect("default settings");
+    let (tx, rx) = mpsc::channel(capacity);
+    let (events, _) = broadcast::channel(16);
+    let shared = Arc::new(Shared {
+        settings,
+        epoch: 1,
+        start: Instant::now(),
+        tx,
+        executors: DashMap::new(),
+        events,
+        stopping: watch::Sender::new(false),
+        tls: None,
+        guard: Arc::new(Guard {
+            tls: false,
+            tokens: None,
+            metrics_open: false,
+        }),
+        read,
+        start_unix_ms: 1_000_000,
+    });
+    (shared, rx)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -274,6 +274,44 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     (code, body.to_owned())
 }
 
+pub async fn try_cancel_job(
+    client: &JobMasterServiceClient<Channel>,
+    job: &str,
+) -> Result<jobmaster::api::v1::CancelJobResponse, Status> {
+    let mut c = client.clone();
+    bounded(
+        "CancelJob",
+        c.cancel_job(jobmaster::api::v1::CancelJobRequest {
+            job_id: job.to_owned(),
+        }),
+    )
+    .await
+    .map(Response::into_inner)
+}
+
+pub async fn cancel_job(
+    client: &JobMasterServiceClient<Channel>,
+    job: &str,
+) -> jobmaster::api::v1::CancelJobResponse {
+    try_cancel_job(client, job)
+        .await
+        .unwrap_or_else(|s| panic!("CancelJob {job}: {s:?}"))
+}
+
+pub async fn list_jobs(
+    client: &JobMasterServiceClient<Channel>,
+) -> Vec<jobmaster::api::v1::JobSummary> {
+    let mut c = client.clone();
+    bounded(
+        "ListJobs",
+        c.list_jobs(jobmaster::api::v1::ListJobsRequest {}),
+    )
+    .await
+    .expect("ListJobs")
+    .into_inner()
+    .jobs
+}
+
 /// Waits until `ready` holds for the job, and returns the job.
 pub async fn wait_job(
     client: &JobMasterServiceClient<Channel>,

@@ -2,7 +2,7 @@
 //! answered without the coordinator.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tonic::Request as GrpcRequest;
@@ -14,7 +14,6 @@ use crate::core::{CoreConfig, Event, JobSpec};
 use crate::server::Shared;
 use crate::server::coordinator::Request;
 use crate::server::operator::Operator;
-use crate::settings::Settings;
 
 fn spec(p: u32) -> JobSpec {
     JobSpec::from_toml(&format!(
@@ -40,27 +39,7 @@ fn published(p: u32) -> (JobMaster, Views, Arc<ReadModel>, JobId) {
 
 /// Shared state whose coordinator inbox is never served (and holds one request at most).
 fn unserved(model: Arc<ReadModel>) -> (Arc<Shared>, mpsc::Receiver<Request>) {
-    let settings = Settings::load_from(None, Vec::new()).expect("default settings");
-    let (tx, rx) = mpsc::channel(1);
-    let (events, _) = tokio::sync::broadcast::channel(16);
-    let shared = Arc::new(Shared {
-        settings,
-        epoch: 1,
-        start: Instant::now(),
-        tx,
-        executors: dashmap::DashMap::new(),
-        events,
-        stopping: tokio::sync::watch::Sender::new(false),
-        tls: None,
-        guard: Arc::new(crate::security::auth::Guard {
-            tls: false,
-            tokens: None,
-            metrics_open: false,
-        }),
-        read: model,
-        start_unix_ms: 1_000_000,
-    });
-    (shared, rx)
+    crate::server::unserved(1, model)
 }
 
 #[tokio::test]
