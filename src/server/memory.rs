@@ -1,5 +1,7 @@
-//! The daemon's memory and the C allocator: large jobs come and go (a 100,000-task job holds
-//! tens of MB in large vectors), and glibc's allocator would otherwise keep their memory.
+//! The daemon's memory and glibc's allocator: large jobs come and go (a 100,000-task job holds
+//! tens of MB in large vectors), and glibc's allocator would otherwise keep their memory. The
+//! `jobmaster` binary allocates with jemalloc (see `src/bin/jobmaster.rs`); this serves where
+//! the library runs on glibc's allocator (`jmload`'s in-process daemon, tests).
 
 /// Large blocks (a job's task vectors) are mapped and unmapped on their own rather than
 /// carved from the heap: glibc raises its mmap threshold to the size of every mapped block
