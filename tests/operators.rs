@@ -202,6 +202,72 @@ async fn dashboard_shows_regions_and_task_states_in_chromium() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_opens_a_job_from_its_url_and_summarises_a_large_one_in_chromium() {
+    require("chromium");
+    within(TEST_LIMIT, async {
+        let daemon = Daemon::start(settings(&[])).await;
+        let client = daemon.client().await;
+        // 2,500 tasks and no executor: they wait in CREATED.
+        let large = submit(
+            &client,
+            "name = \"wide\"\n[[vertices]]\nid = \"work\"\nparallelism = 2500\ncommand = [\"x\"]\n",
+        )
+        .await;
+        let small = submit(&client, TWO_CITIES).await;
+        let profile = tempdir("chromium-profile-large");
+        // Without a URL the newest job (the small one) is shown: the URL selects the large one.
+        let url = format!("http://{}/#job={large}", daemon.http_addr);
+        let out = tokio::time::timeout(
+            Duration::from_secs(40),
+            tokio::process::Command::new("chromium")
+                .args([
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    &format!("--user-data-dir={}", profile.display()),
+                    "--virtual-time-budget=4000",
+                    "--dump-dom",
+                    &url,
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("chromium finishes")
+        .expect("chromium runs");
+        let dom = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            dom.contains(&format!("href=\"#job={small}\"")),
+            "both jobs link to their URL:\n{dom}"
+        );
+        assert!(
+            dom.contains("summarised per vertex and region"),
+            "the aggregated view:\n{dom}"
+        );
+        assert!(
+            dom.contains("CREATED 2500"),
+            "the vertex's tasks by state:\n{dom}"
+        );
+        assert!(
+            dom.contains("data-region=\"999\""),
+            "the first 1,000 regions summarised:\n{dom}"
+        );
+        assert!(!dom.contains("work#0 ·"), "no box per task:\n{dom}");
+        assert!(
+            dom.contains("task: part of a scheduled restart"),
+            "the legend:\n{dom}"
+        );
+        let _ = std::fs::remove_dir_all(&profile);
+        daemon.shutdown().await.0.unwrap();
+    })
+    .await;
+}
+
 fn tempdir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("jobmaster-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
