@@ -36,12 +36,6 @@ pub enum ExecutorError {
     /// A required field of the request is absent.
     #[error("{0} is missing")]
     Missing(&'static str),
-    /// A job id or vertex that cannot be used as a directory name.
-    #[error(
-        "job_id {job:?} and vertex {vertex:?} must be plain names (not empty, not \".\" or \
-         \"..\", without '/', control or invisible formatting characters)"
-    )]
-    NotPlainName { job: String, vertex: String },
     #[error("command is empty: give at least the program to run")]
     EmptyCommand,
     /// A ReleaseJob whose job id cannot be a directory name.
@@ -107,7 +101,6 @@ impl From<ExecutorError> for Status {
         let message = e.to_string();
         match e {
             ExecutorError::Missing(_)
-            | ExecutorError::NotPlainName { .. }
             | ExecutorError::EmptyCommand
             | ExecutorError::NotPlainJob { .. }
             | ExecutorError::SharedListOutsideBatch { .. }
@@ -222,13 +215,6 @@ mod tests {
                 Code::FailedPrecondition,
             ),
             (ExecutorError::Missing("attempt"), Code::InvalidArgument),
-            (
-                ExecutorError::NotPlainName {
-                    job: "j".into(),
-                    vertex: "../v".into(),
-                },
-                Code::InvalidArgument,
-            ),
             (ExecutorError::EmptyCommand, Code::InvalidArgument),
             (
                 ExecutorError::NotPlainJob { job: "..".into() },

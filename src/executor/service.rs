@@ -70,12 +70,6 @@ impl Service {
         if r.command.first().is_none_or(|p| p.is_empty()) {
             return Err(ExecutorError::EmptyCommand);
         }
-        if self.agent.lock().ended_jobs.contains(&attempt.job_id) {
-            // Its folders are gone: a late submit must not bring them back.
-            return Err(ExecutorError::JobEnded {
-                job: attempt.job_id,
-            });
-        }
         let free = self.agent.free_disk();
         if free < self.agent.config.min_free_disk {
             return Err(ExecutorError::LowDisk {
@@ -86,6 +80,13 @@ impl Service {
         let cancel = Arc::new(Notify::new());
         {
             let mut state = self.agent.lock();
+            // Checked under the lock that inserts the attempt, so that a ReleaseJob cannot
+            // pass in between: its folders are gone, a late submit must not bring them back.
+            if state.ended_jobs.contains(&attempt.job_id) {
+                return Err(ExecutorError::JobEnded {
+                    job: attempt.job_id,
+                });
+            }
             let k = key(&attempt);
             if state.attempts.contains_key(&k) {
                 return Ok(()); // a retried submit

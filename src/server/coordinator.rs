@@ -157,7 +157,8 @@ impl Coordinator {
 
     /// Serves requests until every sender is gone.
     pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
-        // Ended jobs age out even when nothing else happens.
+        // Ended jobs leave once a second (beyond the retained count or age), off the turns that
+        // serve requests.
         let mut retention = tokio::time::interval(Duration::from_secs(1));
         retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -244,7 +245,6 @@ impl Coordinator {
         if let Some(answer) = answer {
             answer();
         }
-        self.drop_due_jobs();
     }
 
     /// A new job, within the quotas (ended jobs are dropped first to make room).

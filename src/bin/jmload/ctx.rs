@@ -260,6 +260,24 @@ impl Ctx {
         register_one(exec).await
     }
 
+    /// Registers `count` simulated executors of `slots` slots, each on its own connection (as
+    /// real executor processes are), with heartbeats spread over one interval; returns once
+    /// each has had its first heartbeat answered.
+    pub(crate) async fn start_fleet(&self, count: usize, slots: u32) -> Result<Vec<HbHandle>> {
+        let mut handles = Vec::with_capacity(count);
+        for i in 0..count {
+            let id = format!("exec-{i:04}");
+            let channel = self.gateway(&id, None).await?;
+            let exec = self.add_executor(id, channel, slots, false).await?;
+            let interval = self.register(&exec).await?;
+            let phase = interval * i as u32 / count as u32;
+            let mut hb = self.start_heartbeats(exec, interval, phase);
+            hb.first_answer(RPC_TIMEOUT).await?;
+            handles.push(hb);
+        }
+        Ok(handles)
+    }
+
     pub(crate) fn start_heartbeats(
         &self,
         exec: Arc<Executor>,

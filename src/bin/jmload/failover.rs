@@ -65,18 +65,7 @@ pub(crate) async fn run(ctx: &Ctx, a: &FailoverArgs, probe: &Probe) -> Result<Va
         "failover: {tasks} tasks on {} executors × {slots} slots, {} + {} runs",
         a.executors, a.warmup, a.runs
     );
-    let mut handles = Vec::new();
-    for i in 0..a.executors {
-        // Each executor has its own connection, as real executor processes do.
-        let id = format!("exec-{i:04}");
-        let channel = ctx.gateway(&id, None).await?;
-        let exec = ctx.add_executor(id, channel, slots, false).await?;
-        let interval = ctx.register(&exec).await?;
-        let phase = interval * i as u32 / a.executors as u32;
-        let mut hb = ctx.start_heartbeats(exec, interval, phase);
-        hb.first_answer(RPC_TIMEOUT).await?;
-        handles.push(hb);
-    }
+    let handles = ctx.start_fleet(a.executors, slots).await?;
     let spec = match a.shape {
         FailoverShape::AllToAll => {
             two_vertex_spec("failover", p, "all-to-all", "region", zero_backoff())

@@ -86,17 +86,7 @@ pub(crate) async fn run(
         "readers: {} tasks on {} executors × {slots} slots, {} readers for {:?}",
         a.tasks, a.executors, a.readers, a.duration
     );
-    let mut heartbeats = Vec::new();
-    for i in 0..a.executors {
-        let id = format!("exec-{i:04}");
-        let channel = ctx.gateway(&id, None).await?;
-        let exec = ctx.add_executor(id, channel, slots, false).await?;
-        let interval = ctx.register(&exec).await?;
-        let phase = interval * i as u32 / a.executors as u32;
-        let mut hb = ctx.start_heartbeats(exec, interval, phase);
-        hb.first_answer(RPC_TIMEOUT).await?;
-        heartbeats.push(hb);
-    }
+    let heartbeats = ctx.start_fleet(a.executors, slots).await?;
     let job = ctx
         .submit(single_vertex_spec("readers", a.tasks, zero_backoff()))
         .await?;
