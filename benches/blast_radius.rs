@@ -256,6 +256,7 @@ fn place(trial: &Trial, policy: PlacementPolicy) -> Outcome {
                 executor: ExecutorId::from(id.as_str()),
                 slots: *slots,
                 labels: Default::default(),
+                holds: Default::default(),
             },
             0,
         )

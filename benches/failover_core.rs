@@ -272,6 +272,7 @@ fn thousand_executors(policy: PlacementPolicy) -> JobMaster {
                 executor: ExecutorId(format!("tm-{i:04}")),
                 slots: 100,
                 labels: Default::default(),
+                holds: Default::default(),
             },
             0,
         )

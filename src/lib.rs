@@ -27,3 +27,4 @@ pub mod security;
 pub mod server;
 pub mod settings;
 pub mod simulate;
+pub mod store;

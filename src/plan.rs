@@ -53,6 +53,7 @@ pub fn blast_radius_offline(
                 executor: ExecutorId(format!("e{i}")),
                 slots: cluster.slots,
                 labels: Default::default(),
+                holds: Default::default(),
             },
             0,
         )

@@ -20,6 +20,8 @@ pub struct Settings {
     pub scheduler: SchedulerSettings,
     pub spec: SpecSettings,
     pub jobs: JobsSettings,
+    pub store: StoreSettings,
+    pub recovery: RecoverySettings,
     pub events: EventSettings,
     pub executor: ExecutorSettings,
     pub tls: TlsSettings,
@@ -193,6 +195,36 @@ pub struct RetainEndedSettings {
     /// How long an ended job is kept at most.
     #[serde(with = "humantime_serde")]
     pub age: Duration,
+}
+
+/// `[store]`: where the JobMaster keeps what must survive its restart.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StoreSettings {
+    /// `embedded` (one redb file under `dir`) or `memory` (nothing survives a restart).
+    pub backend: StoreBackend,
+    /// The state dir (`--state-dir`).
+    pub dir: std::path::PathBuf,
+    /// Each commit is on disk before its commands leave (off: the system writes it back
+    /// later; a machine crash may lose the last commits).
+    pub fsync: bool,
+    pub retain_ended_jobs: RetainEndedSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreBackend {
+    Embedded,
+    Memory,
+}
+
+/// `[recovery]`: how a restarted JobMaster reconciles with its executors.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RecoverySettings {
+    /// How long it waits for executors to re-register with what they run.
+    #[serde(with = "humantime_serde")]
+    pub reconcile_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]

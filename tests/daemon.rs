@@ -952,6 +952,8 @@ async fn registration_refuses_malformed_label_keys() {
                 session_id: session_id(),
                 free_disk_bytes: 0,
                 labels: [(bad.to_owned(), "a".to_owned())].into_iter().collect(),
+                attempts: Vec::new(),
+                partitions: Vec::new(),
             };
             let (code, message) = code_of(gateway.register_executor(request).await);
             assert_eq!(code, Code::InvalidArgument, "{bad:?}: {message}");
@@ -1044,6 +1046,8 @@ async fn register_as(
             session_id: session,
             free_disk_bytes: 0,
             labels: Default::default(),
+            attempts: Vec::new(),
+            partitions: Vec::new(),
         }),
     )
     .await

@@ -189,6 +189,8 @@ async fn an_ended_jobs_folders_are_removed_whether_it_finished_failed_or_was_can
                 session_id: session_id(),
                 free_disk_bytes: 1 << 30,
                 labels: Default::default(),
+                attempts: Vec::new(),
+                partitions: Vec::new(),
             })
             .await
             .expect("register a probe to learn the epoch")

@@ -28,6 +28,7 @@ impl Harness {
                 executor: ExecutorId::from(*id),
                 slots: *slots,
                 labels: Default::default(),
+                holds: Default::default(),
             });
         }
         h
@@ -396,6 +397,7 @@ fn executor_registering_again_is_a_new_session_and_its_old_tasks_fail_over() {
         executor: "a".into(),
         slots: 2,
         labels: Default::default(),
+        holds: Default::default(),
     });
     for n in &on_a {
         assert_eq!(
@@ -511,6 +513,7 @@ fn unknown_and_duplicate_jobs_are_refused() {
                 executor: "z".into(),
                 slots: 0,
                 labels: Default::default(),
+                holds: Default::default(),
             },
             0,
         )
@@ -648,6 +651,7 @@ fn slot_timeout_of_a_placed_region_is_cancelled_and_one_of_a_waiting_region_is_n
         executor: "b".into(),
         slots: 2,
         labels: Default::default(),
+        holds: Default::default(),
     });
     assert_eq!(deploys(&out).len(), 2);
     let cancelled: Vec<_> = out

@@ -634,6 +634,8 @@ async fn a_registration_with_a_malformed_label_is_refused_with_invalid_argument(
                 session_id: session_id(),
                 free_disk_bytes: 1 << 30,
                 labels: [("zone".to_owned(), String::new())].into_iter().collect(),
+                attempts: Vec::new(),
+                partitions: Vec::new(),
             })
             .await
             .unwrap_err();

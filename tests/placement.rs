@@ -49,6 +49,7 @@ impl Harness {
             executor: ExecutorId::from(id),
             slots,
             labels,
+            holds: Default::default(),
         });
     }
 

@@ -95,6 +95,7 @@ impl Harness {
             executor: id.into(),
             slots,
             labels: Default::default(),
+            holds: Default::default(),
         });
     }
 

@@ -24,6 +24,8 @@ fn registration(id: &str, address: &str) -> RegisterExecutorRequest {
         session_id: session_id(),
         free_disk_bytes: 1 << 30,
         labels: Default::default(),
+        attempts: Vec::new(),
+        partitions: Vec::new(),
     }
 }
 

@@ -626,6 +626,8 @@ async fn run_until(binary: &str, args: &[&str], ready: &str) -> Result<String, S
     let mut child = tokio::process::Command::new(binary)
         .args(args)
         .env("RUST_LOG", "info")
+        // These runs are about ports, not state: nothing written to the working directory.
+        .env("JOBMASTER__STORE__BACKEND", "memory")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -577,6 +577,7 @@ impl Core {
                 executor: ExecutorId::from(*id),
                 slots: *slots,
                 labels: Default::default(),
+                holds: Default::default(),
             });
         }
         core.ok(Event::SubmitJob { job: JOB, spec });

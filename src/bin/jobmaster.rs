@@ -38,6 +38,10 @@ struct Cli {
     /// Slots of each local executor.
     #[arg(long, value_name = "N", default_value_t = 4, requires = "local")]
     local_slots: u32,
+    /// Where the jobmaster keeps what survives its restart [default: store.dir,
+    /// ./jobmaster-state]. Two jobmasters cannot share one.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// Submit this job spec once the daemon is up, and print how to watch it.
     #[arg(long, value_name = "SPEC")]
     submit: Option<PathBuf>,
@@ -167,6 +171,15 @@ async fn daemon() -> anyhow::Result<()> {
         settings.auth.token_file = path.to_string_lossy().into_owned();
     }
     settings.server.insecure |= cli.insecure;
+    if let Some(dir) = &cli.state_dir {
+        settings.store.dir = dir.clone();
+    }
+    // Before any port is bound: a state dir in use, unreadable or from a newer version is
+    // one clear error and exit code 2, never a silent start from nothing.
+    let store = match jobmaster::store::open(&settings) {
+        Ok(store) => store,
+        Err(e) => bad_state(&e),
+    };
     let tls = settings.tls.files()?.is_some();
     if tls && cli.local.is_some() {
         anyhow::bail!(
@@ -267,7 +280,7 @@ async fn daemon() -> anyhow::Result<()> {
         });
     }
     let stop_executors = stop.clone();
-    let result = jobmaster::server::serve(settings, grpc, http, async move {
+    let result = jobmaster::server::serve_with_store(settings, store, grpc, http, async move {
         shutdown_signal().await;
         let _ = stop_executors.send(());
     })
@@ -281,7 +294,20 @@ async fn daemon() -> anyhow::Result<()> {
     if local {
         let _ = std::fs::remove_dir_all(&local_root);
     }
-    Ok(result?)
+    match result {
+        Err(
+            e @ (jobmaster::server::ServeError::Store(_)
+            | jobmaster::server::ServeError::Restore(_)),
+        ) => bad_state(&e),
+        other => Ok(other?),
+    }
+}
+
+/// The store cannot be used: says why, and exits with code 2.
+fn bad_state(e: &dyn std::fmt::Display) -> ! {
+    tracing::error!(error = %e, "cannot use the store");
+    eprintln!("jobmaster: {e}");
+    std::process::exit(2)
 }
 
 /// Removes the folders of earlier local clusters whose daemon is gone (killed with -9, so it

@@ -10,7 +10,9 @@ use super::graph::TaskId;
 use super::{JobId, Millis};
 
 /// Identifies one attempt: `(job, task, attempt number)`; the task stands for `(vertex, subtask)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct AttemptId {
     pub job: JobId,
     pub task: TaskId,
@@ -18,7 +20,9 @@ pub struct AttemptId {
 }
 
 /// The state of one attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum AttemptState {
     Created,
     Scheduled,
@@ -61,7 +65,7 @@ impl AttemptState {
                 | (Canceling, Canceled | Failed)
                 | (
                     Reconciling,
-                    Initializing | Running | Finished | Canceled | Failed
+                    Initializing | Running | Finished | Canceling | Canceled | Failed
                 )
         )
     }
@@ -118,7 +122,7 @@ pub struct IllegalTransition {
 }
 
 /// The current state of an attempt and every transition it made, with times.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AttemptLog {
     state: AttemptState,
     transitions: Vec<(AttemptState, Millis)>,
@@ -145,6 +149,17 @@ impl AttemptLog {
     /// When the attempt entered its current state.
     pub fn since(&self) -> Millis {
         self.transitions.last().map_or(0, |&(_, t)| t)
+    }
+
+    /// The log of an attempt a restarted JobMaster loaded from its store: its recorded
+    /// transitions, then RECONCILING at `now` until its executor reports it (or nobody does).
+    /// The one move the table does not list: a JobMaster restart interrupts any state.
+    pub fn reconciling(mut transitions: Vec<(AttemptState, Millis)>, now: Millis) -> AttemptLog {
+        transitions.push((Reconciling, now));
+        AttemptLog {
+            state: Reconciling,
+            transitions,
+        }
     }
 
     /// Moves to `next` if the table allows it.

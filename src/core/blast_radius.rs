@@ -147,6 +147,7 @@ exchange = "pipelined"
                     executor: ExecutorId::from(*id),
                     slots: *slots,
                     labels: Default::default(),
+                    holds: Default::default(),
                 },
                 0,
             )
@@ -193,6 +194,7 @@ exchange = "pipelined"
                 executor: ExecutorId::from("late"),
                 slots: 5,
                 labels: Default::default(),
+                holds: Default::default(),
             },
             0,
         )

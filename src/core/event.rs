@@ -17,7 +17,9 @@ use super::{ExecutorId, JobId, Millis};
 pub struct TimerId(pub u64);
 
 /// How a failure is to be handled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum FailureClass {
     /// Restart according to the failover and restart strategies.
     #[default]
@@ -77,6 +79,15 @@ impl Failure {
     }
 }
 
+/// What a registering executor still holds: attempts with the state it last reported for
+/// them (terminal ones whose report has not been answered yet included), and the result
+/// partitions it hosts with the attempt of their producer that wrote them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Holdings {
+    pub attempts: Vec<(AttemptId, AttemptState)>,
+    pub partitions: Vec<(JobId, PartitionId, u32)>,
+}
+
 /// Something that happened, fed to [`crate::core::JobMaster::handle`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -89,11 +100,13 @@ pub enum Event {
     DropJob { job: JobId },
     /// An executor registered and offers `slots` slots; `labels` (`zone = "a"`, …) place it
     /// in failure domains. A known id registering again is a new session: the old one is
-    /// treated as lost first.
+    /// treated as lost first. `holds` lists what it still runs and hosts (after a JobMaster
+    /// restart, what the core adopts; anything else it holds is cancelled or released).
     ExecutorRegistered {
         executor: ExecutorId,
         slots: u32,
         labels: BTreeMap<String, String>,
+        holds: Holdings,
     },
     /// An executor is gone (heartbeat timeout, stream closed, RPC failures, operator drill).
     ExecutorLost {

@@ -18,7 +18,9 @@ use std::ops::Range;
 use super::spec::{Exchange, JobSpec, Pattern};
 
 /// A task (an `ExecutionVertex`): one parallel instance of a vertex.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct TaskId(pub u32);
 
 /// A vertex of the job, by its position in the spec.
@@ -30,7 +32,9 @@ pub struct VertexIdx(pub u32);
 pub struct EdgeIdx(pub u32);
 
 /// A result partition: the output of one task on one edge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct PartitionId(pub u32);
 
 /// An exchange group, numbered across all edges.

@@ -12,7 +12,7 @@ use super::{ExecutorId, Millis};
 pub const DEFAULT_HISTORY_SIZE: usize = 16;
 
 /// One failure: what failed, where, when, why.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FailureRecord {
     pub time: Millis,
     /// The failed attempt; `None` for a failure that hit no task (a lost partition).
@@ -23,7 +23,7 @@ pub struct FailureRecord {
 }
 
 /// A root failure and everything that came with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExceptionEntry {
     pub root: FailureRecord,
     /// Failures of the same event (e.g. every task of a lost executor) or merged into this
@@ -36,7 +36,7 @@ pub struct ExceptionEntry {
 }
 
 /// A bounded list of [`ExceptionEntry`], newest last.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExceptionHistory {
     capacity: usize,
     entries: VecDeque<ExceptionEntry>,

@@ -1,11 +1,14 @@
 //! The job state machine (DESIGN §3): CREATED → RUNNING ⇄ RESTARTING → FINISHED |
-//! FAILING → FAILED | CANCELLING → CANCELED. The table lives in [`JobState::can_become`].
+//! FAILING → FAILED | CANCELLING → CANCELED, and RECONCILING after a JobMaster restart. The
+//! table lives in [`JobState::can_become`].
 
 use std::fmt;
 
 use super::Millis;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum JobState {
     Created,
     Running,
@@ -17,22 +20,40 @@ pub enum JobState {
     Failed,
     Cancelling,
     Canceled,
+    /// Loaded from the store by a restarted JobMaster: waiting for executors to report the
+    /// attempts they still run (adopted) until `recovery.reconcile-timeout`.
+    Reconciling,
 }
 
 use JobState::*;
 
 impl JobState {
-    pub const ALL: [JobState; 8] = [
-        Created, Running, Restarting, Finished, Failing, Failed, Cancelling, Canceled,
+    pub const ALL: [JobState; 9] = [
+        Created,
+        Running,
+        Restarting,
+        Finished,
+        Failing,
+        Failed,
+        Cancelling,
+        Canceled,
+        Reconciling,
     ];
 
     /// The transition table.
     pub fn can_become(self, next: JobState) -> bool {
         matches!(
             (self, next),
-            (Created, Running | Failing | Cancelling)
-                | (Running, Restarting | Finished | Failing | Cancelling)
-                | (Restarting, Running | Failing | Cancelling)
+            (Created, Running | Failing | Cancelling | Reconciling)
+                | (
+                    Running,
+                    Restarting | Finished | Failing | Cancelling | Reconciling
+                )
+                | (Restarting, Running | Failing | Cancelling | Reconciling)
+                | (
+                    Reconciling,
+                    Running | Restarting | Finished | Failing | Cancelling
+                )
                 | (Failing, Failed)
                 | (Cancelling, Canceled)
         )
@@ -44,7 +65,7 @@ impl JobState {
 
     /// Still executing or about to: not terminal and not winding down.
     pub fn is_active(self) -> bool {
-        matches!(self, Created | Running | Restarting)
+        matches!(self, Created | Running | Restarting | Reconciling)
     }
 
     pub fn name(self) -> &'static str {
@@ -57,6 +78,7 @@ impl JobState {
             Failed => "FAILED",
             Cancelling => "CANCELLING",
             Canceled => "CANCELED",
+            Reconciling => "RECONCILING",
         }
     }
 }
@@ -76,7 +98,7 @@ pub struct IllegalJobTransition {
 }
 
 /// The job's state with every transition and its time.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct JobStateLog {
     state: JobState,
     transitions: Vec<(JobState, Millis)>,

@@ -24,16 +24,17 @@ pub mod restart_budget;
 pub mod restart_set;
 mod scc;
 pub mod spec;
+mod spec_json;
 
 pub use attempt::{AttemptId, AttemptState};
 pub use blast_radius::{BlastRadius, ExecutorBlastRadius, blast_radius};
 pub use domain::{FailureDomain, LabelError, Labels};
-pub use event::{Command, Event, Failure, FailureClass, Notice, TimerId};
+pub use event::{Command, Event, Failure, FailureClass, Holdings, Notice, TimerId};
 pub use graph::{ExchangeGroup, ExecutionGraph, GroupId, PartitionId, TaskId};
 pub use job_state::JobState;
 pub use jobmaster::{
-    CoreConfig, CoreError, Counters, JobMaster, PartitionHost, PastAttempt, Rejected, TaskView,
-    UNSEEN_HEARTBEATS,
+    Changes, CoreConfig, CoreError, Counters, JobMaster, JobRecord, PartitionHost, PastAttempt,
+    Rejected, RestoreError, StoredJob, TaskRecord, TaskView, UNSEEN_HEARTBEATS,
 };
 pub use names::UnknownName;
 pub use placement::PlacementPolicy;
@@ -54,7 +55,9 @@ pub use spec::{
 pub type Millis = u64;
 
 /// A job, by the id the shell gave it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct JobId(pub u64);
 
 impl fmt::Display for JobId {
@@ -64,7 +67,9 @@ impl fmt::Display for JobId {
 }
 
 /// An executor, by the id it registered with.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct ExecutorId(pub String);
 
 impl fmt::Display for ExecutorId {

@@ -467,6 +467,23 @@ impl Slots {
         out.push(Command::Deploy { attempt, executor });
     }
 
+    /// An attempt a restarted JobMaster adopts takes a slot on the executor that runs it;
+    /// false when the executor has none free (it registered with fewer slots than it uses).
+    pub(crate) fn adopt(&mut self, executor: &ExecutorId, attempt: AttemptId) -> bool {
+        let Some(ex) = self.executors.get_mut(executor) else {
+            return false;
+        };
+        if ex.free() == 0 {
+            return false;
+        }
+        let before = ex.placeable();
+        ex.used += 1;
+        ex.attempts.insert(attempt);
+        self.indexes
+            .update(executor, &ex.labels, before, ex.placeable());
+        true
+    }
+
     /// Gives back the slot the current attempt of `t` holds, if it holds one.
     pub(crate) fn free_slot(&mut self, job: &Job, t: TaskId) {
         let task = &job.tasks[t.index()];
@@ -532,6 +549,8 @@ impl JobMaster {
         if job.pending[r.index()].is_empty()
             || job.queued[r.index()].is_some()
             || !job.state.state().is_active()
+            // Placed once reconciliation is over (its inputs' hosts are not confirmed yet).
+            || job.recovery.is_some()
             || !job.pending_ready(r)
         {
             return;
@@ -660,6 +679,7 @@ mod tests {
                 executor: "e".into(),
                 slots: 4,
                 labels: [("zone".to_owned(), "a".to_owned())].into(),
+                holds: Default::default(),
             },
             0,
         )

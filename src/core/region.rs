@@ -18,7 +18,9 @@ use super::graph::{ExecutionGraph, TaskId};
 use super::scc::{Csr, strongly_connected_components};
 
 /// A pipelined region, by index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct RegionId(pub u32);
 
 impl RegionId {

@@ -38,7 +38,7 @@ pub enum BackoffDecision {
 }
 
 /// A restart strategy with its state: feed it every failure with [`RestartBackoff::on_failure`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RestartBackoff {
     state: Strategy,
     restarts: u32,
@@ -46,7 +46,7 @@ pub struct RestartBackoff {
 }
 
 /// Config (durations in milliseconds) and state of each strategy.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 enum Strategy {
     None,
     FixedDelay {
@@ -325,7 +325,7 @@ fn exponential_backoff(
 }
 
 /// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and good enough for jitter.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct SplitMix64 {
     state: u64,
 }

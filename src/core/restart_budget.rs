@@ -43,8 +43,8 @@ impl Default for RestartBudgetConfig {
 }
 
 /// Recent restarts of one job's regions (only regions that restarted within the window).
-#[derive(Debug, Default)]
-pub(crate) struct RegionRestarts {
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct RegionRestarts {
     times: BTreeMap<RegionId, VecDeque<Millis>>,
 }
 

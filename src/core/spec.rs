@@ -27,6 +27,13 @@ pub struct SpecLimits {
     pub max_parallelism: u32,
 }
 
+impl SpecLimits {
+    /// No bound: for specs accepted before (a store), whose limits may have changed since.
+    pub const NONE: SpecLimits = SpecLimits {
+        max_parallelism: u32::MAX,
+    };
+}
+
 impl Default for SpecLimits {
     fn default() -> Self {
         SpecLimits {

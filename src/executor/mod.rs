@@ -43,8 +43,8 @@ use tracing::{debug, info, warn};
 use crate::api::v1::task_executor_gateway_client::TaskExecutorGatewayClient;
 use crate::api::v1::task_executor_service_server::TaskExecutorServiceServer;
 use crate::api::v1::{
-    AttemptRef, DisconnectRequest, HeartbeatRequest, PartitionRef, RegisterExecutorRequest,
-    TaskStateUpdate, UpdateTaskStateRequest, UpdateTaskStatesRequest,
+    AttemptRef, DisconnectRequest, HeartbeatRequest, HeldAttempt, PartitionRef,
+    RegisterExecutorRequest, TaskStateUpdate, UpdateTaskStateRequest, UpdateTaskStatesRequest,
 };
 use crate::core::{AttemptState, Labels};
 use crate::log_text::Escaped;
@@ -215,6 +215,9 @@ pub(crate) struct Running {
     pub(crate) control: Option<Arc<process::Control>>,
     pub(crate) cancel: Arc<Notify>,
     pub(crate) cancelled: bool,
+    /// The state it last reported (DEPLOYING until its process runs): a JobMaster that
+    /// restarted learns it from the registration.
+    pub(crate) state: AttemptState,
 }
 
 #[derive(Default)]
@@ -223,7 +226,7 @@ pub(crate) struct State {
     /// Attempts that ended but whose final report the JobMaster has not answered yet. They
     /// hold no slot, but heartbeats still name them: a heartbeat that overtook the report
     /// would otherwise tell the JobMaster the attempt vanished, and it would fail it over.
-    pub(crate) reporting: HashMap<AttemptKey, AttemptRef>,
+    pub(crate) reporting: HashMap<AttemptKey, (AttemptRef, AttemptState)>,
     /// Partitions hosted here (blocking ones in the data dir).
     pub(crate) partitions: Vec<PartitionRef>,
     /// Jobs the JobMaster said ended (ReleaseJob): their folders are gone or about to go.
@@ -280,6 +283,9 @@ impl Agent {
 
     /// Queues a state report without a failure for the JobMaster.
     pub(crate) fn report(&self, attempt: &AttemptRef, state: AttemptState) {
+        if let Some(r) = self.lock().attempts.get_mut(&key(attempt)) {
+            r.state = state;
+        }
         let _ = self.reports.send(TaskStateUpdate {
             attempt: Some(attempt.clone()),
             state: state.name().to_owned(),
@@ -706,6 +712,23 @@ enum SessionEnd {
 
 async fn session(agent: &Arc<Agent>) -> Result<SessionEnd, tonic::Status> {
     let mut gateway = agent.gateway.clone();
+    // What it holds: a JobMaster that restarted adopts the attempts it still expects.
+    let (attempts, partitions) = {
+        let state = agent.lock();
+        let held = |attempt: &AttemptRef, s: AttemptState| HeldAttempt {
+            attempt: Some(attempt.clone()),
+            state: s.name().to_owned(),
+        };
+        (
+            state
+                .attempts
+                .values()
+                .map(|r| held(&r.attempt, r.state))
+                .chain(state.reporting.values().map(|(a, s)| held(a, *s)))
+                .collect(),
+            state.partitions.clone(),
+        )
+    };
     let registered = gateway
         .register_executor(RegisterExecutorRequest {
             executor_id: agent.config.id.clone(),
@@ -714,6 +737,8 @@ async fn session(agent: &Arc<Agent>) -> Result<SessionEnd, tonic::Status> {
             session_id: agent.session(),
             free_disk_bytes: agent.free_disk(),
             labels: agent.config.labels.clone().into_iter().collect(),
+            attempts,
+            partitions,
         })
         .await?
         .into_inner();
@@ -737,7 +762,7 @@ async fn session(agent: &Arc<Agent>) -> Result<SessionEnd, tonic::Status> {
                             .attempts
                             .values()
                             .map(|r| r.attempt.clone())
-                            .chain(state.reporting.values().cloned())
+                            .chain(state.reporting.values().map(|(a, _)| a.clone()))
                             .collect(),
                         state.partitions.clone(),
                     )

@@ -49,8 +49,16 @@ pub(crate) async fn run_attempt(agent: Arc<Agent>, r: SubmitTaskRequest, cancel:
             .attempts
             .remove(&key(&attempt))
             .is_some_and(|r| r.cancelled);
-        // Named in heartbeats until the final report below is answered.
-        state.reporting.insert(key(&attempt), attempt.clone());
+        // Named in heartbeats (and a registration) until the final report below is answered.
+        let last = match &result {
+            _ if cancelled => AttemptState::Canceled,
+            Outcome::Canceled => AttemptState::Canceled,
+            Outcome::Finished(_) => AttemptState::Finished,
+            Outcome::Failed(_) => AttemptState::Failed,
+        };
+        state
+            .reporting
+            .insert(key(&attempt), (attempt.clone(), last));
         let ended = state.ended_jobs.contains(&attempt.job_id);
         if let Outcome::Finished(ref outputs) = result
             && !cancelled

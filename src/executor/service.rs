@@ -26,6 +26,7 @@ use crate::api::v1::{
     ReleaseJobResponse, ReleasePartitionsRequest, ReleasePartitionsResponse, SubmitTaskRequest,
     SubmitTaskResponse, SubmitTasksRequest, SubmitTasksResponse,
 };
+use crate::core::AttemptState;
 use crate::log_text::Escaped;
 
 const CHUNK: usize = 64 * 1024;
@@ -103,6 +104,7 @@ impl Service {
                     control: None,
                     cancel: cancel.clone(),
                     cancelled: false,
+                    state: AttemptState::Deploying,
                 },
             );
         }

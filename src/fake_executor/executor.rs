@@ -209,6 +209,8 @@ impl Executor {
             session_id: self.session(),
             free_disk_bytes: self.config.free_disk_bytes,
             labels: self.config.labels.clone().into_iter().collect(),
+            attempts: Vec::new(),
+            partitions: Vec::new(),
         });
         let mut gateway = self.gateway.clone();
         self.bounded("RegisterExecutor", gateway.register_executor(request))

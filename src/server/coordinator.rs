@@ -29,11 +29,13 @@ use crate::api::v1::{
 use crate::api::{PERSISTENT_LOCATION, convert};
 use crate::core::duration::format_millis;
 use crate::core::{
-    AttemptId, AttemptState, Command, Event, ExecutorId, Failure, FailureClass, GroupId, JobId,
-    JobMaster, JobSpec, Labels, Notice, PartitionHost, PartitionId, TaskId, UnknownName,
+    AttemptId, AttemptState, Command, Event, ExecutorId, Failure, FailureClass, GroupId, Holdings,
+    JobId, JobMaster, JobSpec, Labels, Notice, PartitionHost, PartitionId, TaskId, UnknownName,
 };
 use crate::log_text::Escaped;
+use crate::store::{Store, StoreError};
 
+mod durability;
 mod job_release;
 
 /// Partition lists of exchange groups with several consumers, built once per `carry_out` (the
@@ -69,6 +71,8 @@ pub(crate) enum Request {
         free_disk: u64,
         /// Its labels (`zone = "a"`), for failure-domain placement.
         labels: Labels,
+        /// What it still holds (attempts with their last reported state, partitions).
+        holds: (Vec<(AttemptRef, AttemptState)>, Vec<PartitionRef>),
         reply: oneshot::Sender<Result<(), ApiError>>,
     },
     /// An executor is gone. With `session`, only if that session is still the current one.
@@ -133,11 +137,27 @@ pub(crate) struct Coordinator {
     pub(crate) views: Views,
     /// Quotas and the retention of ended jobs.
     retention: Retention,
+    /// Where decisions are made durable, once per turn.
+    store: Box<dyn Store>,
+    /// Specs of the jobs accepted in this turn, committed with it (as JSON).
+    new_specs: Vec<(JobId, String)>,
+    /// Commits so far.
+    commits: u64,
+    /// Since when a restarted JobMaster reconciles (`None`: not reconciling).
+    recovering: Option<Instant>,
 }
 
+/// Requests served in one turn at most: whatever is queued when a turn starts joins it (one
+/// commit, one flush), up to this many.
+const MAX_TURN: usize = 256;
+
 impl Coordinator {
-    pub(crate) fn new(core: JobMaster, shared: Arc<Shared>) -> Coordinator {
+    pub(crate) fn new(core: JobMaster, shared: Arc<Shared>, store: Box<dyn Store>) -> Coordinator {
         Coordinator {
+            store,
+            new_specs: Vec::new(),
+            commits: 0,
+            recovering: None,
             core,
             next_job: 0,
             specs: HashMap::new(),
@@ -149,34 +169,63 @@ impl Coordinator {
             failover_spans: HashMap::new(),
             timers: Timers::spawn(shared.tx.clone()),
             lost_sessions: HashMap::new(),
-            views: Views::new(shared.read.clone(), shared.start_unix_ms),
+            views: Views::new(shared.read.clone(), shared.origin_unix_ms),
             retention: Retention::new(&shared.settings.jobs),
             shared,
         }
     }
 
-    /// Serves requests until every sender is gone.
-    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+    /// Serves requests until every sender is gone, or the store fails (the process then
+    /// ends: it must not act on decisions it could not make durable).
+    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Request>) -> Result<(), StoreError> {
         // Ended jobs leave once a second (beyond the retained count or age), off the turns that
         // serve requests.
         let mut retention = tokio::time::interval(Duration::from_secs(1));
         retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Restored jobs' notices and timers are out; whatever they changed is stored.
+        self.end_turn(Vec::new())?;
         loop {
             tokio::select! {
                 request = rx.recv() => match request {
-                    Some(request) => self.serve(request),
+                    Some(request) => {
+                        let mut answers: Vec<Answer> = self.serve(request).into_iter().collect();
+                        // Group commit: what queued up meanwhile joins this turn.
+                        for _ in 1..MAX_TURN {
+                            let Ok(request) = rx.try_recv() else { break };
+                            answers.extend(self.serve(request));
+                        }
+                        self.end_turn(answers)?;
+                    }
                     None => break,
                 },
                 _ = retention.tick() => {
                     self.drop_due_jobs();
                     self.retention.trim_if_dropped();
+                    self.end_turn(Vec::new())?;
                 }
             }
         }
         debug!("coordinator stopped");
+        Ok(())
     }
 
-    fn serve(&mut self, request: Request) {
+    /// Ends a turn: commit (write-ahead), then the turn's orders leave together, readers see
+    /// its changes, and only then its callers hear back — a client that reads after its call
+    /// returned reads what the call did, and what it was told is durable.
+    fn end_turn(&mut self, answers: Vec<Answer>) -> Result<(), StoreError> {
+        self.commit()?;
+        self.flush();
+        let now = self.shared.now();
+        self.views.publish(&self.core, &self.metrics, now);
+        for answer in answers {
+            answer();
+        }
+        self.note_reconciled();
+        Ok(())
+    }
+
+    /// Serves one request; its reply is sent when the turn ends.
+    fn serve(&mut self, request: Request) -> Option<Answer> {
         // By default the evidence of a fault is the request that reports it.
         self.evidence = Some(Instant::now());
         let answer: Option<Answer> = match request {
@@ -195,9 +244,11 @@ impl Coordinator {
                 session,
                 free_disk,
                 labels,
+                holds,
                 reply,
             } => {
-                let result = self.register(executor, address, slots, session, free_disk, labels);
+                let result =
+                    self.register(executor, address, slots, session, free_disk, labels, holds);
                 Some(answer(reply, result))
             }
             Request::Lose {
@@ -235,16 +286,7 @@ impl Coordinator {
             }
             Request::With(f) => Some(f(self)),
         };
-        // The request's orders leave together: one core step's orders for an executor make
-        // one batch.
-        self.flush();
-        // Readers see the turn's changes before its caller hears back: a client that reads
-        // after its call returned reads what the call did.
-        let now = self.shared.now();
-        self.views.publish(&self.core, &self.metrics, now);
-        if let Some(answer) = answer {
-            answer();
-        }
+        answer
     }
 
     /// A new job, within the quotas (ended jobs are dropped first to make room).
@@ -257,9 +299,11 @@ impl Coordinator {
         // Epoch in the high bits: ids stay unique across JobMaster restarts.
         let job = JobId((self.shared.epoch << 20) | (self.next_job & 0xF_FFFF));
         let name = spec.name.clone();
+        let json = spec.to_json();
         self.specs.insert(job, Arc::new(spec.clone()));
         let result = self.feed(Event::SubmitJob { job, spec }).map(|()| job);
         if result.is_ok() {
+            self.new_specs.push((job, json));
             let now = self.shared.now();
             self.views.add(&self.core, job, now);
             self.retention.added(job, tasks);
@@ -328,6 +372,7 @@ impl Coordinator {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn register(
         &mut self,
         executor: ExecutorId,
@@ -336,6 +381,7 @@ impl Coordinator {
         session: String,
         free_disk: u64,
         labels: Labels,
+        (attempts, partitions): (Vec<(AttemptRef, AttemptState)>, Vec<PartitionRef>),
     ) -> Result<(), ApiError> {
         if let Some(status) = self.shared.executors.get(&executor)
             && status.session == session
@@ -385,18 +431,47 @@ impl Coordinator {
             executor.clone(),
             super::ExecutorStatus::new(address.clone(), session, free_disk, labels.clone()),
         );
+        let holds = self.holdings(&executor, attempts, &partitions);
+        let adopting = holds.attempts.len();
         if let Err(e) = self.feed(Event::ExecutorRegistered {
             executor: executor.clone(),
             slots,
             labels,
+            holds,
         }) {
             // Refused (nothing changed in the core): the registration did not happen.
             self.dispatchers.remove(&executor);
             self.shared.executors.remove(&executor);
             return Err(e);
         }
-        info!(executor = %Escaped(&executor.0), address = %Escaped(&address), slots, "executor registered");
+        info!(executor = %Escaped(&executor.0), address = %Escaped(&address), slots, held = adopting, "executor registered");
         Ok(())
+    }
+
+    /// What a registering executor holds, in the core's terms; attempts of jobs or tasks the
+    /// core does not know are cancelled at once.
+    fn holdings(
+        &mut self,
+        executor: &ExecutorId,
+        attempts: Vec<(AttemptRef, AttemptState)>,
+        partitions: &[PartitionRef],
+    ) -> Holdings {
+        let mut holds = Holdings::default();
+        for (r, state) in attempts {
+            match convert::attempt_id(&self.core, &r) {
+                Some(a) => holds.attempts.push((a, state)),
+                None if !state.is_terminal() => self.send_cancel(executor, r),
+                None => {}
+            }
+        }
+        for p in partitions {
+            if let Some(id) = convert::partition_id(&self.core, p)
+                && let Ok(job) = p.job_id.parse::<JobId>()
+            {
+                holds.partitions.push((job, id, p.attempt));
+            }
+        }
+        holds
     }
 
     fn lose(&mut self, executor: &ExecutorId, session: Option<&str>, reason: &str) {
@@ -518,7 +593,7 @@ impl Coordinator {
                     attempts,
                 } => self.release(job, executor, &partitions, &attempts),
                 Command::SetTimer { timer, at } => {
-                    let deadline = self.shared.start + Duration::from_millis(at);
+                    let deadline = self.shared.instant_of(at);
                     self.timers.set(timer, deadline);
                 }
                 Command::CancelTimer { timer } => self.timers.cancel(timer),

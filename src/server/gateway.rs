@@ -51,6 +51,18 @@ impl Gateway {
                 "executor {executor}: session {session:?} is not its current session (it \
                  registered again since, or this session never registered): register again"
             ))),
+            // A JobMaster that just restarted: its executors' reports may overtake their
+            // registration; they are retried, not dropped (a FINISHED report must not be lost).
+            None if self
+                .shared
+                .reconciling
+                .load(std::sync::atomic::Ordering::Relaxed) =>
+            {
+                Err(ApiError::Unavailable(format!(
+                    "executor {executor} is not registered yet: the jobmaster restarted and \
+                     reconciles; retry after registering"
+                )))
+            }
             None => Err(ApiError::FailedPrecondition(format!(
                 "executor {executor} is not registered (or was declared lost): register again"
             ))),
@@ -116,6 +128,16 @@ fn validate(
     })
 }
 
+/// The states a registering executor may list its attempts in.
+const HELD: [AttemptState; 6] = [
+    AttemptState::Deploying,
+    AttemptState::Initializing,
+    AttemptState::Running,
+    AttemptState::Finished,
+    AttemptState::Canceled,
+    AttemptState::Failed,
+];
+
 type HeartbeatStream = Pin<Box<dyn Stream<Item = Result<HeartbeatResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -128,6 +150,23 @@ impl TaskExecutorGateway for Gateway {
         let r = request.into_inner();
         speaks_for(&caller, &r.executor_id)?;
         let checked = validate::registration(&r, self.shared.settings.server.max_executor_slots)?;
+        let mut held = Vec::with_capacity(r.attempts.len());
+        for (i, h) in r.attempts.into_iter().enumerate() {
+            let state = AttemptState::ALL
+                .into_iter()
+                .find(|s| s.name() == h.state && HELD.contains(s))
+                .ok_or_else(|| {
+                    ApiError::InvalidArgument(format!(
+                        "attempts[{i}].state {:?} is not a state an executor holds; expected {}",
+                        Escaped(&h.state),
+                        HELD.map(AttemptState::name).join(", ")
+                    ))
+                })?;
+            let attempt = h.attempt.ok_or_else(|| {
+                ApiError::InvalidArgument(format!("attempts[{i}].attempt is missing"))
+            })?;
+            held.push((attempt, state));
+        }
         self.shared
             .ask(|reply| Request::Register {
                 executor: ExecutorId(r.executor_id),
@@ -136,6 +175,7 @@ impl TaskExecutorGateway for Gateway {
                 session: r.session_id,
                 free_disk: r.free_disk_bytes,
                 labels: checked.labels,
+                holds: (held, r.partitions),
                 reply,
             })
             .await?;

@@ -64,9 +64,23 @@ impl JobMetrics {
     }
 }
 
-#[derive(Default)]
 pub(crate) struct Metrics {
     pub(crate) jobs: BTreeMap<JobId, JobMetrics>,
+    /// Store commits (one per turn that changed something), seconds each.
+    pub(crate) commits: Histogram,
+    /// A restarted JobMaster's reconciliation, from loading the store to the last job leaving
+    /// RECONCILING, seconds.
+    pub(crate) reconciliation: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics {
+            jobs: BTreeMap::new(),
+            commits: Histogram::new(SECONDS.iter().copied()),
+            reconciliation: Histogram::new(SECONDS.iter().copied()),
+        }
+    }
 }
 
 impl Metrics {

@@ -31,9 +31,7 @@ pub use error::ApiError;
 use crate::api::v1::WatchEvent;
 use crate::api::v1::job_master_service_server::JobMasterServiceServer;
 use crate::api::v1::task_executor_gateway_server::TaskExecutorGatewayServer;
-use crate::core::{
-    CoreConfig, ExecutorId, JobId, JobMaster, Labels, QuarantineConfig, RestartBudgetConfig,
-};
+use crate::core::{CoreConfig, ExecutorId, JobId, Labels, QuarantineConfig, RestartBudgetConfig};
 use crate::security::auth::{GrpcAuthLayer, Guard, Rules};
 use crate::security::incoming::{HttpListener, Peer, incoming};
 use crate::security::tls::{ClientAuth, Tls, TlsError};
@@ -45,10 +43,18 @@ use coordinator::{Coordinator, Request};
 /// What every handler shares: settings, the coordinator's inbox, the executor registry.
 pub(crate) struct Shared {
     pub(crate) settings: Settings,
-    /// The JobMaster's epoch (leader term): its start time in ms since the Unix epoch, so a
-    /// restarted JobMaster always has a newer one. Every command to executors carries it.
+    /// The JobMaster's epoch (leader term): greater than the stored one of the JobMaster
+    /// before it (and at least its start time in ms since the Unix epoch), so a restarted
+    /// JobMaster always has a newer one. Every command to executors carries it.
     pub(crate) epoch: u64,
     pub(crate) start: Instant,
+    /// The core's time at `start`: its clock goes on across restarts (see `store::Meta`).
+    pub(crate) core_offset_ms: u64,
+    /// True while a restarted JobMaster reconciles with its executors: reports of executors
+    /// that have not registered again yet are answered UNAVAILABLE (retry), not refused.
+    pub(crate) reconciling: std::sync::atomic::AtomicBool,
+    /// Bytes the store takes on disk (updated after commits).
+    pub(crate) store_bytes: std::sync::atomic::AtomicU64,
     pub(crate) tx: mpsc::Sender<Request>,
     /// Read-mostly executor registry: heartbeats update it without going through the
     /// coordinator; only the coordinator adds and removes entries.
@@ -63,8 +69,8 @@ pub(crate) struct Shared {
     pub(crate) guard: Arc<Guard>,
     /// What operators and the dashboard read (published by the coordinator).
     pub(crate) read: Arc<read_model::ReadModel>,
-    /// Wall-clock time of `start` (ms since the Unix epoch).
-    pub(crate) start_unix_ms: u64,
+    /// Wall-clock time of core time 0 (ms since the Unix epoch).
+    pub(crate) origin_unix_ms: u64,
 }
 
 pub(crate) struct ExecutorStatus {
@@ -97,15 +103,20 @@ impl ExecutorStatus {
 }
 
 impl Shared {
-    /// Milliseconds since this JobMaster started: the core's clock.
+    /// The core's clock: milliseconds since the first JobMaster on this store started.
     pub(crate) fn now(&self) -> u64 {
-        self.start.elapsed().as_millis() as u64
+        self.core_offset_ms + self.start.elapsed().as_millis() as u64
     }
 
-    /// Wall-clock time now, ms since the Unix epoch (`start_unix_ms + now()`: the same clock
+    /// When the core's time `at` comes, as an instant of this process.
+    pub(crate) fn instant_of(&self, at: u64) -> Instant {
+        self.start + std::time::Duration::from_millis(at.saturating_sub(self.core_offset_ms))
+    }
+
+    /// Wall-clock time now, ms since the Unix epoch (`origin_unix_ms + now()`: the same clock
     /// as the read model's times).
     pub(crate) fn wall_ms(&self) -> u64 {
-        self.start_unix_ms + self.now()
+        self.origin_unix_ms + self.now()
     }
 
     pub(crate) fn rpc_succeeded(&self, executor: &ExecutorId) {
@@ -219,6 +230,12 @@ pub enum ServeError {
     TokenFile(#[from] TokenFileError),
     #[error(transparent)]
     Exposed(#[from] exposure::Exposed),
+    /// The store cannot be opened, read or written: the process ends (exit code 2 at start)
+    /// rather than act on decisions it could not make durable.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Restore(#[from] crate::core::RestoreError),
 }
 
 /// Loads `[tls]` and `[auth]`, and refuses a non-loopback listen address that they would
@@ -275,11 +292,12 @@ fn security(
 /// that ends [`serve`] and the process.
 async fn supervise(
     shutdown: impl Future<Output = ()>,
-    coordinator: &mut tokio::task::JoinHandle<()>,
+    coordinator: &mut tokio::task::JoinHandle<Result<(), crate::store::StoreError>>,
 ) -> Result<(), ServeError> {
     tokio::select! {
         () = shutdown => Ok(()),
         ended = coordinator => Err(match ended {
+            Ok(Err(e)) => ServeError::Store(e),
             Err(e) if e.is_panic() => {
                 let payload = e.into_panic();
                 let message = payload
@@ -304,10 +322,42 @@ pub async fn serve(
     http: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let epoch = SystemTime::now()
+    let store = crate::store::open(&settings)?;
+    serve_with_store(settings, store, grpc, http, shutdown).await
+}
+
+/// [`serve`] on an opened store (the binary opens it first, to exit with code 2 when it
+/// cannot be used).
+pub async fn serve_with_store(
+    settings: Settings,
+    mut store: Box<dyn crate::store::Store>,
+    grpc: TcpListener,
+    http: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let wall = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(1);
+    let loaded = store.load()?;
+    // The epoch grows across restarts whatever the clock does; core time goes on from the
+    // first JobMaster's start.
+    let meta = match loaded.meta {
+        Some(m) => crate::store::Meta {
+            epoch: (m.epoch + 1).max(wall),
+            origin_unix_ms: m.origin_unix_ms.min(wall),
+        },
+        None => crate::store::Meta {
+            epoch: wall,
+            origin_unix_ms: wall,
+        },
+    };
+    // Durable before any executor hears the epoch.
+    store.commit(crate::store::Batch {
+        meta: Some(meta),
+        ..Default::default()
+    })?;
+    let epoch = meta.epoch;
     let grpc_addr = grpc.local_addr()?;
     let http_addr = http.local_addr()?;
     let (tls, guard) = security(&settings, &[grpc_addr, http_addr])?;
@@ -317,6 +367,9 @@ pub async fn serve(
         settings: settings.clone(),
         epoch,
         start: Instant::now(),
+        core_offset_ms: wall - meta.origin_unix_ms,
+        reconciling: Default::default(),
+        store_bytes: store.size_bytes().into(),
         tx,
         executors: DashMap::new(),
         events,
@@ -324,9 +377,9 @@ pub async fn serve(
         tls: tls.clone(),
         guard: guard.clone(),
         read: Arc::default(),
-        start_unix_ms: epoch,
+        origin_unix_ms: meta.origin_unix_ms,
     });
-    let core = JobMaster::new(CoreConfig {
+    let config = CoreConfig {
         slot_request_timeout_ms: settings.scheduler.slot_request_timeout.as_millis() as u64,
         cancel_timeout_ms: settings.scheduler.cancel_timeout.as_millis() as u64,
         exception_history_size: settings.scheduler.exception_history_size,
@@ -344,8 +397,9 @@ pub async fn serve(
             max_restarts: settings.scheduler.region_restart_budget.max_restarts,
             window_ms: settings.scheduler.region_restart_budget.window.as_millis() as u64,
         },
-    });
-    let mut coordinator = tokio::spawn(Coordinator::new(core, shared.clone()).run(rx));
+    };
+    let coordinator = Coordinator::restore(config, loaded.jobs, store, shared.clone())?;
+    let mut coordinator = tokio::spawn(coordinator.run(rx));
     let watchdog = tokio::spawn(gateway::watchdog(shared.clone()));
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -471,6 +525,9 @@ pub(crate) fn unserved(
         settings,
         epoch: 1,
         start: Instant::now(),
+        core_offset_ms: 0,
+        reconciling: Default::default(),
+        store_bytes: Default::default(),
         tx,
         executors: DashMap::new(),
         events,
@@ -482,7 +539,7 @@ pub(crate) fn unserved(
             metrics_open: false,
         }),
         read,
-        start_unix_ms: 1_000_000,
+        origin_unix_ms: 1_000_000,
     });
     (shared, rx)
 }
@@ -493,7 +550,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_coordinator_panic_ends_the_daemon_with_its_message() {
-        let mut coordinator = tokio::spawn(async { panic!("slot index out of date") });
+        let mut coordinator = tokio::spawn(async {
+            panic!("slot index out of date");
+            #[allow(unreachable_code)]
+            Ok(())
+        });
         let outcome = supervise(std::future::pending(), &mut coordinator).await;
         match outcome {
             Err(ServeError::CoordinatorPanicked(message)) => {
@@ -505,7 +566,8 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_ends_the_daemon_cleanly_while_the_coordinator_runs() {
-        let mut coordinator = tokio::spawn(std::future::pending::<()>());
+        let mut coordinator =
+            tokio::spawn(std::future::pending::<Result<(), crate::store::StoreError>>());
         let outcome = supervise(async {}, &mut coordinator).await;
         assert!(outcome.is_ok(), "{outcome:?}");
         assert!(!coordinator.is_finished());

@@ -85,6 +85,7 @@ pub fn simulate(scenario: &Scenario, record_events: bool) -> SimReport {
                 executor: id.clone(),
                 slots: *slots,
                 labels: labels.clone(),
+                holds: Default::default(),
             },
             0,
         );
@@ -469,6 +470,7 @@ impl Sim<'_> {
                         executor,
                         slots,
                         labels,
+                        holds: Default::default(),
                     },
                     now,
                 );

@@ -89,9 +89,24 @@ pub fn session_id() -> String {
 
 // ----- the daemon ---------------------------------------------------------------------------
 
-/// Short intervals for tests; `extra` overrides them (later entries win).
+/// A fresh state dir for one test daemon (restarting it with the same settings reuses it).
+pub fn state_dir() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "jobmaster-test-state-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir.to_string_lossy().into_owned()
+}
+
+/// Short intervals for tests, each daemon its own state dir; `extra` overrides them (later
+/// entries win).
 pub fn settings(extra: &[(&str, &str)]) -> Settings {
+    let dir = state_dir();
     let base = [
+        ("JOBMASTER__STORE__DIR", dir.as_str()),
         ("JOBMASTER__HEARTBEAT__INTERVAL", "100ms"),
         ("JOBMASTER__HEARTBEAT__TIMEOUT", "3s"),
         ("JOBMASTER__RPC__TIMEOUT", "3s"),

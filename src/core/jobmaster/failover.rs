@@ -62,6 +62,8 @@ impl JobMaster {
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
+        // Counters, history, the backoff and the restarts all change below.
+        job.dirty.job = true;
         let records: Vec<FailureRecord> = failures
             .iter()
             .map(|(t, e, f)| FailureRecord {
@@ -212,6 +214,7 @@ impl JobMaster {
             let task = &mut job.tasks[t.index()];
             task.version += 1;
             task.awaiting_restart = true;
+            job.dirty.tasks.insert(t);
             versions.push((t, task.version));
             let produced: Vec<PartitionId> = job.graph.produced_partitions(t).collect();
             for p in produced {
@@ -299,9 +302,10 @@ impl JobMaster {
                     );
                 }
             }
+            // Its executor may still run it: cancelled when it reports it, done when
+            // reconciliation ends without it.
             AttemptState::Reconciling => {
-                job.set_attempt_state(t, AttemptState::Failed, now, &mut self.out);
-                self.slots.free_slot(job, t);
+                job.tasks[t.index()].reconcile_stop = true;
             }
             _ => {}
         }
@@ -340,6 +344,7 @@ impl JobMaster {
         let mut touched = BTreeSet::new();
         for k in due {
             let restart = job.restarts.remove(&k).expect("listed");
+            job.dirty.job = true;
             for (t, v) in restart.tasks {
                 let task = &mut job.tasks[t.index()];
                 if task.version != v {
@@ -353,6 +358,7 @@ impl JobMaster {
                 let old_executor = task.executor.take();
                 task.previous.push_back((task.attempt, old, old_executor));
                 task.attempt += 1;
+                job.dirty.tasks.insert(t);
                 task.seen = false;
                 task.unseen = 0;
                 if old_was_finished(&task.previous) {

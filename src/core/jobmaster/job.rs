@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use super::durable::Dirty;
 use super::{Counters, Executor, PartitionHost, TaskView};
 use crate::core::attempt::{AttemptId, AttemptLog, AttemptState};
 use crate::core::event::{Command, Notice, TimerId};
@@ -38,10 +39,45 @@ pub(crate) struct Task {
     pub(crate) unseen: u8,
     /// Earlier attempts: (attempt, its log, executor).
     pub(crate) previous: VecDeque<(u32, AttemptLog, Option<ExecutorId>)>,
+    /// While RECONCILING: the attempt is to stop (it was being cancelled when the JobMaster
+    /// stopped, or a failover or cancel came since): adopted, it is cancelled at once.
+    pub(crate) reconcile_stop: bool,
+}
+
+impl Task {
+    /// A task whose first attempt was CREATED at `now`.
+    pub(crate) fn new(now: Millis) -> Task {
+        Task {
+            attempt: 0,
+            log: AttemptLog::new(now),
+            executor: None,
+            version: 0,
+            avoid: None,
+            awaiting_restart: false,
+            seen: false,
+            unseen: 0,
+            previous: VecDeque::new(),
+            reconcile_stop: false,
+        }
+    }
+}
+
+/// A job a restarted JobMaster loaded, until reconciliation with the executors ends.
+pub(crate) struct Recovery {
+    /// The state the job goes back to (`None`: it was winding down and stays so).
+    pub(crate) resume: Option<JobState>,
+    /// Partitions recorded on executors that have not re-registered with them yet.
+    pub(crate) unconfirmed: BTreeSet<PartitionId>,
+    /// Tasks whose executor re-registered without them: failed, waiting for the job's one
+    /// failover at the end of reconciliation.
+    pub(crate) failed: Vec<(TaskId, Option<ExecutorId>)>,
+    /// Partitions found gone that consumers still need.
+    pub(crate) lost: Vec<PartitionId>,
 }
 
 /// A failover decision waiting for its tasks to stop and its backoff to pass.
-pub(crate) struct PendingRestart {
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PendingRestart {
     pub(crate) ready_at: Millis,
     pub(crate) tasks: Vec<(TaskId, u64)>,
 }
@@ -78,6 +114,10 @@ pub(crate) struct Job {
     pub(crate) finished: usize,
     /// Tasks whose current attempt is not terminal.
     pub(crate) live: usize,
+    /// What changed since the store last took the job's changes.
+    pub(crate) dirty: Dirty,
+    /// Set while a restarted JobMaster reconciles the job with its executors.
+    pub(crate) recovery: Option<Recovery>,
 }
 
 impl Job {
@@ -130,6 +170,7 @@ impl Job {
         cause: Option<String>,
         out: &mut Vec<Command>,
     ) {
+        self.dirty.job = true;
         let from = self.state.state();
         debug_assert!(
             from.can_become(to),
@@ -159,6 +200,7 @@ impl Job {
         now: Millis,
         out: &mut Vec<Command>,
     ) {
+        self.dirty.tasks.insert(t);
         let task = &mut self.tasks[t.index()];
         let was_terminal = task.log.state().is_terminal();
         if task.log.transition(state, now).is_ok() {
@@ -222,6 +264,7 @@ impl Job {
 
     /// Records where partition `p` lives and returns regions whose inputs just became ready.
     pub(crate) fn set_host(&mut self, p: PartitionId, host: PartitionHost) -> Vec<RegionId> {
+        self.dirty.partitions.insert(p);
         let was = self.hosts[p.0 as usize] != PartitionHost::Unavailable;
         let now_available = host != PartitionHost::Unavailable;
         self.hosts[p.0 as usize] = host;
@@ -244,6 +287,7 @@ impl Job {
             )
         });
         if up {
+            self.dirty.job = true;
             self.counters.region_downtime_ms[r.index()] += now.saturating_sub(since);
             self.down_since[r.index()] = None;
         }
@@ -258,6 +302,9 @@ impl Job {
     ) {
         let mut by_host: BTreeMap<Option<ExecutorId>, Vec<PartitionId>> = BTreeMap::new();
         for (i, host) in self.hosts.iter_mut().enumerate() {
+            if *host != PartitionHost::Unavailable {
+                self.dirty.partitions.insert(PartitionId(i as u32));
+            }
             match std::mem::replace(host, PartitionHost::Unavailable) {
                 PartitionHost::Unavailable => {}
                 PartitionHost::Executor(e) => by_host

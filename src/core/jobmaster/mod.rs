@@ -14,16 +14,20 @@
 //! `core::placement` (slots and scheduling), `core::readiness` (region input readiness),
 //! `core::quarantine` (flapping executors) and `core::restart_budget` (per-region budgets).
 
+mod durable;
 mod failover;
 mod job;
 mod query;
 mod reconcile;
+mod recovery;
 mod reports;
 mod timers;
 
+pub use durable::{Changes, JobRecord, RestoreError, StoredJob, TaskRecord};
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use super::attempt::{AttemptLog, AttemptState};
+use super::attempt::AttemptState;
 use super::event::{Command, Event};
 use super::graph::{ExecutionGraph, PartitionId, TaskId};
 use super::history::{DEFAULT_HISTORY_SIZE, ExceptionHistory};
@@ -143,7 +147,7 @@ pub struct Rejected {
 }
 
 /// Counters for metrics, per job.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counters {
     /// Failover decisions (every failure handled with a restart, merged ones included).
     pub failovers: u64,
@@ -160,6 +164,12 @@ pub struct Counters {
     /// Per region: total time from a failover decision stopping it to all its tasks running
     /// (or finished) again.
     pub region_downtime_ms: Vec<Millis>,
+    /// Attempts a restarted JobMaster adopted from executors (not restarted).
+    #[serde(default)]
+    pub adopted: u64,
+    /// Times a restarted JobMaster loaded the job from its store.
+    #[serde(default)]
+    pub recoveries: u64,
 }
 
 /// Read-only view of one task for callers (GetJob, the simulator's summary).
@@ -183,7 +193,7 @@ pub struct PastAttempt {
 }
 
 /// Where a finished producer's result partition lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PartitionHost {
     Unavailable,
     Executor(ExecutorId),
@@ -210,6 +220,8 @@ pub struct JobMaster {
     pub(in crate::core) slot_queue: VecDeque<(JobId, RegionId, u64)>,
     pub(in crate::core) next_ticket: u64,
     pub(in crate::core) out: Vec<Command>,
+    /// Jobs dropped since the store last took the changes.
+    pub(in crate::core) dropped: Vec<JobId>,
 }
 
 impl JobMaster {
@@ -224,6 +236,7 @@ impl JobMaster {
             slot_queue: VecDeque::new(),
             next_ticket: 0,
             out: Vec::new(),
+            dropped: Vec::new(),
         }
     }
 
@@ -238,7 +251,8 @@ impl JobMaster {
                 executor,
                 slots,
                 labels,
-            } => self.register_executor(executor, slots, labels, now),
+                holds,
+            } => self.register_executor(executor, slots, labels, holds, now),
             Event::ExecutorLost { executor, reason } => {
                 if self.executors.contains_key(&executor) {
                     self.lose_executor(&executor, &reason, now);
@@ -304,19 +318,7 @@ impl JobMaster {
                 .cloned(),
             state: JobStateLog::new(now),
             cause: None,
-            tasks: (0..n)
-                .map(|_| Task {
-                    attempt: 0,
-                    log: AttemptLog::new(now),
-                    executor: None,
-                    version: 0,
-                    avoid: None,
-                    awaiting_restart: false,
-                    seen: false,
-                    unseen: 0,
-                    previous: VecDeque::new(),
-                })
-                .collect(),
+            tasks: (0..n).map(|_| Task::new(now)).collect(),
             hosts: vec![PartitionHost::Unavailable; graph.partition_count()],
             readiness,
             pending: regions
@@ -339,7 +341,14 @@ impl JobMaster {
             live: n,
             graph,
             regions,
+            dirty: durable::Dirty {
+                job: true,
+                ..durable::Dirty::default()
+            },
+            recovery: None,
         };
+        // Every task's first record is written with the job.
+        job.dirty.tasks.extend(job.graph.tasks());
         job.set_state(JobState::Running, now, None, &mut self.out);
         let ready: Vec<RegionId> = job
             .regions
@@ -387,6 +396,7 @@ impl JobMaster {
         }
         self.slot_queue.retain(|(j, _, _)| *j != id);
         self.jobs.remove(&id);
+        self.dropped.push(id);
         Ok(())
     }
 

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::core::attempt::{AttemptId, AttemptState};
-use crate::core::event::{Command, Failure, FailureClass, Notice};
+use crate::core::event::{Command, Failure, FailureClass, Holdings, Notice};
 use crate::core::graph::{PartitionId, TaskId};
 use crate::core::quarantine::Strike;
 use crate::core::{ExecutorId, JobId, Millis};
@@ -18,6 +18,7 @@ impl JobMaster {
         id: ExecutorId,
         slots: u32,
         labels: BTreeMap<String, String>,
+        holds: Holdings,
         now: Millis,
     ) -> Result<(), CoreError> {
         if slots == 0 {
@@ -39,6 +40,7 @@ impl JobMaster {
         }));
         self.exclude_if_quarantined(&id);
         self.keep_one_usable();
+        self.adopt(&id, holds, now);
         Ok(())
     }
 
@@ -77,6 +79,7 @@ impl JobMaster {
                 let task = &mut job.tasks[t.index()];
                 // Its slot is gone with the executor.
                 task.executor = None;
+                job.dirty.tasks.insert(t);
                 match task.log.state() {
                     AttemptState::Canceling => {
                         job.set_attempt_state(t, AttemptState::Canceled, now, &mut self.out);

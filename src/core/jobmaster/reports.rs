@@ -126,7 +126,7 @@ impl JobMaster {
         Ok(())
     }
 
-    fn finish_task(&mut self, id: JobId, t: TaskId, executor: &ExecutorId, now: Millis) {
+    pub(super) fn finish_task(&mut self, id: JobId, t: TaskId, executor: &ExecutorId, now: Millis) {
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };

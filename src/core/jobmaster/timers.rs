@@ -31,6 +31,8 @@ pub(crate) enum Timer {
     },
     /// An executor's quarantine is over.
     QuarantineEnds { executor: ExecutorId },
+    /// A restarted JobMaster stops waiting for executors to report what they run.
+    ReconcileTimeout,
 }
 
 /// The timers set and not yet fired or cancelled.
@@ -76,6 +78,7 @@ impl JobMaster {
         };
         match timer {
             Timer::RestartDue { job } => self.check_restarts(job, now),
+            Timer::ReconcileTimeout => self.reconcile_timeout(now),
             Timer::QuarantineEnds { executor } => {
                 // The timer is gone already: releasing cancels nothing.
                 let reason = format!(

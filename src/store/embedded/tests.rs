@@ -1,0 +1,128 @@
+use super::*;
+use crate::core::{Changes, JobSpec};
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("jobmaster-store-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[test]
+fn a_second_open_of_one_state_dir_is_refused_while_the_first_holds_it() {
+    let d = dir("lock");
+    let first = Embedded::open(&d, true).expect("first open");
+    match Embedded::open(&d, true) {
+        Err(StoreError::Locked { dir }) => assert_eq!(dir, d),
+        Err(e) => panic!("expected Locked, got {e}"),
+        Ok(_) => panic!("expected Locked, got a second store"),
+    }
+    drop(first);
+    Embedded::open(&d, true).expect("open again once the first is closed");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn a_store_from_a_newer_format_is_refused_and_left_untouched() {
+    let d = dir("newer");
+    {
+        let store = Embedded::open(&d, true).expect("open");
+        let txn = store.db.begin_write().expect("write");
+        txn.open_table(META)
+            .expect("meta")
+            .insert("format", FORMAT + 1)
+            .expect("insert");
+        txn.commit().expect("commit");
+    }
+    let before = std::fs::read(d.join(FILE_NAME)).expect("file");
+    match Embedded::open(&d, true) {
+        Err(e @ StoreError::NewerFormat { .. }) => {
+            assert!(
+                e.to_string().contains("written by a newer jobmaster"),
+                "{e}"
+            )
+        }
+        Err(e) => panic!("expected NewerFormat, got {e}"),
+        Ok(_) => panic!("a newer store was opened"),
+    }
+    assert_eq!(std::fs::read(d.join(FILE_NAME)).expect("file"), before);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn a_corrupt_file_is_refused_not_wiped() {
+    let d = dir("corrupt");
+    std::fs::create_dir_all(&d).expect("dir");
+    let garbage: Vec<u8> = (0..65536u32).map(|i| (i * 7919 % 251) as u8).collect();
+    std::fs::write(d.join(FILE_NAME), &garbage).expect("write garbage");
+    match Embedded::open(&d, true) {
+        Err(e @ StoreError::Corrupt { .. }) => {
+            assert!(e.to_string().contains("left untouched"), "{e}")
+        }
+        Err(e) => panic!("expected Corrupt, got {e}"),
+        Ok(_) => panic!("a corrupt file was opened"),
+    }
+    assert_eq!(std::fs::read(d.join(FILE_NAME)).expect("file"), garbage);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn committed_jobs_load_back_and_dropped_jobs_leave_every_table() {
+    let d = dir("roundtrip");
+    let spec = JobSpec::from_toml(
+        "name = \"t\"\n[[vertices]]\nid = \"a\"\nparallelism = 3\ncommand = [\"true\"]\n\
+         [[vertices]]\nid = \"b\"\nparallelism = 1\ncommand = [\"true\"]\n\
+         [[edges]]\nfrom = \"a\"\nto = \"b\"\npattern = \"all-to-all\"\nexchange = \"blocking\"\n",
+    )
+    .expect("spec");
+    let mut core = crate::core::JobMaster::new(Default::default());
+    core.handle(
+        crate::core::Event::SubmitJob {
+            job: JobId(7),
+            spec: spec.clone(),
+        },
+        5,
+    )
+    .expect("submit");
+    let changes = core.take_changes();
+    assert_eq!(changes.jobs.len(), 1);
+    assert_eq!(changes.tasks.len(), 4);
+    let mut store = Embedded::open(&d, true).expect("open");
+    store
+        .commit(Batch {
+            meta: Some(Meta {
+                epoch: 9,
+                origin_unix_ms: 1000,
+            }),
+            specs: vec![(JobId(7), spec.to_json())],
+            changes,
+        })
+        .expect("commit");
+    drop(store);
+    let store = Embedded::open(&d, true).expect("reopen");
+    let loaded = store.load().expect("load");
+    assert_eq!(
+        loaded.meta,
+        Some(Meta {
+            epoch: 9,
+            origin_unix_ms: 1000
+        })
+    );
+    assert_eq!(loaded.jobs.len(), 1);
+    assert_eq!(loaded.jobs[0].tasks.len(), 4);
+    assert_eq!(
+        JobSpec::from_json(&loaded.jobs[0].spec_json).expect("spec"),
+        spec
+    );
+    let mut store = store;
+    store
+        .commit(Batch {
+            changes: Changes {
+                dropped: vec![JobId(7)],
+                ..Changes::default()
+            },
+            ..Batch::default()
+        })
+        .expect("drop");
+    assert_eq!(row_counts(&store).expect("counts"), [0, 0, 0, 0]);
+    let _ = std::fs::remove_dir_all(&d);
+}
