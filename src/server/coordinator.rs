@@ -170,7 +170,10 @@ impl Coordinator {
             timers: Timers::spawn(shared.tx.clone()),
             lost_sessions: HashMap::new(),
             views: Views::new(shared.read.clone(), shared.origin_unix_ms),
-            retention: Retention::new(&shared.settings.jobs),
+            retention: Retention::new(
+                &shared.settings.jobs,
+                &shared.settings.store.retain_ended_jobs,
+            ),
             shared,
         }
     }
@@ -319,7 +322,10 @@ impl Coordinator {
     /// Drops the ended jobs whose retention is over.
     fn drop_due_jobs(&mut self) {
         for job in self.retention.due(Instant::now()) {
-            self.drop_job(job, "retention over (jobs.retain-ended)");
+            self.drop_job(
+                job,
+                "retention over (jobs.retain-ended, store.retain-ended-jobs)",
+            );
         }
     }
 

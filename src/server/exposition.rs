@@ -111,7 +111,7 @@ pub(crate) fn render_metrics(c: &Coordinator) -> String {
     let mut registry = Registry::default();
     let r = &mut registry;
 
-    let counters: [CounterDef; 5] = [
+    let counters: [CounterDef; 7] = [
         (
             "jobmaster_restarts",
             "Restarts counted by the job's restart strategy (failures merged into a pending restart excluded)",
@@ -136,6 +136,16 @@ pub(crate) fn render_metrics(c: &Coordinator) -> String {
             "jobmaster_tasks_restarted",
             "Tasks restarted, summed over failovers",
             |k| k.tasks_restarted,
+        ),
+        (
+            "jobmaster_adopted_attempts",
+            "Attempts a restarted JobMaster adopted from executors instead of restarting them",
+            |k| k.adopted,
+        ),
+        (
+            "jobmaster_job_recoveries",
+            "Times the job was loaded from the store by a restarted JobMaster and reconciled",
+            |k| k.recoveries,
         ),
     ];
     for (name, help, value) in counters {
@@ -285,6 +295,40 @@ pub(crate) fn render_metrics(c: &Coordinator) -> String {
                 .set(i64::try_from(s.free_disk).unwrap_or(i64::MAX));
         }
     }
+
+    let recoveries = add(
+        r,
+        "jobmaster_recoveries",
+        "Starts of a JobMaster on a store that already held state (restarts)",
+        Counter::<u64>::default(),
+    );
+    recoveries.inc_by(c.shared.recoveries);
+    let store_bytes = add(
+        r,
+        "jobmaster_store_bytes",
+        "Bytes the store takes on disk (store.dir)",
+        Gauge::<i64>::default(),
+    );
+    store_bytes.set(
+        i64::try_from(
+            c.shared
+                .store_bytes
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+        .unwrap_or(i64::MAX),
+    );
+    add(
+        r,
+        "jobmaster_store_commit_seconds",
+        "Time of each store commit (one per coordinator turn that changed something)",
+        c.metrics.commits.clone(),
+    );
+    add(
+        r,
+        "jobmaster_reconciliation_seconds",
+        "Time a restarted JobMaster took from loading its store to the last job leaving RECONCILING",
+        c.metrics.reconciliation.clone(),
+    );
 
     let mut out = String::new();
     // Writing into a String cannot fail.

@@ -53,6 +53,8 @@ pub(crate) struct Shared {
     /// True while a restarted JobMaster reconciles with its executors: reports of executors
     /// that have not registered again yet are answered UNAVAILABLE (retry), not refused.
     pub(crate) reconciling: std::sync::atomic::AtomicBool,
+    /// Starts of a JobMaster on this store that found state in it (this one included).
+    pub(crate) recoveries: u64,
     /// Bytes the store takes on disk (updated after commits).
     pub(crate) store_bytes: std::sync::atomic::AtomicU64,
     pub(crate) tx: mpsc::Sender<Request>,
@@ -346,10 +348,12 @@ pub async fn serve_with_store(
         Some(m) => crate::store::Meta {
             epoch: (m.epoch + 1).max(wall),
             origin_unix_ms: m.origin_unix_ms.min(wall),
+            recoveries: m.recoveries + 1,
         },
         None => crate::store::Meta {
             epoch: wall,
             origin_unix_ms: wall,
+            recoveries: 0,
         },
     };
     // Durable before any executor hears the epoch.
@@ -368,6 +372,7 @@ pub async fn serve_with_store(
         epoch,
         start: Instant::now(),
         core_offset_ms: wall - meta.origin_unix_ms,
+        recoveries: meta.recoveries,
         reconciling: Default::default(),
         store_bytes: store.size_bytes().into(),
         tx,
@@ -509,6 +514,11 @@ pub async fn serve_with_store(
     }
     watchdog.abort();
     coordinator.abort();
+    // The coordinator owns the store: it is closed (and its lock released) before `serve`
+    // returns, so a JobMaster started next on the same state dir can open it.
+    if !coordinator.is_finished() {
+        let _ = coordinator.await;
+    }
     outcome
 }
 
@@ -526,6 +536,7 @@ pub(crate) fn unserved(
         epoch: 1,
         start: Instant::now(),
         core_offset_ms: 0,
+        recoveries: 0,
         reconciling: Default::default(),
         store_bytes: Default::default(),
         tx,

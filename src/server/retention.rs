@@ -1,13 +1,14 @@
-//! Bounded memory: the quotas on held jobs and tasks (`jobs.max-jobs`,
-//! `jobs.max-total-tasks`) and the retention of ended jobs (`jobs.retain-ended`). It decides;
-//! the coordinator drops the jobs it names from the core and the read model.
+//! Bounded memory and a bounded store: the quotas on held jobs and tasks (`jobs.max-jobs`,
+//! `jobs.max-total-tasks`) and the retention of ended jobs (`jobs.retain-ended` and
+//! `store.retain-ended-jobs`: the stricter of the two). It decides; the coordinator drops the
+//! jobs it names from the core, the read model and the store.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::ApiError;
 use crate::core::JobId;
-use crate::settings::JobsSettings;
+use crate::settings::{JobsSettings, RetainEndedSettings};
 
 pub(crate) struct Retention {
     max_jobs: usize,
@@ -24,12 +25,13 @@ pub(crate) struct Retention {
 }
 
 impl Retention {
-    pub(crate) fn new(s: &JobsSettings) -> Retention {
+    /// Quotas from `s`; an ended job is kept while both `s.retain_ended` and `store` allow.
+    pub(crate) fn new(s: &JobsSettings, store: &RetainEndedSettings) -> Retention {
         Retention {
             max_jobs: s.max_jobs,
             max_total_tasks: s.max_total_tasks,
-            keep_count: s.retain_ended.count,
-            keep_for: s.retain_ended.age,
+            keep_count: s.retain_ended.count.min(store.count),
+            keep_for: s.retain_ended.age.min(store.age),
             held: HashMap::new(),
             total_tasks: 0,
             ended: VecDeque::new(),
@@ -129,17 +131,52 @@ impl Retention {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::RetainEndedSettings;
 
     fn retention(max_jobs: usize, max_tasks: u64, count: usize, age_s: u64) -> Retention {
-        Retention::new(&JobsSettings {
-            max_jobs,
-            max_total_tasks: max_tasks,
-            retain_ended: RetainEndedSettings {
-                count,
-                age: Duration::from_secs(age_s),
+        let keep = RetainEndedSettings {
+            count,
+            age: Duration::from_secs(age_s),
+        };
+        let store = RetainEndedSettings {
+            count: usize::MAX,
+            age: Duration::MAX,
+        };
+        Retention::new(
+            &JobsSettings {
+                max_jobs,
+                max_total_tasks: max_tasks,
+                retain_ended: keep,
             },
-        })
+            &store,
+        )
+    }
+
+    #[test]
+    fn the_stricter_of_memory_and_store_retention_applies() {
+        let jobs = JobsSettings {
+            max_jobs: 10,
+            max_total_tasks: 1000,
+            retain_ended: RetainEndedSettings {
+                count: 5,
+                age: Duration::from_secs(60),
+            },
+        };
+        let store = RetainEndedSettings {
+            count: 1,
+            age: Duration::from_secs(3600),
+        };
+        let mut r = Retention::new(&jobs, &store);
+        let t0 = Instant::now();
+        for i in 1..=2 {
+            r.added(JobId(i), 1);
+            r.ended(JobId(i), t0);
+        }
+        assert_eq!(r.due(t0), vec![JobId(1)], "store.retain-ended-jobs.count");
+        assert_eq!(
+            r.due(t0 + Duration::from_secs(61)),
+            vec![JobId(1), JobId(2)],
+            "jobs.retain-ended.age"
+        );
     }
 
     #[test]

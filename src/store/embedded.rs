@@ -150,6 +150,7 @@ impl Store for Embedded {
             (Some(epoch), Some(origin_unix_ms)) => Some(Meta {
                 epoch,
                 origin_unix_ms,
+                recoveries: get("recoveries")?.unwrap_or(0),
             }),
             _ => None,
         };
@@ -220,6 +221,8 @@ impl Store for Embedded {
             if let Some(m) = batch.meta {
                 meta.insert("epoch", m.epoch).map_err(|x| w(x.into()))?;
                 meta.insert("origin_unix_ms", m.origin_unix_ms)
+                    .map_err(|x| w(x.into()))?;
+                meta.insert("recoveries", m.recoveries)
                     .map_err(|x| w(x.into()))?;
             }
             for (job, spec) in &batch.specs {

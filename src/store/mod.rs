@@ -24,6 +24,8 @@ pub struct Meta {
     /// Wall-clock time (ms since the Unix epoch) of core time 0: the core's clock goes on
     /// across restarts, so stored times (backoffs, windows, transitions) keep their meaning.
     pub origin_unix_ms: u64,
+    /// Starts of a JobMaster on this store that found it holding state.
+    pub recoveries: u64,
 }
 
 /// One stored job, as read.

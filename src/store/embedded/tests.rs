@@ -92,6 +92,7 @@ fn committed_jobs_load_back_and_dropped_jobs_leave_every_table() {
             meta: Some(Meta {
                 epoch: 9,
                 origin_unix_ms: 1000,
+                recoveries: 2,
             }),
             specs: vec![(JobId(7), spec.to_json())],
             changes,
@@ -104,7 +105,8 @@ fn committed_jobs_load_back_and_dropped_jobs_leave_every_table() {
         loaded.meta,
         Some(Meta {
             epoch: 9,
-            origin_unix_ms: 1000
+            origin_unix_ms: 1000,
+            recoveries: 2,
         })
     );
     assert_eq!(loaded.jobs.len(), 1);
