@@ -366,7 +366,8 @@ pub async fn status(
             "next_task_offset": j.has_more_tasks.then_some(j.next_task_offset),
             "counters": j.counters.map(|c| json!({"failovers": c.failovers, "restarts": c.restarts,
                 "full_restarts": c.full_restarts, "tasks_restarted": c.tasks_restarted,
-                "restarting_ms": c.restarting_ms})),
+                "restarting_ms": c.restarting_ms, "adopted_attempts": c.adopted_attempts,
+                "recoveries": c.recoveries})),
         })));
     }
     let mut out = format!(
@@ -393,6 +394,13 @@ pub async fn status(
             "failovers {}, restarts {}, full restarts {}, tasks restarted {}, time restarting {} ms",
             c.failovers, c.restarts, c.full_restarts, c.tasks_restarted, c.restarting_ms
         );
+        if c.recoveries > 0 || j.state == "RECONCILING" {
+            let _ = writeln!(
+                out,
+                "jobmaster restarts survived {}, attempts adopted (kept running) {}",
+                c.recoveries, c.adopted_attempts
+            );
+        }
     }
     let _ = writeln!(out, "tasks {}: {}", j.total_tasks, counts_text(&j.states));
     let _ = writeln!(out, "\n{:<24} {:>11}  STATES", "VERTEX", "PARALLELISM");

@@ -313,6 +313,8 @@ impl Views {
                     restarts: c.restarts,
                     full_restarts: c.full_restarts,
                     tasks_restarted: c.tasks_restarted,
+                    adopted: c.adopted,
+                    recoveries: c.recoveries,
                 };
             }
             s.restarting_ms = core.restarting_ms(job, now).unwrap_or(0);

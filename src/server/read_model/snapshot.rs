@@ -105,6 +105,8 @@ pub(crate) struct JobCounters {
     pub(crate) restarts: u64,
     pub(crate) full_restarts: u64,
     pub(crate) tasks_restarted: u64,
+    pub(crate) adopted: u64,
+    pub(crate) recoveries: u64,
 }
 
 /// A job at one moment, shared by every reader of that moment.
