@@ -151,3 +151,71 @@ async fn a_second_jobmaster_on_the_same_state_dir_refuses_to_start() {
     })
     .await;
 }
+
+/// A store that accepts commits until it is told to fail, then refuses every one.
+struct FailingStore {
+    fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl jobmaster::store::Store for FailingStore {
+    fn load(&self) -> Result<jobmaster::store::Loaded, jobmaster::store::StoreError> {
+        Ok(Default::default())
+    }
+
+    fn commit(
+        &mut self,
+        _batch: jobmaster::store::Batch,
+    ) -> Result<(), jobmaster::store::StoreError> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(jobmaster::store::StoreError::Write {
+                file: "test".into(),
+                message: "disk full".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn size_bytes(&self) -> u64 {
+        0
+    }
+}
+
+/// Write-ahead: a turn whose commit fails sends nothing — no deploy reaches an executor, the
+/// caller is not told the job was accepted — and the jobmaster stops with the store error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_that_could_not_be_made_durable_never_leaves_the_jobmaster() {
+    within(TEST_LIMIT, async {
+        let fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let store = Box::new(FailingStore { fail: fail.clone() });
+        let daemon = Daemon::start_with_store(
+            settings(&[]),
+            store,
+            "127.0.0.1:0".parse().expect("address"),
+        )
+        .await;
+        let executor = FakeExecutor::start(&daemon, "wal-1", 4).await;
+        let client = daemon.client().await;
+        list_jobs(&client).await;
+        fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        let spec = serde_json::json!({
+            "name": "never",
+            "vertices": [{ "id": "v", "parallelism": 2, "command": ["true"] }],
+        })
+        .to_string();
+        let refused = try_submit(&client, &spec, "").await;
+        assert!(refused.is_err(), "the submit was answered: {refused:?}");
+        let (result, _) = daemon.shutdown().await;
+        match result {
+            Err(e @ jobmaster::server::ServeError::Store(_)) => {
+                assert!(e.to_string().contains("disk full"), "{e}")
+            }
+            other => panic!("expected the store error, got {other:?}"),
+        }
+        assert!(
+            executor.descriptors().is_empty(),
+            "a deploy left before its commit: {:?}",
+            executor.descriptors()
+        );
+    })
+    .await;
+}

@@ -297,8 +297,9 @@ async fn supervise(
     coordinator: &mut tokio::task::JoinHandle<Result<(), crate::store::StoreError>>,
 ) -> Result<(), ServeError> {
     tokio::select! {
-        () = shutdown => Ok(()),
-        ended = coordinator => Err(match ended {
+        // A coordinator that failed is reported even when a shutdown came at the same time.
+        biased;
+        ended = &mut *coordinator => Err(match ended {
             Ok(Err(e)) => ServeError::Store(e),
             Err(e) if e.is_panic() => {
                 let payload = e.into_panic();
@@ -311,6 +312,7 @@ async fn supervise(
             }
             _ => ServeError::CoordinatorStopped,
         }),
+        () = shutdown => Ok(()),
     }
 }
 

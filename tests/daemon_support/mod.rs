@@ -138,13 +138,24 @@ impl Daemon {
     /// Like [`Daemon::start`] with the gRPC port at `grpc` (e.g. a stopped daemon's, to
     /// restart it where its executors look for it).
     pub async fn start_on(settings: Settings, grpc: SocketAddr) -> Daemon {
+        let store = jobmaster::store::open(&settings).expect("open the test store");
+        Daemon::start_with_store(settings, store, grpc).await
+    }
+
+    /// Like [`Daemon::start_on`] on `store` (e.g. one that fails on purpose).
+    pub async fn start_with_store(
+        settings: Settings,
+        store: Box<dyn jobmaster::store::Store>,
+        grpc: SocketAddr,
+    ) -> Daemon {
         let grpc = TcpListener::bind(grpc).await.expect("bind grpc");
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
         let addr = grpc.local_addr().expect("grpc address");
         let http_addr = http.local_addr().expect("http address");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(jobmaster::server::serve(
+        let task = tokio::spawn(jobmaster::server::serve_with_store(
             settings.clone(),
+            store,
             grpc,
             http,
             async move {
