@@ -517,3 +517,268 @@ fn restored_state_is_not_written_back_until_it_changes() {
     h.restart(500);
     assert!(h.jm.take_changes().is_empty());
 }
+
+// ----- property: the store misses no change, and a restart with every executor back changes
+// nothing ------------------------------------------------------------------------------------
+
+mod property {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use jobmaster::core::{
+        AttemptState, Command, Event, ExecutorId, Failure, Holdings, JobId, JobMaster, JobState,
+        PartitionHost, TimerId,
+    };
+    use proptest::prelude::*;
+
+    use super::{BATCH, Harness, JOB, STREAMING, TIMEOUT, config};
+
+    /// Every record as JSON, keyed: what a store holds.
+    fn as_json(h: &Harness) -> BTreeMap<String, serde_json::Value> {
+        let mut out = BTreeMap::new();
+        for (id, r) in &h.stored.jobs {
+            out.insert(format!("job {id}"), serde_json::to_value(r).unwrap());
+        }
+        for ((j, t), r) in &h.stored.tasks {
+            out.insert(
+                format!("task {j} {}", t.0),
+                serde_json::to_value(r).unwrap(),
+            );
+        }
+        for ((j, p), host) in &h.stored.partitions {
+            out.insert(
+                format!("partition {j} {}", p.0),
+                serde_json::to_value(host).unwrap(),
+            );
+        }
+        out
+    }
+
+    fn live_json(jm: &JobMaster) -> BTreeMap<String, serde_json::Value> {
+        let all = jm.all_records();
+        let mut out = BTreeMap::new();
+        for r in &all.jobs {
+            out.insert(format!("job {}", r.id), serde_json::to_value(r).unwrap());
+        }
+        for (j, t, r) in &all.tasks {
+            out.insert(
+                format!("task {j} {}", t.0),
+                serde_json::to_value(r).unwrap(),
+            );
+        }
+        for (j, p, host) in &all.partitions {
+            out.insert(
+                format!("partition {j} {}", p.0),
+                serde_json::to_value(host).unwrap(),
+            );
+        }
+        out
+    }
+
+    /// Runs a step, refused or not, and commits its changes; remembers its timers.
+    fn step(h: &mut Harness, timers: &mut BTreeMap<TimerId, u64>, event: Event) {
+        let out = match h.jm.handle(event, h.now) {
+            Ok(out) => out,
+            Err(rejected) => rejected.commands,
+        };
+        h.stored.apply(h.jm.take_changes());
+        for c in out {
+            match c {
+                Command::SetTimer { timer, at } => {
+                    timers.insert(timer, at);
+                }
+                Command::CancelTimer { timer } => {
+                    timers.remove(&timer);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn run(spec: &str, steps: &[(u8, u16)]) -> Harness {
+        let executors = ["e1", "e2", "e3"];
+        let mut h = Harness::new(&[("e1", 2), ("e2", 2), ("e3", 2)], spec);
+        let mut timers = BTreeMap::new();
+        let names: Vec<String> =
+            h.jm.tasks(JOB)
+                .unwrap()
+                .iter()
+                .map(|t| t.name.clone())
+                .collect();
+        for &(kind, pick) in steps {
+            let name = names[pick as usize % names.len()].clone();
+            let v = h.view(&name);
+            let attempt = h.attempt(&name);
+            match kind % 6 {
+                0 | 1 => {
+                    let next = match v.state {
+                        AttemptState::Deploying | AttemptState::Initializing => {
+                            AttemptState::Running
+                        }
+                        AttemptState::Running => AttemptState::Finished,
+                        AttemptState::Canceling => AttemptState::Canceled,
+                        _ => continue,
+                    };
+                    if let Some(executor) = v.executor {
+                        step(
+                            &mut h,
+                            &mut timers,
+                            Event::TaskStateChanged {
+                                executor,
+                                attempt,
+                                state: next,
+                                failure: None,
+                            },
+                        );
+                    }
+                }
+                2 => {
+                    let task = h.task(&name);
+                    step(
+                        &mut h,
+                        &mut timers,
+                        Event::InjectFailure {
+                            job: JOB,
+                            task,
+                            failure: Failure::recoverable("drill"),
+                        },
+                    )
+                }
+                3 => {
+                    let e = ExecutorId::from(executors[pick as usize % executors.len()]);
+                    step(
+                        &mut h,
+                        &mut timers,
+                        Event::ExecutorLost {
+                            executor: e.clone(),
+                            reason: "test".into(),
+                        },
+                    );
+                    step(
+                        &mut h,
+                        &mut timers,
+                        Event::ExecutorRegistered {
+                            executor: e,
+                            slots: 2,
+                            labels: Default::default(),
+                            holds: Holdings::default(),
+                        },
+                    );
+                }
+                _ => {
+                    h.now += 1_500;
+                    let due: Vec<TimerId> = timers
+                        .iter()
+                        .filter(|(_, at)| **at <= h.now)
+                        .map(|(t, _)| *t)
+                        .collect();
+                    for timer in due {
+                        timers.remove(&timer);
+                        step(&mut h, &mut timers, Event::TimerFired { timer });
+                    }
+                }
+            }
+        }
+        h
+    }
+
+    /// What every registered executor really holds, as it would tell a new JobMaster.
+    fn truth(jm: &JobMaster) -> BTreeMap<String, Holdings> {
+        let mut out: BTreeMap<String, Holdings> = BTreeMap::new();
+        for (e, _, _, _) in jm.executors() {
+            out.insert(e.0.clone(), Holdings::default());
+        }
+        for t in jm.tasks(JOB).unwrap() {
+            let Some(e) = &t.executor else { continue };
+            if t.state.is_on_executor()
+                && let Some(h) = out.get_mut(&e.0)
+            {
+                let state = match t.state {
+                    AttemptState::Canceling => AttemptState::Running,
+                    s => s,
+                };
+                h.attempts.push((
+                    jobmaster::core::AttemptId {
+                        job: JOB,
+                        task: t.task,
+                        attempt: t.attempt,
+                    },
+                    state,
+                ));
+            }
+        }
+        let graph = jm.graph(JOB).unwrap();
+        for p in 0..graph.partition_count() {
+            let p = jobmaster::core::PartitionId(p as u32);
+            if let Some(PartitionHost::Executor(e)) = jm.partition_host(JOB, p)
+                && let Some(h) = out.get_mut(&e.0)
+            {
+                let producer = graph.producer_of(p);
+                let attempt = jm.task(JOB, producer).unwrap().attempt;
+                h.partitions.push((JOB, p, attempt));
+            }
+        }
+        out
+    }
+
+    fn check(spec: &str, steps: &[(u8, u16)]) -> Result<(), TestCaseError> {
+        let mut h = run(spec, steps);
+        // 1. The store holds exactly what the live core would write.
+        prop_assert_eq!(as_json(&h), live_json(&h.jm));
+        // 2. Restart; every executor comes back with what it holds: nothing restarts.
+        let before: BTreeMap<String, (u32, AttemptState)> =
+            h.jm.tasks(JOB)
+                .unwrap()
+                .into_iter()
+                .map(|t| (t.name.clone(), (t.attempt, t.state)))
+                .collect();
+        let state = h.jm.job_state(JOB).unwrap();
+        let failovers = h.jm.counters(JOB).unwrap().failovers;
+        let holdings = truth(&h.jm);
+        h.restart(100);
+        for (e, holds) in holdings {
+            h.register(&e, 2, holds);
+        }
+        prop_assert!(!h.jm.reconciling(), "every executor is back");
+        let after = h.jm.job_state(JOB).unwrap();
+        // A full restart that was pending may have fired meanwhile.
+        prop_assert!(
+            after == state || (state == JobState::Restarting && after == JobState::Running),
+            "{} -> {}",
+            state,
+            after
+        );
+        prop_assert_eq!(h.jm.counters(JOB).unwrap().failovers, failovers);
+        // Running attempts are adopted as they are. (A restart that was pending may fire
+        // once the job is reconciled: it replaces tasks that had stopped or finished, never a
+        // running one, and is no new failover.)
+        for t in h.jm.tasks(JOB).unwrap() {
+            let (attempt, was) = before[&t.name];
+            if matches!(was, AttemptState::Running | AttemptState::Initializing) {
+                prop_assert_eq!(t.attempt, attempt, "{} attempt", t.name);
+                prop_assert_eq!(t.state, was, "{} state", t.name);
+            } else {
+                prop_assert!(t.attempt <= attempt + 1, "{} attempt", t.name);
+            }
+        }
+        let _ = (TIMEOUT, config(), BTreeSet::<u8>::new(), JobId(0));
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+        #[test]
+        fn the_store_misses_no_change_and_a_full_reconnect_restarts_nothing_streaming(
+            steps in prop::collection::vec((0u8..6, any::<u16>()), 0..40)
+        ) {
+            check(STREAMING, &steps)?;
+        }
+
+        #[test]
+        fn the_store_misses_no_change_and_a_full_reconnect_restarts_nothing_batch(
+            steps in prop::collection::vec((0u8..6, any::<u16>()), 0..40)
+        ) {
+            check(BATCH, &steps)?;
+        }
+    }
+}

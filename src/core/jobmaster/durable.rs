@@ -163,6 +163,25 @@ impl JobMaster {
         changes
     }
 
+    /// The records of everything, as a store that missed no change holds them (tests compare
+    /// it with what [`JobMaster::take_changes`] accumulated).
+    pub fn all_records(&self) -> Changes {
+        let mut all = Changes::default();
+        for job in self.jobs.values() {
+            all.jobs.push(job.record());
+            all.tasks
+                .extend(job.graph.tasks().map(|t| (job.id, t, job.task_record(t))));
+            all.partitions.extend(
+                job.hosts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, h)| **h != PartitionHost::Unavailable)
+                    .map(|(p, h)| (job.id, PartitionId(p as u32), h.clone())),
+            );
+        }
+        all
+    }
+
     /// Rebuilds the core after a restart from `stored` jobs at `now`. Ended jobs stay ended.
     /// In every other job, attempts that were on an executor are RECONCILING: their executor
     /// re-registering with them adopts them; at `now + reconcile_timeout_ms` the ones nobody
