@@ -665,27 +665,100 @@ async fn wordcount_is_exact_and_reruns_nothing_with_its_jobmaster_killed_twice()
     .await;
 }
 
-/// Item 5, adoption after a kill -9: a 20-task streaming job on 4 executors keeps running
+/// Item 5, tasks that end while the JobMaster is down: the counts of the word count finish
+/// (their output written) after the JobMaster was killed with -9; their executors keep the
+/// reports and list the attempts as FINISHED when they register with the restarted one, which
+/// takes them as finished — nothing runs again — and the job finishes with exact counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_finishing_while_the_jobmaster_is_down_are_not_run_again() {
+    bounded(TEST_LIMIT, async {
+        let executors = [("tm-1", 3), ("tm-2", 3), ("tm-3", 3)];
+        let mut cluster = Cluster::start("crash-finish-down", &executors, ENV).await;
+        let ids: Vec<&str> = executors.iter().map(|(e, _)| *e).collect();
+        let ledger = Ledger::new(&cluster.root);
+        let watch = AttemptWatch::start(&cluster.root, Ledger::MARKER, SAMPLE);
+        let (spec, output, expected) = wordcount_job(&cluster.root, &["count"]);
+        let job = cluster.submit(&ledger.wrap(spec, "0")).await;
+        cluster
+            .wait_tasks(
+                &job,
+                "reads FINISHED, counts RUNNING",
+                WAIT,
+                |t| match vertex(&t.name) {
+                    "read" => t.state == "FINISHED",
+                    "count" => t.state == "RUNNING",
+                    _ => t.state == "CREATED",
+                },
+            )
+            .await;
+        cluster.kill_jobmaster();
+        open_gate(&cluster.root, "count");
+        let (c, j) = (&cluster, job.as_str());
+        eventually(
+            "the counts ended while the jobmaster is down",
+            WAIT,
+            || async move {
+                let left: Vec<String> = c
+                    .processes()
+                    .into_iter()
+                    .filter(|p| p.job == j && p.task.starts_with("count#"))
+                    .map(|p| format!("{} {}", p.task, p.pid))
+                    .collect();
+                if left.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("still running: {left:?}"))
+                }
+            },
+        )
+        .await;
+        cluster.restart_jobmaster().await;
+        cluster.wait_registered(&ids).await;
+        let done = cluster.wait_job_state(&job, "FINISHED", WAIT).await;
+        let text = std::fs::read_to_string(&output).expect("the job wrote its output");
+        assert_eq!(parse_counts(&text), expected, "the word counts are exact");
+        let tasks = by_name(&done);
+        assert!(
+            tasks.values().all(|t| t.attempt == 0),
+            "every task kept attempt 0: {}",
+            describe(&tasks)
+        );
+        assert_eq!(done.counters.expect("counters").failovers, 0);
+        for (name, s) in &ledger.starts_of(&job) {
+            assert_eq!(s.len(), 1, "{name} started once: {s:?}");
+        }
+        assert_never_two_live_attempts(&watch.finish());
+    })
+    .await;
+}
+
+/// Item 5, adoption after a kill -9: a 100-task streaming job on 5 executors keeps running
 /// through a JobMaster killed with -9 and started again: every task is RUNNING again with the
 /// same attempt number, on the same executor, as the same process (nothing was restarted),
-/// without a failover, and the restarted JobMaster counts 20 adopted attempts.
+/// without a failover, and the restarted JobMaster counts 100 adopted attempts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_jobmaster_adopts_every_running_task_of_a_kill_9() {
     bounded(TEST_LIMIT, async {
-        let executors = [("tm-1", 5), ("tm-2", 5), ("tm-3", 5), ("tm-4", 5)];
+        let executors = [
+            ("tm-1", 20),
+            ("tm-2", 20),
+            ("tm-3", 20),
+            ("tm-4", 20),
+            ("tm-5", 20),
+        ];
         let mut cluster = Cluster::start("crash-adopt", &executors, ENV).await;
         let ids: Vec<&str> = executors.iter().map(|(e, _)| *e).collect();
         let watch = AttemptWatch::start(&cluster.root, "stream.sh", SAMPLE);
         let spec = streaming_job(
             "adopt",
             &["beijing", "shanghai", "shenzhen", "chengdu", "wuhan"],
-            2,
+            10,
             &stream_command(),
             quick_restarts("100ms"),
         );
         let job = cluster.submit(&spec).await;
         let (before, pids) = running_with_one_process_each(&cluster, &job, "stream.sh").await;
-        assert_eq!(before.len(), 20);
+        assert_eq!(before.len(), 100);
         let used: BTreeSet<&str> = before.values().map(|t| t.executor.as_str()).collect();
         assert!(
             used.len() > 1,
@@ -710,7 +783,7 @@ async fn a_restarted_jobmaster_adopts_every_running_task_of_a_kill_9() {
         let adopted = cluster
             .metric(&format!("jobmaster_adopted_attempts_total{{job=\"{job}\""))
             .await;
-        assert_eq!(adopted, Some(20.0), "{}", cluster.metrics().await);
+        assert_eq!(adopted, Some(100.0), "{}", cluster.metrics().await);
         assert_never_two_live_attempts(&watch.finish());
     })
     .await;
@@ -1103,26 +1176,67 @@ async fn a_corrupt_store_file_stops_the_jobmaster_with_code_2_untouched() {
     .await;
 }
 
-/// Item 6: a state dir that cannot be created (its parent is a regular file: root is not
-/// stopped by file modes) stops the jobmaster with exit code 2 and one line naming the dir
-/// and the flag to fix it.
+/// `chattr +i PATH` (immutable: not even root may write it) until dropped; `None` where the
+/// file system or the container does not allow it.
+struct Immutable(PathBuf);
+
+impl Immutable {
+    fn set(path: &Path) -> Option<Immutable> {
+        let done = Command::new("chattr")
+            .arg("+i")
+            .arg(path)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        done.then(|| Immutable(path.to_path_buf()))
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
+/// Item 6: a state dir the jobmaster cannot write stops it with exit code 2 and one line
+/// naming the dir and the flag to fix it. The tests run as root, whom file modes do not stop:
+/// the dir's parent is a regular file, the dir is a regular file, and (where `chattr` works)
+/// the dir is immutable, or the store file in it is (then it is left as it was).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unwritable_state_dir_stops_the_jobmaster_with_code_2() {
     bounded(TEST_LIMIT, async {
         let dir = TestDir::new("unwritable");
+        let refused = |state: PathBuf| {
+            let cwd = dir.0.clone();
+            async move {
+                let shown = state.display().to_string();
+                let r = run_refused(&cwd, &["--state-dir", &shown]).await;
+                assert_refused(&r, &[&shown, "cannot create or write", "--state-dir"]);
+            }
+        };
         let file = dir.0.join("a-file");
         std::fs::write(&file, b"not a directory").expect("write a file");
-        let state = file.join("state");
-        let r = run_refused(&dir.0, &["--state-dir", &state.display().to_string()]).await;
-        assert_refused(
-            &r,
-            &[
-                &state.display().to_string(),
-                "cannot create or write",
-                "--state-dir",
-            ],
-        );
+        refused(file.join("state")).await;
+        refused(file.clone()).await;
         assert_eq!(std::fs::read(&file).expect("read"), b"not a directory");
+
+        let locked = dir.0.join("immutable");
+        std::fs::create_dir(&locked).expect("create a dir");
+        match Immutable::set(&locked) {
+            Some(_guard) => refused(locked.clone()).await,
+            None => eprintln!("chattr +i is not available here: the immutable cases are skipped"),
+        }
+        let stored = dir.0.join("stored");
+        drop(jobmaster::store::embedded::Embedded::open(&stored, true).expect("a store"));
+        let store = stored.join(jobmaster::store::embedded::FILE_NAME);
+        let bytes = std::fs::read(&store).expect("read the store");
+        if let Some(_guard) = Immutable::set(&store) {
+            refused(stored.clone()).await;
+        }
+        assert!(
+            std::fs::read(&store).expect("read the store") == bytes,
+            "the store is untouched"
+        );
     })
     .await;
 }
