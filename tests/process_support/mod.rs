@@ -328,11 +328,6 @@ impl Cluster {
             .and_then(|(_, v)| v.parse().ok())
     }
 
-    /// The jobmaster's process id.
-    pub fn jobmaster_pid(&self) -> i32 {
-        self.jobmaster.as_ref().expect("the jobmaster runs").id() as i32
-    }
-
     pub fn data_dir(&self, id: &str) -> PathBuf {
         self.root.join(id)
     }
