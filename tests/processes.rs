@@ -12,8 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use jobmaster::api::v1::{GetJobResponse, TaskInfo};
+use process_support::wordcount::{open_gate, parse_counts, wordcount_job};
 use process_support::{
-    Cluster, TaskProcess, bounded, describe, eventually, example, quick_restarts, stream_command,
+    Cluster, TaskProcess, bounded, describe, eventually, quick_restarts, stream_command,
     streaming_job,
 };
 
@@ -376,119 +377,6 @@ async fn sigstop_of_an_executor_fails_over_after_the_heartbeat_timeout_and_sigco
     .await;
 }
 
-/// Writes a word count input with mixed case and punctuation; returns it and its counts (the
-/// normalisation of examples/tasks/wordcount.sh: lower case, only [a-z0-9] kept).
-fn wordcount_input() -> (String, BTreeMap<String, u64>) {
-    const WORDS: &str = "The quick brown fox jumps over the lazy dog. Region failover, restarts \
-        ONLY what has to restart! blocking pipelined shuffle x1 x2 (persistent) don't -- Beijing \
-        shanghai 42 e-mail a";
-    let words: Vec<&str> = WORDS.split_ascii_whitespace().collect();
-    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut next = move |n: usize| {
-        seed = seed
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        ((seed >> 33) as usize) % n
-    };
-    let mut text = String::new();
-    for _ in 0..600 {
-        let n = next(12);
-        let line: Vec<&str> = (0..n).map(|_| words[next(words.len())]).collect();
-        text.push_str(&line.join(if next(3) == 0 { "\t" } else { " " }));
-        text.push('\n');
-    }
-    let mut counts = BTreeMap::new();
-    for word in text.split_ascii_whitespace() {
-        let w: String = word
-            .to_ascii_lowercase()
-            .chars()
-            .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-            .collect();
-        if !w.is_empty() {
-            *counts.entry(w).or_insert(0) += 1;
-        }
-    }
-    (text, counts)
-}
-
-fn parse_counts(text: &str) -> BTreeMap<String, u64> {
-    let mut counts = BTreeMap::new();
-    for line in text.lines() {
-        let (word, n) = line
-            .split_once(' ')
-            .unwrap_or_else(|| panic!("output line {line:?} is not `word count`"));
-        let n: u64 = n
-            .parse()
-            .unwrap_or_else(|_| panic!("bad count in {line:?}"));
-        assert!(
-            counts.insert(word.to_owned(), n).is_none(),
-            "word {word} appears twice in the output"
-        );
-    }
-    counts
-}
-
-/// The word count job of examples/wordcount-local.toml with absolute paths, its input in the
-/// test directory, and the vertices in `gated` waiting for the file `go-VERTEX` first.
-fn wordcount_job(
-    cluster: &Cluster,
-    gated: &[&str],
-) -> (serde_json::Value, String, BTreeMap<String, u64>) {
-    let (text, expected) = wordcount_input();
-    let input = cluster.root.join("words.txt");
-    std::fs::write(&input, text).expect("write the input");
-    let output = cluster.root.join("counts.txt");
-    let gate = cluster.root.join("gated.sh");
-    std::fs::write(
-        &gate,
-        "#!/bin/sh\n# gated.sh FLAG COMMAND...: waits until FLAG exists, then runs COMMAND.\n\
-         flag=$1\nshift\nwhile [ ! -e \"$flag\" ]; do sleep 0.05; done\nexec \"$@\"\n",
-    )
-    .expect("write gated.sh");
-    let base = [
-        "sh".to_owned(),
-        example("tasks/wordcount.sh"),
-        input.display().to_string(),
-        output.display().to_string(),
-    ];
-    let command = |vertex: &str| -> Vec<String> {
-        if gated.contains(&vertex) {
-            let mut c = vec![
-                "sh".to_owned(),
-                gate.display().to_string(),
-                cluster
-                    .root
-                    .join(format!("go-{vertex}"))
-                    .display()
-                    .to_string(),
-            ];
-            c.extend(base.iter().cloned());
-            c
-        } else {
-            base.to_vec()
-        }
-    };
-    let spec = serde_json::json!({
-        "name": "wordcount",
-        "failover": "region",
-        "restart": quick_restarts("100ms"),
-        "vertices": [
-            { "id": "read", "parallelism": 4, "command": command("read") },
-            { "id": "count", "parallelism": 3, "command": command("count") },
-            { "id": "write", "parallelism": 1, "command": command("write") },
-        ],
-        "edges": [
-            { "from": "read", "to": "count", "pattern": "all-to-all", "exchange": "blocking" },
-            { "from": "count", "to": "write", "pattern": "all-to-all", "exchange": "persistent" },
-        ],
-    });
-    (spec, output.display().to_string(), expected)
-}
-
-fn open_gate(cluster: &Cluster, vertex: &str) {
-    std::fs::write(cluster.root.join(format!("go-{vertex}")), b"").expect("open the gate");
-}
-
 /// Opens the gate of `vertex`, waits until the job finished and checks that its output holds
 /// exactly the `expected` counts; returns the finished job and its tasks by name.
 async fn finish_with_exact_counts(
@@ -498,7 +386,7 @@ async fn finish_with_exact_counts(
     output: &str,
     expected: &BTreeMap<String, u64>,
 ) -> (GetJobResponse, BTreeMap<String, TaskInfo>) {
-    open_gate(cluster, vertex);
+    open_gate(&cluster.root, vertex);
     let done = cluster.wait_job_state(job, "FINISHED", WAIT).await;
     let text = std::fs::read_to_string(output).expect("the job wrote its output");
     assert_eq!(&parse_counts(&text), expected, "the word counts are exact");
@@ -528,7 +416,7 @@ async fn wordcount_is_exact_after_the_executor_holding_shuffle_partitions_is_kil
     bounded(TEST_LIMIT, async {
         let mut cluster =
             Cluster::start("wordcount", &[("tm-1", 3), ("tm-2", 3), ("tm-3", 3)], &[]).await;
-        let (spec, output, expected) = wordcount_job(&cluster, &["count"]);
+        let (spec, output, expected) = wordcount_job(&cluster.root, &["count"]);
         let job = cluster.submit(&spec).await;
         // Reads done, counts held at their gate.
         let before = cluster
@@ -634,7 +522,7 @@ async fn a_persistent_partition_survives_its_executors_loss_without_rerunning_it
     bounded(TEST_LIMIT, async {
         let mut cluster =
             Cluster::start("persistent", &[("tm-1", 3), ("tm-2", 3), ("tm-3", 3)], &[]).await;
-        let (spec, output, expected) = wordcount_job(&cluster, &["write"]);
+        let (spec, output, expected) = wordcount_job(&cluster.root, &["write"]);
         let job = cluster.submit(&spec).await;
         let before = cluster
             .wait_tasks(&job, "counts FINISHED and write RUNNING", WAIT, |t| {

@@ -47,7 +47,11 @@ impl Embedded {
             file: file.clone(),
             message,
         };
-        let db = match Database::create(&file) {
+        let created = match create_quietly(&file) {
+            Ok(created) => created,
+            Err(message) => return Err(corrupt(message)),
+        };
+        let db = match created {
             Ok(db) => db,
             Err(DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(StoreError::Locked {
@@ -132,6 +136,41 @@ impl Embedded {
     fn decode<T: DeserializeOwned>(&self, what: &str, bytes: &[u8]) -> Result<T, StoreError> {
         serde_json::from_slice(bytes).map_err(|e| self.corrupt(format!("{what}: {e}")))
     }
+}
+
+/// `Database::create` with redb's panics turned into an error (`Err` with the panic's message).
+///
+/// redb 2.6 checks some fields of an existing file's header with assertions rather than errors
+/// (a file shorter than its header says, as a truncated copy is; a damaged layout field): its
+/// panic would end the jobmaster with a backtrace, where a damaged store must be one clear
+/// error and exit code 2. The panic is caught, and kept off stderr on this thread only.
+fn create_quietly(file: &Path) -> Result<Result<Database, DatabaseError>, String> {
+    use std::cell::Cell;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    thread_local! {
+        static QUIET: Cell<bool> = const { Cell::new(false) };
+    }
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    QUIET.with(|q| q.set(true));
+    // Unwind safety: nothing of ours is touched inside; a half-made Database is dropped.
+    let created = catch_unwind(AssertUnwindSafe(|| Database::create(file)));
+    QUIET.with(|q| q.set(false));
+    created.map_err(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a check failed".to_owned());
+        format!("damaged file ({what})")
+    })
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {

@@ -13,6 +13,8 @@
 #![allow(dead_code)]
 
 pub mod tls;
+pub mod watch;
+pub mod wordcount;
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -70,6 +72,11 @@ pub struct Cluster {
     pub epoch: u64,
     env: Vec<(String, String)>,
     jobmaster: Option<Child>,
+    /// The address the jobmaster's gRPC port is bound to (`host:port`), once it started: a
+    /// restart ([`Cluster::restart_jobmaster`]) binds it again so executors find it there.
+    grpc_addr: Option<String>,
+    /// The jobmaster's HTTP address (`/metrics`), while it runs.
+    http_addr: Option<String>,
     executors: BTreeMap<String, Executor>,
     client: Option<JobMasterServiceClient<Channel>>,
     /// Leave `root` behind when dropped (the caller deletes it later).
@@ -101,6 +108,8 @@ impl Cluster {
             epoch: 0,
             env,
             jobmaster: None,
+            grpc_addr: None,
+            http_addr: None,
             executors: BTreeMap::new(),
             client: None,
             keep_root: false,
@@ -173,12 +182,49 @@ impl Cluster {
             .expect(what)
     }
 
+    /// Starts the jobmaster on a free port (it logs the port it bound), in the test
+    /// directory: its store is `root/jobmaster-state` (the default `./jobmaster-state`).
     pub async fn start_jobmaster(&mut self) {
+        assert!(self.jobmaster.is_none(), "the jobmaster runs already");
+        let started = self.spawn_jobmaster("127.0.0.1:0").await;
+        if let Err(text) = started {
+            panic!("the jobmaster exited at start:\n{text}");
+        }
+        self.connect().await;
+    }
+
+    /// Starts the jobmaster again after [`Cluster::kill_jobmaster`]: on the same gRPC address,
+    /// where the executors look for it, and on the same store. While the address is still
+    /// taken (another process may briefly hold the port) it tries again, for at most 30 s.
+    pub async fn restart_jobmaster(&mut self) {
+        assert!(self.jobmaster.is_none(), "the jobmaster runs already");
+        let addr = self
+            .grpc_addr
+            .clone()
+            .expect("the jobmaster ran before (start_jobmaster)");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.spawn_jobmaster(&addr).await {
+                Ok(()) => break,
+                Err(text) if text.contains("cannot listen") && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(text) => panic!("the restarted jobmaster exited at start:\n{text}"),
+            }
+        }
+        self.connect().await;
+    }
+
+    /// Spawns the jobmaster on `listen` and waits until it logs `jobmaster listening`
+    /// (recording its address and epoch); `Err` with its log when it exits first.
+    async fn spawn_jobmaster(&mut self, listen: &str) -> Result<(), String> {
         let log = self.root.join("jobmaster.log");
+        // Restarts append to the same log: read only what this process writes.
+        let offset = std::fs::metadata(&log).map_or(0, |m| m.len() as usize);
         let mut command = Command::new(JOBMASTER);
         command.args([
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--http",
             "127.0.0.1:0",
             "--log-format",
@@ -187,34 +233,47 @@ impl Cluster {
         if let Some(certs) = &self.tls {
             command.args(certs.jobmaster_args());
         }
-        let child = self.spawn_logged(&mut command, "jobmaster", "start the jobmaster");
-        self.jobmaster = Some(child);
-        // The daemon logs `jobmaster listening` with the address it bound.
-        let (grpc, epoch) = eventually("the jobmaster listens", Duration::from_secs(30), || {
-            let exited = self
-                .jobmaster
-                .as_mut()
-                .map(|c| matches!(c.try_wait(), Ok(Some(_))))
-                .unwrap_or(true);
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            async move {
-                if exited {
-                    panic!("the jobmaster exited at start:\n{text}");
+        let mut child = self.spawn_logged(&mut command, "jobmaster", "start the jobmaster");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (grpc, http, epoch) = loop {
+            let exited = matches!(child.try_wait(), Ok(Some(_)) | Err(_));
+            let text = std::fs::read(&log)
+                .map(|b| String::from_utf8_lossy(b.get(offset..).unwrap_or_default()).into_owned())
+                .unwrap_or_default();
+            let listening = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|v| v["fields"]["message"] == "jobmaster listening")
+                .and_then(|v| {
+                    let grpc = v["fields"]["grpc"].as_str()?.to_owned();
+                    let http = v["fields"]["http"].as_str()?.to_owned();
+                    Some((grpc, http, v["fields"]["epoch"].as_u64()?))
+                });
+            match listening {
+                Some(found) => break found,
+                None if exited => {
+                    let _ = child.wait();
+                    return Err(text);
                 }
-                text.lines()
-                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                    .find(|v| v["fields"]["message"] == "jobmaster listening")
-                    .and_then(|v| {
-                        let grpc = v["fields"]["grpc"].as_str()?.to_owned();
-                        Some((grpc, v["fields"]["epoch"].as_u64()?))
-                    })
-                    .ok_or_else(|| "no `jobmaster listening` line yet".to_owned())
+                None if Instant::now() >= deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("the jobmaster did not listen within 30 s:\n{text}");
+                }
+                None => tokio::time::sleep(Duration::from_millis(25)).await,
             }
-        })
-        .await;
+        };
+        self.jobmaster = Some(child);
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         self.url = format!("{scheme}://{grpc}");
+        self.grpc_addr = Some(grpc);
+        self.http_addr = Some(http);
         self.epoch = epoch;
+        Ok(())
+    }
+
+    /// Connects the operator client to the running jobmaster.
+    async fn connect(&mut self) {
         let url = self.url.clone();
         let certs = self.tls.as_ref();
         let client = eventually("connect to the jobmaster", Duration::from_secs(30), || {
@@ -233,6 +292,40 @@ impl Cluster {
         })
         .await;
         self.client = Some(client);
+    }
+
+    /// The jobmaster's `/metrics` text (plain HTTP only).
+    pub async fn metrics(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.http_addr.clone().expect("the jobmaster runs");
+        assert!(self.tls.is_none(), "metrics() speaks plain HTTP");
+        let mut stream = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect to the jobmaster's HTTP port");
+        let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("send GET /metrics");
+        let mut answer = Vec::new();
+        stream
+            .read_to_end(&mut answer)
+            .await
+            .expect("read /metrics");
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 200"), "GET /metrics: {answer}");
+        answer
+    }
+
+    /// The value of the metric sample whose line starts with `prefix` (name and labels), as
+    /// `/metrics` shows it; `None` when there is no such line.
+    pub async fn metric(&self, prefix: &str) -> Option<f64> {
+        self.metrics()
+            .await
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit_once(' '))
+            .and_then(|(_, v)| v.parse().ok())
     }
 
     pub fn data_dir(&self, id: &str) -> PathBuf {
@@ -320,6 +413,7 @@ impl Cluster {
             let _ = child.wait();
         }
         self.client = None;
+        self.http_addr = None;
     }
 
     pub fn client(&self) -> JobMasterServiceClient<Channel> {
@@ -577,6 +671,8 @@ pub async fn bounded<F: Future<Output = ()>>(limit: Duration, body: F) {
 #[derive(Debug, Clone)]
 pub struct TaskProcess {
     pub pid: i32,
+    /// `JM_JOB_ID`.
+    pub job: String,
     pub pgid: i32,
     pub cmdline: String,
     /// `vertex#subtask`.
@@ -641,6 +737,7 @@ pub fn task_processes(under: &Path) -> Vec<TaskProcess> {
         let get = |k: &str| env.get(k).cloned().unwrap_or_default();
         found.push(TaskProcess {
             pid,
+            job: get("JM_JOB_ID"),
             pgid: fields[2].parse().unwrap_or(0),
             cmdline: cmdline.trim().to_owned(),
             task: format!("{}#{}", get("JM_VERTEX"), get("JM_SUBTASK")),

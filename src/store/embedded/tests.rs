@@ -128,3 +128,34 @@ fn committed_jobs_load_back_and_dropped_jobs_leave_every_table() {
     assert_eq!(row_counts(&store).expect("counts"), [0, 0, 0, 0]);
     let _ = std::fs::remove_dir_all(&d);
 }
+
+#[test]
+fn a_truncated_store_is_refused_as_corrupt_not_a_panic() {
+    let d = dir("truncated");
+    {
+        let mut store = Embedded::open(&d, true).expect("open");
+        store
+            .commit(Batch {
+                meta: Some(Meta {
+                    epoch: 1,
+                    origin_unix_ms: 1,
+                    recoveries: 0,
+                }),
+                ..Batch::default()
+            })
+            .expect("commit");
+    }
+    let file = d.join(FILE_NAME);
+    let whole = std::fs::read(&file).expect("file");
+    let half = whole[..whole.len() / 2].to_vec();
+    std::fs::write(&file, &half).expect("truncate");
+    match Embedded::open(&d, true) {
+        Err(e @ StoreError::Corrupt { .. }) => {
+            assert!(e.to_string().contains("left untouched"), "{e}")
+        }
+        Err(e) => panic!("expected Corrupt, got {e}"),
+        Ok(_) => panic!("a truncated file was opened"),
+    }
+    assert_eq!(std::fs::read(&file).expect("file"), half);
+    let _ = std::fs::remove_dir_all(&d);
+}
