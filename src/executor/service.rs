@@ -87,6 +87,10 @@ impl Service {
                     job: attempt.job_id,
                 });
             }
+            // Under the lock that kills the attempts when the executor fences itself.
+            if state.fenced {
+                return Err(ExecutorError::Fenced);
+            }
             let k = key(&attempt);
             if state.attempts.contains_key(&k) {
                 return Ok(()); // a retried submit
@@ -103,6 +107,7 @@ impl Service {
                     control: None,
                     cancel: cancel.clone(),
                     cancelled: false,
+                    killed: false,
                 },
             );
         }

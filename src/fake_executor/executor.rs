@@ -276,6 +276,7 @@ impl Executor {
             attempts: s.held.values().cloned().collect(),
             partitions: Vec::new(),
             free_disk_bytes: self.config.free_disk_bytes,
+            sequence: s.next_seq,
         })
     }
 
