@@ -500,12 +500,15 @@ async fn watchdog(agent: Arc<Agent>, link: Arc<Link>) {
 /// Kills every attempt under a new session id, then waits (bounded) until they are gone.
 async fn kill_and_wait(agent: &Agent, link: &Link, why: &str) {
     link.update(FenceClock::fence);
-    agent.kill_all(why, true);
+    let started = Instant::now();
+    let killed = agent.kill_all(why, true);
     if !wait_attempts_gone(agent, Duration::from_secs(5)).await {
         warn!(
             left = agent.lock().attempts.len(),
             "killed attempts still alive after 5 s"
         );
+    } else if killed > 0 {
+        info!(attempts = killed, took = ?started.elapsed(), "the killed attempts are dead");
     }
 }
 
