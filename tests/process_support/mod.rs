@@ -12,6 +12,7 @@
 
 #![allow(dead_code)]
 
+pub mod netns;
 pub mod tls;
 
 use std::collections::BTreeMap;
@@ -174,16 +175,25 @@ impl Cluster {
     }
 
     pub async fn start_jobmaster(&mut self) {
+        self.start_jobmaster_on("127.0.0.1:0", &[]).await;
+    }
+
+    /// [`Cluster::start_jobmaster`] with its gRPC port at `listen` (e.g. the port of the
+    /// jobmaster it replaces) and `extra` arguments (e.g. `--insecure`).
+    pub async fn start_jobmaster_on(&mut self, listen: &str, extra: &[&str]) {
         let log = self.root.join("jobmaster.log");
+        // A jobmaster started again appends to the same log: its own line is the next one.
+        let earlier = listening_lines(&std::fs::read_to_string(&log).unwrap_or_default()).len();
         let mut command = Command::new(JOBMASTER);
         command.args([
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--http",
             "127.0.0.1:0",
             "--log-format",
             "json",
         ]);
+        command.args(extra);
         if let Some(certs) = &self.tls {
             command.args(certs.jobmaster_args());
         }
@@ -201,9 +211,9 @@ impl Cluster {
                 if exited {
                     panic!("the jobmaster exited at start:\n{text}");
                 }
-                text.lines()
-                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                    .find(|v| v["fields"]["message"] == "jobmaster listening")
+                listening_lines(&text)
+                    .into_iter()
+                    .nth(earlier)
                     .and_then(|v| {
                         let grpc = v["fields"]["grpc"].as_str()?.to_owned();
                         Some((grpc, v["fields"]["epoch"].as_u64()?))
@@ -241,16 +251,38 @@ impl Cluster {
 
     /// Starts `taskexecutor --id ID` (again, if it ran before: same data dir).
     pub fn start_executor(&mut self, id: &str, slots: u32) {
+        self.start_executor_via(id, slots, &[], "127.0.0.1:0", &[]);
+    }
+
+    /// [`Cluster::start_executor`] through `launcher` (e.g. `ip netns exec NS`: the launcher
+    /// must exec the executor, so that the child's pid is the executor's), listening on
+    /// `listen`, with `extra` arguments (e.g. `--insecure`).
+    pub fn start_executor_via(
+        &mut self,
+        id: &str,
+        slots: u32,
+        launcher: &[&str],
+        listen: &str,
+        extra: &[&str],
+    ) {
         if let Some(old) = self.executors.get_mut(id) {
             assert!(!old.alive, "executor {id} still runs");
         }
         let data = self.data_dir(id);
         let persistent = self.root.join("persistent");
-        let mut command = Command::new(TASKEXECUTOR);
+        let mut command = match launcher.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(TASKEXECUTOR);
+                command
+            }
+            None => Command::new(TASKEXECUTOR),
+        };
         command
             .arg("--jobmaster")
             .arg(&self.url)
-            .args(["--listen", "127.0.0.1:0", "--id", id])
+            .args(["--listen", listen, "--id", id])
+            .args(extra)
             .arg("--slots")
             .arg(slots.to_string())
             .arg("--data-dir")
@@ -535,6 +567,14 @@ impl Drop for Cluster {
             let _ = std::fs::remove_dir_all(&self.root);
         }
     }
+}
+
+/// The `jobmaster listening` lines of a jobmaster's JSON log, in order.
+fn listening_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "jobmaster listening")
+        .collect()
 }
 
 /// `name state attempt@executor` of each task, for failure messages.
