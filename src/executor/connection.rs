@@ -205,8 +205,9 @@ enum End {
     Reregister,
     /// The watchdog fenced the attempts, or the session id changed under the registration.
     Fenced,
-    /// The heartbeat stream ended (the JobMaster closed it, or the connection broke).
-    Closed,
+    /// The heartbeat stream ended (the JobMaster closed it, or the connection broke); whether
+    /// any of its heartbeats had been answered.
+    Closed { answered: bool },
 }
 
 /// An outage: since when the JobMaster is unreachable, and what was done about it.
@@ -256,13 +257,25 @@ pub(crate) async fn run(agent: Arc<Agent>) {
                 continue;
             }
             // A registered session ended: the outage starts now, not at an earlier one.
-            Ok(End::Closed) => outage = Some(Outage::new(&agent, reconnect_timeout)),
+            Ok(End::Closed { answered: true }) => {
+                outage = Some(Outage::new(&agent, reconnect_timeout))
+            }
+            // Closed before any answer: a failed try, which backs off (a JobMaster that keeps
+            // closing new streams must not be hammered).
+            Ok(End::Closed { answered: false }) => {
+                outage
+                    .get_or_insert_with(|| Outage::new(&agent, reconnect_timeout))
+                    .failures += 1;
+            }
             // Registration refused: this session was declared lost while the stream was down.
+            // The next try, under a new session, waits a backoff step: should the refusal
+            // persist, the executor must not hammer the JobMaster.
             Err(status) if status.code() == tonic::Code::FailedPrecondition => {
                 warn!("declared lost by the jobmaster: killing attempts and registering again");
                 kill_and_wait(&agent, &link, "declared lost by the jobmaster").await;
-                outage = None;
-                continue;
+                outage
+                    .get_or_insert_with(|| Outage::new(&agent, reconnect_timeout))
+                    .failures += 1;
             }
             Err(status) => {
                 let now = Instant::now();
@@ -342,6 +355,7 @@ async fn session(
     // (sequence, send time) of the heartbeats whose answer is awaited, oldest first.
     let mut sent: VecDeque<(u64, Instant)> = VecDeque::new();
     let mut sequence = 0u64;
+    let mut answered_any = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -358,11 +372,14 @@ async fn session(
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         debug!(sequence, "heartbeat stream backed up: heartbeat skipped");
                     }
-                    Err(mpsc::error::TrySendError::Closed(_)) => return Ok(End::Closed),
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        return Ok(End::Closed { answered: answered_any });
+                    }
                 }
             }
             response = responses.next() => match response {
                 Some(Ok(r)) => {
+                    answered_any = true;
                     agent.adopt_epoch(r.epoch);
                     let at = answered(&mut sent, r.sequence);
                     if r.reregister {
@@ -380,9 +397,9 @@ async fn session(
                 // jobmaster shuts down): the outage starts now.
                 Some(Err(status)) => {
                     debug!(code = ?status.code(), "heartbeat stream ended with an error");
-                    return Ok(End::Closed);
+                    return Ok(End::Closed { answered: answered_any });
                 }
-                None => return Ok(End::Closed),
+                None => return Ok(End::Closed { answered: answered_any }),
             },
             // A fence during this session (it changed the session id) whose attempts are dead
             // now: the stream may close. Never for an older fence: a closing stream makes the
