@@ -458,6 +458,26 @@ async fn a_partitioned_executor_kills_its_task_before_the_jobmaster_declares_it_
             log.contains("self-fencing: heartbeats unanswered"),
             "tm-a says it fenced:\n{log}"
         );
+
+        // Healed, tm-a registers again under a new session, once: that registration is proof
+        // enough to stay (it must not fence again at once on its stale deadline).
+        netns.heal();
+        cluster.wait_registered(&["tm-a", "tm-b"]).await;
+        let settled = Instant::now();
+        while settled.elapsed() < TIMEOUT / 2 {
+            if let Ok(Ok(Some(e))) =
+                tokio::time::timeout(Duration::from_millis(50), events.message()).await
+            {
+                assert!(!lost("tm-a")(&e), "tm-a lost again once healed: {e:?}");
+            }
+        }
+        let log = log_of(&cluster, "tm-a");
+        assert_eq!(
+            log.matches("self-fencing: heartbeats unanswered, killing")
+                .count(),
+            1,
+            "tm-a fenced once:\n{log}"
+        );
     })
     .await;
 }

@@ -5,7 +5,9 @@
 //! The rule, with the JobMaster's side of it in `server::gateway`:
 //! - The JobMaster declares the executor lost once no heartbeat was *read* for its
 //!   `heartbeat.timeout`. So once a heartbeat *sent* at `S` is answered (without `reregister`),
-//!   the JobMaster cannot declare the executor lost by timeout before `S + timeout`.
+//!   the JobMaster cannot declare the executor lost by timeout before `S + timeout`. The same
+//!   holds for a registration sent at `S` under a session id never registered before (the
+//!   JobMaster counts a new session alive from its registration).
 //! - **Fence**: when no answer moves that proof on, the executor kills its attempts (SIGKILL)
 //!   at `proof + timeout − margin`, strictly before the JobMaster's deadline, then registers
 //!   again under a new session. Timeouts, unreachable hosts, hung streams and resets are not
@@ -68,11 +70,22 @@ impl FenceClock {
     }
 
     /// A registration was answered with the JobMaster's heartbeat `timeout` and `interval`;
-    /// `floor` is `executor.fence-margin`.
-    pub(crate) fn registered(&mut self, timeout: Duration, interval: Duration, floor: Duration) {
+    /// `floor` is `executor.fence-margin`. `fresh`: it was sent then under a session id never
+    /// registered before, so the JobMaster counts the executor alive from no earlier than that
+    /// (a session it knows already keeps its last heartbeat: that is no proof).
+    pub(crate) fn registered(
+        &mut self,
+        timeout: Duration,
+        interval: Duration,
+        floor: Duration,
+        fresh: Option<Instant>,
+    ) {
         self.timeout = Some(timeout);
         self.margin = margin(floor, interval, timeout);
         self.fenced = false;
+        if let Some(sent) = fresh {
+            self.answered(sent);
+        }
     }
 
     /// A heartbeat sent at `sent` was answered without `reregister`.
@@ -159,6 +172,9 @@ struct Link {
     /// Counts the watchdog's fences, once the killed attempts are gone (or given up on): a
     /// session in progress ends then, and only then drops its heartbeat stream.
     fences: watch::Sender<u64>,
+    /// The session id registered last (ids are never reused: a new one is new to the
+    /// JobMaster too).
+    registered: Mutex<Option<String>>,
 }
 
 impl Link {
@@ -167,6 +183,7 @@ impl Link {
             clock: Mutex::new(FenceClock::new()),
             deadline: watch::Sender::new(None),
             fences: watch::Sender::new(0),
+            registered: Mutex::new(None),
         }
     }
 
@@ -187,6 +204,14 @@ impl Link {
 
     fn read(&self) -> FenceClock {
         self.clock.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Records that `session_id` registered; whether for the first time.
+    fn first_registration(&self, session_id: &str) -> bool {
+        let mut last = self.registered.lock().unwrap_or_else(|e| e.into_inner());
+        let first = last.as_deref() != Some(session_id);
+        *last = Some(session_id.to_owned());
+        first
     }
 }
 
@@ -320,6 +345,7 @@ async fn session(
 ) -> Result<End, tonic::Status> {
     let mut fences = link.fences.subscribe();
     let session_id = agent.session();
+    let sent = Instant::now();
     let registered = super::register(agent).await?;
     let interval = Duration::from_millis(registered.heartbeat_interval_ms.max(10));
     let timeout = Duration::from_millis(registered.heartbeat_timeout_ms);
@@ -333,7 +359,10 @@ async fn session(
         }
         state.fenced = false;
     }
-    link.update(|c| c.registered(timeout, interval, agent.config.fence_margin));
+    // A fresh session is proof in itself; without it, an executor fenced (its last answer
+    // long past) would fence again the moment it registers.
+    let fresh = link.first_registration(&session_id).then_some(sent);
+    link.update(|c| c.registered(timeout, interval, agent.config.fence_margin, fresh));
     let margin = link.read().margin();
     info!(epoch = registered.epoch, interval = ?interval, timeout = ?timeout,
           fence_margin = ?margin, "registered with the jobmaster");
@@ -557,7 +586,7 @@ mod tests {
     /// A clock registered with timeout 4 s, interval 1 s, floor 500 ms: margin 1 s.
     fn registered() -> FenceClock {
         let mut c = FenceClock::new();
-        c.registered(4 * S, S, ms(500));
+        c.registered(4 * S, S, ms(500), None);
         c
     }
 
@@ -621,15 +650,34 @@ mod tests {
         assert!(!c.refused(t0 + 4 * S, t0 + 4 * S));
         c.answered(t0 + 5 * S);
         assert_eq!(c.deadline(), None);
-        c.registered(4 * S, S, ms(500));
+        c.registered(4 * S, S, ms(500), None);
         assert_eq!(c.deadline(), Some(t0 + 8 * S));
+    }
+
+    #[test]
+    fn a_registration_under_a_new_session_is_proof_and_one_under_a_known_session_is_not() {
+        let t0 = Instant::now();
+        let mut c = registered();
+        c.answered(t0);
+        c.fence();
+        // Fenced long ago; registered again under the same id: the JobMaster kept its last
+        // heartbeat, so the old proof stands (and is due).
+        c.registered(4 * S, S, ms(500), None);
+        assert!(c.due(t0 + 10 * S));
+        // Under a new id, sent at t0 + 10 s: the JobMaster counts it alive from then.
+        c.registered(4 * S, S, ms(500), Some(t0 + 10 * S));
+        assert_eq!(c.deadline(), Some(t0 + 13 * S));
+        // The first registration of all has no other proof.
+        let mut first = FenceClock::new();
+        first.registered(4 * S, S, ms(500), Some(t0));
+        assert_eq!(first.deadline(), Some(t0 + 3 * S));
     }
 
     #[test]
     fn a_timeout_shorter_than_the_margin_fences_at_once() {
         let t0 = Instant::now();
         let mut c = FenceClock::new();
-        c.registered(ms(400), ms(100), S);
+        c.registered(ms(400), ms(100), S, None);
         c.answered(t0);
         assert_eq!(c.deadline(), Some(t0));
     }

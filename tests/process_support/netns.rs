@@ -140,6 +140,13 @@ impl Netns {
         self.exec(&["iptables", "-I", "OUTPUT", "-d", &host, "-j", "DROP"]);
     }
 
+    /// Ends [`Netns::partition`].
+    pub fn heal(&self) {
+        let host = self.host.to_string();
+        self.exec(&["iptables", "-D", "INPUT", "-s", &host, "-j", "DROP"]);
+        self.exec(&["iptables", "-D", "OUTPUT", "-d", &host, "-j", "DROP"]);
+    }
+
     /// Drops what reaches TCP port `port` in the namespace (a server there becomes a black
     /// hole: its clients' calls time out), nothing else.
     pub fn black_hole_port(&self, port: u16) {
