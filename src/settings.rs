@@ -72,6 +72,11 @@ pub struct ExecutorSettings {
     pub persistent_dir: String,
     #[serde(with = "humantime_serde")]
     pub jobmaster_reconnect_timeout: Duration,
+    /// The least time between the executor fencing its attempts and the JobMaster's deadline
+    /// for its heartbeats (the effective margin also covers an interval and a quarter of the
+    /// timeout).
+    #[serde(with = "humantime_serde")]
+    pub fence_margin: Duration,
     #[serde(with = "humantime_serde")]
     pub cancel_grace: Duration,
     pub min_free_disk_bytes: u64,
@@ -294,10 +299,11 @@ impl Settings {
         if self.heartbeat.interval.is_zero() {
             return bad("heartbeat.interval", "must be greater than 0");
         }
-        if self.heartbeat.timeout <= self.heartbeat.interval {
+        if self.heartbeat.timeout < self.heartbeat.interval * 3 {
             return bad(
                 "heartbeat.timeout",
-                "must be longer than heartbeat.interval (a few intervals, to ride out a late one)",
+                "must be at least 3 heartbeat.interval: executors fence their tasks a margin \
+                 (at least one interval) before it, and must still ride out a late heartbeat",
             );
         }
         if self.rpc.timeout.is_zero() || self.rpc.connect_timeout.is_zero() {
@@ -479,6 +485,43 @@ mod tests {
             e.to_string().contains("scheduler.quarantine.duration"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn executors_keep_tasks_two_minutes_for_a_gone_jobmaster_and_fence_half_a_second_early_at_least()
+     {
+        let s = Settings::load_from(None, []).unwrap();
+        assert_eq!(
+            s.executor.jobmaster_reconnect_timeout,
+            Duration::from_secs(120)
+        );
+        assert_eq!(s.executor.fence_margin, Duration::from_millis(500));
+        let s = Settings::load_from(
+            None,
+            [(
+                "JOBMASTER__EXECUTOR__FENCE_MARGIN".to_owned(),
+                "2s".to_owned(),
+            )],
+        )
+        .unwrap();
+        assert_eq!(s.executor.fence_margin, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn the_heartbeat_timeout_spans_at_least_three_intervals() {
+        let env = |timeout: &str| {
+            [
+                ("JOBMASTER__HEARTBEAT__INTERVAL".to_owned(), "1s".to_owned()),
+                (
+                    "JOBMASTER__HEARTBEAT__TIMEOUT".to_owned(),
+                    timeout.to_owned(),
+                ),
+            ]
+        };
+        assert!(Settings::load_from(None, env("3s")).is_ok());
+        let e = Settings::load_from(None, env("2999ms")).unwrap_err();
+        assert!(e.to_string().contains("heartbeat.timeout"), "{e}");
+        assert!(e.to_string().contains("3 heartbeat.interval"), "{e}");
     }
 
     #[test]

@@ -861,6 +861,7 @@ async fn start_on(data: &Path) -> Result<(), jobmaster::executor::StartError> {
             data_dir: data.to_owned(),
             persistent_dir: data.join("persistent"),
             jobmaster_reconnect_timeout: Duration::from_secs(1),
+            fence_margin: Duration::from_millis(500),
             cancel_grace: Duration::from_secs(1),
             min_free_disk: 0,
             rpc_timeout: Duration::from_secs(1),

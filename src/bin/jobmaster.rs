@@ -233,6 +233,7 @@ async fn daemon() -> anyhow::Result<()> {
                     data_dir: root.join(format!("executor-{i}")),
                     persistent_dir: root.join("persistent"),
                     jobmaster_reconnect_timeout: settings.executor.jobmaster_reconnect_timeout,
+                    fence_margin: settings.executor.fence_margin,
                     cancel_grace: settings.executor.cancel_grace,
                     min_free_disk: settings.executor.min_free_disk_bytes,
                     rpc_timeout: settings.rpc.timeout,

@@ -130,6 +130,7 @@ async fn agent() -> anyhow::Result<()> {
                 .persistent_dir
                 .unwrap_or_else(|| PathBuf::from(&s.persistent_dir)),
             jobmaster_reconnect_timeout: s.jobmaster_reconnect_timeout,
+            fence_margin: s.fence_margin,
             cancel_grace: s.cancel_grace,
             min_free_disk: s.min_free_disk_bytes,
             rpc_timeout: settings.rpc.timeout,

@@ -47,6 +47,13 @@ pub enum ExecutorError {
     /// A submit of a job the JobMaster said ended (ReleaseJob).
     #[error("job {job} ended: its attempts are not started any more")]
     JobEnded { job: String },
+    /// A submit between the executor killing its attempts (cut off from the JobMaster, or
+    /// declared lost) and its registration under a new session.
+    #[error(
+        "this executor killed its attempts (cut off from the jobmaster, or declared lost) and \
+         has not registered again yet: it starts no attempt until it has"
+    )]
+    Fenced,
     /// A SubmitTask input names a shared partition list, which only SubmitTasks carries.
     #[error(
         "input {input:?}: shared partition lists only exist in SubmitTasks; list the \
@@ -110,6 +117,7 @@ impl From<ExecutorError> for Status {
             | ExecutorError::UnknownEpoch { .. }
             | ExecutorError::LowDisk { .. }
             | ExecutorError::JobEnded { .. }
+            | ExecutorError::Fenced
             | ExecutorError::NoFreeSlot { .. } => Status::failed_precondition(message),
             ExecutorError::PartitionNotHere { .. }
             | ExecutorError::PartitionUnreadable { .. }
@@ -196,6 +204,10 @@ pub enum StartError {
         path: PathBuf,
         mode: u32,
     },
+    /// The TaskExecutorService stopped while the executor ran: it killed its attempts and
+    /// exits (the JobMaster takes a refused connection for a dead executor).
+    #[error("the executor's grpc server stopped ({0}): its attempts were killed; start it again")]
+    ServerStopped(String),
 }
 
 #[cfg(test)]

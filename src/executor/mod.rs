@@ -2,8 +2,11 @@
 //! slots, heartbeats, runs each task as a child process, keeps result partitions on disk and
 //! serves them, and obeys the JobMaster's epoch.
 //!
-//! [`run`] takes a bound listener and a shutdown future, like the daemon's `serve`.
+//! [`run`] takes a bound listener and a shutdown future, like the daemon's `serve`. The link to
+//! the JobMaster — registration, heartbeats, keeping or fencing the attempts when it fails — is
+//! [`connection`]'s.
 
+mod connection;
 mod descriptor;
 mod error;
 pub mod local;
@@ -28,8 +31,6 @@ use backon::{ExponentialBuilder, Retryable};
 use prost::Message;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
-use tokio_stream::StreamExt;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::security::Identity;
@@ -38,13 +39,13 @@ use crate::security::connector::{self, Expect};
 use crate::security::exposure;
 use crate::security::incoming::incoming;
 use crate::security::tls::{ClientAuth, Tls};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::api::v1::task_executor_gateway_client::TaskExecutorGatewayClient;
 use crate::api::v1::task_executor_service_server::TaskExecutorServiceServer;
 use crate::api::v1::{
-    AttemptRef, DisconnectRequest, HeartbeatRequest, HeldAttempt, PartitionRef,
-    RegisterExecutorRequest, TaskStateUpdate, UpdateTaskStateRequest, UpdateTaskStatesRequest,
+    AttemptRef, DisconnectRequest, HeldAttempt, PartitionRef, RegisterExecutorRequest,
+    RegisterExecutorResponse, TaskStateUpdate, UpdateTaskStateRequest, UpdateTaskStatesRequest,
 };
 use crate::core::{AttemptState, Labels};
 use crate::log_text::Escaped;
@@ -70,8 +71,12 @@ pub struct ExecutorConfig {
     pub slots: u32,
     pub data_dir: PathBuf,
     pub persistent_dir: PathBuf,
-    /// Without the JobMaster for this long, the executor kills its tasks.
+    /// How long the executor keeps its attempts while the JobMaster is gone (its address
+    /// refuses connections), counted from the start of the outage; then it stops them.
     pub jobmaster_reconnect_timeout: Duration,
+    /// The least time between the executor fencing its attempts (heartbeats unanswered) and the
+    /// JobMaster's heartbeat deadline; see [`connection`].
+    pub fence_margin: Duration,
     /// SIGTERM, then SIGKILL after this long.
     pub cancel_grace: Duration,
     /// Below this many free bytes in the data dir, new tasks are refused.
@@ -218,6 +223,8 @@ pub(crate) struct Running {
     /// The state it last reported (DEPLOYING until its process runs): a JobMaster that
     /// restarted learns it from the registration.
     pub(crate) state: AttemptState,
+    /// Cancelled with SIGKILL, no grace ([`Agent::kill_all`]).
+    pub(crate) killed: bool,
 }
 
 #[derive(Default)]
@@ -231,6 +238,10 @@ pub(crate) struct State {
     pub(crate) partitions: Vec<PartitionRef>,
     /// Jobs the JobMaster said ended (ReleaseJob): their folders are gone or about to go.
     pub(crate) ended_jobs: retention::EndedJobs,
+    /// The attempts were killed (fenced, declared lost, shutting down) and the executor has
+    /// not registered since under a new session: new attempts are refused meanwhile, so that
+    /// none starts under a session whose attempts the JobMaster is failing over.
+    pub(crate) fenced: bool,
 }
 
 /// The agent shared by the gRPC service, the task runners and the heartbeat loop.
@@ -252,7 +263,7 @@ pub(crate) struct Agent {
     pub(crate) task_user: Option<user::TaskUser>,
 }
 
-fn new_session() -> String {
+fn new_session_id() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -293,26 +304,35 @@ impl Agent {
         });
     }
 
-    /// Kills every attempt (declared lost, JobMaster gone, shutting down).
-    pub(crate) fn kill_all(&self, why: &str) {
+    /// Kills every attempt with SIGKILL (fenced, declared lost, shutting down) and refuses new
+    /// ones until the executor has registered again ([`State::fenced`]); with `new_session`,
+    /// under a new session id from now on (in the same critical section, so no attempt can
+    /// slip in under the old one). Returns how many attempts it killed.
+    pub(crate) fn kill_all(&self, why: &str, new_session: bool) -> usize {
         let attempts: Vec<(AttemptRef, Option<Arc<process::Control>>, Arc<Notify>)> = {
             let mut state = self.lock();
+            state.fenced = true;
+            if new_session && let Ok(mut s) = self.session.lock() {
+                *s = new_session_id();
+            }
             state
                 .attempts
                 .values_mut()
                 .map(|r| {
                     r.cancelled = true;
+                    r.killed = true;
                     (r.attempt.clone(), r.control.clone(), r.cancel.clone())
                 })
                 .collect()
         };
-        for (attempt, control, cancel) in attempts {
+        for (attempt, control, cancel) in &attempts {
             info!(job = %attempt.job_id, task = %format!("{}#{}", attempt.vertex, attempt.subtask), attempt = attempt.attempt, why, "killing attempt");
             if let Some(control) = control {
                 control.kill();
             }
             cancel.notify_one();
         }
+        attempts.len()
     }
 
     /// Cancels every attempt as a CancelTasks would: SIGTERM, then SIGKILL after
@@ -432,7 +452,7 @@ pub async fn run(
     let (reports, report_rx) = mpsc::unbounded_channel();
     let agent = Arc::new(Agent {
         config: config.clone(),
-        session: Mutex::new(new_session()),
+        session: Mutex::new(new_session_id()),
         state: Mutex::new(State::default()),
         gateway,
         reports,
@@ -446,7 +466,7 @@ pub async fn run(
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let (grpc_incoming, acceptor) = incoming(listener, tls.clone());
-    let server = tokio::spawn(
+    let mut server = tokio::spawn(
         tonic::transport::Server::builder()
             .layer(GrpcAuthLayer::new(Rules::Executor { tls: tls.is_some() }))
             .add_service(service)
@@ -457,13 +477,31 @@ pub async fn run(
             }),
     );
     let reporter = tokio::spawn(report_loop(agent.clone(), report_rx));
-    let connection = tokio::spawn(connection_loop(agent.clone()));
+    let connection = tokio::spawn(connection::run(agent.clone()));
     info!(id = %config.id, address = %config.advertise, slots = config.slots, "executor started");
 
-    shutdown.await;
-    info!("executor shutting down");
+    // The server ends only with the executor: the JobMaster takes "connection refused" at this
+    // address for a dead executor whose attempts died with it, and redeploys them at once.
+    let server_ended = tokio::select! {
+        () = shutdown => {
+            info!("executor shutting down");
+            None
+        }
+        ended = &mut server => {
+            let why = match ended {
+                Ok(Ok(())) => "it ended".to_owned(),
+                Ok(Err(e)) => crate::security::connector::describe(&e),
+                Err(e) => e.to_string(),
+            };
+            error!(why = %Escaped(&why), "the executor's grpc server stopped: killing the attempts and exiting");
+            Some(why)
+        }
+    };
+    // The attempts die before the heartbeat stream closes: the JobMaster takes a closed stream
+    // for a dead executor and redeploys its attempts at once.
+    agent.kill_all("executor shutting down", false);
+    connection::wait_attempts_gone(&agent, Duration::from_secs(5)).await;
     connection.abort();
-    agent.kill_all("executor shutting down");
     let mut gateway = agent.gateway.clone();
     let _ = tokio::time::timeout(
         Duration::from_secs(1),
@@ -475,10 +513,15 @@ pub async fn run(
     )
     .await;
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    if server_ended.is_none() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    }
     acceptor.close().await;
     reporter.abort();
-    Ok(())
+    match server_ended {
+        Some(why) => Err(StartError::ServerStopped(why)),
+        None => Ok(()),
+    }
 }
 
 /// Sends state reports in order, retrying while the JobMaster is unreachable. Reports travel
@@ -653,64 +696,9 @@ async fn send_report(agent: &Agent, update: &TaskStateUpdate) {
     }
 }
 
-/// Registers, then keeps a heartbeat stream open; re-registers when told to; kills every
-/// attempt when the JobMaster stays unreachable for `jobmaster_reconnect_timeout`.
-async fn connection_loop(agent: Arc<Agent>) {
-    // When the JobMaster was last reachable, while it is not; `None` while it is.
-    let mut unreachable_since: Option<Instant> = None;
-    let mut stopped = false;
-    loop {
-        let ended = session(&agent).await;
-        let lost = match &ended {
-            Ok(SessionEnd::Reregister) => true,
-            // Registration refused: this session was declared lost while the stream was down.
-            Err(status) => status.code() == tonic::Code::FailedPrecondition,
-            Ok(SessionEnd::Closed) => false,
-        };
-        if lost {
-            warn!("declared lost by the jobmaster: killing attempts and registering again");
-            agent.kill_all("declared lost by the jobmaster");
-            if let Ok(mut s) = agent.session.lock() {
-                *s = new_session();
-            }
-            unreachable_since = None;
-            stopped = false;
-            continue;
-        }
-        // A session that registered ended: the outage starts now, not at an earlier one.
-        if matches!(ended, Ok(SessionEnd::Closed)) {
-            unreachable_since = None;
-            stopped = false;
-        }
-        let since = *unreachable_since.get_or_insert_with(|| {
-            warn!(
-                timeout = ?agent.config.jobmaster_reconnect_timeout,
-                "lost the jobmaster: reconnecting; attempts are stopped if it stays away"
-            );
-            Instant::now()
-        });
-        if !stopped && since.elapsed() >= agent.config.jobmaster_reconnect_timeout {
-            stopped = true;
-            if !agent.lock().attempts.is_empty() {
-                warn!(
-                    "jobmaster unreachable for too long: stopping attempts (SIGTERM, then SIGKILL)"
-                );
-                agent.stop_all("jobmaster unreachable");
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// How a session that registered ended (an error before registering is an `Err`).
-enum SessionEnd {
-    /// The jobmaster asked it to register again (it was declared lost).
-    Reregister,
-    /// The heartbeat stream ended.
-    Closed,
-}
-
-async fn session(agent: &Arc<Agent>) -> Result<SessionEnd, tonic::Status> {
+/// Registers with the JobMaster under the current session, adopting its epoch. The heartbeats
+/// that follow, and what happens when they fail, are [`connection`]'s.
+async fn register(agent: &Arc<Agent>) -> Result<RegisterExecutorResponse, tonic::Status> {
     let mut gateway = agent.gateway.clone();
     // What it holds: a JobMaster that restarted adopts the attempts it still expects.
     let (attempts, partitions) = {
@@ -743,58 +731,7 @@ async fn session(agent: &Arc<Agent>) -> Result<SessionEnd, tonic::Status> {
         .await?
         .into_inner();
     agent.adopt_epoch(registered.epoch);
-    let interval = Duration::from_millis(registered.heartbeat_interval_ms.max(10));
-    info!(epoch = registered.epoch, interval = ?interval, "registered with the jobmaster");
-    let (tx, rx) = mpsc::channel(4);
-    let mut responses = gateway
-        .heartbeat(ReceiverStream::new(rx))
-        .await?
-        .into_inner();
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                let (attempts, partitions) = {
-                    let state = agent.lock();
-                    (
-                        state
-                            .attempts
-                            .values()
-                            .map(|r| r.attempt.clone())
-                            .chain(state.reporting.values().map(|(a, _)| a.clone()))
-                            .collect(),
-                        state.partitions.clone(),
-                    )
-                };
-                let hb = HeartbeatRequest {
-                    executor_id: agent.config.id.clone(),
-                    session_id: agent.session(),
-                    attempts,
-                    partitions,
-                    free_disk_bytes: agent.free_disk(),
-                };
-                if tx.send(hb).await.is_err() {
-                    return Ok(SessionEnd::Closed);
-                }
-            }
-            response = responses.next() => match response {
-                Some(Ok(r)) => {
-                    agent.adopt_epoch(r.epoch);
-                    if r.reregister {
-                        return Ok(SessionEnd::Reregister);
-                    }
-                }
-                // A registered session ended, cleanly or not (e.g. UNAVAILABLE while the
-                // jobmaster shuts down): the outage starts now.
-                Some(Err(status)) => {
-                    debug!(code = ?status.code(), "heartbeat stream ended with an error");
-                    return Ok(SessionEnd::Closed);
-                }
-                None => return Ok(SessionEnd::Closed),
-            }
-        }
-    }
+    Ok(registered)
 }
 
 #[cfg(test)]

@@ -339,7 +339,9 @@ async fn prepare_and_run(
         let mut state = agent.lock();
         if let Some(running) = state.attempts.get_mut(&key(attempt)) {
             running.control = Some(task.control.clone());
-            if running.cancelled {
+            if running.killed {
+                task.control.kill();
+            } else if running.cancelled {
                 task.control.terminate();
             }
         }
@@ -353,8 +355,9 @@ async fn prepare_and_run(
     Ok(Some((task, produced)))
 }
 
-/// Waits for the shim, turning a cancel into SIGTERM, then SIGKILL after the grace period.
-/// Whatever the task left behind is stopped by the shim before it exits.
+/// Waits for the shim, turning a cancel into SIGTERM, then SIGKILL after the grace period (a
+/// kill, [`Agent::kill_all`], into SIGKILL at once). Whatever the task left behind is stopped
+/// by the shim before it exits.
 async fn supervise(
     agent: &Arc<Agent>,
     attempt: &AttemptRef,
@@ -367,12 +370,18 @@ async fn supervise(
     let status = tokio::select! {
         status = child.wait() => status,
         _ = cancel.notified() => {
-            control.terminate();
-            match tokio::time::timeout(agent.config.cancel_grace, child.wait()).await {
-                Ok(status) => status,
-                Err(_) => {
-                    control.kill();
-                    child.wait().await
+            let killed = agent.lock().attempts.get(&key(attempt)).is_some_and(|r| r.killed);
+            if killed {
+                control.kill();
+                child.wait().await
+            } else {
+                control.terminate();
+                match tokio::time::timeout(agent.config.cancel_grace, child.wait()).await {
+                    Ok(status) => status,
+                    Err(_) => {
+                        control.kill();
+                        child.wait().await
+                    }
                 }
             }
         }

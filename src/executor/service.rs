@@ -88,6 +88,10 @@ impl Service {
                     job: attempt.job_id,
                 });
             }
+            // Under the lock that kills the attempts when the executor fences itself.
+            if state.fenced {
+                return Err(ExecutorError::Fenced);
+            }
             let k = key(&attempt);
             if state.attempts.contains_key(&k) {
                 return Ok(()); // a retried submit
@@ -105,6 +109,7 @@ impl Service {
                     cancel: cancel.clone(),
                     cancelled: false,
                     state: AttemptState::Deploying,
+                    killed: false,
                 },
             );
         }

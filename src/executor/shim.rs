@@ -15,9 +15,14 @@
 //!   to its group) and `K` to kill it (SIGKILL to the group and every descendant). End of
 //!   file means the executor is gone, however it died (kill -9 included): not the
 //!   parent-death signal, which fires when the *thread* that spawned a child exits;
-//! - when the command ends, or the executor is gone, stops what is left: SIGTERM to the
-//!   group and to every descendant (found through `/proc`), SIGKILL after the grace period,
-//!   until it has no child left (a subreaper with no child has no descendant);
+//! - when the executor is gone, kills everything at once: SIGKILL to the group and to every
+//!   descendant (found through `/proc`), no grace. Its heartbeat stream closed with it, and the
+//!   JobMaster takes that for a dead executor and redeploys the attempt elsewhere at once, so
+//!   nothing of the old attempt may run on;
+//! - when the command ends, stops what it left: SIGTERM to the group and to every
+//!   descendant, SIGKILL after the grace period;
+//! - either way, SIGKILLs until it has no child left (a subreaper with no child has no
+//!   descendant);
 //! - then exits the way the command did: with its exit code, or killed by the same signal,
 //!   so the executor reports `exit code N` or `killed by signal N` as before.
 //!
@@ -281,7 +286,12 @@ fn supervise(s: Started, control: &OwnedFd) -> Option<WaitStatus> {
     loop {
         let children = reap(s.command, &mut w.status);
         let group = w.status.is_none().then_some(s.command);
-        if (w.status.is_some() || !w.lifeline) && w.stopping.is_none() {
+        if !w.lifeline && !w.killing {
+            // The executor is gone: no grace (see the module's comment).
+            w.killing = true;
+            w.stopping.get_or_insert_with(Instant::now);
+        }
+        if w.status.is_some() && w.stopping.is_none() {
             w.stopping = Some(Instant::now());
             signal_all(me, group, Signal::SIGTERM);
         }

@@ -278,6 +278,7 @@ impl Executor {
             attempts: s.held.values().cloned().collect(),
             partitions: Vec::new(),
             free_disk_bytes: self.config.free_disk_bytes,
+            sequence: s.next_seq,
         })
     }
 

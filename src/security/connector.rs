@@ -92,6 +92,26 @@ pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// Whether a call failed because nothing listened at the address: the TCP connect was refused
+/// (`ECONNREFUSED`, a reset answering the SYN). Of the transport failures only this one is
+/// evidence that the process on the other side is gone (crashed, or restarting): a timeout, an
+/// unreachable host or a hung connection may as well be a partition with the process alive
+/// behind it. It assumes that nothing between the two forges refusals (a firewall REJECT rule
+/// would); see "Keeping tasks vs. fencing them" in the README.
+pub fn connection_refused(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(status);
+    while let Some(error) = source {
+        if error
+            .downcast_ref::<io::Error>()
+            .is_some_and(|e| e.kind() == io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
 /// An established client connection.
 pub enum ClientIo {
     Plain(TcpStream),
@@ -214,5 +234,49 @@ impl AsyncWrite for ClientIo {
             ClientIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
             ClientIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+
+    use super::*;
+
+    /// A health check through [`channel`] to `addr` with a short deadline.
+    async fn call(addr: std::net::SocketAddr) -> tonic::Status {
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .expect("url")
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(Duration::from_millis(500));
+        let mut client = HealthClient::new(channel(endpoint, None, Expect::JobMaster));
+        client
+            .check(HealthCheckRequest::default())
+            .await
+            .expect_err("nothing answers")
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_refused_and_a_silent_one_is_not() {
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.local_addr().expect("address")
+        };
+        let status = call(closed).await;
+        assert!(connection_refused(&status), "{status:?}");
+
+        // Bound but never accepting: the kernel completes the handshake, then nobody speaks.
+        // That is what a hung or cut-off peer looks like, not a gone one.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let status = call(silent.local_addr().expect("address")).await;
+        assert!(!connection_refused(&status), "{status:?}");
+        drop(silent);
+
+        assert!(!connection_refused(&tonic::Status::unavailable(
+            "connection refused"
+        )));
     }
 }

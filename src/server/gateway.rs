@@ -140,6 +140,16 @@ const HELD: [AttemptState; 6] = [
 
 type HeartbeatStream = Pin<Box<dyn Stream<Item = Result<HeartbeatResponse, Status>> + Send>>;
 
+/// What a heartbeat's executor and session are to the registry.
+enum Known {
+    /// Its current session: the heartbeat counts.
+    Current,
+    /// Its current session, asked to fence itself ([`super::ExecutorStatus::fencing`]).
+    Fencing,
+    /// Declared lost, replaced, or never registered.
+    No,
+}
+
 #[tonic::async_trait]
 impl TaskExecutorGateway for Gateway {
     async fn register_executor(
@@ -230,29 +240,47 @@ impl TaskExecutorGateway for Gateway {
                 }
                 let id = ExecutorId(hb.executor_id.clone());
                 let known = match shared.executors.get_mut(&id) {
+                    // Asked to fence itself: its heartbeats no longer keep it alive (the
+                    // executor's fence deadline counts from the last heartbeat answered
+                    // without `reregister`, which is no later than its last refresh here).
+                    Some(s) if s.session == hb.session_id && s.fencing => Known::Fencing,
                     Some(mut s) if s.session == hb.session_id => {
                         s.last_heartbeat = Instant::now();
                         s.free_disk = hb.free_disk_bytes;
                         s.partitions = hb.partitions.len() as u32;
-                        true
+                        Known::Current
                     }
-                    _ => false,
+                    _ => Known::No,
                 };
                 // The answer never waits: an executor that does not read its answers only
-                // misses some of them.
+                // misses some of them. It echoes the heartbeat's number: the executor fences
+                // its attempts by the time that heartbeat was sent.
                 let answer = |reregister| {
                     out.try_send(Ok(HeartbeatResponse {
                         epoch: shared.epoch,
                         reregister,
+                        sequence: hb.sequence,
                     }))
                 };
-                if !known {
-                    // Declared lost, replaced, or never registered: tell it to start over.
-                    if let Err(mpsc::error::TrySendError::Closed(_)) = answer(true) {
-                        break;
+                match known {
+                    Known::Current => {}
+                    Known::Fencing => {
+                        // Still its stream: should it close, the executor is lost at once
+                        // (the reference executor kills its attempts before it closes it).
+                        owner = Some((id, hb.session_id.clone()));
+                        if let Err(mpsc::error::TrySendError::Closed(_)) = answer(true) {
+                            break;
+                        }
+                        continue;
                     }
-                    owner = None;
-                    continue;
+                    Known::No => {
+                        // Declared lost, replaced, or never registered: tell it to start over.
+                        if let Err(mpsc::error::TrySendError::Closed(_)) = answer(true) {
+                            break;
+                        }
+                        owner = None;
+                        continue;
+                    }
                 }
                 owner = Some((id.clone(), hb.session_id.clone()));
                 forward.offer(id, hb.session_id, hb.attempts);
@@ -447,6 +475,13 @@ async fn lose(shared: &Shared, executor: ExecutorId, session: String, reason: &s
 }
 
 /// Declares lost every executor whose last heartbeat is older than the heartbeat timeout.
+///
+/// An executor cut off from the JobMaster fences its attempts strictly before this deadline
+/// (the README's "Keeping tasks vs. fencing them"): it counts from the *send* time of its
+/// last heartbeat answered here, while this counts from the time that heartbeat was *read*.
+///
+/// A JobMaster that is shutting down declares nobody lost: its executors' streams end with
+/// its shutdown, and they keep their attempts for the next JobMaster.
 pub(crate) async fn watchdog(shared: Arc<Shared>) {
     let hb = &shared.settings.heartbeat;
     let period = (hb.interval / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
@@ -454,6 +489,9 @@ pub(crate) async fn watchdog(shared: Arc<Shared>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if *shared.stopping.borrow() {
+            return;
+        }
         let timeout = shared.settings.heartbeat.timeout;
         let mut late = Vec::new();
         for mut entry in shared.executors.iter_mut() {

@@ -32,6 +32,7 @@ use crate::api::v1::WatchEvent;
 use crate::api::v1::job_master_service_server::JobMasterServiceServer;
 use crate::api::v1::task_executor_gateway_server::TaskExecutorGatewayServer;
 use crate::core::{CoreConfig, ExecutorId, JobId, Labels, QuarantineConfig, RestartBudgetConfig};
+use crate::log_text::Escaped;
 use crate::security::auth::{GrpcAuthLayer, Guard, Rules};
 use crate::security::incoming::{HttpListener, Peer, incoming};
 use crate::security::tls::{ClientAuth, Tls, TlsError};
@@ -83,6 +84,10 @@ pub(crate) struct ExecutorStatus {
     pub(crate) partitions: u32,
     /// Consecutive failed RPCs (transport errors only).
     pub(crate) rpc_failures: u32,
+    /// Asked to fence itself (commands to it kept failing without proof that it is gone):
+    /// its heartbeats are answered `reregister` and no longer count, so it is lost once it
+    /// registers again (after killing its attempts) or at the heartbeat timeout.
+    pub(crate) fencing: bool,
     /// A loss was already reported for this session.
     pub(crate) lost_reported: bool,
     /// The labels it registered with (its failure domains).
@@ -98,6 +103,7 @@ impl ExecutorStatus {
             free_disk,
             partitions: 0,
             rpc_failures: 0,
+            fencing: false,
             lost_reported: false,
             labels,
         }
@@ -127,30 +133,59 @@ impl Shared {
         }
     }
 
-    /// Counts a failed RPC; at the threshold of consecutive transport failures the executor
-    /// is declared lost.
+    /// Counts a failed RPC (transport failures only). At `heartbeat.rpc-failure-threshold`
+    /// consecutive failures:
+    /// - if this one was *connection refused*, nothing listens at the executor's address: its
+    ///   process is gone (the executor ends when its server does), and its attempts with it (the
+    ///   shims kill them when their lifeline closes). It is declared lost at once.
+    /// - otherwise (timeouts, a reset, an unreachable host) it may be cut off while its attempts
+    ///   still run. Declaring it lost now would redeploy them beside the running ones, so it is
+    ///   asked to fence itself instead ([`ExecutorStatus::fencing`]): its heartbeats are answered
+    ///   `reregister` (it kills its attempts, then registers under a new session, which loses
+    ///   the old one) and stop counting, so the heartbeat timeout loses it if it does not hear
+    ///   that — by then it has fenced itself, as its heartbeats went unanswered.
     pub(crate) async fn rpc_failed(&self, executor: &ExecutorId, status: &tonic::Status) {
         if !coordinator::is_transient(status) {
             return;
         }
+        let refused = crate::security::connector::connection_refused(status);
         let threshold = self.settings.heartbeat.rpc_failure_threshold;
-        let lose = self.executors.get_mut(executor).and_then(|mut s| {
+        // (lose it: its session; or ask it to fence), with the count of failures.
+        let verdict = self.executors.get_mut(executor).and_then(|mut s| {
             s.rpc_failures += 1;
-            (threshold > 0 && s.rpc_failures >= threshold && !s.lost_reported).then(|| {
+            if threshold == 0 || s.rpc_failures < threshold || s.lost_reported || s.fencing {
+                return None;
+            }
+            if refused {
                 s.lost_reported = true;
-                (s.session.clone(), s.rpc_failures)
-            })
+                Some((Some(s.session.clone()), s.rpc_failures))
+            } else {
+                s.fencing = true;
+                Some((None, s.rpc_failures))
+            }
         });
-        if let Some((session, failures)) = lose {
-            let _ = self
-                .tx
-                .send(Request::Lose {
-                    executor: executor.clone(),
-                    session: Some(session),
-                    reason: format!("{failures} consecutive RPCs failed: {}", status.message()),
-                    evidence: Instant::now(),
-                })
-                .await;
+        match verdict {
+            Some((Some(session), failures)) => {
+                let _ = self
+                    .tx
+                    .send(Request::Lose {
+                        executor: executor.clone(),
+                        session: Some(session),
+                        reason: format!(
+                            "{failures} consecutive RPCs failed, the last refused (its process \
+                             is gone): {}",
+                            status.message()
+                        ),
+                        evidence: Instant::now(),
+                    })
+                    .await;
+            }
+            Some((None, failures)) => {
+                warn!(executor = %Escaped(&executor.0), failures, code = ?status.code(),
+                      message = %Escaped(status.message()),
+                      "commands to the executor fail: asking it to fence itself and register again");
+            }
+            None => {}
         }
     }
 
@@ -485,6 +520,11 @@ pub async fn serve_with_store(
     }
     shared.stopping.send_replace(true);
     let _ = stop_tx.send(());
+    // Closed first: an executor that reconnects now must find nothing listening ("connection
+    // refused": the JobMaster is gone, it keeps its tasks for the next one), not a backlog that
+    // nobody accepts from until the grace period is over, which looks like a partition and
+    // makes it fence its tasks.
+    grpc_acceptor.close().await;
     let grace = settings.server.shutdown_grace;
     let (mut grpc_done, mut http_done) = (None, None);
     let in_time = tokio::time::timeout(grace, async {
@@ -506,7 +546,6 @@ pub async fn serve_with_store(
         http_task.abort();
         http_done = Some(http_task.await);
     }
-    grpc_acceptor.close().await;
     http_acceptor.close().await;
     if let Some(Ok(Err(e))) = grpc_done {
         warn!(error = %e, "grpc server ended with an error");

@@ -66,6 +66,7 @@ impl RealExecutor {
             data_dir: root.join("data"),
             persistent_dir: root.join("persistent"),
             jobmaster_reconnect_timeout: Duration::from_secs(30),
+            fence_margin: Duration::from_millis(500),
             cancel_grace: Duration::from_secs(1),
             min_free_disk: 0,
             rpc_timeout: Duration::from_secs(5),

@@ -12,6 +12,7 @@
 
 #![allow(dead_code)]
 
+pub mod netns;
 pub mod tls;
 pub mod watch;
 pub mod wordcount;
@@ -186,8 +187,18 @@ impl Cluster {
     /// directory: its store is `root/jobmaster-state` (the default `./jobmaster-state`).
     pub async fn start_jobmaster(&mut self) {
         assert!(self.jobmaster.is_none(), "the jobmaster runs already");
-        let started = self.spawn_jobmaster("127.0.0.1:0").await;
+        let started = self.spawn_jobmaster("127.0.0.1:0", &[]).await;
         if let Err(text) = started {
+            panic!("the jobmaster exited at start:\n{text}");
+        }
+        self.connect().await;
+    }
+
+    /// [`Cluster::start_jobmaster`] with its gRPC port at `listen` and `extra` arguments
+    /// (e.g. `--insecure`).
+    pub async fn start_jobmaster_on(&mut self, listen: &str, extra: &[&str]) {
+        assert!(self.jobmaster.is_none(), "the jobmaster runs already");
+        if let Err(text) = self.spawn_jobmaster(listen, extra).await {
             panic!("the jobmaster exited at start:\n{text}");
         }
         self.connect().await;
@@ -204,7 +215,7 @@ impl Cluster {
             .expect("the jobmaster ran before (start_jobmaster)");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            match self.spawn_jobmaster(&addr).await {
+            match self.spawn_jobmaster(&addr, &[]).await {
                 Ok(()) => break,
                 Err(text) if text.contains("cannot listen") && Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -217,7 +228,7 @@ impl Cluster {
 
     /// Spawns the jobmaster on `listen` and waits until it logs `jobmaster listening`
     /// (recording its address and epoch); `Err` with its log when it exits first.
-    async fn spawn_jobmaster(&mut self, listen: &str) -> Result<(), String> {
+    async fn spawn_jobmaster(&mut self, listen: &str, extra: &[&str]) -> Result<(), String> {
         let log = self.root.join("jobmaster.log");
         // Restarts append to the same log: read only what this process writes.
         let offset = std::fs::metadata(&log).map_or(0, |m| m.len() as usize);
@@ -230,6 +241,7 @@ impl Cluster {
             "--log-format",
             "json",
         ]);
+        command.args(extra);
         if let Some(certs) = &self.tls {
             command.args(certs.jobmaster_args());
         }
@@ -334,16 +346,38 @@ impl Cluster {
 
     /// Starts `taskexecutor --id ID` (again, if it ran before: same data dir).
     pub fn start_executor(&mut self, id: &str, slots: u32) {
+        self.start_executor_via(id, slots, &[], "127.0.0.1:0", &[]);
+    }
+
+    /// [`Cluster::start_executor`] through `launcher` (e.g. `ip netns exec NS`: the launcher
+    /// must exec the executor, so that the child's pid is the executor's), listening on
+    /// `listen`, with `extra` arguments (e.g. `--insecure`).
+    pub fn start_executor_via(
+        &mut self,
+        id: &str,
+        slots: u32,
+        launcher: &[&str],
+        listen: &str,
+        extra: &[&str],
+    ) {
         if let Some(old) = self.executors.get_mut(id) {
             assert!(!old.alive, "executor {id} still runs");
         }
         let data = self.data_dir(id);
         let persistent = self.root.join("persistent");
-        let mut command = Command::new(TASKEXECUTOR);
+        let mut command = match launcher.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(TASKEXECUTOR);
+                command
+            }
+            None => Command::new(TASKEXECUTOR),
+        };
         command
             .arg("--jobmaster")
             .arg(&self.url)
-            .args(["--listen", "127.0.0.1:0", "--id", id])
+            .args(["--listen", listen, "--id", id])
+            .args(extra)
             .arg("--slots")
             .arg(slots.to_string())
             .arg("--data-dir")
@@ -629,6 +663,14 @@ impl Drop for Cluster {
             let _ = std::fs::remove_dir_all(&self.root);
         }
     }
+}
+
+/// The `jobmaster listening` lines of a jobmaster's JSON log, in order.
+fn listening_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "jobmaster listening")
+        .collect()
 }
 
 /// `name state attempt@executor` of each task, for failure messages.

@@ -1,0 +1,713 @@
+//! The executor's link to its JobMaster (DESIGN §4, "Keeping tasks vs. fencing them"): the
+//! session (registration, then the heartbeat stream), reconnection with backoff, and what
+//! becomes of the attempts when the link fails.
+//!
+//! The rule, with the JobMaster's side of it in `server::gateway`:
+//! - The JobMaster declares the executor lost once no heartbeat was *read* for its
+//!   `heartbeat.timeout`. So once a heartbeat *sent* at `S` is answered (without `reregister`),
+//!   the JobMaster cannot declare the executor lost by timeout before `S + timeout`. The same
+//!   holds for a registration sent at `S` under a session id never registered before (the
+//!   JobMaster counts a new session alive from its registration).
+//! - **Fence**: when no answer moves that proof on, the executor kills its attempts (SIGKILL)
+//!   at `proof + timeout − margin`, strictly before the JobMaster's deadline, then registers
+//!   again under a new session. Timeouts, unreachable hosts, hung streams and resets are not
+//!   evidence that the JobMaster is gone — a live JobMaster may be behind them.
+//! - **Keep**: a reconnect attempt *refused* (nothing listens at the JobMaster's address: it
+//!   crashed or is restarting) started at `R` proves no JobMaster ran then; one that starts
+//!   later declares nobody lost before its own start plus its timeout. So a refusal moves the
+//!   proof on to `R`, and the executor keeps its attempts for a restarted JobMaster to adopt,
+//!   up to `jobmaster-reconnect-timeout` (then it stops them). A refusal seen once the fence
+//!   deadline has passed changes nothing: the attempts are dead by then.
+//!
+//! [`FenceClock`] is that rule as a pure function of the instants it is told; [`run`] feeds it
+//! and a watchdog acts on its deadline.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::{debug, info, warn};
+
+use super::Agent;
+use crate::api::v1::HeartbeatRequest;
+use crate::log_text::Escaped;
+use crate::security::connector::connection_refused;
+
+/// Heartbeats whose answer is awaited, at most (older ones are forgotten: their answer, should
+/// it come, then proves nothing, which only fences earlier).
+const MAX_OUTSTANDING: usize = 1024;
+/// The first delay between reconnect attempts; it doubles up to [`reconnect_cap`].
+const FIRST_RETRY: Duration = Duration::from_millis(50);
+
+/// The fencing rule (see the module's comment): when the executor must have killed its
+/// attempts, from what it has been told. Pure: every instant is an argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FenceClock {
+    /// The JobMaster's `heartbeat.timeout`, from the last registration answer (`None` before
+    /// the first one: no attempt can run yet).
+    timeout: Option<Duration>,
+    /// How long before the JobMaster's deadline the attempts are killed ([`margin`]).
+    margin: Duration,
+    /// The JobMaster declares this executor lost by timeout no sooner than `proof + timeout`:
+    /// the send time of the last heartbeat answered without `reregister`, or the start of the
+    /// last reconnect attempt refused.
+    proof: Option<Instant>,
+    /// The attempts were fenced and the executor has not registered since.
+    fenced: bool,
+}
+
+impl FenceClock {
+    pub(crate) fn new() -> FenceClock {
+        FenceClock {
+            timeout: None,
+            margin: Duration::ZERO,
+            proof: None,
+            fenced: false,
+        }
+    }
+
+    /// A registration was answered with the JobMaster's heartbeat `timeout` and `interval`;
+    /// `floor` is `executor.fence-margin`. `fresh`: it was sent then under a session id never
+    /// registered before, so the JobMaster counts the executor alive from no earlier than that
+    /// (a session it knows already keeps its last heartbeat: that is no proof).
+    pub(crate) fn registered(
+        &mut self,
+        timeout: Duration,
+        interval: Duration,
+        floor: Duration,
+        fresh: Option<Instant>,
+    ) {
+        self.timeout = Some(timeout);
+        self.margin = margin(floor, interval, timeout);
+        self.fenced = false;
+        if let Some(sent) = fresh {
+            self.answered(sent);
+        }
+    }
+
+    /// A heartbeat sent at `sent` was answered without `reregister`.
+    pub(crate) fn answered(&mut self, sent: Instant) {
+        self.proof = Some(self.proof.map_or(sent, |p| p.max(sent)));
+    }
+
+    /// A reconnect attempt started at `started` was refused, seen at `now`. Returns whether it
+    /// kept the attempts alive (false once the fence deadline has passed or they were fenced).
+    pub(crate) fn refused(&mut self, started: Instant, now: Instant) -> bool {
+        if self.fenced || self.due(now) {
+            return false;
+        }
+        self.proof = Some(self.proof.map_or(started, |p| p.max(started)));
+        true
+    }
+
+    /// When the attempts must be dead, if they still may run.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        if self.fenced {
+            return None;
+        }
+        Some(self.proof? + self.timeout?.saturating_sub(self.margin))
+    }
+
+    /// Whether the attempts must be dead by `now`.
+    pub(crate) fn due(&self, now: Instant) -> bool {
+        self.deadline().is_some_and(|d| now >= d)
+    }
+
+    /// The attempts were killed (fenced, or declared lost): no deadline until the next
+    /// registration.
+    pub(crate) fn fence(&mut self) {
+        self.fenced = true;
+    }
+
+    pub(crate) fn margin(&self) -> Duration {
+        self.margin
+    }
+
+    pub(crate) fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    pub(crate) fn proof(&self) -> Option<Instant> {
+        self.proof
+    }
+}
+
+/// The fence margin: the largest of `executor.fence-margin` (`floor`: the kill, a late
+/// timer), one heartbeat interval and a quarter of the heartbeat timeout. With the JobMaster's
+/// rule `timeout ≥ 3 × interval`, `timeout − margin` still spans two intervals, so one late
+/// answer does not fence a healthy executor.
+pub(crate) fn margin(floor: Duration, interval: Duration, timeout: Duration) -> Duration {
+    floor.max(interval).max(timeout / 4)
+}
+
+/// The delay before reconnect attempt `failures + 1` after `failures` failed ones in a row
+/// (the first attempt goes at once): 50 ms, doubling, at most `cap`.
+pub(crate) fn reconnect_delay(failures: u32, cap: Duration) -> Duration {
+    if failures == 0 {
+        return Duration::ZERO;
+    }
+    FIRST_RETRY
+        .saturating_mul(1 << (failures - 1).min(16))
+        .min(cap)
+}
+
+/// The cap of [`reconnect_delay`]: a heartbeat interval, at most a second. While the
+/// JobMaster is gone each refused attempt moves the fence deadline on, and the deadline is at
+/// least two intervals away, so refusals keep coming in time.
+fn reconnect_cap(interval: Option<Duration>) -> Duration {
+    interval
+        .unwrap_or(Duration::from_secs(1))
+        .clamp(FIRST_RETRY, Duration::from_secs(1))
+}
+
+/// The clock shared by the connection loop (which feeds it) and the watchdog (which fences
+/// at its deadline).
+struct Link {
+    clock: Mutex<FenceClock>,
+    /// The clock's deadline, for the watchdog.
+    deadline: watch::Sender<Option<Instant>>,
+    /// Counts the watchdog's fences, once the killed attempts are gone (or given up on): a
+    /// session in progress ends then, and only then drops its heartbeat stream.
+    fences: watch::Sender<u64>,
+    /// The session id registered last (ids are never reused: a new one is new to the
+    /// JobMaster too).
+    registered: Mutex<Option<String>>,
+}
+
+impl Link {
+    fn new() -> Link {
+        Link {
+            clock: Mutex::new(FenceClock::new()),
+            deadline: watch::Sender::new(None),
+            fences: watch::Sender::new(0),
+            registered: Mutex::new(None),
+        }
+    }
+
+    /// Changes the clock and publishes its new deadline.
+    fn update<T>(&self, change: impl FnOnce(&mut FenceClock) -> T) -> T {
+        let (result, deadline) = {
+            let mut clock = self.clock.lock().unwrap_or_else(|e| e.into_inner());
+            let result = change(&mut clock);
+            (result, clock.deadline())
+        };
+        self.deadline.send_if_modified(|d| {
+            let changed = *d != deadline;
+            *d = deadline;
+            changed
+        });
+        result
+    }
+
+    fn read(&self) -> FenceClock {
+        self.clock.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Records that `session_id` registered; whether for the first time.
+    fn first_registration(&self, session_id: &str) -> bool {
+        let mut last = self.registered.lock().unwrap_or_else(|e| e.into_inner());
+        let first = last.as_deref() != Some(session_id);
+        *last = Some(session_id.to_owned());
+        first
+    }
+}
+
+/// Aborts a spawned task when dropped (the connection loop is aborted at shutdown).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How a session ended (an error before the heartbeat stream opened is an `Err`).
+enum End {
+    /// The JobMaster answered `reregister`: the attempts were killed.
+    Reregister,
+    /// The watchdog fenced the attempts, or the session id changed under the registration.
+    Fenced,
+    /// The heartbeat stream ended (the JobMaster closed it, or the connection broke); whether
+    /// any of its heartbeats had been answered.
+    Closed { answered: bool },
+}
+
+/// An outage: since when the JobMaster is unreachable, and what was done about it.
+struct Outage {
+    since: Instant,
+    /// Reconnect attempts that failed in a row.
+    failures: u32,
+    /// "Keeping the attempts" was logged.
+    kept: bool,
+    /// The attempts were stopped for `jobmaster-reconnect-timeout`.
+    stopped: bool,
+}
+
+impl Outage {
+    fn new(agent: &Agent, reconnect_timeout: Duration) -> Outage {
+        if !agent.lock().attempts.is_empty() {
+            warn!(
+                timeout = ?reconnect_timeout,
+                "lost the jobmaster: reconnecting (attempts are kept while it is gone, fenced if \
+                 it is merely unreachable)"
+            );
+        }
+        Outage {
+            since: Instant::now(),
+            failures: 0,
+            kept: false,
+            stopped: false,
+        }
+    }
+}
+
+/// Registers, keeps a heartbeat stream open, and reconnects when it ends, until aborted; keeps
+/// or fences the attempts as the module's comment says.
+pub(crate) async fn run(agent: Arc<Agent>) {
+    let link = Arc::new(Link::new());
+    let _watchdog = AbortOnDrop(tokio::spawn(watchdog(agent.clone(), link.clone())));
+    let reconnect_timeout = agent.config.jobmaster_reconnect_timeout;
+    let mut interval: Option<Duration> = None;
+    let mut outage: Option<Outage> = None;
+    loop {
+        let started = Instant::now();
+        let ended = session(&agent, &link, &mut interval).await;
+        match ended {
+            Ok(End::Reregister | End::Fenced) => {
+                // The attempts are dead and the session id is new: register at once.
+                outage = None;
+                continue;
+            }
+            // A registered session ended: the outage starts now, not at an earlier one.
+            Ok(End::Closed { answered: true }) => {
+                outage = Some(Outage::new(&agent, reconnect_timeout))
+            }
+            // Closed before any answer: a failed try, which backs off (a JobMaster that keeps
+            // closing new streams must not be hammered).
+            Ok(End::Closed { answered: false }) => {
+                outage
+                    .get_or_insert_with(|| Outage::new(&agent, reconnect_timeout))
+                    .failures += 1;
+            }
+            // Registration refused: this session was declared lost while the stream was down.
+            // The next try, under a new session, waits a backoff step: should the refusal
+            // persist, the executor must not hammer the JobMaster.
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+                warn!("declared lost by the jobmaster: killing attempts and registering again");
+                kill_and_wait(&agent, &link, "declared lost by the jobmaster").await;
+                outage
+                    .get_or_insert_with(|| Outage::new(&agent, reconnect_timeout))
+                    .failures += 1;
+            }
+            Err(status) => {
+                let now = Instant::now();
+                let current = outage.get_or_insert_with(|| Outage::new(&agent, reconnect_timeout));
+                current.failures += 1;
+                if connection_refused(&status) {
+                    let kept = link.update(|c| c.refused(started, now));
+                    if kept && !current.kept && !agent.lock().attempts.is_empty() {
+                        current.kept = true;
+                        let left = reconnect_timeout.saturating_sub(current.since.elapsed());
+                        info!(keep_for = ?left, "jobmaster gone (connection refused): keeping the \
+                              attempts for it to adopt when it is back");
+                    }
+                } else {
+                    debug!(code = ?status.code(), message = %Escaped(status.message()),
+                           "jobmaster unreachable");
+                }
+            }
+        }
+        let Some(current) = outage.as_mut() else {
+            continue;
+        };
+        if !current.stopped && current.since.elapsed() >= reconnect_timeout {
+            current.stopped = true;
+            if !agent.lock().attempts.is_empty() {
+                warn!(
+                    "jobmaster unreachable for too long: stopping attempts (SIGTERM, then SIGKILL)"
+                );
+                agent.stop_all("jobmaster unreachable");
+            }
+        }
+        tokio::time::sleep(reconnect_delay(current.failures, reconnect_cap(interval))).await;
+    }
+}
+
+/// One session: registers under the current session id, then heartbeats every interval until
+/// the stream ends, the JobMaster says `reregister`, or the watchdog fences.
+async fn session(
+    agent: &Arc<Agent>,
+    link: &Link,
+    interval_seen: &mut Option<Duration>,
+) -> Result<End, tonic::Status> {
+    let mut fences = link.fences.subscribe();
+    let session_id = agent.session();
+    let sent = Instant::now();
+    let registered = super::register(agent).await?;
+    let interval = Duration::from_millis(registered.heartbeat_interval_ms.max(10));
+    let timeout = Duration::from_millis(registered.heartbeat_timeout_ms);
+    *interval_seen = Some(interval);
+    {
+        // Checked under the lock that fences: a fence since the id was read (it changed the
+        // id) makes this registration stale, and it must not reopen the door to attempts.
+        let mut state = agent.lock();
+        if agent.session() != session_id {
+            return Ok(End::Fenced);
+        }
+        state.fenced = false;
+    }
+    // A fresh session is proof in itself; without it, an executor fenced (its last answer
+    // long past) would fence again the moment it registers.
+    let fresh = link.first_registration(&session_id).then_some(sent);
+    link.update(|c| c.registered(timeout, interval, agent.config.fence_margin, fresh));
+    let margin = link.read().margin();
+    info!(epoch = registered.epoch, interval = ?interval, timeout = ?timeout,
+          fence_margin = ?margin, "registered with the jobmaster");
+    if timeout.saturating_sub(margin) < interval * 2 {
+        warn!(timeout = ?timeout, interval = ?interval, fence_margin = ?margin,
+              "heartbeat timeout minus the fence margin is under two heartbeat intervals: a \
+               late answer fences this executor's attempts (raise heartbeat.timeout or lower \
+               executor.fence-margin)");
+    }
+    let (tx, rx) = mpsc::channel(4);
+    let mut responses = agent
+        .gateway
+        .clone()
+        .heartbeat(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // (sequence, send time) of the heartbeats whose answer is awaited, oldest first.
+    let mut sent: VecDeque<(u64, Instant)> = VecDeque::new();
+    let mut sequence = 0u64;
+    let mut answered_any = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                sequence += 1;
+                let hb = heartbeat(agent, &session_id, sequence);
+                match tx.try_send(hb) {
+                    Ok(()) => {
+                        if sent.len() == MAX_OUTSTANDING {
+                            sent.pop_front();
+                        }
+                        sent.push_back((sequence, Instant::now()));
+                    }
+                    // Not even queued (the stream is backed up): it was not sent.
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        debug!(sequence, "heartbeat stream backed up: heartbeat skipped");
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        return Ok(End::Closed { answered: answered_any });
+                    }
+                }
+            }
+            response = responses.next() => match response {
+                Some(Ok(r)) => {
+                    answered_any = true;
+                    agent.adopt_epoch(r.epoch);
+                    let at = answered(&mut sent, r.sequence);
+                    if r.reregister {
+                        // Killed while the stream is still open: the JobMaster loses this
+                        // session at once when it closes, and may redeploy the attempts.
+                        warn!("the jobmaster asks this executor to register again: killing attempts");
+                        kill_and_wait(agent, link, "the jobmaster asked to register again").await;
+                        return Ok(End::Reregister);
+                    }
+                    if let Some(at) = at {
+                        link.update(|c| c.answered(at));
+                    }
+                }
+                // A registered session ended, cleanly or not (e.g. UNAVAILABLE while the
+                // jobmaster shuts down): the outage starts now.
+                Some(Err(status)) => {
+                    debug!(code = ?status.code(), "heartbeat stream ended with an error");
+                    return Ok(End::Closed { answered: answered_any });
+                }
+                None => return Ok(End::Closed { answered: answered_any }),
+            },
+            // A fence during this session (it changed the session id) whose attempts are dead
+            // now: the stream may close. Never for an older fence: a closing stream makes the
+            // JobMaster lose this session at once, its attempts alive or not.
+            _ = fences.changed() => {
+                if agent.session() != session_id {
+                    return Ok(End::Fenced);
+                }
+            }
+        }
+    }
+}
+
+/// The heartbeat numbered `sequence` of session `session_id`: every attempt held (running, or
+/// ended with its report not yet answered) and every partition hosted.
+fn heartbeat(agent: &Agent, session_id: &str, sequence: u64) -> HeartbeatRequest {
+    let (attempts, partitions) = {
+        let state = agent.lock();
+        (
+            state
+                .attempts
+                .values()
+                .map(|r| r.attempt.clone())
+                .chain(state.reporting.values().map(|(a, _)| a.clone()))
+                .collect(),
+            state.partitions.clone(),
+        )
+    };
+    HeartbeatRequest {
+        executor_id: agent.config.id.clone(),
+        session_id: session_id.to_owned(),
+        attempts,
+        partitions,
+        free_disk_bytes: agent.free_disk(),
+        sequence,
+    }
+}
+
+/// The send time of the heartbeat an answer echoing `sequence` answers, taken off `sent`
+/// with every older one (answers come in order; an older one left was not answered). An
+/// answer without a number (0, an older JobMaster) is taken for the oldest heartbeat awaiting
+/// one, which is never later than the one it answers.
+fn answered(sent: &mut VecDeque<(u64, Instant)>, sequence: u64) -> Option<Instant> {
+    if sequence == 0 {
+        return sent.pop_front().map(|(_, at)| at);
+    }
+    while let Some(&(n, at)) = sent.front() {
+        if n > sequence {
+            return None;
+        }
+        sent.pop_front();
+        if n == sequence {
+            return Some(at);
+        }
+    }
+    None
+}
+
+/// Fences at the clock's deadline: kills the attempts, waits for them to be gone (at most the
+/// margin), then ends the session in progress.
+async fn watchdog(agent: Arc<Agent>, link: Arc<Link>) {
+    let mut deadlines = link.deadline.subscribe();
+    loop {
+        let deadline = *deadlines.borrow_and_update();
+        let Some(deadline) = deadline else {
+            if deadlines.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline.into()) => {}
+            changed = deadlines.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                continue;
+            }
+        }
+        // An answer may have moved the deadline on just now: decide under the clock's lock.
+        let now = Instant::now();
+        let clock = link.update(|c| {
+            let due = c.due(now);
+            if due {
+                c.fence();
+            }
+            due.then(|| c.clone())
+        });
+        let Some(clock) = clock else {
+            continue;
+        };
+        let killed = agent.kill_all("self-fencing: heartbeats unanswered", true);
+        warn!(
+            attempts = killed,
+            unanswered_for = ?clock.proof().map(|p| now.saturating_duration_since(p)),
+            heartbeat_timeout = ?clock.timeout(),
+            margin = ?clock.margin(),
+            "self-fencing: heartbeats unanswered, killing the attempts before the jobmaster \
+             declares this executor lost"
+        );
+        let started = Instant::now();
+        if wait_attempts_gone(&agent, clock.margin()).await {
+            if killed > 0 {
+                info!(attempts = killed, took = ?started.elapsed(), "self-fenced: the attempts are dead");
+            }
+        } else {
+            warn!(left = agent.lock().attempts.len(), margin = ?clock.margin(),
+                  "attempts still alive a fence margin after the fence: the jobmaster may \
+                   redeploy them while they run");
+        }
+        link.fences.send_modify(|n| *n += 1);
+    }
+}
+
+/// Kills every attempt under a new session id, then waits (bounded) until they are gone.
+async fn kill_and_wait(agent: &Agent, link: &Link, why: &str) {
+    link.update(FenceClock::fence);
+    let started = Instant::now();
+    let killed = agent.kill_all(why, true);
+    if !wait_attempts_gone(agent, Duration::from_secs(5)).await {
+        warn!(
+            left = agent.lock().attempts.len(),
+            "killed attempts still alive after 5 s"
+        );
+    } else if killed > 0 {
+        info!(attempts = killed, took = ?started.elapsed(), "the killed attempts are dead");
+    }
+}
+
+/// Waits until the executor holds no attempt (each one leaves once its shim has exited, i.e.
+/// once every process of it is dead), for at most `within`; returns whether it got there.
+pub(crate) async fn wait_attempts_gone(agent: &Agent, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if agent.lock().attempts.is_empty() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// A clock registered with timeout 4 s, interval 1 s, floor 500 ms: margin 1 s.
+    fn registered() -> FenceClock {
+        let mut c = FenceClock::new();
+        c.registered(4 * S, S, ms(500), None);
+        c
+    }
+
+    #[test]
+    fn the_margin_is_the_largest_of_the_floor_an_interval_and_a_quarter_of_the_timeout() {
+        assert_eq!(margin(ms(500), S, 4 * S), S);
+        assert_eq!(margin(ms(500), ms(100), 3 * S), ms(750));
+        assert_eq!(margin(ms(500), ms(100), S), ms(500));
+        assert_eq!(margin(3 * S, S, 4 * S), 3 * S);
+    }
+
+    #[test]
+    fn the_fence_deadline_counts_from_the_send_time_of_the_last_answered_heartbeat() {
+        let t0 = Instant::now();
+        let mut c = registered();
+        assert_eq!(c.deadline(), None, "no proof yet: nothing can be due");
+        // Sent at t0, its answer arrives much later: the deadline counts from t0.
+        c.answered(t0);
+        assert_eq!(c.deadline(), Some(t0 + 3 * S));
+        assert!(!c.due(t0 + ms(2999)));
+        assert!(c.due(t0 + 3 * S));
+        // The JobMaster read that heartbeat at t0 or later, so it declares the executor lost at
+        // t0 + 4 s at the earliest: the deadline is a whole margin before.
+        assert!(c.deadline().expect("due") + c.margin() <= t0 + 4 * S);
+        // A later answer moves it on; an answer to an older heartbeat does not move it back.
+        c.answered(t0 + S);
+        c.answered(t0 + ms(500));
+        assert_eq!(c.deadline(), Some(t0 + 4 * S));
+    }
+
+    #[test]
+    fn a_refused_reconnect_keeps_the_attempts_other_failures_do_not() {
+        let t0 = Instant::now();
+        let mut c = registered();
+        c.answered(t0);
+        // Timeouts and the like are not told to the clock at all: the deadline stays.
+        assert_eq!(c.deadline(), Some(t0 + 3 * S));
+        // Refused at t0 + 2 s (the attempt started then): no JobMaster listened; a new one
+        // counts its timeout from its start, later than that.
+        assert!(c.refused(t0 + 2 * S, t0 + 2 * S + ms(1)));
+        assert_eq!(c.deadline(), Some(t0 + 5 * S));
+        // Each refusal moves it on, by the attempt's start, not by when the refusal was seen.
+        assert!(c.refused(t0 + 4 * S, t0 + 4 * S + ms(900)));
+        assert_eq!(c.deadline(), Some(t0 + 7 * S));
+        // Then the JobMaster's address stops refusing (a partition): the deadline holds.
+        assert!(!c.due(t0 + 7 * S - ms(1)));
+        assert!(c.due(t0 + 7 * S));
+    }
+
+    #[test]
+    fn a_refusal_seen_after_the_deadline_changes_nothing() {
+        let t0 = Instant::now();
+        let mut c = registered();
+        c.answered(t0);
+        // Started before the deadline, seen after it: the attempts are due to be dead.
+        assert!(!c.refused(t0 + ms(2900), t0 + ms(3100)));
+        assert_eq!(c.deadline(), Some(t0 + 3 * S));
+        // Once fenced, nothing brings a deadline back until the next registration.
+        c.fence();
+        assert_eq!(c.deadline(), None);
+        assert!(!c.refused(t0 + 4 * S, t0 + 4 * S));
+        c.answered(t0 + 5 * S);
+        assert_eq!(c.deadline(), None);
+        c.registered(4 * S, S, ms(500), None);
+        assert_eq!(c.deadline(), Some(t0 + 8 * S));
+    }
+
+    #[test]
+    fn a_registration_under_a_new_session_is_proof_and_one_under_a_known_session_is_not() {
+        let t0 = Instant::now();
+        let mut c = registered();
+        c.answered(t0);
+        c.fence();
+        // Fenced long ago; registered again under the same id: the JobMaster kept its last
+        // heartbeat, so the old proof stands (and is due).
+        c.registered(4 * S, S, ms(500), None);
+        assert!(c.due(t0 + 10 * S));
+        // Under a new id, sent at t0 + 10 s: the JobMaster counts it alive from then.
+        c.registered(4 * S, S, ms(500), Some(t0 + 10 * S));
+        assert_eq!(c.deadline(), Some(t0 + 13 * S));
+        // The first registration of all has no other proof.
+        let mut first = FenceClock::new();
+        first.registered(4 * S, S, ms(500), Some(t0));
+        assert_eq!(first.deadline(), Some(t0 + 3 * S));
+    }
+
+    #[test]
+    fn a_timeout_shorter_than_the_margin_fences_at_once() {
+        let t0 = Instant::now();
+        let mut c = FenceClock::new();
+        c.registered(ms(400), ms(100), S, None);
+        c.answered(t0);
+        assert_eq!(c.deadline(), Some(t0));
+    }
+
+    #[test]
+    fn an_answer_matches_its_heartbeat_by_number_and_an_unnumbered_one_the_oldest() {
+        let t0 = Instant::now();
+        let at = |n: u64| t0 + ms(100 * n);
+        let mut sent: VecDeque<(u64, Instant)> = (1..=5).map(|n| (n, at(n))).collect();
+        // Answer 2: heartbeat 1's answer was dropped; both leave.
+        assert_eq!(answered(&mut sent, 2), Some(at(2)));
+        assert_eq!(sent.front().map(|s| s.0), Some(3));
+        // An answer to a heartbeat forgotten already proves nothing.
+        assert_eq!(answered(&mut sent, 1), None);
+        assert_eq!(sent.len(), 3);
+        // Unnumbered: the oldest awaiting, never later than the one it answers.
+        assert_eq!(answered(&mut sent, 0), Some(at(3)));
+        assert_eq!(answered(&mut sent, 9), None);
+        assert!(sent.is_empty());
+    }
+
+    #[test]
+    fn reconnects_retry_at_once_then_within_200ms_doubling_up_to_the_cap() {
+        let delays: Vec<u128> = (0..8).map(|n| reconnect_delay(n, S).as_millis()).collect();
+        assert_eq!(delays, vec![0, 50, 100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(reconnect_delay(40, S), S);
+        // The cap is an interval (at most a second), so refusals keep moving the deadline on.
+        assert_eq!(reconnect_cap(Some(ms(100))), ms(100));
+        assert_eq!(reconnect_cap(Some(5 * S)), S);
+        assert_eq!(reconnect_cap(None), S);
+        assert_eq!(reconnect_delay(5, reconnect_cap(Some(ms(100)))), ms(100));
+    }
+}
