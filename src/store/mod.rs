@@ -84,7 +84,8 @@ pub enum StoreError {
     )]
     NewerFormat { file: PathBuf, found: u64 },
     #[error(
-        "store {file} cannot be read: {message}; it is left untouched. Restore a backup \
+        "store {file} cannot be read: {message}; the jobmaster did not start and removed \
+         nothing. Restore a backup \
          (see the README, \"Durability\"), or move it away to start empty"
     )]
     Corrupt { file: PathBuf, message: String },

@@ -836,3 +836,46 @@ pub fn streaming_job(
 pub fn stream_command() -> Vec<String> {
     vec!["sh".into(), example("tasks/stream.sh")]
 }
+
+/// A test directory removed at the end (kept with `JM_TEST_KEEP=1` when the test fails,
+/// after printing the end of its `local.log` if it has one), whose leftover task processes
+/// are killed.
+pub struct TestDir(pub PathBuf);
+
+impl TestDir {
+    pub fn new(name: &str) -> TestDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "jobmaster-crash-{name}-{}-{nanos:x}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("create the test directory");
+        TestDir(dir.canonicalize().expect("canonical test directory"))
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        for p in task_processes(&self.0) {
+            // SAFETY: kill(2) on a task process of this test (found under its directory).
+            unsafe {
+                libc::kill(p.pid, libc::SIGKILL);
+            }
+        }
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.0.join("local.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!("----- local.log (last 80 lines) -----");
+            for l in &lines[lines.len().saturating_sub(80)..] {
+                eprintln!("{l}");
+            }
+            if std::env::var_os("JM_TEST_KEEP").is_some() {
+                eprintln!("kept {}", self.0.display());
+                return;
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -56,7 +56,7 @@ fn a_corrupt_file_is_refused_not_wiped() {
     std::fs::write(d.join(FILE_NAME), &garbage).expect("write garbage");
     match Embedded::open(&d, true) {
         Err(e @ StoreError::Corrupt { .. }) => {
-            assert!(e.to_string().contains("left untouched"), "{e}")
+            assert!(e.to_string().contains("removed nothing"), "{e}")
         }
         Err(e) => panic!("expected Corrupt, got {e}"),
         Ok(_) => panic!("a corrupt file was opened"),
@@ -151,7 +151,7 @@ fn a_truncated_store_is_refused_as_corrupt_not_a_panic() {
     std::fs::write(&file, &half).expect("truncate");
     match Embedded::open(&d, true) {
         Err(e @ StoreError::Corrupt { .. }) => {
-            assert!(e.to_string().contains("left untouched"), "{e}")
+            assert!(e.to_string().contains("removed nothing"), "{e}")
         }
         Err(e) => panic!("expected Corrupt, got {e}"),
         Ok(_) => panic!("a truncated file was opened"),
