@@ -117,9 +117,15 @@ impl FenceClock {
     }
 
     /// The attempts were killed (fenced, or declared lost): no deadline until the next
-    /// registration.
+    /// registration (or [`FenceClock::reopen`]).
     pub(crate) fn fence(&mut self) {
         self.fenced = true;
+    }
+
+    /// A heartbeat sent after the registration was answered: the deadline runs again, from
+    /// that fresh proof (told by [`FenceClock::answered`]).
+    pub(crate) fn reopen(&mut self) {
+        self.fenced = false;
     }
 
     pub(crate) fn margin(&self) -> Duration {
@@ -350,19 +356,33 @@ async fn session(
     let interval = Duration::from_millis(registered.heartbeat_interval_ms.max(10));
     let timeout = Duration::from_millis(registered.heartbeat_timeout_ms);
     *interval_seen = Some(interval);
-    {
-        // Checked under the lock that fences: a fence since the id was read (it changed the
-        // id) makes this registration stale, and it must not reopen the door to attempts.
+    // A fresh session is proof in itself; without it, an executor fenced (its last answer
+    // long past) would fence again the moment it registers.
+    let fresh = link.first_registration(&session_id).then_some(sent);
+    // Whether the door to new attempts stays closed until the first answer (see below).
+    let mut closed = {
+        // Under the lock that fences: a fence since the id was read (it changed the id)
+        // makes this registration stale, and it must not reopen the door to attempts.
         let mut state = agent.lock();
         if agent.session() != session_id {
             return Ok(End::Fenced);
         }
-        state.fenced = false;
-    }
-    // A fresh session is proof in itself; without it, an executor fenced (its last answer
-    // long past) would fence again the moment it registers.
-    let fresh = link.first_registration(&session_id).then_some(sent);
-    link.update(|c| c.registered(timeout, interval, agent.config.fence_margin, fresh));
+        let now = Instant::now();
+        link.update(|c| {
+            c.registered(timeout, interval, agent.config.fence_margin, fresh);
+            // A registration that took long (sent before a partition healed) may be due
+            // already. With the door closed since the last fence nothing runs here: keep it
+            // closed, without a deadline, until a heartbeat of this session is answered,
+            // rather than fence (and register) again at once.
+            let hold = state.fenced && c.due(now);
+            if hold {
+                c.fence();
+            } else {
+                state.fenced = false;
+            }
+            hold
+        })
+    };
     let margin = link.read().margin();
     info!(epoch = registered.epoch, interval = ?interval, timeout = ?timeout,
           fence_margin = ?margin, "registered with the jobmaster");
@@ -420,6 +440,13 @@ async fn session(
                     }
                     if let Some(at) = at {
                         link.update(|c| c.answered(at));
+                        if closed {
+                            // Sent after the registration, answered: fresh proof.
+                            closed = false;
+                            let mut state = agent.lock();
+                            link.update(FenceClock::reopen);
+                            state.fenced = false;
+                        }
                     }
                 }
                 // A registered session ended, cleanly or not (e.g. UNAVAILABLE while the
@@ -671,6 +698,24 @@ mod tests {
         let mut first = FenceClock::new();
         first.registered(4 * S, S, ms(500), Some(t0));
         assert_eq!(first.deadline(), Some(t0 + 3 * S));
+    }
+
+    #[test]
+    fn a_registration_due_already_waits_for_an_answer_without_a_deadline() {
+        let t0 = Instant::now();
+        let mut c = registered();
+        c.answered(t0);
+        c.fence();
+        // Sent at t0 + 1 s under a new id, answered at t0 + 5 s (a partition healed): due.
+        c.registered(4 * S, S, ms(500), Some(t0 + S));
+        assert!(c.due(t0 + 5 * S));
+        // The executor holds nothing (fenced): it keeps the door closed, no deadline...
+        c.fence();
+        assert_eq!(c.deadline(), None);
+        // ...until a heartbeat sent at t0 + 5 s is answered.
+        c.answered(t0 + 5 * S);
+        c.reopen();
+        assert_eq!(c.deadline(), Some(t0 + 8 * S));
     }
 
     #[test]
