@@ -306,6 +306,14 @@ impl Settings {
                  (at least one interval) before it, and must still ride out a late heartbeat",
             );
         }
+        if self.recovery.reconcile_timeout < self.heartbeat.timeout {
+            return bad(
+                "recovery.reconcile-timeout",
+                "must be at least heartbeat.timeout: an executor cut off from a restarted \
+                 jobmaster kills its tasks up to a heartbeat timeout after that jobmaster \
+                 started, and they must be dead before it restarts them elsewhere",
+            );
+        }
         if self.rpc.timeout.is_zero() || self.rpc.connect_timeout.is_zero() {
             return bad(
                 "rpc.timeout",
@@ -522,6 +530,23 @@ mod tests {
         let e = Settings::load_from(None, env("2999ms")).unwrap_err();
         assert!(e.to_string().contains("heartbeat.timeout"), "{e}");
         assert!(e.to_string().contains("3 heartbeat.interval"), "{e}");
+    }
+
+    #[test]
+    fn a_restarted_jobmaster_waits_at_least_a_heartbeat_timeout_before_it_restarts_unreported_tasks()
+     {
+        let env = |reconcile: &str| {
+            [
+                ("JOBMASTER__HEARTBEAT__TIMEOUT".to_owned(), "4s".to_owned()),
+                (
+                    "JOBMASTER__RECOVERY__RECONCILE_TIMEOUT".to_owned(),
+                    reconcile.to_owned(),
+                ),
+            ]
+        };
+        assert!(Settings::load_from(None, env("4s")).is_ok());
+        let e = Settings::load_from(None, env("3s")).unwrap_err();
+        assert!(e.to_string().contains("recovery.reconcile-timeout"), "{e}");
     }
 
     #[test]
