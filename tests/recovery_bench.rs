@@ -173,6 +173,7 @@ async fn recovery_40_regions_once(run: usize, tls: bool) -> Recovery {
     let env = [
         ("JOBMASTER__HEARTBEAT__INTERVAL", "200ms"),
         ("JOBMASTER__HEARTBEAT__TIMEOUT", "15s"),
+        ("JOBMASTER__RECOVERY__RECONCILE_TIMEOUT", "15s"),
         ("JOBMASTER__RPC__TIMEOUT", "15s"),
     ];
     let mut cluster = if tls {

@@ -60,7 +60,11 @@ async fn refused(
 
 /// No executor registered: they heartbeat rarely enough never to be declared lost meanwhile.
 fn quiet_settings(extra: &[(&str, &str)]) -> jobmaster::settings::Settings {
-    let mut all = vec![("JOBMASTER__HEARTBEAT__TIMEOUT", "60s")];
+    let mut all = vec![
+        ("JOBMASTER__HEARTBEAT__TIMEOUT", "60s"),
+        // At least the heartbeat timeout (checked at start).
+        ("JOBMASTER__RECOVERY__RECONCILE_TIMEOUT", "60s"),
+    ];
     all.extend_from_slice(extra);
     settings(&all)
 }
