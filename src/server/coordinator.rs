@@ -145,6 +145,15 @@ pub(crate) struct Coordinator {
     commits: u64,
     /// Since when a restarted JobMaster reconciles (`None`: not reconciling).
     recovering: Option<Instant>,
+    /// The turn must reach the disk before it ends: it sends orders, answers an operator's
+    /// call, or records what executors cannot tell again (a FINISHED or FAILED report). Turns
+    /// without (RUNNING and CANCELED reports, heartbeats) commit without waiting for the disk;
+    /// the next synced commit, or the retention tick within a second, takes them along.
+    sync: bool,
+    /// Commits since the last synced one.
+    unsynced: bool,
+    /// The once-a-second flush of unsynced commits is due.
+    flush_due: bool,
 }
 
 /// Requests served in one turn at most: whatever is queued when a turn starts joins it (one
@@ -158,6 +167,9 @@ impl Coordinator {
             new_specs: Vec::new(),
             commits: 0,
             recovering: None,
+            sync: false,
+            unsynced: false,
+            flush_due: false,
             core,
             next_job: 0,
             specs: HashMap::new(),
@@ -204,6 +216,8 @@ impl Coordinator {
                 _ = retention.tick() => {
                     self.drop_due_jobs();
                     self.retention.trim_if_dropped();
+                    // Progress committed without a sync is on disk within a second.
+                    self.flush_due = self.unsynced;
                     self.end_turn(Vec::new())?;
                 }
             }
@@ -231,6 +245,15 @@ impl Coordinator {
     fn serve(&mut self, request: Request) -> Option<Answer> {
         // By default the evidence of a fault is the request that reports it.
         self.evidence = Some(Instant::now());
+        // What executors can tell a restarted JobMaster again need not wait for the disk
+        // (orders the turn sends make it wait anyway, see `order`).
+        self.sync |= match &request {
+            Request::Heartbeat { .. } | Request::Lose { .. } => false,
+            Request::Reports { reports, .. } => reports
+                .iter()
+                .any(|r| matches!(r.state, AttemptState::Finished | AttemptState::Failed)),
+            _ => true,
+        };
         let answer: Option<Answer> = match request {
             Request::Core { event, reply } => {
                 let result = self.feed(event);
@@ -347,6 +370,8 @@ impl Coordinator {
     /// Queues an order for an executor (dropped if it is not registered: a lost executor's
     /// orders have nowhere to go, and the core learns of the loss separately).
     fn order(&mut self, executor: &ExecutorId, order: Order) {
+        // An order leaves only after the decision behind it is on disk.
+        self.sync = true;
         if let Some(d) = self.dispatchers.get_mut(executor)
             && d.push(order)
         {

@@ -394,10 +394,7 @@ pub async fn serve_with_store(
         },
     };
     // Durable before any executor hears the epoch.
-    store.commit(crate::store::Batch {
-        meta: Some(meta),
-        ..Default::default()
-    })?;
+    store.commit(crate::store::Batch::synced(Some(meta)))?;
     let epoch = meta.epoch;
     let grpc_addr = grpc.local_addr()?;
     let http_addr = http.local_addr()?;

@@ -238,14 +238,14 @@ impl Store for Embedded {
     }
 
     fn commit(&mut self, batch: Batch) -> Result<(), StoreError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
         let mut txn = self.db.begin_write().map_err(|e| self.write_error(e))?;
-        txn.set_durability(if self.fsync {
-            Durability::Immediate
-        } else {
-            Durability::Eventual
+        // `None`: redb makes the commit visible and durable with the next durable one (an
+        // empty synced batch is such a flush). Without `store.fsync` every commit is `None`
+        // but the flushes, which the coordinator makes at least once a second.
+        txn.set_durability(match (batch.sync, self.fsync) {
+            (true, true) => Durability::Immediate,
+            (true, false) => Durability::Eventual,
+            (false, _) => Durability::None,
         });
         {
             let w = |e: redb::Error| StoreError::Write {

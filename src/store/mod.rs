@@ -53,9 +53,22 @@ pub struct Batch {
     /// Specs of jobs accepted in this turn (as JSON).
     pub specs: Vec<(JobId, String)>,
     pub changes: Changes,
+    /// Wait until this commit and every one before it is on disk. A commit without may be
+    /// lost in a crash together with the ones after it, until a synced one: the JobMaster
+    /// uses it only for what executors can tell it again.
+    pub sync: bool,
 }
 
 impl Batch {
+    /// A commit that waits for the disk.
+    pub fn synced(meta: Option<Meta>) -> Batch {
+        Batch {
+            meta,
+            sync: true,
+            ..Batch::default()
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.meta.is_none() && self.specs.is_empty() && self.changes.is_empty()
     }

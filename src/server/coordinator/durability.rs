@@ -79,14 +79,19 @@ impl Coordinator {
 
     /// Makes the turn's decisions durable. Nothing of the turn may leave before this returns.
     pub(super) fn commit(&mut self) -> Result<(), StoreError> {
+        // Without `store.fsync` only the once-a-second flush waits for the disk.
+        let sync = (std::mem::take(&mut self.sync) && self.shared.settings.store.fsync)
+            || std::mem::take(&mut self.flush_due);
         let batch = Batch {
             meta: None,
             specs: std::mem::take(&mut self.new_specs),
             changes: self.core.take_changes(),
+            sync,
         };
-        if batch.is_empty() {
+        if batch.is_empty() && !(sync && self.unsynced) {
             return Ok(());
         }
+        self.unsynced = !sync;
         let started = Instant::now();
         if let Err(e) = self.store.commit(batch) {
             error!(error = %e, "the store refused a commit: stopping (a restart reconciles)");

@@ -96,6 +96,7 @@ fn committed_jobs_load_back_and_dropped_jobs_leave_every_table() {
             }),
             specs: vec![(JobId(7), spec.to_json())],
             changes,
+            sync: true,
         })
         .expect("commit");
     drop(store);
@@ -122,7 +123,7 @@ fn committed_jobs_load_back_and_dropped_jobs_leave_every_table() {
                 dropped: vec![JobId(7)],
                 ..Changes::default()
             },
-            ..Batch::default()
+            ..Batch::synced(None)
         })
         .expect("drop");
     assert_eq!(row_counts(&store).expect("counts"), [0, 0, 0, 0]);
@@ -141,7 +142,7 @@ fn a_truncated_store_is_refused_as_corrupt_not_a_panic() {
                     origin_unix_ms: 1,
                     recoveries: 0,
                 }),
-                ..Batch::default()
+                ..Batch::synced(None)
             })
             .expect("commit");
     }
@@ -157,5 +158,31 @@ fn a_truncated_store_is_refused_as_corrupt_not_a_panic() {
         Ok(_) => panic!("a truncated file was opened"),
     }
     assert_eq!(std::fs::read(&file).expect("file"), half);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn an_unsynced_commit_reaches_the_disk_with_the_next_synced_one() {
+    let d = dir("unsynced");
+    {
+        let mut store = Embedded::open(&d, true).expect("open");
+        store
+            .commit(Batch {
+                meta: Some(Meta {
+                    epoch: 3,
+                    origin_unix_ms: 5,
+                    recoveries: 0,
+                }),
+                sync: false,
+                ..Batch::default()
+            })
+            .expect("unsynced commit");
+        // Visible at once to this store.
+        assert_eq!(store.load().expect("load").meta.map(|m| m.epoch), Some(3));
+        // An empty synced batch flushes it.
+        store.commit(Batch::synced(None)).expect("flush");
+    }
+    let store = Embedded::open(&d, true).expect("reopen");
+    assert_eq!(store.load().expect("load").meta.map(|m| m.epoch), Some(3));
     let _ = std::fs::remove_dir_all(&d);
 }
