@@ -174,11 +174,20 @@ impl Cluster {
     }
 
     pub async fn start_jobmaster(&mut self) {
+        self.start_jobmaster_on("127.0.0.1:0").await;
+    }
+
+    /// Starts the jobmaster listening on gRPC address `listen` (`127.0.0.1:0`: any port; the
+    /// address of a killed one: restarted where its executors look for it, on the same state
+    /// dir, `root/jobmaster-state`), and waits until it listens.
+    pub async fn start_jobmaster_on(&mut self, listen: &str) {
         let log = self.root.join("jobmaster.log");
+        // A restarted jobmaster appends to the log: only its own lines count.
+        let from = std::fs::metadata(&log).map_or(0, |m| m.len() as usize);
         let mut command = Command::new(JOBMASTER);
         command.args([
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--http",
             "127.0.0.1:0",
             "--log-format",
@@ -196,7 +205,8 @@ impl Cluster {
                 .as_mut()
                 .map(|c| matches!(c.try_wait(), Ok(Some(_))))
                 .unwrap_or(true);
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let text = std::fs::read(&log).unwrap_or_default();
+            let text = String::from_utf8_lossy(text.get(from..).unwrap_or_default()).into_owned();
             async move {
                 if exited {
                     panic!("the jobmaster exited at start:\n{text}");
