@@ -21,6 +21,15 @@
 //!   calls of the new attempt received by the executors, and the part after the last CANCELED
 //!   report. Target ≤ 20 ms.
 //! * `heartbeat`: 10,000 executors heartbeating every second with 10 attempts each: no false
+//!   executor loss, daemon CPU and memory.
+//! * `readers`, `churn`: operator reads of a large job; memory after many dropped jobs.
+//! * `submit`, `restart`, `store-churn` (issue 14, the durable store): SubmitJob of 100,000
+//!   tasks (≤ 1 s); a daemon restarted as after a crash on a store of 100 jobs × 1,000 running
+//!   tasks (≤ 3 s to reconcile, no restart); the store file under 10,000 short jobs.
+//!
+//! The in-process daemon runs on its default store (embedded redb, fsync) in a fresh temporary
+//! state dir unless `--store memory`, `--no-fsync` or `--state-dir` say otherwise ([`daemon`]);
+//! [`metrics`] reads its /metrics (store commits) between measured intervals.
 //!
 //! `--tls` runs `detect` and `failover` with TLS and authentication on every connection
 //! (issue 12), with a throwaway CA and certificates ([`tls`]).
@@ -29,7 +38,7 @@
 //! their heartbeats), [`ctx`] (what the scenarios share: clients, WatchEvents, job specs),
 //! [`tls`] (certificates and the executors' TLS connections),
 //! [`stats`] (percentiles and rounding), [`probe`] (CPU and memory from /proc), [`report`]
-//! (the tables), and one module per scenario: [`detect`], [`failover`], [`heartbeat`].
+//! (the tables), and one module per scenario.
 
 mod churn;
 mod ctx;

@@ -90,6 +90,8 @@ struct Round {
     changed_attempts: usize,
     restarts_after: u64,
     image_copies: usize,
+    /// The new daemon's store commits until it had reconciled: count, ms.
+    commits: (f64, f64),
 }
 
 pub(crate) async fn run(
@@ -136,7 +138,7 @@ pub(crate) async fn run(
         );
         jobs.push(ctx.submit(spec).await?);
     }
-    wait_all_up(ctx, &jobs, p * 2, a.timeout, None).await?;
+    wait_all_up(ctx, &jobs, p * 2, a.timeout).await?;
     let setup_s = t_setup.elapsed().as_secs_f64();
     eprintln!("restart: {total} tasks RUNNING after {setup_s:.1} s");
     let file = state_dir.join(FILE_NAME);
@@ -204,18 +206,24 @@ pub(crate) async fn run(
             changed_attempts: changed,
             restarts_after: restarts_after - restarts_before,
             image_copies: copies,
+            commits: {
+                let c = scraped.commits();
+                (c.count, c.seconds * 1000.0)
+            },
         };
         eprintln!(
             "restart: round {round}: first answer {:.0} ms, all registered {:.0} ms, all \
              reconciled and RUNNING {:.0} ms (daemon: reconciliation {:.0} ms); adopted {}, \
-             tasks restarted {}, attempts changed {}",
+             tasks restarted {}, attempts changed {}; {} commits, {:.0} ms",
             r.first_answer,
             r.registered,
             r.reconciled,
             r.reconciliation_metric_ms,
             r.adopted,
             r.restarted_tasks,
-            r.changed_attempts
+            r.changed_attempts,
+            r.commits.0,
+            r.commits.1
         );
         rounds.push(r);
     }
@@ -270,6 +278,7 @@ pub(crate) async fn run(
             ["attempt numbers changed per restart (GetJob)", rounds.iter().map(|r| r.changed_attempts).collect::<Vec<_>>()],
             ["job restarts counted per restart (ListJobs)", rounds.iter().map(|r| r.restarts_after).collect::<Vec<_>>()],
             ["copies of the store file taken (one per restart unless a commit interfered)", rounds.iter().map(|r| r.image_copies).collect::<Vec<_>>()],
+            ["the new daemon's store commits until reconciled [count, ms], per restart", rounds.iter().map(|r| [r.commits.0, (r.commits.1 * 10.0).round() / 10.0]).collect::<Vec<_>>()],
             ["executor re-registrations failed while the daemon was away", ctx.stats.register_retries.load(Ordering::Relaxed)],
         ],
         "targets": targets,
@@ -297,13 +306,7 @@ fn all_up(listed: &[JobSummary], jobs: &[String], tasks: u32) -> bool {
     })
 }
 
-async fn wait_all_up(
-    ctx: &Ctx,
-    jobs: &[String],
-    tasks: u32,
-    timeout: Duration,
-    poll: Option<Duration>,
-) -> Result<()> {
+async fn wait_all_up(ctx: &Ctx, jobs: &[String], tasks: u32, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         if all_up(&list(ctx).await?, jobs, tasks) {
@@ -312,7 +315,7 @@ async fn wait_all_up(
         if Instant::now() > deadline {
             bail!("jobs not all RUNNING after {timeout:?}");
         }
-        tokio::time::sleep(poll.unwrap_or(Duration::from_millis(100))).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
