@@ -162,6 +162,15 @@ impl AttemptLog {
         }
     }
 
+    /// A log as a store recorded it: `state` and its transitions (no check: the store decides
+    /// whether what it read is plausible).
+    pub(crate) fn from_parts(
+        state: AttemptState,
+        transitions: Vec<(AttemptState, Millis)>,
+    ) -> AttemptLog {
+        AttemptLog { state, transitions }
+    }
+
     /// Moves to `next` if the table allows it.
     pub fn transition(&mut self, next: AttemptState, now: Millis) -> Result<(), IllegalTransition> {
         if !self.state.can_become(next) {

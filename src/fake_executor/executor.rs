@@ -16,11 +16,11 @@ use tonic::{Request, Status};
 use super::{Holding, Options, UnknownCancels};
 use crate::api::v1::task_executor_gateway_client::TaskExecutorGatewayClient;
 use crate::api::v1::{
-    AttemptRef, HeartbeatRequest, HeartbeatResponse, RegisterExecutorRequest,
+    AttemptRef, HeartbeatRequest, HeartbeatResponse, HeldAttempt, RegisterExecutorRequest,
     RegisterExecutorResponse, TaskOutcome, TaskStateUpdate, UpdateTaskStateRequest,
     UpdateTaskStatesRequest,
 };
-use crate::core::Labels;
+use crate::core::{AttemptState, Labels};
 
 /// Who an [`Executor`] is and how it calls the JobMaster.
 #[derive(Debug, Clone)]
@@ -200,8 +200,19 @@ impl Executor {
         }
     }
 
-    /// RegisterExecutor with its id, address, slots and current session.
+    /// RegisterExecutor with its id, address, slots and current session, listing the attempts
+    /// it holds as RUNNING (as a real executor lists what it still runs), so that a restarted
+    /// JobMaster adopts them. A fresh executor, or one after [`Executor::new_session`], holds
+    /// none.
     pub async fn register(&self) -> Result<RegisterExecutorResponse, Status> {
+        let attempts = self
+            .held()
+            .into_iter()
+            .map(|attempt| HeldAttempt {
+                attempt: Some(attempt),
+                state: AttemptState::Running.name().to_owned(),
+            })
+            .collect();
         let request = self.request(RegisterExecutorRequest {
             executor_id: self.config.id.clone(),
             address: self.config.address.clone(),
@@ -209,7 +220,7 @@ impl Executor {
             session_id: self.session(),
             free_disk_bytes: self.config.free_disk_bytes,
             labels: self.config.labels.clone().into_iter().collect(),
-            attempts: Vec::new(),
+            attempts,
             partitions: Vec::new(),
         });
         let mut gateway = self.gateway.clone();

@@ -4,8 +4,9 @@
 //! and, with `Durability::Immediate`, on disk when `commit` returns (copy-on-write B-trees and
 //! a checksummed double-buffered header, so a crash at any moment leaves the last committed
 //! state). It locks its file (`flock`), so two JobMasters cannot share a state dir. Records
-//! are JSON; one table per kind, keyed by job (and task or partition), so a turn writes only
-//! what changed and dropping a job is a range delete.
+//! are JSON, except task records, the bulk of every commit, in the compact binary encoding of
+//! [`super::codec`]; one table per kind, keyed by job (and task or partition), so a turn
+//! writes only what changed and dropping a job is a range delete.
 
 use std::path::{Path, PathBuf};
 
@@ -15,8 +16,8 @@ use redb::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Batch, FORMAT, Loaded, LoadedJob, Meta, Store, StoreError};
-use crate::core::{JobId, PartitionHost, PartitionId, TaskId};
+use super::{Batch, FORMAT, Loaded, LoadedJob, Meta, Store, StoreError, codec};
+use crate::core::{JobId, PartitionHost, PartitionId, TaskId, TaskRecord};
 
 /// The file's name inside the state dir.
 pub const FILE_NAME: &str = "jobmaster.redb";
@@ -32,6 +33,8 @@ pub struct Embedded {
     db: Database,
     file: PathBuf,
     fsync: bool,
+    /// Task records as JSON (format 1) instead of binary: only to compare the two.
+    json_tasks: bool,
 }
 
 impl Embedded {
@@ -75,6 +78,7 @@ impl Embedded {
             db,
             file: file.clone(),
             fsync,
+            json_tasks: false,
         };
         // The format is checked (and a new file stamped) before anything else is read.
         let found = {
@@ -95,10 +99,18 @@ impl Embedded {
                     found: f,
                 });
             }
-            Some(_) => {}
-            None => store.stamp()?,
+            Some(FORMAT) => {}
+            // An older format: read as it is; what is written from now on is this one's.
+            Some(_) | None => store.stamp()?,
         }
         Ok(store)
+    }
+
+    /// Writes task records as JSON, as format 1 did (the binary encoding is the default):
+    /// for benchmarks that compare the two encodings on one build.
+    pub fn with_json_task_records(mut self) -> Embedded {
+        self.json_tasks = true;
+        self
     }
 
     fn stamp(&mut self) -> Result<(), StoreError> {
@@ -135,6 +147,23 @@ impl Embedded {
 
     fn decode<T: DeserializeOwned>(&self, what: &str, bytes: &[u8]) -> Result<T, StoreError> {
         serde_json::from_slice(bytes).map_err(|e| self.corrupt(format!("{what}: {e}")))
+    }
+
+    /// A task record, binary or (written by format 1) JSON.
+    fn decode_task(&self, bytes: &[u8]) -> Result<TaskRecord, StoreError> {
+        if bytes.first() == Some(&codec::TAG) {
+            codec::decode_task(bytes).map_err(|e| self.corrupt(format!("task: {e}")))
+        } else {
+            self.decode("task", bytes)
+        }
+    }
+
+    fn encode_task(&self, record: &TaskRecord) -> Vec<u8> {
+        if self.json_tasks {
+            encode(record)
+        } else {
+            codec::encode_task(record)
+        }
     }
 }
 
@@ -215,7 +244,7 @@ impl Store for Embedded {
             {
                 let (k, v) = row.map_err(|x| e(x.into()))?;
                 let (_, t) = k.value();
-                job_tasks.push((TaskId(t), self.decode("task", v.value())?));
+                job_tasks.push((TaskId(t), self.decode_task(v.value())?));
             }
             let mut job_partitions = Vec::new();
             for row in partitions
@@ -276,7 +305,7 @@ impl Store for Embedded {
             }
             for (job, t, record) in &changes.tasks {
                 tasks
-                    .insert((job.0, t.0), encode(record).as_slice())
+                    .insert((job.0, t.0), self.encode_task(record).as_slice())
                     .map_err(|x| w(x.into()))?;
             }
             for (job, p, host) in &changes.partitions {

@@ -6,14 +6,17 @@
 //! file under `store.dir` (the default), [`Memory`] keeps nothing across restarts (tests,
 //! `store.backend = "memory"`).
 
+pub mod codec;
 pub mod embedded;
 
 use std::path::PathBuf;
 
 use crate::core::{Changes, JobId, JobRecord, PartitionHost, PartitionId, TaskId, TaskRecord};
 
-/// The newest store format this build reads and writes.
-pub const FORMAT: u64 = 1;
+/// The newest store format this build reads and writes. 1: every record JSON; 2: task records
+/// in the binary encoding of [`codec`] (a format-1 store is read as it is, and stamped 2 when
+/// opened: it will hold binary records).
+pub const FORMAT: u64 = 2;
 
 /// The JobMaster-wide facts a store keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -110,7 +110,7 @@ pub(crate) async fn run(ctx: &Ctx, a: &ChurnArgs, probe: &Probe) -> Result<Value
     }))
 }
 
-async fn wait_no_jobs(ctx: &Ctx, timeout: Duration) -> Result<()> {
+pub(crate) async fn wait_no_jobs(ctx: &Ctx, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let mut op = ctx.op.clone();
     loop {

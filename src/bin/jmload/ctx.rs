@@ -50,6 +50,8 @@ pub(crate) struct Ctx {
     pub(crate) stop_tx: watch::Sender<bool>,
     /// ≈ the daemon's clock zero (in-process daemon only).
     pub(crate) origin: Option<Instant>,
+    /// The daemon's HTTP address (/metrics), if known.
+    pub(crate) http: Option<SocketAddr>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -149,6 +151,7 @@ impl Ctx {
             tls,
             stop_tx,
             origin,
+            http: None,
             tasks: Mutex::new(tasks),
         })
     }
@@ -264,6 +267,23 @@ impl Ctx {
     /// real executor processes are), with heartbeats spread over one interval; returns once
     /// each has had its first heartbeat answered.
     pub(crate) async fn start_fleet(&self, count: usize, slots: u32) -> Result<Vec<HbHandle>> {
+        Ok(self
+            .start_fleet_with(count, slots, None)
+            .await?
+            .into_iter()
+            .map(|(_, hb)| hb)
+            .collect())
+    }
+
+    /// [`Ctx::start_fleet`], returning the executors too; with `reconnect`, each registers
+    /// again (every `reconnect`, listing what it holds) when its heartbeat stream ends, as
+    /// executors do when the JobMaster restarts.
+    pub(crate) async fn start_fleet_with(
+        &self,
+        count: usize,
+        slots: u32,
+        reconnect: Option<Duration>,
+    ) -> Result<Vec<(Arc<Executor>, HbHandle)>> {
         let mut handles = Vec::with_capacity(count);
         for i in 0..count {
             let id = format!("exec-{i:04}");
@@ -271,9 +291,9 @@ impl Ctx {
             let exec = self.add_executor(id, channel, slots, false).await?;
             let interval = self.register(&exec).await?;
             let phase = interval * i as u32 / count as u32;
-            let mut hb = self.start_heartbeats(exec, interval, phase);
+            let mut hb = self.start_heartbeats_with(exec.clone(), interval, phase, reconnect);
             hb.first_answer(RPC_TIMEOUT).await?;
-            handles.push(hb);
+            handles.push((exec, hb));
         }
         Ok(handles)
     }
@@ -283,6 +303,16 @@ impl Ctx {
         exec: Arc<Executor>,
         interval: Duration,
         phase: Duration,
+    ) -> HbHandle {
+        self.start_heartbeats_with(exec, interval, phase, None)
+    }
+
+    fn start_heartbeats_with(
+        &self,
+        exec: Arc<Executor>,
+        interval: Duration,
+        phase: Duration,
+        reconnect: Option<Duration>,
     ) -> HbHandle {
         let close = Arc::new(Notify::new());
         let (first_tx, first_rx) = oneshot::channel();
@@ -294,6 +324,7 @@ impl Ctx {
             self.stop_tx.subscribe(),
             close.clone(),
             first_tx,
+            reconnect,
         ));
         HbHandle {
             close,

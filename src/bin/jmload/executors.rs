@@ -184,6 +184,12 @@ pub(crate) struct HbStats {
     /// Gaps longer than twice the interval while recording.
     pub(crate) late: AtomicU64,
     pub(crate) recording: AtomicBool,
+    /// Registrations again after a stream ended (executors that reconnect only).
+    pub(crate) reconnected: AtomicU64,
+    /// Registration attempts that failed while reconnecting.
+    pub(crate) register_retries: AtomicU64,
+    /// New sessions taken after a `reregister` answer.
+    pub(crate) reregistered: AtomicU64,
 }
 
 pub(crate) struct HbResult {
@@ -211,6 +217,14 @@ impl HbHandle {
 
 /// One executor's heartbeat stream: a heartbeat at once, then one every `interval` from
 /// `phase`; each lists the attempts the executor holds.
+///
+/// When the stream ends (the JobMaster went away) the loop returns, unless `reconnect` is set:
+/// then it registers again every `reconnect` until the JobMaster answers (a restarted one, on
+/// the same address), listing the attempts it still holds, and opens a new stream — as a
+/// real executor's connection loop does (it retries every 200 ms). Told to register again
+/// (`reregister`: this session was declared lost), it drops its attempts and takes a new
+/// session first.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn heartbeat_loop(
     exec: Arc<Executor>,
     interval: Duration,
@@ -219,18 +233,90 @@ pub(crate) async fn heartbeat_loop(
     mut stop: watch::Receiver<bool>,
     close: Arc<Notify>,
     first: oneshot::Sender<()>,
+    reconnect: Option<Duration>,
 ) -> HbResult {
     let mut result = HbResult {
         latencies: Vec::new(),
         closed_at: None,
     };
+    let mut first = Some(first);
+    let mut interval = interval;
+    let mut phase = phase;
+    loop {
+        match one_stream(
+            &exec,
+            interval,
+            phase,
+            &stats,
+            &mut stop,
+            &close,
+            &mut first,
+            &mut result,
+            reconnect.is_some(),
+        )
+        .await
+        {
+            StreamEnd::Stopped => return result,
+            StreamEnd::Ended | StreamEnd::Reregister if reconnect.is_none() => return result,
+            StreamEnd::Ended => {}
+            StreamEnd::Reregister => exec.new_session(format!(
+                "{}-{}-{}",
+                exec.id(),
+                std::process::id(),
+                stats.reregistered.fetch_add(1, Ordering::Relaxed)
+            )),
+        }
+        let retry = reconnect.unwrap_or_default();
+        // Register again until the JobMaster answers (or the run stops).
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(retry) => {}
+                _ = stop.changed() => return result,
+            }
+            match tokio::time::timeout(RPC_TIMEOUT, exec.register()).await {
+                Ok(Ok(answer)) => {
+                    interval = Duration::from_millis(answer.heartbeat_interval_ms.max(1));
+                    stats.reconnected.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                _ => {
+                    stats.register_retries.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        phase = interval;
+    }
+}
+
+/// How one heartbeat stream ended.
+enum StreamEnd {
+    /// The run stopped, or the stream was closed on request.
+    Stopped,
+    /// The JobMaster ended it (or could not be reached).
+    Ended,
+    /// The JobMaster does not know this session: register again with a new one.
+    Reregister,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn one_stream(
+    exec: &Arc<Executor>,
+    interval: Duration,
+    phase: Duration,
+    stats: &HbStats,
+    stop: &mut watch::Receiver<bool>,
+    close: &Notify,
+    first: &mut Option<oneshot::Sender<()>>,
+    result: &mut HbResult,
+    follow_reregister: bool,
+) -> StreamEnd {
     let (tx, rx) = mpsc::channel::<HeartbeatRequest>(4);
     let mut sent_at = VecDeque::new();
     let Some(hb) = exec.next_heartbeat() else {
-        return result;
+        return StreamEnd::Stopped;
     };
     if tx.send(hb).await.is_err() {
-        return result;
+        return StreamEnd::Stopped;
     }
     sent_at.push_back(Instant::now());
     stats.sent.fetch_add(1, Ordering::Relaxed);
@@ -240,12 +326,11 @@ pub(crate) async fn heartbeat_loop(
             Ok(Ok(response)) => response.into_inner(),
             _ => {
                 stats.ended.fetch_add(1, Ordering::Relaxed);
-                return result;
+                return StreamEnd::Ended;
             }
         };
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + phase, interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut first = Some(first);
     let mut last_answer: Option<Instant> = None;
     loop {
         tokio::select! {
@@ -254,9 +339,9 @@ pub(crate) async fn heartbeat_loop(
                 drop(inbound);
                 drop(tx);
                 result.closed_at = Some(at);
-                return result;
+                return StreamEnd::Stopped;
             }
-            _ = stop.changed() => return result,
+            _ = stop.changed() => return StreamEnd::Stopped,
             _ = tick.tick() => {
                 let Some(hb) = exec.next_heartbeat() else {
                     continue;
@@ -265,7 +350,7 @@ pub(crate) async fn heartbeat_loop(
                     if stats.ended.fetch_add(1, Ordering::Relaxed) < 5 {
                         eprintln!("jmload: heartbeat stream of {} closed for sending", exec.id());
                     }
-                    return result;
+                    return StreamEnd::Ended;
                 }
                 sent_at.push_back(Instant::now());
                 stats.sent.fetch_add(1, Ordering::Relaxed);
@@ -291,11 +376,14 @@ pub(crate) async fn heartbeat_loop(
                     }
                     last_answer = Some(now);
                     exec.heartbeat_answered(&answer);
-                    if answer.reregister {
-                        stats.reregister.fetch_add(1, Ordering::Relaxed);
-                    }
                     if let Some(f) = first.take() {
                         let _ = f.send(());
+                    }
+                    if answer.reregister {
+                        stats.reregister.fetch_add(1, Ordering::Relaxed);
+                        if follow_reregister {
+                            return StreamEnd::Reregister;
+                        }
                     }
                 }
                 other => {
@@ -309,7 +397,7 @@ pub(crate) async fn heartbeat_loop(
                             eprintln!("jmload: heartbeat stream of {} ended: {why}", exec.id());
                         }
                     }
-                    return result;
+                    return StreamEnd::Ended;
                 }
             },
         }

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use crate::RPC_TIMEOUT;
 use crate::ctx::{Ctx, two_vertex_spec, wait_for, zero_backoff};
 use crate::executors::Mark;
+use crate::metrics::{Commits, scrape};
 use crate::probe::Probe;
 use crate::stats::{Summary, diff_ms, summarize, summary_json, verdict};
 
@@ -81,6 +82,7 @@ pub(crate) async fn run(ctx: &Ctx, a: &FailoverArgs, probe: &Probe) -> Result<Va
         watch_note = "off".into();
     }
     let mut rows: Vec<HashMap<&'static str, f64>> = Vec::new();
+    let mut commits_start: Option<Commits> = None;
     let mut spurious = 0u64;
     let mut disturbed = 0u64;
     let failed_before = ctx.events.task_failed.load(Ordering::Relaxed);
@@ -92,6 +94,15 @@ pub(crate) async fn run(ctx: &Ctx, a: &FailoverArgs, probe: &Probe) -> Result<Va
             spurious += 1;
         }
         let restarts_before = view.counters.as_ref().map_or(0, |c| c.restarts);
+        // Store commits of the run's whole cycle (failure, cancels, redeploys, RUNNING
+        // reports), read outside the timed window (a scrape is a coordinator turn).
+        let commits0 = match ctx.http {
+            Some(http) => Some(scrape(http).await?.commits()),
+            None => None,
+        };
+        if run == a.warmup {
+            commits_start = commits0.clone();
+        }
         tokio::time::sleep(a.pause).await;
         ctx.hub.begin(current + 1);
         ctx.events
@@ -236,6 +247,14 @@ pub(crate) async fn run(ctx: &Ctx, a: &FailoverArgs, probe: &Probe) -> Result<Va
         ctx.events.keep_task_states.store(false, Ordering::SeqCst);
         // Another failover during the run (e.g. a heartbeat reconciliation) disturbs it.
         let after = ctx.wait_job_running(&job, Duration::from_secs(60)).await?;
+        if let (Some(http), Some(c0)) = (ctx.http, &commits0) {
+            let c = scrape(http).await?.commits().since(c0);
+            row.insert("commits", c.count);
+            row.insert("commit_ms", c.seconds * 1000.0);
+            if c.count > 0.0 {
+                row.insert("commit_mean_ms", c.seconds * 1000.0 / c.count);
+            }
+        }
         let restarts = after.counters.as_ref().map_or(0, |c| c.restarts) - restarts_before;
         let clean = restarts == 1;
         if !clean {
@@ -257,6 +276,18 @@ pub(crate) async fn run(ctx: &Ctx, a: &FailoverArgs, probe: &Probe) -> Result<Va
         );
     }
     ctx.wait_job_running(&job, Duration::from_secs(60)).await?;
+    let commit_distribution = match (ctx.http, &commits_start) {
+        (Some(http), Some(c0)) => {
+            let c = scrape(http).await?.commits().since(c0);
+            format!(
+                "{} commits, {:.1} ms in all; by duration: {}",
+                c.count,
+                c.seconds * 1000.0,
+                c.distribution()
+            )
+        }
+        _ => "unknown (no /metrics: --daemon-http ADDR with --endpoint)".to_owned(),
+    };
     let runs_total = (a.warmup + a.runs) as u64;
     let failed_extra = ctx.events.task_failed.load(Ordering::Relaxed) - failed_before;
     let restarts = ctx.events.restarts.load(Ordering::Relaxed) - restarts_before;
@@ -299,6 +330,9 @@ pub(crate) async fn run(ctx: &Ctx, a: &FailoverArgs, probe: &Probe) -> Result<Va
     put("first → last SubmitTask received", "submit_spread");
     put("daemon CPU time, failure → all SubmitTask", "daemon_cpu");
     put("generator CPU time, failure → all SubmitTask", "gen_cpu");
+    put("store commits per run (whole cycle, count)", "commits");
+    put("store commit time per run (whole cycle)", "commit_ms");
+    put("store commit, mean per run", "commit_mean_ms");
     if !a.no_watch {
         put(
             "daemon: restart step CREATED → last DEPLOYING (±1)",
@@ -368,6 +402,7 @@ pub(crate) async fn run(ctx: &Ctx, a: &FailoverArgs, probe: &Probe) -> Result<Va
             ["WatchEvents lagged notices", ctx.events.lagged.load(Ordering::Relaxed)],
             ["reports refused or failed", ctx.hub.report_errors.load(Ordering::Relaxed)],
             ["UpdateTaskStates calls (reports carried)", ctx.hub.report_calls()],
+            ["store commits over the measured runs (jobmaster_store_commit_seconds)", commit_distribution],
         ],
         "targets": targets,
     }))

@@ -302,6 +302,7 @@ async fn heartbeat_setup(
                     stop,
                     close.clone(),
                     first_tx,
+                    None,
                 ));
                 Ok(HbHandle {
                     close,

@@ -21,6 +21,15 @@
 //!   calls of the new attempt received by the executors, and the part after the last CANCELED
 //!   report. Target ≤ 20 ms.
 //! * `heartbeat`: 10,000 executors heartbeating every second with 10 attempts each: no false
+//!   executor loss, daemon CPU and memory.
+//! * `readers`, `churn`: operator reads of a large job; memory after many dropped jobs.
+//! * `submit`, `restart`, `store-churn` (issue 14, the durable store): SubmitJob of 100,000
+//!   tasks (≤ 1 s); a daemon restarted as after a crash on a store of 100 jobs × 1,000 running
+//!   tasks (≤ 3 s to reconcile, no restart); the store file under 10,000 short jobs.
+//!
+//! The in-process daemon runs on its default store (embedded redb, fsync) in a fresh temporary
+//! state dir unless `--store memory`, `--no-fsync` or `--state-dir` say otherwise ([`daemon`]);
+//! [`metrics`] reads its /metrics (store commits) between measured intervals.
 //!
 //! `--tls` runs `detect` and `failover` with TLS and authentication on every connection
 //! (issue 12), with a throwaway CA and certificates ([`tls`]).
@@ -29,7 +38,7 @@
 //! their heartbeats), [`ctx`] (what the scenarios share: clients, WatchEvents, job specs),
 //! [`tls`] (certificates and the executors' TLS connections),
 //! [`stats`] (percentiles and rounding), [`probe`] (CPU and memory from /proc), [`report`]
-//! (the tables), and one module per scenario: [`detect`], [`failover`], [`heartbeat`].
+//! (the tables), and one module per scenario.
 
 mod churn;
 mod ctx;
@@ -38,13 +47,18 @@ mod detect;
 mod executors;
 mod failover;
 mod heartbeat;
+mod metrics;
 mod probe;
 mod readers;
 mod report;
+mod restart;
 mod stats;
+mod store_churn;
+mod submit;
 mod tls;
 
 use std::io;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,7 +68,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::json;
 
 use crate::ctx::Ctx;
-use crate::daemon::start_in_process;
+use crate::daemon::{Setup, start_in_process};
 use crate::detect::DetectArgs;
 use crate::failover::FailoverArgs;
 use crate::heartbeat::HeartbeatArgs;
@@ -129,6 +143,39 @@ pub(crate) struct Common {
     /// URL) started with DIR's files.
     #[arg(long, global = true, value_name = "DIR", requires = "tls")]
     pub(crate) tls_dir: Option<PathBuf>,
+    /// The in-process daemon's store (issue 14). Default: the daemon's (`store.backend`,
+    /// `embedded` unless a config or JOBMASTER__STORE__BACKEND says otherwise).
+    #[arg(long, global = true, value_enum)]
+    pub(crate) store: Option<StoreArg>,
+    /// The in-process daemon's store does not wait for the disk (`store.fsync = false`).
+    #[arg(long, global = true)]
+    pub(crate) no_fsync: bool,
+    /// The in-process daemon's state dir. Default: a fresh temporary directory, deleted at
+    /// the end (so no run starts on an earlier run's jobs).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub(crate) state_dir: Option<PathBuf>,
+    /// The HTTP address of the daemon at --endpoint, for its /metrics (store commits); the
+    /// in-process daemon's is known.
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub(crate) daemon_http: Option<SocketAddr>,
+}
+
+/// `--store`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum StoreArg {
+    /// One redb file under the state dir, committed once per coordinator turn.
+    Embedded,
+    /// Nothing persisted (the daemon before issue 14).
+    Memory,
+}
+
+impl StoreArg {
+    pub(crate) fn backend(self) -> jobmaster::settings::StoreBackend {
+        match self {
+            StoreArg::Embedded => jobmaster::settings::StoreBackend::Embedded,
+            StoreArg::Memory => jobmaster::settings::StoreBackend::Memory,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -145,6 +192,15 @@ enum Scenario {
     Readers(readers::ReadersArgs),
     /// Many large jobs submitted and cancelled: does memory come back once they are dropped?
     Churn(churn::ChurnArgs),
+    /// SubmitJob of one large job (100,000 tasks): call → reply, the job's records committed
+    /// first (target ≤ 1 s with the store on).
+    Submit(submit::SubmitArgs),
+    /// A restarted daemon on a store of 100 jobs × 1,000 running tasks: load, reconcile with
+    /// the executors that re-register, no task restarted (target ≤ 3 s).
+    Restart(restart::RestartArgs),
+    /// Many small jobs that finish at once, with the default retention: does the store file
+    /// stay bounded?
+    StoreChurn(store_churn::StoreChurnArgs),
 }
 
 fn main() -> Result<()> {
@@ -189,6 +245,9 @@ fn hard_limit(scenario: &Scenario) -> Duration {
         }
         Scenario::Readers(a) => a.duration + Duration::from_secs(600),
         Scenario::Churn(a) => a.drain_timeout * 2 + Duration::from_secs(1800),
+        Scenario::Submit(a) => Duration::from_secs(300) + Duration::from_secs(60) * a.runs as u32,
+        Scenario::Restart(a) => a.timeout * 3 + Duration::from_secs(600),
+        Scenario::StoreChurn(a) => a.timeout,
     }
 }
 
@@ -210,27 +269,52 @@ async fn run(cli: Cli) -> Result<()> {
         None
     };
     let mut daemon = None;
-    let mut http = None;
+    let mut http = common.daemon_http;
     let (url, origin) = match &common.endpoint {
         Some(url) => {
             check_local(url)?;
             if url.starts_with("https://") != common.tls {
                 bail!("--endpoint {url}: use an https URL with --tls, an http one without");
             }
+            if matches!(cli.scenario, Scenario::Restart(_)) {
+                bail!("restart stops and starts the daemon: it runs the daemon in-process");
+            }
             (url.clone(), None)
         }
         None => {
-            let (url, d, origin) = start_in_process(common, tls.as_deref())?;
+            let setup = Setup {
+                default_retention: matches!(cli.scenario, Scenario::StoreChurn(_)),
+                ..Setup::default()
+            };
+            let (url, d, origin) = start_in_process(common, tls.as_deref(), &setup)?;
             http = Some(d.http);
             daemon = Some(d);
             (url, Some(origin))
         }
     };
+    // The state dir jmload made, deleted at the end (a restarted daemon uses it too).
+    let temporary_dir = daemon
+        .as_ref()
+        .filter(|d| d.temporary)
+        .and_then(|d| d.state_dir.clone());
+    let store_note = match &daemon {
+        Some(d) => match &d.state_dir {
+            Some(dir) => format!(
+                "embedded (redb), fsync {}, state dir {}{}",
+                if common.no_fsync { "off" } else { "on" },
+                dir.display(),
+                if d.temporary { " (temporary)" } else { "" }
+            ),
+            None => "memory (nothing persisted)".to_owned(),
+        },
+        None => "the external daemon's".to_owned(),
+    };
     let probe = Probe {
         pid: common.daemon_pid,
         in_process: daemon.is_some(),
     };
-    let ctx = Ctx::new(url.clone(), origin, common.unary_reports, tls.clone()).await?;
+    let mut ctx = Ctx::new(url.clone(), origin, common.unary_reports, tls.clone()).await?;
+    ctx.http = http;
     let load0 = loadavg();
     let machine0 = probe.machine();
     let t0 = Instant::now();
@@ -240,6 +324,9 @@ async fn run(cli: Cli) -> Result<()> {
         Scenario::Heartbeat(a) => heartbeat::run(&ctx, a, &probe).await,
         Scenario::Readers(a) => readers::run(&ctx, a, &probe, http).await,
         Scenario::Churn(a) => churn::run(&ctx, a, &probe).await,
+        Scenario::Submit(a) => submit::run(&ctx, a).await,
+        Scenario::Restart(a) => restart::run(&ctx, a, common, tls.as_deref(), &mut daemon).await,
+        Scenario::StoreChurn(a) => store_churn::run(&ctx, a, daemon.as_ref()).await,
     };
     let wall = t0.elapsed().as_secs_f64();
     let machine1 = probe.machine();
@@ -251,7 +338,11 @@ async fn run(cli: Cli) -> Result<()> {
     if let Some(d) = daemon {
         d.stop().await;
     }
+    if let Some(dir) = temporary_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     let mut report = result?;
+    report["store"] = json!(store_note);
     report["daemon"] = json!(if common.endpoint.is_some() {
         format!("external at {url}")
     } else {

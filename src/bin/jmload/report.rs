@@ -63,6 +63,9 @@ pub(crate) fn print_report(report: &Value) {
     }
     println!();
     println!("  daemon: {}", plain(&report["daemon"]));
+    if !report["store"].is_null() {
+        println!("  store: {}", plain(&report["store"]));
+    }
     if !report["machine"].is_null() {
         println!("  machine: {}", plain(&report["machine"]));
     }
