@@ -247,6 +247,21 @@ fn on(h: &Harness, name: &str) -> String {
     h.view(name).executor.expect("placed").0
 }
 
+/// The streaming job's tasks the store placed on executor `e`.
+fn tasks_on<'a>(h: &Harness, e: &str) -> Vec<&'a str> {
+    ["a#0", "b#0", "a#1", "b#1"]
+        .into_iter()
+        .filter(|t| on(h, t) == e)
+        .collect()
+}
+
+/// What executor `e` tells a restarted core: `tasks` RUNNING, no partitions.
+fn running(h: &Harness, tasks: &[&str]) -> Holdings {
+    let held: Vec<(&str, AttemptState)> =
+        tasks.iter().map(|t| (*t, AttemptState::Running)).collect();
+    h.holds(&held, &[])
+}
+
 #[test]
 fn a_restarted_core_adopts_every_reported_attempt_and_restarts_nothing() {
     let mut h = running_streaming();
@@ -257,30 +272,14 @@ fn a_restarted_core_adopts_every_reported_attempt_and_restarts_nothing() {
     h.restart(500);
     assert_eq!(h.jm.job_state(JOB), Some(JobState::Reconciling));
     assert_eq!(h.view("a#0").state, AttemptState::Reconciling);
-    let e1: Vec<&str> = ["a#0", "b#0", "a#1", "b#1"]
-        .into_iter()
-        .filter(|t| on(&h, t) == "e1")
-        .collect();
-    let e2: Vec<&str> = ["a#0", "b#0", "a#1", "b#1"]
-        .into_iter()
-        .filter(|t| on(&h, t) == "e2")
-        .collect();
-    let holds = h.holds(
-        &e1.iter()
-            .map(|t| (*t, AttemptState::Running))
-            .collect::<Vec<_>>(),
-        &[],
-    );
+    let e1 = tasks_on(&h, "e1");
+    let e2 = tasks_on(&h, "e2");
+    let holds = running(&h, &e1);
     let out = h.register("e1", 2, holds);
     assert_eq!(deploys(&out), 0);
     assert!(cancels(&out).is_empty());
     assert_eq!(h.jm.job_state(JOB), Some(JobState::Reconciling));
-    let holds = h.holds(
-        &e2.iter()
-            .map(|t| (*t, AttemptState::Running))
-            .collect::<Vec<_>>(),
-        &[],
-    );
+    let holds = running(&h, &e2);
     let out = h.register("e2", 2, holds);
     assert_eq!(deploys(&out), 0, "{out:?}");
     assert!(cancels(&out).is_empty(), "{out:?}");
@@ -309,16 +308,8 @@ fn a_restarted_core_adopts_every_reported_attempt_and_restarts_nothing() {
 fn what_nobody_reported_fails_over_at_the_timeout_as_one_failover_of_its_regions_only() {
     let mut h = running_streaming();
     h.restart(500);
-    let e1: Vec<&str> = ["a#0", "b#0", "a#1", "b#1"]
-        .into_iter()
-        .filter(|t| on(&h, t) == "e1")
-        .collect();
-    let holds = h.holds(
-        &e1.iter()
-            .map(|t| (*t, AttemptState::Running))
-            .collect::<Vec<_>>(),
-        &[],
-    );
+    let e1 = tasks_on(&h, "e1");
+    let holds = running(&h, &e1);
     h.register("e1", 2, holds);
     h.register("e3", 2, Holdings::default());
     // e2 never comes back.
@@ -337,22 +328,11 @@ fn what_nobody_reported_fails_over_at_the_timeout_as_one_failover_of_its_regions
 fn an_executor_back_without_an_attempt_fails_it_over_without_waiting_for_the_timeout() {
     let mut h = running_streaming();
     h.restart(500);
-    let e1: Vec<&str> = ["a#0", "b#0", "a#1", "b#1"]
-        .into_iter()
-        .filter(|t| on(&h, t) == "e1")
-        .collect();
-    let e2: Vec<&str> = ["a#0", "b#0", "a#1", "b#1"]
-        .into_iter()
-        .filter(|t| on(&h, t) == "e2")
-        .collect();
+    let e1 = tasks_on(&h, "e1");
+    let e2 = tasks_on(&h, "e2");
     let holds = h.holds(&[(e1[0], AttemptState::Running)], &[]);
     h.register("e1", 2, holds);
-    let holds = h.holds(
-        &e2.iter()
-            .map(|t| (*t, AttemptState::Running))
-            .collect::<Vec<_>>(),
-        &[],
-    );
+    let holds = running(&h, &e2);
     h.register("e2", 2, holds);
     // Nothing left unreported: reconciliation is over, one failover for e1's missing task.
     assert_eq!(h.jm.job_state(JOB), Some(JobState::Running));
@@ -488,16 +468,8 @@ fn a_job_cancelled_while_reconciling_cancels_what_is_adopted_and_ends_canceled()
     h.restart(500);
     h.ok(Event::CancelJob { job: JOB });
     assert_eq!(h.jm.job_state(JOB), Some(JobState::Cancelling));
-    let e1: Vec<&str> = ["a#0", "b#0", "a#1", "b#1"]
-        .into_iter()
-        .filter(|t| on(&h, t) == "e1")
-        .collect();
-    let holds = h.holds(
-        &e1.iter()
-            .map(|t| (*t, AttemptState::Running))
-            .collect::<Vec<_>>(),
-        &[],
-    );
+    let e1 = tasks_on(&h, "e1");
+    let holds = running(&h, &e1);
     let out = h.register("e1", 2, holds);
     assert_eq!(
         cancels(&out).len(),
