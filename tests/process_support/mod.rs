@@ -726,6 +726,21 @@ pub struct TaskProcess {
 
 /// Every live process whose `JM_ATTEMPT_DIR` lies under `under` (task processes and their
 /// descendants, which inherit the environment).
+/// The `JM_*` variables of process `pid` (what the executor gives a task), if readable.
+pub fn task_env(pid: i32) -> Option<BTreeMap<String, String>> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    Some(
+        environ
+            .split(|b| *b == 0)
+            .filter_map(|kv| {
+                let kv = String::from_utf8_lossy(kv);
+                let (k, v) = kv.split_once('=')?;
+                k.starts_with("JM_").then(|| (k.to_owned(), v.to_owned()))
+            })
+            .collect(),
+    )
+}
+
 pub fn task_processes(under: &Path) -> Vec<TaskProcess> {
     let mut found = Vec::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -751,17 +766,9 @@ pub fn task_processes(under: &Path) -> Vec<TaskProcess> {
         if fields.len() < 3 || matches!(fields[0], "Z" | "X" | "x") {
             continue;
         }
-        let Ok(environ) = std::fs::read(dir.join("environ")) else {
+        let Some(env) = task_env(pid) else {
             continue;
         };
-        let env: BTreeMap<String, String> = environ
-            .split(|b| *b == 0)
-            .filter_map(|kv| {
-                let kv = String::from_utf8_lossy(kv);
-                let (k, v) = kv.split_once('=')?;
-                k.starts_with("JM_").then(|| (k.to_owned(), v.to_owned()))
-            })
-            .collect();
         let Some(attempt_dir) = env.get("JM_ATTEMPT_DIR") else {
             continue;
         };

@@ -98,17 +98,9 @@ fn sample(under: &Path, marker: &str, report: &mut Report) {
         if !cmdline(pid).contains(marker) || !alive(pid) {
             continue;
         }
-        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+        let Some(env) = super::task_env(pid) else {
             continue;
         };
-        let env: BTreeMap<String, String> = environ
-            .split(|b| *b == 0)
-            .filter_map(|kv| {
-                let kv = String::from_utf8_lossy(kv);
-                let (k, v) = kv.split_once('=')?;
-                k.starts_with("JM_").then(|| (k.to_owned(), v.to_owned()))
-            })
-            .collect();
         let Some(attempt_dir) = env.get("JM_ATTEMPT_DIR") else {
             continue;
         };
