@@ -1,11 +1,17 @@
 //! Compiles `proto/` with protox (pure Rust: no system `protoc`), writes the descriptor set for
-//! server reflection, and generates the tonic client and server code.
+//! server reflection, and generates the tonic client and server code; and the client of the part
+//! of etcd's API the HA mode uses (`proto/etcd`, see its README).
 
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = ["proto/jobmaster/v1/jobmaster.proto"];
-    for f in &files {
+    let etcd = [
+        "proto/etcd/kv.proto",
+        "proto/etcd/rpc.proto",
+        "proto/etcd/election.proto",
+    ];
+    for f in files.iter().chain(&etcd) {
         println!("cargo:rerun-if-changed={f}");
     }
     let fds = protox::compile(files, ["proto"])?;
@@ -15,5 +21,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(false)
+        .compile_fds(protox::compile(etcd, ["proto"])?)?;
     Ok(())
 }

@@ -7,7 +7,7 @@
 //! one never stalls the loop. Being the only writer, it needs no locks; handlers await its
 //! replies.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use super::Shared;
+use super::committer::{Committer, Done};
 use super::dispatcher::{Deploy, Dispatcher, Order, SharedInputs};
 use super::error::ApiError;
 use super::metrics::Metrics;
@@ -119,7 +120,7 @@ pub(crate) struct Coordinator {
     next_job: u64,
     /// One per registered executor: where its orders go.
     dispatchers: HashMap<ExecutorId, Dispatcher>,
-    /// Executors whose dispatcher holds orders of the request being served.
+    /// Executors whose dispatcher holds orders of the turn being served.
     unflushed: Vec<ExecutorId>,
     pub(crate) metrics: Metrics,
     /// When the evidence of the fault being handled arrived (for detection-time metrics).
@@ -136,12 +137,14 @@ pub(crate) struct Coordinator {
     pub(crate) views: Views,
     /// Quotas and the retention of ended jobs.
     retention: Retention,
-    /// Where decisions are made durable, once per turn.
-    store: Box<dyn Store>,
+    /// Where decisions are made durable, once per turn, off the coordinator.
+    committer: Committer,
+    /// The last commit known done.
+    committed: u64,
+    /// Ended turns whose orders and answers wait for a commit, oldest first.
+    held: VecDeque<Held>,
     /// Specs of the jobs accepted in this turn, committed with it (as JSON).
     new_specs: Vec<(JobId, String)>,
-    /// Commits so far.
-    commits: u64,
     /// Since when a restarted JobMaster reconciles (`None`: not reconciling).
     recovering: Option<Instant>,
     /// The turn must reach the disk before it ends: it sends orders, answers an operator's
@@ -155,16 +158,31 @@ pub(crate) struct Coordinator {
     flush_due: bool,
 }
 
+/// An ended turn waiting for its commit: its orders (held by these executors' dispatchers)
+/// and its answers.
+struct Held {
+    /// The commit it waits for: its own, or the last one before it.
+    after: u64,
+    executors: Vec<ExecutorId>,
+    answers: Vec<Answer>,
+}
+
+/// Ended turns held at most while commits run; the coordinator serves no new requests
+/// beyond (the writer thread commits them all together next).
+const MAX_HELD: usize = 64;
+
 /// Requests served in one turn at most: whatever is queued when a turn starts joins it (one
 /// commit, one flush), up to this many.
 const MAX_TURN: usize = 256;
 
 impl Coordinator {
     pub(crate) fn new(core: JobMaster, shared: Arc<Shared>, store: Box<dyn Store>) -> Coordinator {
+        let metrics = Metrics::default();
         Coordinator {
-            store,
+            committer: Committer::spawn(store, shared.clone(), metrics.commits.clone()),
+            committed: 0,
+            held: VecDeque::new(),
             new_specs: Vec::new(),
-            commits: 0,
             recovering: None,
             sync: false,
             unsynced: false,
@@ -174,7 +192,7 @@ impl Coordinator {
             specs: HashMap::new(),
             dispatchers: HashMap::new(),
             unflushed: Vec::new(),
-            metrics: Metrics::default(),
+            metrics,
             evidence: None,
             job_spans: HashMap::new(),
             failover_spans: HashMap::new(),
@@ -192,6 +210,7 @@ impl Coordinator {
     /// Serves requests until every sender is gone, or the store fails (the process then
     /// ends: it must not act on decisions it could not make durable).
     pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Request>) -> Result<(), StoreError> {
+        let mut done = self.committer.take_done();
         // Ended jobs leave once a second (beyond the retained count or age), off the turns that
         // serve requests.
         let mut retention = tokio::time::interval(Duration::from_secs(1));
@@ -200,7 +219,8 @@ impl Coordinator {
         self.end_turn(Vec::new())?;
         loop {
             tokio::select! {
-                request = rx.recv() => match request {
+                outcome = done.recv() => self.committed(outcome)?,
+                request = rx.recv(), if self.held.len() < MAX_HELD => match request {
                     Some(request) => {
                         let mut answers: Vec<Answer> = self.serve(request).into_iter().collect();
                         // Group commit: what queued up meanwhile joins this turn.
@@ -221,23 +241,66 @@ impl Coordinator {
                 }
             }
         }
+        // What was decided before the last sender left still goes out once it is stored.
+        while !self.held.is_empty() {
+            self.committed(done.recv().await)?;
+        }
         debug!("coordinator stopped");
         Ok(())
     }
 
-    /// Ends a turn: commit (write-ahead), then the turn's orders leave together, readers see
-    /// its changes, and only then its callers hear back — a client that reads after its call
-    /// returned reads what the call did, and what it was told is durable.
+    /// Ends a turn: its changes go to the store (write-ahead) and readers see them; its orders
+    /// leave together, and only then its callers hear back, once that commit and every one
+    /// before it are done — a client that reads after its call returned reads what the call
+    /// did, and what it was told is durable. The coordinator serves on meanwhile.
     fn end_turn(&mut self, answers: Vec<Answer>) -> Result<(), StoreError> {
-        self.commit()?;
-        self.flush();
+        let after = self.commit()?;
         let now = self.shared.now();
         self.views.publish(&self.core, &self.metrics, now);
-        for answer in answers {
-            answer();
+        let executors = std::mem::take(&mut self.unflushed);
+        for executor in &executors {
+            if let Some(d) = self.dispatchers.get_mut(executor) {
+                d.seal(after);
+            }
         }
+        if !(executors.is_empty() && answers.is_empty()) {
+            self.held.push_back(Held {
+                after,
+                executors,
+                answers,
+            });
+        }
+        self.let_out();
         self.note_reconciled();
         Ok(())
+    }
+
+    /// The writer thread reports commits done (or failed: the coordinator stops).
+    fn committed(&mut self, outcome: Option<Done>) -> Result<(), StoreError> {
+        let done = outcome.ok_or_else(|| StoreError::Write {
+            file: Default::default(),
+            message: "the store's thread stopped".into(),
+        })?;
+        done.result?;
+        self.committed = done.upto;
+        self.let_out();
+        Ok(())
+    }
+
+    /// Lets out the orders and answers of every held turn whose commit is done, in order.
+    fn let_out(&mut self) {
+        while self.held.front().is_some_and(|h| h.after <= self.committed) {
+            let turn = self.held.pop_front().expect("a front");
+            for executor in &turn.executors {
+                // Gone since: its orders have nowhere to go (the core hears of the loss).
+                if let Some(d) = self.dispatchers.get_mut(executor) {
+                    d.release(self.committed);
+                }
+            }
+            for answer in turn.answers {
+                answer();
+            }
+        }
     }
 
     /// Serves one request; its reply is sent when the turn ends.
@@ -375,15 +438,6 @@ impl Coordinator {
             && d.push(order)
         {
             self.unflushed.push(executor.clone());
-        }
-    }
-
-    /// Hands every held order to its executor's dispatcher.
-    fn flush(&mut self) {
-        for executor in std::mem::take(&mut self.unflushed) {
-            if let Some(d) = self.dispatchers.get_mut(&executor) {
-                d.flush();
-            }
         }
     }
 

@@ -82,8 +82,10 @@ pub(crate) enum Order {
 /// The handle the coordinator holds for one registered executor.
 pub(crate) struct Dispatcher {
     queue: mpsc::UnboundedSender<Vec<Order>>,
-    /// Orders not handed over yet (see [`Dispatcher::flush`]).
+    /// Orders of the turn being served (see [`Dispatcher::seal`]).
     held: Vec<Order>,
+    /// Orders of ended turns, each with the commit it waits for, oldest first.
+    sealed: VecDeque<(u64, Vec<Order>)>,
     task: JoinHandle<()>,
 }
 
@@ -115,22 +117,34 @@ impl Dispatcher {
         Dispatcher {
             queue,
             held: Vec::new(),
+            sealed: VecDeque::new(),
             task: tokio::spawn(sender.run(rx)),
         }
     }
 
-    /// Adds an order; it leaves with the next [`Dispatcher::flush`]. Returns whether it is the
-    /// first one held since the last flush.
+    /// Adds an order of the turn being served. Returns whether it is the turn's first one.
     pub(crate) fn push(&mut self, order: Order) -> bool {
         self.held.push(order);
         self.held.len() == 1
     }
 
-    /// Hands the held orders to the sending task; never waits.
-    pub(crate) fn flush(&mut self) {
+    /// Ends the turn: its orders leave once commit `after` is done ([`Dispatcher::release`]).
+    pub(crate) fn seal(&mut self, after: u64) {
         if !self.held.is_empty() {
+            self.sealed
+                .push_back((after, std::mem::take(&mut self.held)));
+        }
+    }
+
+    /// Hands the orders of the turns whose commit is done (`upto` and before) to the sending
+    /// task, in order; never waits.
+    pub(crate) fn release(&mut self, upto: u64) {
+        while let Some((after, _)) = self.sealed.front()
+            && *after <= upto
+        {
+            let (_, orders) = self.sealed.pop_front().expect("a front");
             // The receiving task lives as long as this handle (it is aborted only on drop).
-            let _ = self.queue.send(std::mem::take(&mut self.held));
+            let _ = self.queue.send(orders);
         }
     }
 }

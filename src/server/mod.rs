@@ -3,6 +3,7 @@
 //! [`serve`] takes bound listeners and a shutdown future, so the binary passes Ctrl-C/SIGTERM
 //! and tests pass port-0 listeners.
 
+mod committer;
 mod coordinator;
 mod dispatcher;
 mod error;
@@ -41,6 +42,19 @@ use crate::security::{Identity, exposure};
 use crate::settings::Settings;
 use coordinator::{Coordinator, Request};
 
+/// This JobMaster as the leader (`jmctl leader`, the dashboard).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LeaderInfo {
+    /// `none` (a single JobMaster on its embedded store) or `etcd`.
+    pub(crate) ha_mode: &'static str,
+    /// Its gRPC endpoint as executors and operators reach it.
+    pub(crate) endpoint: String,
+    /// Its key in the election (empty without HA).
+    pub(crate) key: String,
+    /// When it started leading, ms since the Unix epoch.
+    pub(crate) since_unix_ms: u64,
+}
+
 /// What every handler shares: settings, the coordinator's inbox, the executor registry.
 pub(crate) struct Shared {
     pub(crate) settings: Settings,
@@ -72,6 +86,8 @@ pub(crate) struct Shared {
     pub(crate) guard: Arc<Guard>,
     /// What operators and the dashboard read (published by the coordinator).
     pub(crate) read: Arc<read_model::ReadModel>,
+    /// This JobMaster as the leader: how it was chosen and how executors reach it.
+    pub(crate) leader: LeaderInfo,
     /// Wall-clock time of core time 0 (ms since the Unix epoch).
     pub(crate) origin_unix_ms: u64,
 }
@@ -417,6 +433,15 @@ pub async fn serve_with_store(
         guard: guard.clone(),
         read: Arc::default(),
         origin_unix_ms: meta.origin_unix_ms,
+        leader: LeaderInfo {
+            ha_mode: "none",
+            endpoint: format!(
+                "{}://{grpc_addr}",
+                if tls.is_some() { "https" } else { "http" }
+            ),
+            key: String::new(),
+            since_unix_ms: wall,
+        },
     });
     let config = CoreConfig {
         slot_request_timeout_ms: settings.scheduler.slot_request_timeout.as_millis() as u64,
@@ -589,6 +614,7 @@ pub(crate) fn unserved(
         }),
         read,
         origin_unix_ms: 1_000_000,
+        leader: LeaderInfo::default(),
     });
     (shared, rx)
 }

@@ -494,4 +494,18 @@ impl JobMasterService for Operator {
         let chunks = super::logs::get_task_log(&self.shared, request.into_inner()).await?;
         Ok(Response::new(chunks))
     }
+
+    async fn get_leader(
+        &self,
+        _request: GrpcRequest<crate::api::v1::GetLeaderRequest>,
+    ) -> Result<Response<crate::api::v1::GetLeaderResponse>, Status> {
+        let l = &self.shared.leader;
+        Ok(Response::new(crate::api::v1::GetLeaderResponse {
+            ha_mode: l.ha_mode.to_owned(),
+            leader_endpoint: l.endpoint.clone(),
+            epoch: self.shared.epoch,
+            since_unix_ms: l.since_unix_ms,
+            leader_key: l.key.clone(),
+        }))
+    }
 }

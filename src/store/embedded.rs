@@ -267,11 +267,16 @@ impl Store for Embedded {
     }
 
     fn commit(&mut self, batch: Batch) -> Result<(), StoreError> {
+        self.commit_group(vec![batch])
+    }
+
+    fn commit_group(&mut self, batches: Vec<Batch>) -> Result<(), StoreError> {
+        let sync = batches.iter().any(|b| b.sync);
         let mut txn = self.db.begin_write().map_err(|e| self.write_error(e))?;
         // `None`: redb makes the commit visible and durable with the next durable one (an
         // empty synced batch is such a flush). Without `store.fsync` every commit is `None`
         // but the flushes, which the coordinator makes at least once a second.
-        txn.set_durability(match (batch.sync, self.fsync) {
+        txn.set_durability(match (sync, self.fsync) {
             (true, true) => Durability::Immediate,
             (true, false) => Durability::Eventual,
             (false, _) => Durability::None,
@@ -286,47 +291,49 @@ impl Store for Embedded {
             let mut jobs = txn.open_table(JOBS).map_err(|x| w(x.into()))?;
             let mut tasks = txn.open_table(TASKS).map_err(|x| w(x.into()))?;
             let mut partitions = txn.open_table(PARTITIONS).map_err(|x| w(x.into()))?;
-            if let Some(m) = batch.meta {
-                meta.insert("epoch", m.epoch).map_err(|x| w(x.into()))?;
-                meta.insert("origin_unix_ms", m.origin_unix_ms)
-                    .map_err(|x| w(x.into()))?;
-                meta.insert("recoveries", m.recoveries)
-                    .map_err(|x| w(x.into()))?;
-            }
-            for (job, spec) in &batch.specs {
-                specs
-                    .insert(job.0, spec.as_str())
-                    .map_err(|x| w(x.into()))?;
-            }
-            let changes = &batch.changes;
-            for record in &changes.jobs {
-                jobs.insert(record.id.0, encode(record).as_slice())
-                    .map_err(|x| w(x.into()))?;
-            }
-            for (job, t, record) in &changes.tasks {
-                tasks
-                    .insert((job.0, t.0), self.encode_task(record).as_slice())
-                    .map_err(|x| w(x.into()))?;
-            }
-            for (job, p, host) in &changes.partitions {
-                if *host == PartitionHost::Unavailable {
-                    partitions.remove((job.0, p.0)).map_err(|x| w(x.into()))?;
-                } else {
-                    partitions
-                        .insert((job.0, p.0), encode(host).as_slice())
+            for batch in &batches {
+                if let Some(m) = batch.meta {
+                    meta.insert("epoch", m.epoch).map_err(|x| w(x.into()))?;
+                    meta.insert("origin_unix_ms", m.origin_unix_ms)
+                        .map_err(|x| w(x.into()))?;
+                    meta.insert("recoveries", m.recoveries)
                         .map_err(|x| w(x.into()))?;
                 }
-            }
-            for job in &changes.dropped {
-                let id = job.0;
-                jobs.remove(id).map_err(|x| w(x.into()))?;
-                specs.remove(id).map_err(|x| w(x.into()))?;
-                tasks
-                    .retain_in((id, 0)..=(id, u32::MAX), |_, _| false)
-                    .map_err(|x| w(x.into()))?;
-                partitions
-                    .retain_in((id, 0)..=(id, u32::MAX), |_, _| false)
-                    .map_err(|x| w(x.into()))?;
+                for (job, spec) in &batch.specs {
+                    specs
+                        .insert(job.0, spec.as_str())
+                        .map_err(|x| w(x.into()))?;
+                }
+                let changes = &batch.changes;
+                for record in &changes.jobs {
+                    jobs.insert(record.id.0, encode(record).as_slice())
+                        .map_err(|x| w(x.into()))?;
+                }
+                for (job, t, record) in &changes.tasks {
+                    tasks
+                        .insert((job.0, t.0), self.encode_task(record).as_slice())
+                        .map_err(|x| w(x.into()))?;
+                }
+                for (job, p, host) in &changes.partitions {
+                    if *host == PartitionHost::Unavailable {
+                        partitions.remove((job.0, p.0)).map_err(|x| w(x.into()))?;
+                    } else {
+                        partitions
+                            .insert((job.0, p.0), encode(host).as_slice())
+                            .map_err(|x| w(x.into()))?;
+                    }
+                }
+                for job in &changes.dropped {
+                    let id = job.0;
+                    jobs.remove(id).map_err(|x| w(x.into()))?;
+                    specs.remove(id).map_err(|x| w(x.into()))?;
+                    tasks
+                        .retain_in((id, 0)..=(id, u32::MAX), |_, _| false)
+                        .map_err(|x| w(x.into()))?;
+                    partitions
+                        .retain_in((id, 0)..=(id, u32::MAX), |_, _| false)
+                        .map_err(|x| w(x.into()))?;
+                }
             }
         }
         txn.commit().map_err(|e| self.write_error(e))

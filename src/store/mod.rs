@@ -115,8 +115,20 @@ pub trait Store: Send {
     fn load(&self) -> Result<Loaded, StoreError>;
     /// Applies `batch` atomically and durably (returns once it is on disk).
     fn commit(&mut self, batch: Batch) -> Result<(), StoreError>;
+    /// Applies `batches` in order as one atomic commit, synced if any of them asks: the
+    /// commits of turns that queued up behind a running one.
+    fn commit_group(&mut self, batches: Vec<Batch>) -> Result<(), StoreError> {
+        for batch in batches {
+            self.commit(batch)?;
+        }
+        Ok(())
+    }
     /// Bytes the store takes on disk (0 when in memory).
     fn size_bytes(&self) -> u64;
+    /// Keeps nothing (commits cost nothing and need no thread of their own).
+    fn volatile(&self) -> bool {
+        false
+    }
 }
 
 /// A store that keeps nothing: a JobMaster with it forgets every job when it stops.
@@ -134,6 +146,10 @@ impl Store for Memory {
 
     fn size_bytes(&self) -> u64 {
         0
+    }
+
+    fn volatile(&self) -> bool {
+        true
     }
 }
 

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tracing::{error, info};
+use tracing::info;
 
 use super::Coordinator;
 use crate::core::{CoreConfig, JobId, JobMaster, JobSpec, SpecFormat, SpecLimits};
+use crate::server::committer::Submitted;
 use crate::server::{ServeError, Shared};
 use crate::store::{Batch, LoadedJob, Store, StoreError};
 
@@ -77,8 +78,10 @@ impl Coordinator {
         Ok(c)
     }
 
-    /// Makes the turn's decisions durable. Nothing of the turn may leave before this returns.
-    pub(super) fn commit(&mut self) -> Result<(), StoreError> {
+    /// Sends the turn's decisions to the store. Returns the commit whose end the turn's
+    /// orders and answers wait for: its own, or the last one submitted before (nothing of a
+    /// turn may overtake an earlier one).
+    pub(super) fn commit(&mut self) -> Result<u64, StoreError> {
         // Without `store.fsync` only the once-a-second flush waits for the disk.
         let sync = (std::mem::take(&mut self.sync) && self.shared.settings.store.fsync)
             || std::mem::take(&mut self.flush_due);
@@ -89,25 +92,16 @@ impl Coordinator {
             sync,
         };
         if batch.is_empty() && !(sync && self.unsynced) {
-            return Ok(());
+            return Ok(self.committer.submitted());
         }
         self.unsynced = !sync;
-        let started = Instant::now();
-        if let Err(e) = self.store.commit(batch) {
-            error!(error = %e, "the store refused a commit: stopping (a restart reconciles)");
-            return Err(e);
+        match self.committer.submit(batch)? {
+            Submitted::Done(n) => {
+                self.committed = n;
+                Ok(n)
+            }
+            Submitted::Pending(n) => Ok(n),
         }
-        self.metrics
-            .commits
-            .observe(started.elapsed().as_secs_f64());
-        self.commits += 1;
-        // The file's size now and then (a stat per turn would cost more than it tells).
-        if self.commits % 64 == 1 {
-            self.shared
-                .store_bytes
-                .store(self.store.size_bytes(), Ordering::Relaxed);
-        }
-        Ok(())
     }
 
     /// After a turn: when the restarted JobMaster has finished reconciling, say so once.
