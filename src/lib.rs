@@ -20,6 +20,7 @@ pub mod core;
 pub mod ctl;
 pub mod executor;
 pub mod fake_executor;
+pub mod ha;
 pub mod log_text;
 pub mod logging;
 pub mod plan;

@@ -22,6 +22,7 @@ pub struct Settings {
     pub jobs: JobsSettings,
     pub store: StoreSettings,
     pub recovery: RecoverySettings,
+    pub ha: HaSettings,
     pub events: EventSettings,
     pub executor: ExecutorSettings,
     pub tls: TlsSettings,
@@ -232,6 +233,45 @@ pub struct RecoverySettings {
     pub reconcile_timeout: Duration,
 }
 
+/// `[ha]`: one JobMaster, or several electing a leader in etcd (README, "High availability").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HaSettings {
+    pub mode: HaMode,
+    /// Client URLs of the etcd members, comma-separated.
+    pub etcd_endpoints: String,
+    /// The leader's lease: a leader that cannot renew it within this steps down, and a
+    /// standby leads at most this long after the leader died.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// Key prefix of this cluster's election and state in etcd.
+    pub namespace: String,
+    /// The gRPC endpoint this JobMaster proclaims when it leads ("": `http://` + the listen
+    /// address, which must then not be a wildcard address).
+    pub advertise: String,
+}
+
+impl HaSettings {
+    /// `etcd-endpoints` as a list.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.etcd_endpoints
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HaMode {
+    /// One JobMaster on its embedded store.
+    None,
+    /// Several JobMasters; the leader is elected in etcd, and the state is kept there.
+    Etcd,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct EventSettings {
@@ -285,6 +325,12 @@ impl Settings {
         Ok(settings)
     }
 
+    /// `self` once checked again (after flags changed it).
+    pub fn validated(self) -> Result<Settings, SettingsError> {
+        self.validate()?;
+        Ok(self)
+    }
+
     fn validate(&self) -> Result<(), SettingsError> {
         let bad = |key, message: &str| {
             Err(SettingsError::Invalid {
@@ -313,6 +359,27 @@ impl Settings {
                  jobmaster kills its tasks up to a heartbeat timeout after that jobmaster \
                  started, and they must be dead before it restarts them elsewhere",
             );
+        }
+        if self.ha.mode == HaMode::Etcd {
+            if self.ha.endpoints().is_empty() {
+                return bad(
+                    "ha.etcd-endpoints",
+                    "list the client URLs of the etcd members (--etcd-endpoints URL,URL...)",
+                );
+            }
+            if self.ha.lease_ttl < Duration::from_secs(2) || self.ha.lease_ttl.subsec_nanos() != 0 {
+                return bad(
+                    "ha.lease-ttl",
+                    "must be whole seconds, at least 2s (etcd grants leases in seconds, and \
+                     refuses shorter ones than its election timeout allows)",
+                );
+            }
+            if self.ha.namespace.trim_matches('/').is_empty() {
+                return bad(
+                    "ha.namespace",
+                    "must name this cluster's key prefix, e.g. \"/jobmaster/prod\"",
+                );
+            }
         }
         if self.rpc.timeout.is_zero() || self.rpc.connect_timeout.is_zero() {
             return bad(

@@ -9,7 +9,7 @@ use jobmaster::logging::LogArgs;
 use jobmaster::security::Role;
 use jobmaster::security::certs::{self, CertsOptions, CertsReport};
 use jobmaster::security::flags::TlsArgs;
-use jobmaster::settings::Settings;
+use jobmaster::settings::{HaMode, Settings};
 use tracing_subscriber::fmt::format::FmtSpan;
 
 #[derive(Parser)]
@@ -42,6 +42,17 @@ struct Cli {
     /// ./jobmaster-state]. Two jobmasters cannot share one.
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// High availability: `etcd` elects a leader among the jobmasters started with the same
+    /// etcd and namespace, and keeps the state in etcd [default: ha.mode, none].
+    #[arg(long, value_name = "none|etcd")]
+    ha: Option<String>,
+    /// etcd client URLs, comma-separated [default: ha.etcd-endpoints].
+    #[arg(long, value_name = "URL,URL,...")]
+    etcd_endpoints: Option<String>,
+    /// The gRPC URL this jobmaster proclaims when it leads [default: ha.advertise, else
+    /// http(s):// + --listen].
+    #[arg(long, value_name = "URL")]
+    advertise: Option<String>,
     /// Submit this job spec once the daemon is up, and print how to watch it.
     #[arg(long, value_name = "SPEC")]
     submit: Option<PathBuf>,
@@ -174,6 +185,28 @@ async fn daemon() -> anyhow::Result<()> {
     if let Some(dir) = &cli.state_dir {
         settings.store.dir = dir.clone();
     }
+    match cli.ha.as_deref() {
+        None => {}
+        Some("none") => settings.ha.mode = HaMode::None,
+        Some("etcd") => settings.ha.mode = HaMode::Etcd,
+        Some(other) => anyhow::bail!("--ha {other:?}: use none or etcd"),
+    }
+    if let Some(e) = cli.etcd_endpoints {
+        settings.ha.etcd_endpoints = e;
+    }
+    if let Some(a) = cli.advertise {
+        settings.ha.advertise = a;
+    }
+    if settings.ha.mode == HaMode::Etcd {
+        settings = Settings::validated(settings)?;
+        if cli.local.is_some() || cli.submit.is_some() {
+            anyhow::bail!(
+                "--local and --submit run one jobmaster on this machine: drop --ha etcd, or \
+                 start taskexecutors and submit with jmctl"
+            );
+        }
+        return run_ha(settings).await;
+    }
     // Before any port is bound: a state dir in use, unreadable or from a newer version is
     // one clear error and exit code 2, never a silent start from nothing.
     let store = match jobmaster::store::open(&settings) {
@@ -302,6 +335,22 @@ async fn daemon() -> anyhow::Result<()> {
         ) => bad_state(&e),
         other => Ok(other?),
     }
+}
+
+/// A jobmaster with `ha.mode = "etcd"`: standby, leader when elected, until a signal.
+async fn run_ha(settings: Settings) -> anyhow::Result<()> {
+    // tokio's bind reuses the address (a restarted jobmaster need not wait out TIME_WAIT).
+    async fn bind(addr: std::net::SocketAddr, key: &str) -> anyhow::Result<std::net::TcpListener> {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} ({key})"))?;
+        Ok(l.into_std()?)
+    }
+    let grpc = bind(settings.server.listen, "server.listen").await?;
+    let http = bind(settings.server.http, "server.http").await?;
+    tracing::info!(etcd = %settings.ha.etcd_endpoints, namespace = %settings.ha.namespace,
+                   lease_ttl = ?settings.ha.lease_ttl, "high availability on etcd");
+    Ok(jobmaster::ha::run(settings, grpc, http, shutdown_signal()).await?)
 }
 
 /// The store cannot be used: says why, and exits with code 2.

@@ -279,6 +279,13 @@ impl Sender {
                 pending.extend(orders);
             }
             let run = take_run(&mut pending, self.budget);
+            if !self.shared.leads() {
+                // Deposed (its lease lapsed): nothing more leaves; the new leader decides.
+                debug!(executor = %Escaped(&self.executor.0), dropped = run.len() + pending.len(),
+                       "orders dropped: this jobmaster no longer leads");
+                pending.clear();
+                continue;
+            }
             match run.first() {
                 Some(Order::Submit(_)) => {
                     let deploys = run
@@ -493,7 +500,20 @@ impl Sender {
         let policy = ConstantBuilder::default()
             .with_delay(Duration::ZERO)
             .with_max_times(self.shared.settings.rpc.retries as usize);
-        rpc.retry(policy)
+        let mut rpc = rpc;
+        let shared = self.shared.clone();
+        (move || {
+            let call = (shared.leads()).then(&mut rpc);
+            async move {
+                match call {
+                    Some(call) => call.await,
+                    None => Err(tonic::Status::failed_precondition(
+                        "this jobmaster no longer leads",
+                    )),
+                }
+            }
+        })
+        .retry(policy)
             .when(is_transient)
             .notify(|status, _| {
                 debug!(executor = %Escaped(&self.executor.0), code = ?status.code(), "command retried")

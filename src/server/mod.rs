@@ -16,6 +16,7 @@ mod metrics;
 mod operator;
 mod read_model;
 mod retention;
+pub(crate) mod standby;
 mod timers;
 
 use std::future::Future;
@@ -88,6 +89,8 @@ pub(crate) struct Shared {
     pub(crate) read: Arc<read_model::ReadModel>,
     /// This JobMaster as the leader: how it was chosen and how executors reach it.
     pub(crate) leader: LeaderInfo,
+    /// With HA: the lease its leadership rides on (`None`: it leads for as long as it runs).
+    pub(crate) leadership: Option<Arc<crate::ha::lease::Leadership>>,
     /// Wall-clock time of core time 0 (ms since the Unix epoch).
     pub(crate) origin_unix_ms: u64,
 }
@@ -128,6 +131,11 @@ impl ExecutorStatus {
 
 impl Shared {
     /// The core's clock: milliseconds since the first JobMaster on this store started.
+    /// Whether this JobMaster may still act as the leader (orders leave only while it does).
+    pub(crate) fn leads(&self) -> bool {
+        self.leadership.as_ref().is_none_or(|l| l.is_held())
+    }
+
     pub(crate) fn now(&self) -> u64 {
         self.core_offset_ms + self.start.elapsed().as_millis() as u64
     }
@@ -385,18 +393,43 @@ pub async fn serve(
 /// cannot be used).
 pub async fn serve_with_store(
     settings: Settings,
+    store: Box<dyn crate::store::Store>,
+    grpc: TcpListener,
+    http: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    serve_led(settings, store, grpc, http, shutdown, None).await
+}
+
+/// How an elected JobMaster leads (`ha.mode = "etcd"`, see [`crate::ha`]).
+pub struct Lead {
+    /// Its leader key's create revision.
+    pub epoch: u64,
+    /// Its leader key in etcd.
+    pub key: String,
+    /// The gRPC endpoint it proclaimed.
+    pub endpoint: String,
+    pub leadership: Arc<crate::ha::lease::Leadership>,
+}
+
+/// [`serve_with_store`] as the leader `lead` (`None`: the only JobMaster, whose epoch grows
+/// from the stored one).
+pub async fn serve_led(
+    settings: Settings,
     mut store: Box<dyn crate::store::Store>,
     grpc: TcpListener,
     http: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    lead: Option<Lead>,
 ) -> Result<(), ServeError> {
     let wall = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(1);
     let loaded = store.load()?;
-    // The epoch grows across restarts whatever the clock does; core time goes on from the
-    // first JobMaster's start.
+    // The epoch grows across restarts whatever the clock does (an elected leader's is its
+    // leader key's revision, which grows across leaders); core time goes on from the first
+    // JobMaster's start.
     let meta = match loaded.meta {
         Some(m) => crate::store::Meta {
             epoch: (m.epoch + 1).max(wall),
@@ -408,6 +441,13 @@ pub async fn serve_with_store(
             origin_unix_ms: wall,
             recoveries: 0,
         },
+    };
+    let meta = match &lead {
+        Some(l) => crate::store::Meta {
+            epoch: l.epoch,
+            ..meta
+        },
+        None => meta,
     };
     // Durable before any executor hears the epoch.
     store.commit(crate::store::Batch::synced(Some(meta)))?;
@@ -433,15 +473,24 @@ pub async fn serve_with_store(
         guard: guard.clone(),
         read: Arc::default(),
         origin_unix_ms: meta.origin_unix_ms,
-        leader: LeaderInfo {
-            ha_mode: "none",
-            endpoint: format!(
-                "{}://{grpc_addr}",
-                if tls.is_some() { "https" } else { "http" }
-            ),
-            key: String::new(),
-            since_unix_ms: wall,
+        leader: match &lead {
+            Some(l) => LeaderInfo {
+                ha_mode: "etcd",
+                endpoint: l.endpoint.clone(),
+                key: l.key.clone(),
+                since_unix_ms: wall,
+            },
+            None => LeaderInfo {
+                ha_mode: "none",
+                endpoint: format!(
+                    "{}://{grpc_addr}",
+                    if tls.is_some() { "https" } else { "http" }
+                ),
+                key: String::new(),
+                since_unix_ms: wall,
+            },
         },
+        leadership: lead.map(|l| l.leadership),
     });
     let config = CoreConfig {
         slot_request_timeout_ms: settings.scheduler.slot_request_timeout.as_millis() as u64,
@@ -615,6 +664,7 @@ pub(crate) fn unserved(
         read,
         origin_unix_ms: 1_000_000,
         leader: LeaderInfo::default(),
+        leadership: None,
     });
     (shared, rx)
 }
