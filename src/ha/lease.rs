@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
@@ -30,6 +31,8 @@ pub struct Leadership {
     /// Renewals and their latency, for the metrics.
     renewals: AtomicU64,
     last_renew_us: AtomicU64,
+    /// Latency of each granted renewal (`jobmaster_lease_renew_seconds`).
+    pub renew_seconds: Histogram,
 }
 
 impl Leadership {
@@ -43,6 +46,9 @@ impl Leadership {
             lease,
             renewals: AtomicU64::new(0),
             last_renew_us: AtomicU64::new(0),
+            renew_seconds: Histogram::new([
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
         };
         l.extend(valid_until);
         Arc::new(l)
@@ -106,8 +112,10 @@ impl Leadership {
     fn renewed(&self, sent: Instant, ttl: Duration) {
         self.extend(sent + ttl);
         self.renewals.fetch_add(1, Ordering::Relaxed);
+        let took = sent.elapsed();
         self.last_renew_us
-            .store(sent.elapsed().as_micros() as u64, Ordering::Relaxed);
+            .store(took.as_micros() as u64, Ordering::Relaxed);
+        self.renew_seconds.observe(took.as_secs_f64());
     }
 }
 

@@ -17,6 +17,7 @@ pub mod lease;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -27,6 +28,10 @@ use crate::settings::Settings;
 use etcd::Etcd;
 use etcd_store::{EtcdStore, Guard};
 use lease::Leadership;
+
+/// Terms this process won, and terms it lost (stepped down without being asked to).
+pub static TERMS_WON: AtomicU64 = AtomicU64::new(0);
+pub static TERMS_LOST: AtomicU64 = AtomicU64::new(0);
 
 /// What can go wrong talking to etcd.
 #[derive(Debug, thiserror::Error)]
@@ -72,14 +77,18 @@ fn share(listener: &std::net::TcpListener) -> Result<tokio::net::TcpListener, st
 /// Keeps `hint` on the current leader's endpoint (for the standby's answers).
 async fn watch_leader(etcd: Arc<Etcd>, name: Vec<u8>, hint: watch::Sender<Option<String>>) {
     loop {
-        if let Ok(leader) = etcd.leader(&name).await {
-            let endpoint = leader.map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
-            hint.send_if_modified(|h| {
-                let changed = *h != endpoint;
-                *h = endpoint;
-                changed
-            });
-        }
+        // Without etcd nobody can lead: no hint (executors then keep their tasks).
+        let endpoint = tokio::time::timeout(Duration::from_secs(1), etcd.leader(&name))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten()
+            .map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
+        hint.send_if_modified(|h| {
+            let changed = *h != endpoint;
+            *h = endpoint;
+            changed
+        });
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -123,8 +132,9 @@ pub async fn run(
             let settings = settings.clone();
             let (g, h) = (share(&grpc)?, share(&http)?);
             let hint = hint.clone();
+            let own = endpoint.clone();
             tokio::spawn(async move {
-                crate::server::standby::serve_standby(&settings, g, h, hint, async {
+                crate::server::standby::serve_standby(&settings, g, h, hint, own, async {
                     let _ = standby_stopped.await;
                 })
                 .await
@@ -143,6 +153,7 @@ pub async fn run(
         let epoch = key.rev as u64;
         let key_text = String::from_utf8_lossy(&key.key).into_owned();
         info!(epoch, key = %key_text, endpoint = %endpoint, "elected leader");
+        TERMS_WON.fetch_add(1, Ordering::Relaxed);
         let guard = Guard {
             key: key.key.clone(),
             rev: key.rev,
@@ -166,7 +177,10 @@ pub async fn run(
         let term_end = async move {
             tokio::select! {
                 _ = term_stop.wait_for(|s| *s) => {}
-                why = lost.lost() => warn!(reason = %why, "leadership lost: stepping down"),
+                why = lost.lost() => {
+                    TERMS_LOST.fetch_add(1, Ordering::Relaxed);
+                    warn!(reason = %why, "leadership lost: stepping down");
+                }
             }
         };
         let served = crate::server::serve_led(

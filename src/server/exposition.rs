@@ -323,6 +323,36 @@ pub(crate) fn render_metrics(c: &Coordinator) -> String {
         "Time of each store commit (one per coordinator turn that changed something)",
         c.metrics.commits.clone(),
     );
+    let epoch = add(
+        r,
+        "jobmaster_leader_epoch",
+        "The epoch of this JobMaster, the leader (with ha.mode = etcd: its leader key's revision)",
+        Gauge::<i64>::default(),
+    );
+    epoch.set(i64::try_from(c.shared.epoch).unwrap_or(i64::MAX));
+    if let Some(l) = &c.shared.leadership {
+        let changes = add(
+            r,
+            "jobmaster_leadership_changes",
+            "Leadership changes of this process: terms won (elected) and lost (stepped_down)",
+            Family::<Vec<(String, String)>, Counter<u64>>::default(),
+        );
+        use std::sync::atomic::Ordering::Relaxed;
+        for (change, n) in [
+            ("elected", crate::ha::TERMS_WON.load(Relaxed)),
+            ("stepped_down", crate::ha::TERMS_LOST.load(Relaxed)),
+        ] {
+            changes
+                .get_or_create(&vec![("change".to_owned(), change.to_owned())])
+                .inc_by(n);
+        }
+        add(
+            r,
+            "jobmaster_lease_renew_seconds",
+            "Latency of each granted renewal of the leader's etcd lease",
+            l.renew_seconds.clone(),
+        );
+    }
     add(
         r,
         "jobmaster_reconciliation_seconds",

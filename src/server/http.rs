@@ -110,6 +110,13 @@ async fn overview(State(shared): State<Arc<Shared>>) -> Response {
             "jobs": jobs,
             "executors": executors,
             "now_ms": shared.wall_ms(),
+            "leader": {
+                "ha_mode": shared.leader.ha_mode,
+                "endpoint": shared.leader.endpoint,
+                "epoch": shared.epoch,
+                "since_ms": shared.leader.since_unix_ms,
+                "key": shared.leader.key,
+            },
         }))
         .into_response(),
         Err(e) => error(e),

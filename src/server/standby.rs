@@ -4,6 +4,7 @@
 //! leader. Executors and `jmctl` follow the hint to the leader.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
@@ -42,9 +43,14 @@ fn grpc_message(text: &str) -> String {
     out
 }
 
+/// The leader to name: not this standby itself (a hint not updated yet since it stepped down).
+fn leader_of(hint: &LeaderHint, own: &str) -> Option<String> {
+    hint.borrow().clone().filter(|l| l != own)
+}
+
 /// Answers any gRPC call: a trailers-only UNAVAILABLE response.
-async fn refuse(hint: LeaderHint) -> axum::response::Response {
-    let leader = hint.borrow().clone();
+async fn refuse(hint: LeaderHint, own: Arc<str>) -> axum::response::Response {
+    let leader = leader_of(&hint, &own);
     let mut headers = HeaderMap::new();
     headers.insert("content-type", HeaderValue::from_static("application/grpc"));
     headers.insert("grpc-status", HeaderValue::from_static("14"));
@@ -57,14 +63,17 @@ async fn refuse(hint: LeaderHint) -> axum::response::Response {
     (StatusCode::OK, headers).into_response()
 }
 
-/// Serves as a standby on `grpc` and `http` until `stop`.
+/// Serves as a standby on `grpc` and `http` until `stop`; `own` is this JobMaster's endpoint
+/// (never named as the leader).
 pub async fn serve_standby(
     settings: &Settings,
     grpc: TcpListener,
     http: TcpListener,
     hint: LeaderHint,
+    own: String,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let own: Arc<str> = own.into();
     let grpc_addr = grpc.local_addr()?;
     let http_addr = http.local_addr()?;
     let (tls, _guard) = security(settings, &[grpc_addr, http_addr])?;
@@ -81,7 +90,10 @@ pub async fn serve_standby(
     let grpc_hint = hint.clone();
     let router = tonic::service::Routes::new(health)
         .into_axum_router()
-        .fallback(move || refuse(grpc_hint.clone()));
+        .fallback({
+            let own = own.clone();
+            move || refuse(grpc_hint.clone(), own.clone())
+        });
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut stop_grpc = stop_tx.subscribe();
     let mut stop_http = stop_tx.subscribe();
@@ -94,7 +106,7 @@ pub async fn serve_standby(
         });
     let http_hint = hint;
     let app = axum::Router::new().fallback(move || {
-        let leader = http_hint.borrow().clone();
+        let leader = leader_of(&http_hint, &own);
         async move { (StatusCode::SERVICE_UNAVAILABLE, message(leader.as_deref())) }
     });
     let http_server = axum::serve(

@@ -12,6 +12,7 @@
 
 #![allow(dead_code)]
 
+pub mod ha;
 pub mod netns;
 pub mod tls;
 pub mod watch;
