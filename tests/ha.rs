@@ -359,3 +359,94 @@ async fn ten_forced_failovers_in_a_row_lose_no_job() {
     })
     .await;
 }
+
+/// The HA failover figure of BENCHMARKS.md: a 100-task streaming job on 5 executors; 20 times
+/// the leader is killed with -9 (then, second series, frozen with SIGSTOP): time from the signal
+/// to the new leader having every task RUNNING, with how many tasks were restarted. Run with
+/// `cargo test --release --test ha -- --ignored --nocapture ha_failover_bench`
+/// (`JM_BENCH_RUNS` changes the 20 runs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark"]
+async fn ha_failover_bench() {
+    need_etcd!();
+    let runs: usize = std::env::var("JM_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let lease = std::env::var("JM_BENCH_LEASE").unwrap_or_else(|_| "2s".into());
+    let env = [("JOBMASTER__HA__LEASE_TTL", lease.as_str())];
+    let executors = [("e1", 24), ("e2", 24), ("e3", 24), ("e4", 24), ("e5", 24)];
+    let mut ha = HaCluster::start("ha-bench", 3, 2, &executors, &env).await;
+    let spec = streaming_job(
+        "bench",
+        &["a", "b"],
+        25,
+        &stream_command(),
+        quick_restarts("0ms"),
+    );
+    let job = submit(&ha, &spec).await;
+    running(&ha, &job).await;
+    for signal in [libc::SIGKILL, libc::SIGSTOP] {
+        let mut took = Vec::new();
+        let mut restarted = Vec::new();
+        for _ in 0..runs {
+            let (old, _) = ha.wait_leader(WAIT).await;
+            let before = ha.job(&job).await.expect("GetJob");
+            let attempts: BTreeMap<String, u32> = before
+                .tasks
+                .iter()
+                .map(|t| (t.name.clone(), t.attempt))
+                .collect();
+            let start = std::time::Instant::now();
+            ha.signal_jm(old, signal);
+            let after =
+                process_support::eventually("the new leader runs every task", WAIT, || async {
+                    let (i, _) = ha.leader().await?;
+                    if i == old {
+                        return Err("the old leader still leads".into());
+                    }
+                    let j = ha.job(&job).await?;
+                    if j.state == "RUNNING" && j.tasks.iter().all(|t| t.state == "RUNNING") {
+                        Ok(j)
+                    } else {
+                        Err(j.state)
+                    }
+                })
+                .await;
+            took.push(start.elapsed());
+            restarted.push(
+                after
+                    .tasks
+                    .iter()
+                    .filter(|t| attempts.get(&t.name) != Some(&t.attempt))
+                    .count(),
+            );
+            if signal == libc::SIGSTOP {
+                ha.signal_jm(old, libc::SIGCONT);
+                process_support::eventually("the woken leader stands by", WAIT, || async {
+                    let m = ha.jm_messages(old);
+                    (m.last().map(String::as_str) == Some("standing by"))
+                        .then_some(())
+                        .ok_or(format!("{:?}", m.last()))
+                })
+                .await;
+            } else {
+                ha.start_jm(old);
+            }
+        }
+        took.sort();
+        let pct = |p: f64| took[((took.len() as f64 * p).ceil() as usize).clamp(1, took.len()) - 1];
+        println!(
+            "{}: lease {lease}, {runs} runs: signal → every task RUNNING on the new leader p50 {:?} p99 {:?} max {:?}; tasks restarted per run {:?}",
+            if signal == libc::SIGKILL {
+                "kill -9"
+            } else {
+                "SIGSTOP"
+            },
+            pct(0.5),
+            pct(0.99),
+            took.last().unwrap(),
+            restarted
+        );
+    }
+}
