@@ -1,8 +1,12 @@
 //! `jmctl`'s operator commands: calls to a running JobMaster's `JobMasterService`, rendered as
-//! tables or JSON ([`logs`]: raw task output).
+//! tables or JSON ([`logs`]: raw task output; [`leader`]: who leads). [`follow`] runs a command
+//! at the leader among several JobMaster endpoints.
 
+pub mod follow;
+mod leader;
 mod logs;
 
+pub use leader::leader;
 pub use logs::{LogsRequest, logs};
 
 use std::fmt::Write as _;
@@ -13,6 +17,9 @@ use tokio_stream::StreamExt;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
+use std::sync::Arc;
+
+use crate::api::leader::Hint;
 use crate::api::reason::NamedReason;
 use crate::api::v1::job_master_service_client::JobMasterServiceClient;
 use crate::api::v1::{
@@ -33,13 +40,31 @@ use crate::security::tls::{ClientAuth, Tls, TlsFiles};
 pub struct CtlError {
     pub code: u8,
     pub message: String,
+    /// A standby answered the command's first call: what it said about the leader (for
+    /// [`follow`]; `None` for any other error, and for errors later in a command).
+    standby: Option<Hint>,
 }
 
 impl CtlError {
     pub fn input(message: impl Into<String>) -> CtlError {
+        CtlError::new(2, message)
+    }
+
+    /// An error with exit `code`.
+    pub fn new(code: u8, message: impl Into<String>) -> CtlError {
         CtlError {
-            code: 2,
+            code,
             message: message.into(),
+            standby: None,
+        }
+    }
+
+    /// A failed call after the first of a command (a poll, a stream's next item): a command
+    /// that already did something at one JobMaster is not repeated at another one.
+    fn later(status: tonic::Status) -> CtlError {
+        CtlError {
+            standby: None,
+            ..CtlError::server(status)
         }
     }
 
@@ -55,13 +80,15 @@ impl CtlError {
         CtlError {
             code: 1,
             message: format!("{:?}: {}{hint}", status.code(), status.message()),
+            standby: crate::api::leader::standby(&status),
         }
     }
 }
 
 pub type Client = JobMasterServiceClient<InterceptedService<Channel, BearerToken>>;
 
-/// How jmctl reaches the JobMaster: its URL (`https://` for TLS), the TLS files and an
+/// How jmctl reaches the JobMaster: its URL (`https://` for TLS), or the URLs of several
+/// separated by commas (the command runs at the leader, see [`follow`]), the TLS files and an
 /// operator token.
 pub struct Connection<'a> {
     pub endpoint: &'a str,
@@ -82,50 +109,95 @@ fn loopback(endpoint: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Connects to the JobMaster; over TLS the server must hold the jobmaster's certificate.
-pub async fn connect(c: Connection<'_>) -> Result<Client, CtlError> {
-    let endpoint = c.endpoint;
-    let https = endpoint.starts_with("https://");
-    if https && c.tls.is_none() {
-        return Err(CtlError::input(format!(
-            "endpoint {endpoint:?} is https: give the cluster's CA with --tls-ca (or tls.ca)"
-        )));
-    }
-    if !https && c.tls.is_some() {
-        return Err(CtlError::input(format!(
-            "endpoint {endpoint:?} is not https but TLS files are given: use https://"
-        )));
-    }
-    if !https && c.token.is_some_and(|t| !t.trim().is_empty()) && !loopback(endpoint) {
-        return Err(CtlError::input(format!(
-            "refusing to send a token in plain text to {endpoint}: use an https:// endpoint \
-             with --tls-ca"
-        )));
-    }
-    let tls = match c.tls {
-        Some(files) => Some(
-            Tls::load(files, ClientAuth::Optional, None)
-                .map_err(|e| CtlError::input(format!("tls: {e}")))?,
-        ),
-        None => None,
-    };
-    let token = BearerToken::new(c.token).map_err(CtlError::input)?;
-    let ep = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
-        .map_err(|e| CtlError::input(format!("endpoint {endpoint:?}: {e}")))?
-        .connect_timeout(std::time::Duration::from_secs(3));
-    let channel = connector::connect(ep, tls, Expect::JobMaster)
-        .await
-        .map_err(|e| CtlError {
-            code: 1,
-            message: format!(
-                "cannot connect to the jobmaster at {endpoint}: {}",
-                connector::describe(&e)
+/// What every connection of one command uses: the TLS files loaded and the token checked once.
+pub(crate) struct Setup {
+    tls: Option<Arc<Tls>>,
+    token: BearerToken,
+    has_token: bool,
+}
+
+/// Why a connection to an endpoint failed.
+pub(crate) struct Unreached {
+    /// Nothing listens there.
+    pub(crate) refused: bool,
+    /// The cause, `a: b: c`.
+    pub(crate) why: String,
+}
+
+impl Setup {
+    pub(crate) fn new(c: &Connection<'_>) -> Result<Setup, CtlError> {
+        let tls = match &c.tls {
+            Some(files) => Some(
+                Tls::load(files.clone(), ClientAuth::Optional, None)
+                    .map_err(|e| CtlError::input(format!("tls: {e}")))?,
             ),
-        })?;
-    Ok(
-        JobMasterServiceClient::with_interceptor(channel, token)
-            .max_decoding_message_size(64 << 20),
-    )
+            None => None,
+        };
+        Ok(Setup {
+            tls,
+            token: BearerToken::new(c.token).map_err(CtlError::input)?,
+            has_token: c.token.is_some_and(|t| !t.trim().is_empty()),
+        })
+    }
+
+    /// Whether `endpoint` can be used with these TLS files and token (exit 2 if not).
+    pub(crate) fn check(&self, endpoint: &str) -> Result<(), CtlError> {
+        let https = endpoint.starts_with("https://");
+        if https && self.tls.is_none() {
+            return Err(CtlError::input(format!(
+                "endpoint {endpoint:?} is https: give the cluster's CA with --tls-ca (or tls.ca)"
+            )));
+        }
+        if !https && self.tls.is_some() {
+            return Err(CtlError::input(format!(
+                "endpoint {endpoint:?} is not https but TLS files are given: use https://"
+            )));
+        }
+        if !https && self.has_token && !loopback(endpoint) {
+            return Err(CtlError::input(format!(
+                "refusing to send a token in plain text to {endpoint}: use an https:// endpoint \
+                 with --tls-ca"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Connects to the JobMaster at `endpoint` ([`Setup::check`]ed); over TLS the server must
+    /// hold the jobmaster's certificate.
+    pub(crate) async fn connect(&self, endpoint: &str) -> Result<Client, Unreached> {
+        let ep = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+            .map_err(|e| Unreached {
+                refused: false,
+                why: format!("not a valid URL: {e}"),
+            })?
+            .connect_timeout(std::time::Duration::from_secs(3));
+        let channel = connector::connect(ep, self.tls.clone(), Expect::JobMaster)
+            .await
+            .map_err(|e| Unreached {
+                refused: connector::refused_error(&e),
+                why: connector::describe(&e),
+            })?;
+        Ok(
+            JobMasterServiceClient::with_interceptor(channel, self.token.clone())
+                .max_decoding_message_size(64 << 20),
+        )
+    }
+}
+
+/// Connects to the JobMaster at `c.endpoint` (one URL; [`follow::call`] takes several); over
+/// TLS the server must hold the jobmaster's certificate.
+pub async fn connect(c: Connection<'_>) -> Result<Client, CtlError> {
+    let setup = Setup::new(&c)?;
+    setup.check(c.endpoint)?;
+    setup.connect(c.endpoint).await.map_err(|e| {
+        CtlError::new(
+            1,
+            format!(
+                "cannot connect to the jobmaster at {}: {}",
+                c.endpoint, e.why
+            ),
+        )
+    })
 }
 
 /// A target of explain/inject: a task or an executor (or, for explain, a failure domain).
@@ -160,6 +232,7 @@ pub fn read_spec(path: &str) -> Result<SpecText, CtlError> {
 }
 
 /// A spec read and validated by [`read_spec`].
+#[derive(Debug, Clone)]
 pub struct SpecText {
     text: String,
     format: SpecFormat,
@@ -183,12 +256,10 @@ pub async fn submit_and_wait(
                 ..GetJobRequest::default()
             })
             .await
-            .map_err(CtlError::server)?
+            .map_err(CtlError::later)?
             .into_inner();
-        let ended = |code: u8| CtlError {
-            code,
-            message: format!("job {job} ended {}: {}", j.state, j.cause),
-        };
+        let ended =
+            |code: u8| CtlError::new(code, format!("job {job} ended {}: {}", j.state, j.cause));
         match j.state.as_str() {
             "FINISHED" => {
                 return Ok(if json_out {
@@ -750,7 +821,7 @@ pub async fn watch(
         .map_err(CtlError::server)?
         .into_inner();
     while let Some(event) = stream.next().await {
-        let e = event.map_err(CtlError::server)?;
+        let e = event.map_err(CtlError::later)?;
         let line = if json_out {
             event_json(&e)
         } else {

@@ -8,6 +8,17 @@ pub mod logs;
 pub mod reason;
 
 pub mod batch;
+pub mod leader;
+
+/// The response metadata key by which a standby JobMaster names the elected leader: every call
+/// to a standby fails with `UNAVAILABLE` (a message starting with [`STANDBY_MESSAGE`]) and,
+/// while a leader is elected, carries this key with the leader's gRPC endpoint URL as its value
+/// (e.g. `http://127.0.0.1:7001`); without a current leader the key is absent. Clients
+/// (`taskexecutor`, `jmctl`) follow it: see [`leader`].
+pub const LEADER_METADATA: &str = "jobmaster-leader";
+
+/// How the message of a standby's `UNAVAILABLE` answer starts (see [`LEADER_METADATA`]).
+pub const STANDBY_MESSAGE: &str = "this jobmaster is a standby";
 
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod v1 {

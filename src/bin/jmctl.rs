@@ -19,7 +19,8 @@ use jobmaster::simulate::{self, Scenario};
 #[derive(Parser)]
 #[command(name = "jmctl", version, about = "Operate and plan jobmaster jobs")]
 struct Cli {
-    /// The JobMaster's gRPC URL.
+    /// The JobMaster's gRPC URL, or several separated by commas (with HA): the command runs
+    /// at the one that leads.
     #[arg(
         long,
         global = true,
@@ -99,6 +100,8 @@ enum Command {
     },
     /// List jobs.
     List,
+    /// Who leads: the leader's endpoint, the HA mode, its epoch, since when, its election key.
+    Leader,
     /// A job's state, start time and duration, its tasks per state by vertex, and a page of
     /// its tasks (1,000 by default) grouped by region.
     Status {
@@ -300,7 +303,7 @@ fn remote(cli: &Cli) -> ExitCode {
     let json = cli.output == Output::Json;
     let result = runtime.block_on(async {
         // A bad spec is an input error, reported before any connection is tried.
-        let mut spec = match &cli.command {
+        let spec = match &cli.command {
             Command::Submit { spec, .. } => Some(ctl::read_spec(spec)?),
             _ => None,
         };
@@ -308,71 +311,15 @@ fn remote(cli: &Cli) -> ExitCode {
             .tls
             .files()
             .map_err(|e| ctl::CtlError::input(e.to_string()))?;
-        let mut client = ctl::connect(ctl::Connection {
+        let connection = ctl::Connection {
             endpoint: &cli.endpoint,
             tls,
             token: cli.token.as_deref(),
+        };
+        ctl::follow::call(&connection, async |c: &mut ctl::Client| {
+            command(cli, c, spec.as_ref(), json).await
         })
-        .await?;
-        let c = &mut client;
-        match &cli.command {
-            Command::Submit { wait, .. } => match spec.take() {
-                Some(spec) if *wait => ctl::submit_and_wait(c, spec, json).await,
-                Some(spec) => ctl::submit(c, spec, json).await,
-                None => Err(ctl::CtlError::input("no spec")),
-            },
-            Command::List => ctl::list(c, json).await,
-            Command::Status { job, page } => ctl::status(c, job, &page.page(), json).await,
-            Command::Cancel { job } => ctl::cancel(c, job, json).await,
-            Command::Explain { job, target } if target.blast_radius => {
-                ctl::blast_radius(c, job, json).await
-            }
-            Command::Explain { job, target } => ctl::explain(c, job, target.target(), json).await,
-            Command::Exceptions { job } => ctl::exceptions(c, job, json).await,
-            Command::Executors { action: None } => ctl::executors(c, json).await,
-            Command::Executors {
-                action: Some(ExecutorsAction::Release { id }),
-            } => ctl::release_executor(c, id, json).await,
-            Command::Inject {
-                job,
-                target,
-                class,
-                message,
-            } => ctl::inject(c, job, target.target(), class, message).await,
-            Command::Logs {
-                job,
-                task,
-                attempt,
-                follow,
-                stderr,
-                stdout: _,
-            } => {
-                let request = ctl::LogsRequest {
-                    job,
-                    task,
-                    attempt: *attempt,
-                    stream: if *stderr {
-                        LogStream::Stderr
-                    } else {
-                        LogStream::Stdout
-                    },
-                    follow: *follow,
-                };
-                let mut out = std::io::stdout();
-                tokio::select! {
-                    r = ctl::logs(c, request, &mut out) => r.map(|()| String::new()),
-                    _ = tokio::signal::ctrl_c() => Ok(String::new()),
-                }
-            }
-            Command::Watch { job } => {
-                let mut out = std::io::stdout();
-                tokio::select! {
-                    r = ctl::watch(c, job.as_deref(), json, &mut out) => r.map(|()| String::new()),
-                    _ = tokio::signal::ctrl_c() => Ok(String::new()),
-                }
-            }
-            _ => Ok(String::new()),
-        }
+        .await
     });
     match result {
         Ok(text) => {
@@ -386,6 +333,75 @@ fn remote(cli: &Cli) -> ExitCode {
             eprintln!("jmctl: error: {}", e.message);
             ExitCode::from(e.code)
         }
+    }
+}
+
+/// Runs one remote command at the JobMaster `c` reaches (again, at the leader, when a standby
+/// answered its first call: see `ctl::follow`).
+async fn command(
+    cli: &Cli,
+    c: &mut ctl::Client,
+    spec: Option<&ctl::SpecText>,
+    json: bool,
+) -> Result<String, ctl::CtlError> {
+    match &cli.command {
+        Command::Submit { wait, .. } => match spec.cloned() {
+            Some(spec) if *wait => ctl::submit_and_wait(c, spec, json).await,
+            Some(spec) => ctl::submit(c, spec, json).await,
+            None => Err(ctl::CtlError::input("no spec")),
+        },
+        Command::List => ctl::list(c, json).await,
+        Command::Leader => ctl::leader(c, json).await,
+        Command::Status { job, page } => ctl::status(c, job, &page.page(), json).await,
+        Command::Cancel { job } => ctl::cancel(c, job, json).await,
+        Command::Explain { job, target } if target.blast_radius => {
+            ctl::blast_radius(c, job, json).await
+        }
+        Command::Explain { job, target } => ctl::explain(c, job, target.target(), json).await,
+        Command::Exceptions { job } => ctl::exceptions(c, job, json).await,
+        Command::Executors { action: None } => ctl::executors(c, json).await,
+        Command::Executors {
+            action: Some(ExecutorsAction::Release { id }),
+        } => ctl::release_executor(c, id, json).await,
+        Command::Inject {
+            job,
+            target,
+            class,
+            message,
+        } => ctl::inject(c, job, target.target(), class, message).await,
+        Command::Logs {
+            job,
+            task,
+            attempt,
+            follow,
+            stderr,
+            stdout: _,
+        } => {
+            let request = ctl::LogsRequest {
+                job,
+                task,
+                attempt: *attempt,
+                stream: if *stderr {
+                    LogStream::Stderr
+                } else {
+                    LogStream::Stdout
+                },
+                follow: *follow,
+            };
+            let mut out = std::io::stdout();
+            tokio::select! {
+                r = ctl::logs(c, request, &mut out) => r.map(|()| String::new()),
+                _ = tokio::signal::ctrl_c() => Ok(String::new()),
+            }
+        }
+        Command::Watch { job } => {
+            let mut out = std::io::stdout();
+            tokio::select! {
+                r = ctl::watch(c, job.as_deref(), json, &mut out) => r.map(|()| String::new()),
+                _ = tokio::signal::ctrl_c() => Ok(String::new()),
+            }
+        }
+        _ => Ok(String::new()),
     }
 }
 

@@ -22,8 +22,9 @@ struct Cli {
     /// Configuration file (TOML, keys as in config/default.toml, section [executor]).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// The JobMaster's gRPC URL [default: http://127.0.0.1:6123].
-    #[arg(long, value_name = "URL")]
+    /// The JobMaster's gRPC URL [default: http://127.0.0.1:6123], or the URLs of several
+    /// (HA) separated by commas: the executor follows the elected leader.
+    #[arg(long, value_name = "URL[,URL...]")]
     jobmaster: Option<String>,
     /// Tasks run at once [default: 4].
     #[arg(long)]

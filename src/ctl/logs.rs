@@ -40,16 +40,13 @@ pub async fn logs(
         .map_err(CtlError::server)?
         .into_inner();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(CtlError::server)?;
+        let chunk = chunk.map_err(CtlError::later)?;
         // Flushed at once: a followed log is read as it grows.
         if let Err(e) = out.write_all(&chunk.data).and_then(|()| out.flush()) {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
                 return Ok(());
             }
-            return Err(CtlError {
-                code: 1,
-                message: format!("cannot write the log: {e}"),
-            });
+            return Err(CtlError::new(1, format!("cannot write the log: {e}")));
         }
     }
     Ok(())

@@ -18,6 +18,11 @@
 //!   proof on to `R`, and the executor keeps its attempts for a restarted JobMaster to adopt,
 //!   up to `jobmaster-reconnect-timeout` (then it stops them). A refusal seen once the fence
 //!   deadline has passed changes nothing: the attempts are dead by then.
+//! - **With several JobMasters** (`executor.jobmaster = "URL,URL,…"`, one elected leader, the
+//!   others standbys answering `UNAVAILABLE`): a *round* of tries over the endpoints in which
+//!   every one refused or answered as a standby without a leader (or named a leader that
+//!   refused) is that evidence, from the round's start; backoff counts rounds. The choice of
+//!   the endpoint and this rule are [`super::follow`]'s.
 //!
 //! [`FenceClock`] is that rule as a pure function of the instants it is told; [`run`] feeds it
 //! and a watchdog acts on its deadline.
@@ -29,9 +34,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::Agent;
+use super::follow::{Follower, Found, Next};
+use crate::api::leader::{Hint, endpoints, standby};
 use crate::api::v1::HeartbeatRequest;
 use crate::log_text::Escaped;
 use crate::security::connector::connection_refused;
@@ -237,8 +244,12 @@ enum End {
     /// The watchdog fenced the attempts, or the session id changed under the registration.
     Fenced,
     /// The heartbeat stream ended (the JobMaster closed it, or the connection broke); whether
-    /// any of its heartbeats had been answered.
-    Closed { answered: bool },
+    /// any of its heartbeats had been answered, and the leader it named if it ended with a
+    /// standby's answer (it lost the election).
+    Closed {
+        answered: bool,
+        leader: Option<String>,
+    },
 }
 
 /// An outage: since when the JobMaster is unreachable, and what was done about it.
@@ -271,29 +282,57 @@ impl Outage {
 }
 
 /// Registers, keeps a heartbeat stream open, and reconnects when it ends, until aborted; keeps
-/// or fences the attempts as the module's comment says.
+/// or fences the attempts as the module's comment says, following the leader among the
+/// JobMasters of `executor.jobmaster` as [`follow`](super::follow) says.
 pub(crate) async fn run(agent: Arc<Agent>) {
     let link = Arc::new(Link::new());
     let _watchdog = AbortOnDrop(tokio::spawn(watchdog(agent.clone(), link.clone())));
     let reconnect_timeout = agent.config.jobmaster_reconnect_timeout;
+    let list = endpoints(&agent.config.jobmaster).unwrap_or_default();
+    let several = list.len() > 1;
+    let Some(mut follower) = Follower::new(list) else {
+        // `executor::run` checked the list before it started this loop.
+        error!("no jobmaster endpoint: the executor cannot register");
+        return;
+    };
     let mut interval: Option<Duration> = None;
     let mut outage: Option<Outage> = None;
     loop {
         let started = Instant::now();
-        let ended = session(&agent, &link, &mut interval).await;
+        let endpoint = follower.current().to_owned();
+        follower.trying(started);
+        let ended = match agent.gateway.point(&endpoint) {
+            Ok(()) => session(&agent, &link, &mut interval)
+                .await
+                .map_err(Unusable::Status),
+            Err(error) => Err(Unusable::Endpoint(error.to_string())),
+        };
+        // Whether to try again at once (the next endpoint of the same round).
+        let mut at_once = false;
         match ended {
             Ok(End::Reregister | End::Fenced) => {
                 // The attempts are dead and the session id is new: register at once.
+                leading(&mut follower, several);
                 outage = None;
                 continue;
             }
             // A registered session ended: the outage starts now, not at an earlier one.
-            Ok(End::Closed { answered: true }) => {
+            Ok(End::Closed {
+                answered: true,
+                leader,
+            }) => {
+                leading(&mut follower, several);
+                redirect(&mut follower, leader);
                 outage = Some(Outage::new(&agent, reconnect_timeout))
             }
             // Closed before any answer: a failed try, which backs off (a JobMaster that keeps
             // closing new streams must not be hammered).
-            Ok(End::Closed { answered: false }) => {
+            Ok(End::Closed {
+                answered: false,
+                leader,
+            }) => {
+                leading(&mut follower, several);
+                redirect(&mut follower, leader);
                 outage
                     .get_or_insert_with(|| Outage::new(&agent, reconnect_timeout))
                     .failures += 1;
@@ -301,28 +340,51 @@ pub(crate) async fn run(agent: Arc<Agent>) {
             // Registration refused: this session was declared lost while the stream was down.
             // The next try, under a new session, waits a backoff step: should the refusal
             // persist, the executor must not hammer the JobMaster.
-            Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+            Err(Unusable::Status(status)) if status.code() == tonic::Code::FailedPrecondition => {
+                leading(&mut follower, several);
                 warn!("declared lost by the jobmaster: killing attempts and registering again");
                 kill_and_wait(&agent, &link, "declared lost by the jobmaster").await;
                 outage
                     .get_or_insert_with(|| Outage::new(&agent, reconnect_timeout))
                     .failures += 1;
             }
-            Err(status) => {
-                let now = Instant::now();
+            Err(failure) => {
                 let current = outage.get_or_insert_with(|| Outage::new(&agent, reconnect_timeout));
-                current.failures += 1;
-                if connection_refused(&status) {
-                    let kept = link.update(|c| c.refused(started, now));
-                    if kept && !current.kept && !agent.lock().attempts.is_empty() {
-                        current.kept = true;
-                        let left = reconnect_timeout.saturating_sub(current.since.elapsed());
-                        info!(keep_for = ?left, "jobmaster gone (connection refused): keeping the \
-                              attempts for it to adopt when it is back");
+                let found = found(&endpoint, &failure);
+                match follower.found(found) {
+                    Next::Try {
+                        endpoint: next,
+                        hinted,
+                    } => {
+                        at_once = true;
+                        if hinted {
+                            info!(endpoint = %Escaped(&next), standby = %Escaped(&endpoint),
+                                  "following the leader");
+                        } else {
+                            debug!(endpoint = %Escaped(&next), after = %Escaped(&endpoint),
+                                   "trying the next jobmaster endpoint");
+                        }
                     }
-                } else {
-                    debug!(code = ?status.code(), message = %Escaped(status.message()),
-                           "jobmaster unreachable");
+                    Next::RoundOver { no_leader, since } => {
+                        current.failures += 1;
+                        if no_leader {
+                            let now = Instant::now();
+                            let kept = link.update(|c| c.refused(since, now));
+                            if kept && !current.kept && !agent.lock().attempts.is_empty() {
+                                current.kept = true;
+                                let left =
+                                    reconnect_timeout.saturating_sub(current.since.elapsed());
+                                if several {
+                                    info!(keep_for = ?left, "no jobmaster leads (each endpoint refused \
+                                          connections or is a standby without a leader): keeping \
+                                          the attempts for the next leader to adopt");
+                                } else {
+                                    info!(keep_for = ?left, "jobmaster gone (connection refused): \
+                                          keeping the attempts for it to adopt when it is back");
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -338,7 +400,64 @@ pub(crate) async fn run(agent: Arc<Agent>) {
                 agent.stop_all("jobmaster unreachable");
             }
         }
-        tokio::time::sleep(reconnect_delay(current.failures, reconnect_cap(interval))).await;
+        if !at_once {
+            tokio::time::sleep(reconnect_delay(current.failures, reconnect_cap(interval))).await;
+        }
+    }
+}
+
+/// Why a try at an endpoint failed: its call failed, or the endpoint cannot be used (a standby
+/// named a URL whose scheme does not match this executor's TLS).
+enum Unusable {
+    Status(tonic::Status),
+    Endpoint(String),
+}
+
+/// What a failed try at `endpoint` found, for [`Follower::found`] (logged).
+fn found(endpoint: &str, failure: &Unusable) -> Found {
+    let status = match failure {
+        Unusable::Endpoint(why) => {
+            warn!(endpoint = %Escaped(endpoint), why = %Escaped(why), "cannot use this jobmaster endpoint");
+            return Found::Failed;
+        }
+        Unusable::Status(status) => status,
+    };
+    if connection_refused(status) {
+        debug!(endpoint = %Escaped(endpoint), "jobmaster endpoint refused the connection");
+        return Found::Refused;
+    }
+    match standby(status) {
+        Some(hint) => {
+            if let Hint::Unusable(value) = &hint {
+                warn!(endpoint = %Escaped(endpoint), leader = %Escaped(value),
+                      "a standby jobmaster named a leader that is no URL");
+            } else {
+                debug!(endpoint = %Escaped(endpoint), leader = ?hint, "jobmaster endpoint is a standby");
+            }
+            Found::Standby(hint)
+        }
+        None => {
+            debug!(endpoint = %Escaped(endpoint), code = ?status.code(),
+                   message = %Escaped(status.message()), "jobmaster unreachable");
+            Found::Failed
+        }
+    }
+}
+
+/// The current endpoint answered as the leader: log it if it is another one than before.
+fn leading(follower: &mut Follower, several: bool) {
+    let changed = follower.leader() != Some(follower.current());
+    follower.led();
+    if changed && several {
+        info!(endpoint = %Escaped(follower.current()), "following the leader");
+    }
+}
+
+/// A leader's session ended with a standby's answer naming `leader`: start there.
+fn redirect(follower: &mut Follower, leader: Option<String>) {
+    if let Some(leader) = leader {
+        info!(endpoint = %Escaped(&leader), "the jobmaster lost the lead: following the leader");
+        follower.redirect(leader);
     }
 }
 
@@ -395,7 +514,7 @@ async fn session(
     let (tx, rx) = mpsc::channel(4);
     let mut responses = agent
         .gateway
-        .clone()
+        .client()
         .heartbeat(ReceiverStream::new(rx))
         .await?
         .into_inner();
@@ -422,7 +541,7 @@ async fn session(
                         debug!(sequence, "heartbeat stream backed up: heartbeat skipped");
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => {
-                        return Ok(End::Closed { answered: answered_any });
+                        return Ok(End::Closed { answered: answered_any, leader: None });
                     }
                 }
             }
@@ -453,9 +572,13 @@ async fn session(
                 // jobmaster shuts down): the outage starts now.
                 Some(Err(status)) => {
                     debug!(code = ?status.code(), "heartbeat stream ended with an error");
-                    return Ok(End::Closed { answered: answered_any });
+                    let leader = match standby(&status) {
+                        Some(Hint::Leader(url)) => Some(url),
+                        _ => None,
+                    };
+                    return Ok(End::Closed { answered: answered_any, leader });
                 }
-                None => return Ok(End::Closed { answered: answered_any }),
+                None => return Ok(End::Closed { answered: answered_any, leader: None }),
             },
             // A fence during this session (it changed the session id) whose attempts are dead
             // now: the stream may close. Never for an older fence: a closing stream makes the

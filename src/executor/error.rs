@@ -159,6 +159,8 @@ pub enum StartError {
         url: String,
         error: tonic::transport::Error,
     },
+    #[error("executor.jobmaster (--jobmaster): {0}")]
+    JobmasterList(#[from] crate::api::leader::EndpointsError),
     #[error("tls: {0}")]
     Tls(#[from] crate::security::tls::TlsError),
     #[error(

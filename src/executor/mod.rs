@@ -4,11 +4,14 @@
 //!
 //! [`run`] takes a bound listener and a shutdown future, like the daemon's `serve`. The link to
 //! the JobMaster — registration, heartbeats, keeping or fencing the attempts when it fails — is
-//! [`connection`]'s.
+//! [`connection`]'s; which of several JobMasters it follows (the elected leader) is
+//! [`follow`]'s, and [`gateway`] holds the client pointed at it.
 
 mod connection;
 mod descriptor;
 mod error;
+mod follow;
+mod gateway;
 pub mod local;
 mod logs;
 mod partitions;
@@ -31,17 +34,14 @@ use backon::{ExponentialBuilder, Retryable};
 use prost::Message;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc};
-use tonic::transport::{Channel, Endpoint};
 
 use crate::security::Identity;
 use crate::security::auth::{GrpcAuthLayer, Rules};
-use crate::security::connector::{self, Expect};
 use crate::security::exposure;
 use crate::security::incoming::incoming;
 use crate::security::tls::{ClientAuth, Tls};
 use tracing::{debug, error, info, warn};
 
-use crate::api::v1::task_executor_gateway_client::TaskExecutorGatewayClient;
 use crate::api::v1::task_executor_service_server::TaskExecutorServiceServer;
 use crate::api::v1::{
     AttemptRef, DisconnectRequest, HeldAttempt, PartitionRef, RegisterExecutorRequest,
@@ -63,7 +63,8 @@ const MAX_REPORT_BYTES: usize = 1 << 20;
 /// How an executor is set up.
 #[derive(Debug, Clone)]
 pub struct ExecutorConfig {
-    /// The JobMaster's gRPC URL, e.g. `http://127.0.0.1:6123`.
+    /// The JobMaster's gRPC URL, e.g. `http://127.0.0.1:6123`, or the URLs of several
+    /// (`URL,URL,…`, with HA): the executor follows the one that leads ([`follow`]).
     pub jobmaster: String,
     pub id: String,
     /// host:port the JobMaster and other executors reach this executor at.
@@ -249,7 +250,8 @@ pub(crate) struct Agent {
     pub(crate) config: ExecutorConfig,
     pub(crate) session: Mutex<String>,
     pub(crate) state: Mutex<State>,
-    pub(crate) gateway: TaskExecutorGatewayClient<Channel>,
+    /// The JobMaster's gateway, at the endpoint followed now.
+    pub(crate) gateway: gateway::Gateway,
     /// Reports for the JobMaster, sent in order by one task (see [`report_loop`]); the session
     /// is filled in when they are sent.
     pub(crate) reports: mpsc::UnboundedSender<TaskStateUpdate>,
@@ -422,33 +424,8 @@ pub async fn run(
         config.security.insecure,
         "executor.listen",
     )?;
-    let https = config.jobmaster.starts_with("https://");
-    if https != tls.is_some() {
-        return Err(StartError::JobmasterScheme {
-            url: config.jobmaster.clone(),
-            scheme: if https { "https" } else { "http" },
-            state: if https { "off" } else { "on" },
-            want: if https { "http" } else { "https" },
-            fix: if https {
-                "set tls.ca, tls.cert, tls.key"
-            } else {
-                "unset tls.ca, tls.cert, tls.key"
-            },
-        });
-    }
-    let endpoint = Endpoint::from_shared(config.jobmaster.clone())
-        .map_err(|error| StartError::JobmasterUrl {
-            url: config.jobmaster.clone(),
-            error,
-        })?
-        .connect_timeout(Duration::from_secs(1))
-        .timeout(config.rpc_timeout);
-    // Over TLS the server must prove to be the jobmaster: only its answers set the epoch.
-    let gateway = TaskExecutorGatewayClient::new(connector::channel(
-        endpoint,
-        tls.clone(),
-        Expect::JobMaster,
-    ));
+    let endpoints = crate::api::leader::endpoints(&config.jobmaster)?;
+    let gateway = gateway::Gateway::new(endpoints, tls.clone(), config.rpc_timeout)?;
     let (reports, report_rx) = mpsc::unbounded_channel();
     let agent = Arc::new(Agent {
         config: config.clone(),
@@ -502,7 +479,7 @@ pub async fn run(
     agent.kill_all("executor shutting down", false);
     connection::wait_attempts_gone(&agent, Duration::from_secs(5)).await;
     connection.abort();
-    let mut gateway = agent.gateway.clone();
+    let mut gateway = agent.gateway.client();
     let _ = tokio::time::timeout(
         Duration::from_secs(1),
         gateway.disconnect(DisconnectRequest {
@@ -638,7 +615,7 @@ async fn send_reports(agent: &Agent, updates: &[TaskStateUpdate]) {
             session_id: agent.session(),
             updates: updates.to_vec(),
         };
-        let mut gateway = agent.gateway.clone();
+        let mut gateway = agent.gateway.client();
         async move { gateway.update_task_states(request).await }
     })
     .await;
@@ -686,7 +663,7 @@ async fn send_report(agent: &Agent, update: &TaskStateUpdate) {
             message: update.message.clone(),
             missing_partition: update.missing_partition.clone(),
         };
-        let mut gateway = agent.gateway.clone();
+        let mut gateway = agent.gateway.client();
         async move { gateway.update_task_state(request).await }
     })
     .await;
@@ -699,7 +676,7 @@ async fn send_report(agent: &Agent, update: &TaskStateUpdate) {
 /// Registers with the JobMaster under the current session, adopting its epoch. The heartbeats
 /// that follow, and what happens when they fail, are [`connection`]'s.
 async fn register(agent: &Arc<Agent>) -> Result<RegisterExecutorResponse, tonic::Status> {
-    let mut gateway = agent.gateway.clone();
+    let mut gateway = agent.gateway.client();
     // What it holds: a JobMaster that restarted adopts the attempts it still expects.
     let (attempts, partitions) = {
         let state = agent.lock();

@@ -99,7 +99,13 @@ pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
 /// behind it. It assumes that nothing between the two forges refusals (a firewall REJECT rule
 /// would); see "Keeping tasks vs. fencing them" in the README.
 pub fn connection_refused(status: &tonic::Status) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(status);
+    refused_error(status)
+}
+
+/// [`connection_refused`] of any error (e.g. a failed connect's transport error): whether
+/// `error` or one of its causes is a refused TCP connect.
+pub fn refused_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(error) = source {
         if error
             .downcast_ref::<io::Error>()
