@@ -29,10 +29,6 @@ pub mod v1 {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/jobmaster_descriptor.bin"));
 
-/// The response metadata key in which a standby JobMaster (`ha.mode = "etcd"`) names the
-/// leader's gRPC endpoint when it answers a call UNAVAILABLE; absent while nobody leads.
-pub const LEADER_METADATA: &str = "jobmaster-leader";
-
 /// The location of a partition on storage that outlives executors (a `persistent` exchange);
 /// any other location is the address of the executor that holds the partition.
 pub const PERSISTENT_LOCATION: &str = "persistent";

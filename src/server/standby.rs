@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tracing::info;
 
 use super::{ServeError, security};
-use crate::api::LEADER_METADATA;
+use crate::api::{LEADER_METADATA, STANDBY_MESSAGE};
 use crate::api::v1::job_master_service_server::JobMasterServiceServer;
 use crate::api::v1::task_executor_gateway_server::TaskExecutorGatewayServer;
 use crate::security::incoming::{HttpListener, Peer, incoming};
@@ -25,8 +25,8 @@ pub type LeaderHint = watch::Receiver<Option<String>>;
 /// The message of a standby's UNAVAILABLE answers.
 fn message(leader: Option<&str>) -> String {
     match leader {
-        Some(l) => format!("this jobmaster is a standby; the leader is at {l}"),
-        None => "this jobmaster is a standby and no jobmaster leads right now; retry".to_owned(),
+        Some(l) => format!("{STANDBY_MESSAGE}; the leader is at {l}"),
+        None => format!("{STANDBY_MESSAGE} and no jobmaster leads right now; retry"),
     }
 }
 
