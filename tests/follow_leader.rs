@@ -188,8 +188,11 @@ async fn jmctl_reaches_the_leader_past_refusals_and_standbys_and_says_when_none_
     .await;
 }
 
-/// Starts the real `taskexecutor --jobmaster ENDPOINTS` as `id` (killed when dropped).
+/// Starts the real `taskexecutor --jobmaster ENDPOINTS` as `id` (killed when dropped), its log
+/// (standard output) in `root/ID.log`.
 fn taskexecutor(endpoints: &str, id: &str, root: &std::path::Path) -> tokio::process::Child {
+    std::fs::create_dir_all(root).expect("a test folder");
+    let log = std::fs::File::create(root.join(format!("{id}.log"))).expect("a log file");
     tokio::process::Command::new(env!("CARGO_BIN_EXE_taskexecutor"))
         .args([
             "--jobmaster",
@@ -205,7 +208,8 @@ fn taskexecutor(endpoints: &str, id: &str, root: &std::path::Path) -> tokio::pro
         .arg(root.join("persistent"))
         .env_remove("JOBMASTER__EXECUTOR__JOBMASTER")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .env("RUST_LOG", "info")
+        .stdout(log)
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -241,6 +245,23 @@ async fn a_taskexecutor_registers_with_the_leader_a_standby_names_or_further_dow
             }
         })
         .await;
+        // Each says whom it follows.
+        let leader = daemon.url();
+        for (id, line) in [
+            ("tm-hinted", "a standby names the leader: trying it"),
+            ("tm-hinted", "following the leader"),
+            ("tm-listed", "following the leader"),
+        ] {
+            let path = root.join(format!("{id}.log"));
+            eventually("the executor logs whom it follows", DEADLINE, || async {
+                let log = std::fs::read_to_string(&path).unwrap_or_default();
+                log.lines()
+                    .any(|l| l.contains(line) && l.contains(&format!("endpoint={leader}")))
+                    .then_some(())
+                    .ok_or(log)
+            })
+            .await;
+        }
         // They stay registered: their heartbeats reach the leader.
         let before = executors(&client).await;
         assert!(
