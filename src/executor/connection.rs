@@ -308,9 +308,9 @@ pub(crate) async fn run(agent: Arc<Agent>) {
                 let follows = several || endpoint != only;
                 session(&agent, &link, &mut interval, &endpoint, follows)
                     .await
-                    .map_err(Unusable::Status)
+                    .map_err(Failure::Call)
             }
-            Err(error) => Err(Unusable::Endpoint(error.to_string())),
+            Err(error) => Err(Failure::Endpoint(error.to_string())),
         };
         // Whether to try again at once (the next endpoint of the same round).
         let mut at_once = false;
@@ -345,7 +345,7 @@ pub(crate) async fn run(agent: Arc<Agent>) {
             // Registration refused: this session was declared lost while the stream was down.
             // The next try, under a new session, waits a backoff step: should the refusal
             // persist, the executor must not hammer the JobMaster.
-            Err(Unusable::Status(status)) if status.code() == tonic::Code::FailedPrecondition => {
+            Err(Failure::Call(status)) if status.code() == tonic::Code::FailedPrecondition => {
                 follower.led();
                 warn!("declared lost by the jobmaster: killing attempts and registering again");
                 kill_and_wait(&agent, &link, "declared lost by the jobmaster").await;
@@ -413,19 +413,19 @@ pub(crate) async fn run(agent: Arc<Agent>) {
 
 /// Why a try at an endpoint failed: its call failed, or the endpoint cannot be used (a standby
 /// named a URL whose scheme does not match this executor's TLS).
-enum Unusable {
-    Status(tonic::Status),
+enum Failure {
+    Call(tonic::Status),
     Endpoint(String),
 }
 
 /// What a failed try at `endpoint` found, for [`Follower::found`] (logged).
-fn found(endpoint: &str, failure: &Unusable) -> Found {
+fn found(endpoint: &str, failure: &Failure) -> Found {
     let status = match failure {
-        Unusable::Endpoint(why) => {
+        Failure::Endpoint(why) => {
             warn!(endpoint = %Escaped(endpoint), why = %Escaped(why), "cannot use this jobmaster endpoint");
             return Found::Failed;
         }
-        Unusable::Status(status) => status,
+        Failure::Call(status) => status,
     };
     if connection_refused(status) {
         debug!(endpoint = %Escaped(endpoint), "jobmaster endpoint refused the connection");
