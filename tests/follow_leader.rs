@@ -7,6 +7,8 @@ mod daemon_support;
 
 use std::net::SocketAddr;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use daemon_support::*;
 use jobmaster::api::LEADER_METADATA;
@@ -24,9 +26,10 @@ command = ["x"]
 "#;
 
 /// A fake standby: answers every call of every service `UNAVAILABLE` ("this jobmaster is a
-/// standby"), naming `leader` in the `jobmaster-leader` metadata when given.
+/// standby"), naming the leader in the `jobmaster-leader` metadata when it knows one.
 struct Standby {
     addr: SocketAddr,
+    leader: Arc<Mutex<Option<String>>>,
     task: JoinHandle<()>,
 }
 
@@ -34,8 +37,10 @@ impl Standby {
     async fn start(leader: Option<String>) -> Standby {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("address");
+        let leader = Arc::new(Mutex::new(leader));
+        let named = leader.clone();
         let router = axum::Router::new().fallback(move || {
-            let leader = leader.clone();
+            let leader = named.lock().expect("not poisoned").clone();
             async move {
                 let mut status =
                     tonic::Status::unavailable("this jobmaster is a standby: it does not lead");
@@ -53,11 +58,16 @@ impl Standby {
                 .serve_with_incoming(TcpListenerStream::new(listener))
                 .await;
         });
-        Standby { addr, task }
+        Standby { addr, leader, task }
     }
 
     fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// From now on it names `leader` (`None`: it knows no leader).
+    fn name(&self, leader: Option<String>) {
+        *self.leader.lock().expect("not poisoned") = leader;
     }
 }
 
@@ -188,8 +198,11 @@ async fn jmctl_reaches_the_leader_past_refusals_and_standbys_and_says_when_none_
     .await;
 }
 
-/// Starts the real `taskexecutor --jobmaster ENDPOINTS` as `id` (killed when dropped).
+/// Starts the real `taskexecutor --jobmaster ENDPOINTS` as `id` (killed when dropped), its log
+/// (standard output) in `root/ID.log`.
 fn taskexecutor(endpoints: &str, id: &str, root: &std::path::Path) -> tokio::process::Child {
+    std::fs::create_dir_all(root).expect("a test folder");
+    let log = std::fs::File::create(root.join(format!("{id}.log"))).expect("a log file");
     tokio::process::Command::new(env!("CARGO_BIN_EXE_taskexecutor"))
         .args([
             "--jobmaster",
@@ -205,7 +218,8 @@ fn taskexecutor(endpoints: &str, id: &str, root: &std::path::Path) -> tokio::pro
         .arg(root.join("persistent"))
         .env_remove("JOBMASTER__EXECUTOR__JOBMASTER")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .env("RUST_LOG", "info")
+        .stdout(log)
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
@@ -241,6 +255,23 @@ async fn a_taskexecutor_registers_with_the_leader_a_standby_names_or_further_dow
             }
         })
         .await;
+        // Each says whom it follows.
+        let leader = daemon.url();
+        for (id, line) in [
+            ("tm-hinted", "a standby names the leader: trying it"),
+            ("tm-hinted", "following the leader"),
+            ("tm-listed", "following the leader"),
+        ] {
+            let path = root.join(format!("{id}.log"));
+            eventually("the executor logs whom it follows", DEADLINE, || async {
+                let log = std::fs::read_to_string(&path).unwrap_or_default();
+                log.lines()
+                    .any(|l| l.contains(line) && l.contains(&format!("endpoint={leader}")))
+                    .then_some(())
+                    .ok_or(log)
+            })
+            .await;
+        }
         // They stay registered: their heartbeats reach the leader.
         let before = executors(&client).await;
         assert!(
@@ -251,6 +282,87 @@ async fn a_taskexecutor_registers_with_the_leader_a_standby_names_or_further_dow
         let _ = listed.kill().await;
         let _ = std::fs::remove_dir_all(&root);
         daemon.shutdown().await.0.expect("clean shutdown");
+    })
+    .await;
+}
+
+/// Whether process `pid` runs (exists and is no zombie).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_are_kept_while_no_jobmaster_leads_and_fenced_when_the_named_leader_does_not_answer()
+ {
+    within(TEST_LIMIT, async {
+        // Heartbeats every 100 ms, timeout 3 s: unanswered, the executor fences at 2.25 s.
+        let daemon = Daemon::start(settings(&[])).await;
+        let client = daemon.client().await;
+        let standby = Standby::start(Some(daemon.url())).await;
+        let executor = RealExecutor::start(
+            format!("{},{}", daemon.url(), standby.url()),
+            "tm-kept",
+            1,
+            jobmaster::executor::ExecutorSecurity::default(),
+        )
+        .await;
+        let pid_file = executor.root.join("pid");
+        let spec = serde_json::json!({
+            "name": "kept",
+            "vertices": [{ "id": "v", "parallelism": 1, "command": ["sh", "-c",
+                "echo $$ > \"$0\"; exec sleep 3600", pid_file.display().to_string()] }],
+        });
+        let job = submit(&client, &spec.to_string()).await;
+        wait_all_running(&client, &job).await;
+        let pid: i32 = eventually("the task writes its pid", DEADLINE, || async {
+            std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+                .ok_or_else(|| "no pid yet".to_owned())
+        })
+        .await;
+        assert!(alive(pid));
+
+        // The leader is gone (its port refuses) and the standby knows no leader: each round is
+        // evidence that nobody leads, so the attempt outlives the fence deadline. (A sleep: what
+        // is checked is that nothing happens.)
+        standby.name(None);
+        let gone = Instant::now();
+        let _ = daemon.shutdown().await;
+        tokio::time::sleep(Duration::from_millis(4_000)).await;
+        assert!(
+            alive(pid),
+            "the task was killed {:?} after the leader went",
+            gone.elapsed()
+        );
+
+        // Now the standby names a leader that accepts connections but never answers: no
+        // evidence any more, and the attempt is fenced within the fence deadline.
+        let hung = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let hinted = Instant::now();
+        standby.name(Some(format!(
+            "http://{}",
+            hung.local_addr().expect("address")
+        )));
+        eventually("the executor fences its attempt", DEADLINE, || async {
+            if alive(pid) {
+                Err(format!("alive {:?} after the hint", hinted.elapsed()))
+            } else {
+                Ok(())
+            }
+        })
+        .await;
+        assert!(
+            hinted.elapsed() < Duration::from_secs(5),
+            "fenced {:?} after the hint, later than the 3 s heartbeat timeout",
+            hinted.elapsed()
+        );
+        drop(hung);
+        executor.stop().await;
     })
     .await;
 }

@@ -24,6 +24,7 @@ struct Cli {
     #[arg(
         long,
         global = true,
+        value_name = "URL[,URL...]",
         env = "JOBMASTER_ENDPOINT",
         default_value = "http://127.0.0.1:6123"
     )]

@@ -290,6 +290,7 @@ pub(crate) async fn run(agent: Arc<Agent>) {
     let reconnect_timeout = agent.config.jobmaster_reconnect_timeout;
     let list = endpoints(&agent.config.jobmaster).unwrap_or_default();
     let several = list.len() > 1;
+    let only = list.first().cloned().unwrap_or_default();
     let Some(mut follower) = Follower::new(list) else {
         // `executor::run` checked the list before it started this loop.
         error!("no jobmaster endpoint: the executor cannot register");
@@ -302,17 +303,21 @@ pub(crate) async fn run(agent: Arc<Agent>) {
         let endpoint = follower.current().to_owned();
         follower.trying(started);
         let ended = match agent.gateway.point(&endpoint) {
-            Ok(()) => session(&agent, &link, &mut interval)
-                .await
-                .map_err(Unusable::Status),
-            Err(error) => Err(Unusable::Endpoint(error.to_string())),
+            Ok(()) => {
+                // Which JobMaster it follows is news with HA, or when a standby named it.
+                let follows = several || endpoint != only;
+                session(&agent, &link, &mut interval, &endpoint, follows)
+                    .await
+                    .map_err(Failure::Call)
+            }
+            Err(error) => Err(Failure::Endpoint(error.to_string())),
         };
         // Whether to try again at once (the next endpoint of the same round).
         let mut at_once = false;
         match ended {
             Ok(End::Reregister | End::Fenced) => {
                 // The attempts are dead and the session id is new: register at once.
-                leading(&mut follower, several);
+                follower.led();
                 outage = None;
                 continue;
             }
@@ -321,7 +326,7 @@ pub(crate) async fn run(agent: Arc<Agent>) {
                 answered: true,
                 leader,
             }) => {
-                leading(&mut follower, several);
+                follower.led();
                 redirect(&mut follower, leader);
                 outage = Some(Outage::new(&agent, reconnect_timeout))
             }
@@ -331,7 +336,7 @@ pub(crate) async fn run(agent: Arc<Agent>) {
                 answered: false,
                 leader,
             }) => {
-                leading(&mut follower, several);
+                follower.led();
                 redirect(&mut follower, leader);
                 outage
                     .get_or_insert_with(|| Outage::new(&agent, reconnect_timeout))
@@ -340,8 +345,8 @@ pub(crate) async fn run(agent: Arc<Agent>) {
             // Registration refused: this session was declared lost while the stream was down.
             // The next try, under a new session, waits a backoff step: should the refusal
             // persist, the executor must not hammer the JobMaster.
-            Err(Unusable::Status(status)) if status.code() == tonic::Code::FailedPrecondition => {
-                leading(&mut follower, several);
+            Err(Failure::Call(status)) if status.code() == tonic::Code::FailedPrecondition => {
+                follower.led();
                 warn!("declared lost by the jobmaster: killing attempts and registering again");
                 kill_and_wait(&agent, &link, "declared lost by the jobmaster").await;
                 outage
@@ -359,7 +364,7 @@ pub(crate) async fn run(agent: Arc<Agent>) {
                         at_once = true;
                         if hinted {
                             info!(endpoint = %Escaped(&next), standby = %Escaped(&endpoint),
-                                  "following the leader");
+                                  "a standby names the leader: trying it");
                         } else {
                             debug!(endpoint = %Escaped(&next), after = %Escaped(&endpoint),
                                    "trying the next jobmaster endpoint");
@@ -408,19 +413,19 @@ pub(crate) async fn run(agent: Arc<Agent>) {
 
 /// Why a try at an endpoint failed: its call failed, or the endpoint cannot be used (a standby
 /// named a URL whose scheme does not match this executor's TLS).
-enum Unusable {
-    Status(tonic::Status),
+enum Failure {
+    Call(tonic::Status),
     Endpoint(String),
 }
 
 /// What a failed try at `endpoint` found, for [`Follower::found`] (logged).
-fn found(endpoint: &str, failure: &Unusable) -> Found {
+fn found(endpoint: &str, failure: &Failure) -> Found {
     let status = match failure {
-        Unusable::Endpoint(why) => {
+        Failure::Endpoint(why) => {
             warn!(endpoint = %Escaped(endpoint), why = %Escaped(why), "cannot use this jobmaster endpoint");
             return Found::Failed;
         }
-        Unusable::Status(status) => status,
+        Failure::Call(status) => status,
     };
     if connection_refused(status) {
         debug!(endpoint = %Escaped(endpoint), "jobmaster endpoint refused the connection");
@@ -444,15 +449,6 @@ fn found(endpoint: &str, failure: &Unusable) -> Found {
     }
 }
 
-/// The current endpoint answered as the leader: log it if it is another one than before.
-fn leading(follower: &mut Follower, several: bool) {
-    let changed = follower.leader() != Some(follower.current());
-    follower.led();
-    if changed && several {
-        info!(endpoint = %Escaped(follower.current()), "following the leader");
-    }
-}
-
 /// A leader's session ended with a standby's answer naming `leader`: start there.
 fn redirect(follower: &mut Follower, leader: Option<String>) {
     if let Some(leader) = leader {
@@ -463,10 +459,13 @@ fn redirect(follower: &mut Follower, leader: Option<String>) {
 
 /// One session: registers under the current session id, then heartbeats every interval until
 /// the stream ends, the JobMaster says `reregister`, or the watchdog fences.
+/// `endpoint` is the JobMaster's; `follows`: say that the executor follows it as the leader.
 async fn session(
     agent: &Arc<Agent>,
     link: &Link,
     interval_seen: &mut Option<Duration>,
+    endpoint: &str,
+    follows: bool,
 ) -> Result<End, tonic::Status> {
     let mut fences = link.fences.subscribe();
     let session_id = agent.session();
@@ -503,8 +502,11 @@ async fn session(
         })
     };
     let margin = link.read().margin();
-    info!(epoch = registered.epoch, interval = ?interval, timeout = ?timeout,
-          fence_margin = ?margin, "registered with the jobmaster");
+    if follows {
+        info!(endpoint = %Escaped(endpoint), epoch = registered.epoch, "following the leader");
+    }
+    info!(endpoint = %Escaped(endpoint), epoch = registered.epoch, interval = ?interval,
+          timeout = ?timeout, fence_margin = ?margin, "registered with the jobmaster");
     if timeout.saturating_sub(margin) < interval * 2 {
         warn!(timeout = ?timeout, interval = ?interval, fence_margin = ?margin,
               "heartbeat timeout minus the fence margin is under two heartbeat intervals: a \

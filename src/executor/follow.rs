@@ -84,6 +84,7 @@ impl Follower {
     }
 
     /// The endpoint that led last, if any did.
+    #[cfg(test)]
     pub(crate) fn leader(&self) -> Option<&str> {
         self.leader.as_deref()
     }
