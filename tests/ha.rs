@@ -62,7 +62,8 @@ async fn running(ha: &HaCluster, job: &str) -> BTreeMap<String, (u32, String, i3
             for (name, t) in &tasks {
                 let own: Vec<_> = processes
                     .iter()
-                    .filter(|p| p.job == job && p.task == *name)
+                    // The task's shell, not the `sleep` it runs now and then.
+                    .filter(|p| p.job == job && p.task == *name && p.cmdline.contains("stream.sh"))
                     .collect();
                 match own.as_slice() {
                     [p] if p.attempt == t.attempt && p.executor == t.executor => {
@@ -167,7 +168,7 @@ async fn a_frozen_leader_is_replaced_and_on_waking_steps_down_without_a_command_
             let messages = ha.jm_messages(old);
             let stepped = messages
                 .iter()
-                .any(|m| m == "leadership lost: stepping down");
+                .any(|m| m == "leadership lost: stepped down");
             let standby = messages.iter().rev().any(|m| m == "standing by");
             if stepped && standby {
                 Ok(())
@@ -320,7 +321,7 @@ async fn a_finished_or_failed_job_is_not_resurrected_by_a_leadership_change() {
 async fn ten_forced_failovers_in_a_row_lose_no_job() {
     need_etcd!();
     bounded(Duration::from_secs(420), async {
-        let mut ha = HaCluster::start("ha-ten", 3, 2, &[("a", 16)], ENV).await;
+        let mut ha = HaCluster::start("ha-ten", 3, 2, &[("a", 32)], ENV).await;
         let mut jobs = Vec::new();
         for round in 0..10 {
             let (leader, _) = ha.wait_leader(WAIT).await;

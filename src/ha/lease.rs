@@ -88,6 +88,11 @@ impl Leadership {
         });
     }
 
+    /// Why leadership was lost, if it was.
+    pub fn reason(&self) -> Option<String> {
+        self.lost.borrow().clone()
+    }
+
     /// Resolves with the reason once leadership is lost.
     pub async fn lost(&self) -> String {
         let mut rx = self.lost.subscribe();

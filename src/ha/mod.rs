@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::server::standby::LeaderView;
 use crate::server::{Lead, ServeError};
 use crate::settings::Settings;
 use etcd::Etcd;
@@ -74,21 +75,17 @@ fn share(listener: &std::net::TcpListener) -> Result<tokio::net::TcpListener, st
     tokio::net::TcpListener::from_std(l)
 }
 
-/// Keeps `hint` on the current leader's endpoint (for the standby's answers).
-async fn watch_leader(etcd: Arc<Etcd>, name: Vec<u8>, hint: watch::Sender<Option<String>>) {
+/// Keeps `hint` on who leads, as last read from etcd (linearizably), and when.
+async fn watch_leader(etcd: Arc<Etcd>, name: Vec<u8>, hint: watch::Sender<LeaderView>) {
     loop {
-        // Without etcd nobody can lead: no hint (executors then keep their tasks).
-        let endpoint = tokio::time::timeout(Duration::from_secs(1), etcd.leader(&name))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .flatten()
-            .map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
-        hint.send_if_modified(|h| {
-            let changed = *h != endpoint;
-            *h = endpoint;
-            changed
-        });
+        let read = tokio::time::timeout(Duration::from_secs(1), etcd.leader(&name)).await;
+        if let Ok(Ok(leader)) = read {
+            let leader = leader.map(|kv| String::from_utf8_lossy(&kv.value).into_owned());
+            hint.send_replace(LeaderView {
+                leader,
+                read_at: Some(Instant::now()),
+            });
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -114,12 +111,17 @@ pub async fn run(
         advertise(&settings, grpc.local_addr()?).map_err(|e| ServeError::Config(e.to_string()))?;
     let ns = ha.namespace.trim_end_matches('/').to_owned();
     let name = format!("{ns}/leader").into_bytes();
+    // How long a standby's view of etcd counts as evidence of who leads (see LeaderView).
+    let trust = settings
+        .recovery
+        .reconcile_timeout
+        .saturating_sub(Duration::from_secs(2));
     let (stop_tx, stop) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let (hint_tx, hint) = watch::channel(None);
+    let (hint_tx, hint) = watch::channel(LeaderView::default());
     let watcher = tokio::spawn(watch_leader(etcd.clone(), name.clone(), hint_tx));
     let stopped = |stop: &watch::Receiver<bool>| *stop.borrow();
     let outcome = loop {
@@ -133,8 +135,9 @@ pub async fn run(
             let (g, h) = (share(&grpc)?, share(&http)?);
             let hint = hint.clone();
             let own = endpoint.clone();
+            let trust = trust;
             tokio::spawn(async move {
-                crate::server::standby::serve_standby(&settings, g, h, hint, own, async {
+                crate::server::standby::serve_standby(&settings, g, h, hint, own, trust, async {
                     let _ = standby_stopped.await;
                 })
                 .await
@@ -177,10 +180,7 @@ pub async fn run(
         let term_end = async move {
             tokio::select! {
                 _ = term_stop.wait_for(|s| *s) => {}
-                why = lost.lost() => {
-                    TERMS_LOST.fetch_add(1, Ordering::Relaxed);
-                    warn!(reason = %why, "leadership lost: stepping down");
-                }
+                _ = lost.lost() => {}
             }
         };
         let served = crate::server::serve_led(
@@ -193,14 +193,20 @@ pub async fn run(
         )
         .await;
         let held = leadership.is_held();
+        let why = leadership.reason();
         end_term(&etcd, key, &leadership).await;
+        if stopped(&stop) {
+            break served;
+        }
+        if held {
+            // Not a lost term: a failure of this process (a supervisor restarts it).
+            break served.and(Err(ServeError::Config("the leader stopped serving".into())));
+        }
+        TERMS_LOST.fetch_add(1, Ordering::Relaxed);
+        let reason = why.unwrap_or_else(|| "the lease lapsed".into());
         match served {
-            Err(e) if held && !stopped(&stop) => {
-                // Not a lost term: a failure of this process (a supervisor restarts it).
-                break Err(e);
-            }
-            Err(e) => warn!(error = %e, "term ended"),
-            Ok(()) => {}
+            Err(e) => warn!(reason = %reason, error = %e, "leadership lost: stepped down"),
+            Ok(()) => warn!(reason = %reason, "leadership lost: stepped down"),
         }
     };
     watcher.abort();

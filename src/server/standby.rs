@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
@@ -13,20 +14,58 @@ use tokio::sync::watch;
 use tracing::info;
 
 use super::{ServeError, security};
-use crate::api::{LEADER_METADATA, STANDBY_MESSAGE};
 use crate::api::v1::job_master_service_server::JobMasterServiceServer;
 use crate::api::v1::task_executor_gateway_server::TaskExecutorGatewayServer;
+use crate::api::{LEADER_METADATA, STANDBY_MESSAGE};
 use crate::security::incoming::{HttpListener, Peer, incoming};
 use crate::settings::Settings;
 
-/// Whom a standby names as the leader: its gRPC endpoint, `None` while nobody leads.
-pub type LeaderHint = watch::Receiver<Option<String>>;
+/// Who leads, as a standby last read it from etcd: the leader's gRPC endpoint (`None`: nobody),
+/// and when (`None`: never yet).
+#[derive(Debug, Clone, Default)]
+pub struct LeaderView {
+    pub leader: Option<String>,
+    pub read_at: Option<std::time::Instant>,
+}
 
-/// The message of a standby's UNAVAILABLE answers.
-fn message(leader: Option<&str>) -> String {
-    match leader {
-        Some(l) => format!("{STANDBY_MESSAGE}; the leader is at {l}"),
-        None => format!("{STANDBY_MESSAGE} and no jobmaster leads right now; retry"),
+/// What a standby knows of the leader.
+pub type LeaderHint = watch::Receiver<LeaderView>;
+
+/// What a standby says about the leader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Told {
+    /// The leader's endpoint.
+    Leader(String),
+    /// Nobody leads: executors keep their tasks on this (it is evidence).
+    Nobody,
+    /// It cannot tell (etcd unreachable for too long): not evidence; executors fence as usual.
+    Unknown,
+}
+
+/// What to tell from `view`. "Nobody leads" is evidence that lets executors keep their tasks,
+/// so it is said only within `trust` of a successful read of etcd: a leader elected after that
+/// read restarts unreported tasks only `recovery.reconcile-timeout` after its election, and
+/// `trust` is shorter by more than an executor's reconnect round, so an executor that kept its
+/// tasks on that word has fenced them by then. This standby itself never leads while standing
+/// by: a view naming it is an old one, and counts as nobody.
+fn told(view: &LeaderView, own: &str, trust: std::time::Duration) -> Told {
+    match (&view.leader, view.read_at) {
+        (_, None) => Told::Unknown,
+        (_, Some(at)) if at.elapsed() > trust => Told::Unknown,
+        (Some(l), _) if l != own => Told::Leader(l.clone()),
+        _ => Told::Nobody,
+    }
+}
+
+/// The message of a standby's UNAVAILABLE answers (an unknown leader does not start with
+/// [`STANDBY_MESSAGE`]: clients must not read it as "nobody leads").
+fn message(told: &Told) -> String {
+    match told {
+        Told::Leader(l) => format!("{STANDBY_MESSAGE}; the leader is at {l}"),
+        Told::Nobody => format!("{STANDBY_MESSAGE} and no jobmaster leads right now; retry"),
+        Told::Unknown => "this jobmaster stands by but cannot reach etcd: it does not know who \
+                          leads; try the other jobmasters"
+            .to_owned(),
     }
 }
 
@@ -43,21 +82,18 @@ fn grpc_message(text: &str) -> String {
     out
 }
 
-/// The leader to name: not this standby itself (a hint not updated yet since it stepped down).
-fn leader_of(hint: &LeaderHint, own: &str) -> Option<String> {
-    hint.borrow().clone().filter(|l| l != own)
-}
-
 /// Answers any gRPC call: a trailers-only UNAVAILABLE response.
-async fn refuse(hint: LeaderHint, own: Arc<str>) -> axum::response::Response {
-    let leader = leader_of(&hint, &own);
+async fn refuse(hint: LeaderHint, own: Arc<str>, trust: Duration) -> axum::response::Response {
+    let told = told(&hint.borrow(), &own, trust);
     let mut headers = HeaderMap::new();
     headers.insert("content-type", HeaderValue::from_static("application/grpc"));
     headers.insert("grpc-status", HeaderValue::from_static("14"));
-    if let Ok(v) = HeaderValue::from_str(&grpc_message(&message(leader.as_deref()))) {
+    if let Ok(v) = HeaderValue::from_str(&grpc_message(&message(&told))) {
         headers.insert("grpc-message", v);
     }
-    if let Some(v) = leader.and_then(|l| HeaderValue::from_str(&l).ok()) {
+    if let Told::Leader(l) = &told
+        && let Ok(v) = HeaderValue::from_str(l)
+    {
         headers.insert(LEADER_METADATA, v);
     }
     (StatusCode::OK, headers).into_response()
@@ -71,6 +107,7 @@ pub async fn serve_standby(
     http: TcpListener,
     hint: LeaderHint,
     own: String,
+    trust: Duration,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let own: Arc<str> = own.into();
@@ -92,7 +129,7 @@ pub async fn serve_standby(
         .into_axum_router()
         .fallback({
             let own = own.clone();
-            move || refuse(grpc_hint.clone(), own.clone())
+            move || refuse(grpc_hint.clone(), own.clone(), trust)
         });
     let (stop_tx, _) = tokio::sync::broadcast::channel::<()>(1);
     let mut stop_grpc = stop_tx.subscribe();
@@ -106,8 +143,8 @@ pub async fn serve_standby(
         });
     let http_hint = hint;
     let app = axum::Router::new().fallback(move || {
-        let leader = leader_of(&http_hint, &own);
-        async move { (StatusCode::SERVICE_UNAVAILABLE, message(leader.as_deref())) }
+        let told = told(&http_hint.borrow(), &own, trust);
+        async move { (StatusCode::SERVICE_UNAVAILABLE, message(&told)) }
     });
     let http_server = axum::serve(
         http_listener,
@@ -140,12 +177,49 @@ pub async fn serve_standby(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use super::*;
 
+    fn view(leader: Option<&str>, age: Duration) -> LeaderView {
+        LeaderView {
+            leader: leader.map(str::to_owned),
+            read_at: Instant::now().checked_sub(age),
+        }
+    }
+
     #[test]
-    fn the_message_names_the_leader_or_says_nobody_leads() {
-        assert!(message(Some("http://10.0.0.2:6123")).contains("http://10.0.0.2:6123"));
-        assert!(message(None).contains("no jobmaster leads"));
+    fn nobody_leads_is_said_only_within_the_trust_of_the_last_etcd_read() {
+        let trust = Duration::from_secs(8);
+        let own = "http://127.0.0.1:1";
+        let fresh = Duration::from_millis(100);
+        assert_eq!(
+            told(&view(Some("http://127.0.0.1:2"), fresh), own, trust),
+            Told::Leader("http://127.0.0.1:2".into())
+        );
+        assert_eq!(told(&view(None, fresh), own, trust), Told::Nobody);
+        assert_eq!(
+            told(&view(Some(own), fresh), own, trust),
+            Told::Nobody,
+            "an old view naming this standby"
+        );
+        let stale = Duration::from_secs(9);
+        assert_eq!(told(&view(None, stale), own, trust), Told::Unknown);
+        assert_eq!(
+            told(&view(Some("http://127.0.0.1:2"), stale), own, trust),
+            Told::Unknown
+        );
+        assert_eq!(told(&LeaderView::default(), own, trust), Told::Unknown);
+    }
+
+    #[test]
+    fn only_a_known_state_is_said_in_the_standby_words_clients_read() {
+        let leader = message(&Told::Leader("http://10.0.0.2:6123".into()));
+        assert!(leader.starts_with(STANDBY_MESSAGE) && leader.contains("http://10.0.0.2:6123"));
+        assert!(message(&Told::Nobody).starts_with(STANDBY_MESSAGE));
+        assert!(!message(&Told::Unknown).starts_with(STANDBY_MESSAGE));
+        let unknown = tonic::Status::unavailable(message(&Told::Unknown));
+        assert_eq!(crate::api::leader::standby(&unknown), None, "not evidence");
         assert_eq!(grpc_message("a b%é"), "a b%25%C3%A9");
     }
 }
