@@ -135,7 +135,6 @@ pub async fn run(
             let (g, h) = (share(&grpc)?, share(&http)?);
             let hint = hint.clone();
             let own = endpoint.clone();
-            let trust = trust;
             tokio::spawn(async move {
                 crate::server::standby::serve_standby(&settings, g, h, hint, own, trust, async {
                     let _ = standby_stopped.await;
