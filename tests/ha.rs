@@ -13,6 +13,9 @@ use std::time::Duration;
 use jobmaster::api::v1::{ListJobsRequest, SubmitJobRequest, TaskInfo};
 use process_support::ha::{HaCluster, etcd_available};
 use process_support::{bounded, describe, quick_restarts, stream_command, streaming_job};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -85,6 +88,24 @@ async fn running(ha: &HaCluster, job: &str) -> BTreeMap<String, (u32, String, i3
     .await
 }
 
+/// The health service's overall status at `url`.
+async fn health(url: &str) -> ServingStatus {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    let status = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health check")
+        .into_inner()
+        .status;
+    ServingStatus::try_from(status).expect("a status")
+}
+
 fn job_spec(name: &str) -> serde_json::Value {
     streaming_job(
         name,
@@ -101,6 +122,12 @@ async fn a_killed_leader_is_replaced_by_a_standby_that_adopts_every_task_without
     bounded(Duration::from_secs(240), async {
         let mut ha = HaCluster::start("ha-kill", 3, 2, &[("a", 8), ("b", 8)], ENV).await;
         let (old, first) = ha.wait_leader(WAIT).await;
+        assert_eq!(health(&ha.url(old)).await, ServingStatus::Serving);
+        assert_eq!(
+            health(&ha.url(1 - old)).await,
+            ServingStatus::NotServing,
+            "the standby"
+        );
         let job = submit(&ha, &job_spec("kill-leader")).await;
         let before = running(&ha, &job).await;
 
