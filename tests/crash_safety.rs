@@ -936,17 +936,7 @@ async fn a_local_cluster_finishes_its_job_after_the_whole_process_is_killed() {
         let root = &dir.0;
         let mut local = Local::start(root).await;
         let (spec, output, expected) = wordcount_job(root, &["count"]);
-        let job = local
-            .client
-            .clone()
-            .submit_job(SubmitJobRequest {
-                spec: spec.to_string(),
-                format: "json".into(),
-            })
-            .await
-            .unwrap_or_else(|s| panic!("SubmitJob: {}", s.message()))
-            .into_inner()
-            .job_id;
+        let job = process_support::submit_to(local.client.clone(), &spec).await;
         let before = local
             .wait_job(&job, "reads FINISHED, counts RUNNING", |j| {
                 j.tasks.iter().all(|t| match vertex(&t.name) {

@@ -10,7 +10,7 @@ mod process_support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use jobmaster::api::v1::{ListJobsRequest, SubmitJobRequest, TaskInfo};
+use jobmaster::api::v1::{ListJobsRequest, TaskInfo};
 use process_support::ha::{HaCluster, etcd_available};
 use process_support::{bounded, describe, quick_restarts, stream_command, streaming_job};
 use tonic_health::pb::HealthCheckRequest;
@@ -32,16 +32,7 @@ macro_rules! need_etcd {
 }
 
 async fn submit(ha: &HaCluster, spec: &serde_json::Value) -> String {
-    ha.client()
-        .await
-        .submit_job(SubmitJobRequest {
-            spec: spec.to_string(),
-            format: "json".into(),
-        })
-        .await
-        .unwrap_or_else(|s| panic!("SubmitJob: {}", s.message()))
-        .into_inner()
-        .job_id
+    process_support::submit_to(ha.client().await, spec).await
 }
 
 /// `job` RUNNING with every task RUNNING and exactly one live task process each, of its

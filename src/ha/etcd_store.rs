@@ -181,6 +181,25 @@ impl EtcdStore {
                 _ => return Err(corrupt(format!("unexpected key {key}"))),
             }
         }
+        // Records by job, decoded once.
+        let mut job_tasks: HashMap<JobId, Vec<(TaskId, crate::core::TaskRecord)>> = HashMap::new();
+        for ((job, _), records) in &self.tasks {
+            let list = job_tasks.entry(*job).or_default();
+            for (t, bytes) in records {
+                let r = codec::decode_task(bytes)
+                    .map_err(|e| corrupt(format!("job {job} task {t}: {e}")))?;
+                list.push((TaskId(*t), r));
+            }
+        }
+        let mut job_partitions: HashMap<JobId, Vec<(PartitionId, PartitionHost)>> = HashMap::new();
+        for ((job, _), records) in &self.partitions {
+            let list = job_partitions.entry(*job).or_default();
+            for (p, bytes) in records {
+                let host: PartitionHost = serde_json::from_slice(bytes)
+                    .map_err(|e| corrupt(format!("job {job} partition {p}: {e}")))?;
+                list.push((PartitionId(*p), host));
+            }
+        }
         for (id, parts) in jobs {
             let job = JobId(id);
             let Some(record) = parts.record else {
@@ -194,23 +213,8 @@ impl EtcdStore {
                 serde_json::from_slice(&record).map_err(|e| corrupt(format!("job {job}: {e}")))?;
             let spec_json = String::from_utf8(parts.spec.into_values().flatten().collect())
                 .map_err(|_| corrupt(format!("job {job}: the spec is not UTF-8")))?;
-            let mut tasks = Vec::new();
-            let mut partitions = Vec::new();
-            for ((j, _), records) in self.tasks.iter().filter(|((j, _), _)| *j == job) {
-                debug_assert_eq!(*j, job);
-                for (t, bytes) in records {
-                    let r = codec::decode_task(bytes)
-                        .map_err(|e| corrupt(format!("job {job} task {t}: {e}")))?;
-                    tasks.push((TaskId(*t), r));
-                }
-            }
-            for (_, records) in self.partitions.iter().filter(|((j, _), _)| *j == job) {
-                for (p, bytes) in records {
-                    let host: PartitionHost = serde_json::from_slice(bytes)
-                        .map_err(|e| corrupt(format!("job {job} partition {p}: {e}")))?;
-                    partitions.push((PartitionId(*p), host));
-                }
-            }
+            let mut tasks = job_tasks.remove(&job).unwrap_or_default();
+            let mut partitions = job_partitions.remove(&job).unwrap_or_default();
             tasks.sort_by_key(|(t, _)| *t);
             partitions.sort_by_key(|(p, _)| *p);
             self.loaded.jobs.push(LoadedJob {

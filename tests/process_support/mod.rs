@@ -456,15 +456,7 @@ impl Cluster {
     }
 
     pub async fn submit(&self, spec: &serde_json::Value) -> String {
-        self.client()
-            .submit_job(SubmitJobRequest {
-                spec: spec.to_string(),
-                format: "json".into(),
-            })
-            .await
-            .unwrap_or_else(|s| panic!("SubmitJob: {}", s.message()))
-            .into_inner()
-            .job_id
+        submit_to(self.client(), spec).await
     }
 
     pub async fn job(&self, job: &str) -> GetJobResponse {
@@ -681,6 +673,22 @@ pub fn describe(tasks: &BTreeMap<String, TaskInfo>) -> String {
         .map(|t| format!("{} {} {}@{}", t.name, t.state, t.attempt, t.executor))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Submits `spec` (JSON) through `client`; returns the job id.
+pub async fn submit_to(
+    mut client: JobMasterServiceClient<Channel>,
+    spec: &serde_json::Value,
+) -> String {
+    client
+        .submit_job(SubmitJobRequest {
+            spec: spec.to_string(),
+            format: "json".into(),
+        })
+        .await
+        .unwrap_or_else(|s| panic!("SubmitJob: {}", s.message()))
+        .into_inner()
+        .job_id
 }
 
 /// Polls `probe` until it returns `Ok`, for at most `within`; panics with the last `Err`.
