@@ -18,6 +18,9 @@ use tracing::error;
 use crate::server::Shared;
 use crate::store::{Batch, Store, StoreError};
 
+/// How long a commit that needs no sync waits for more to commit with it.
+const COALESCE: std::time::Duration = std::time::Duration::from_millis(3);
+
 /// The outcome of the commits up to `upto` (numbered from 1 in the order submitted).
 #[derive(Debug)]
 pub(crate) struct Done {
@@ -151,6 +154,19 @@ fn write(
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         group.extend(rx.try_iter());
+        // Commits that need no sync wait a moment for one that does (a failover's reports
+        // are followed by its restart): one transaction and one sync for both.
+        if !group.iter().any(|b| b.sync) {
+            let until = Instant::now() + COALESCE;
+            while let Ok(b) = rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                let sync = b.sync;
+                group.push(b);
+                group.extend(rx.try_iter());
+                if sync || group.iter().any(|b| b.sync) {
+                    break;
+                }
+            }
+        }
         upto += group.len() as u64;
         let sync = group.iter().any(|b| b.sync);
         let started = Instant::now();
