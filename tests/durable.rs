@@ -110,12 +110,26 @@ async fn an_ended_job_is_still_ended_and_readable_after_a_restart() {
         })
         .to_string();
         let job = submit(&client, &spec).await;
-        wait_job(&client, &job, "the job finishes", |j| j.state == "FINISHED").await;
+        let ended = wait_job(&client, &job, "the job finishes", |j| j.state == "FINISHED").await;
         let _ = first.shutdown().await;
+        let restarted_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as u64;
         let second = Daemon::start_on(s, addr).await;
         let client = second.client().await;
         let j = get_job(&client, &job).await;
         assert_eq!(j.state, "FINISHED");
+        assert_eq!(
+            j.start_time_ms, ended.start_time_ms,
+            "submitted when it was, not at the restart"
+        );
+        assert!(
+            j.start_time_ms <= j.end_time_ms && j.end_time_ms < restarted_ms,
+            "ended before the restart: {} .. {} (restart at {restarted_ms})",
+            j.start_time_ms,
+            j.end_time_ms
+        );
         assert!(
             j.tasks
                 .iter()

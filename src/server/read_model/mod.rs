@@ -114,12 +114,20 @@ impl Views {
             return;
         };
         let wall = self.wall(now);
+        // A job loaded from the store keeps its submission time and its state's age.
+        let transitions = core.job_transitions(job).unwrap_or_default();
+        let submitted = self.wall(transitions.first().map_or(now, |(_, at)| *at));
+        let state_since = self.wall(transitions.last().map_or(now, |(_, at)| *at));
+        let ended = core
+            .job_state(job)
+            .filter(|s| s.is_terminal())
+            .map(|_| state_since);
         let n = graph.task_count();
         let shape = JobShape {
             job,
             name: graph.name().to_owned(),
             failover: core.failover_strategy(job).map_or("", |f| f.name()),
-            submitted_ms: wall,
+            submitted_ms: submitted,
             vertices: graph
                 .vertices()
                 .iter()
@@ -169,8 +177,8 @@ impl Views {
             version: 1,
             state: core.job_state(job).unwrap_or(JobState::Created),
             cause: None,
-            state_since_ms: wall,
-            ended_ms: None,
+            state_since_ms: state_since,
+            ended_ms: ended,
             counters: JobCounters::default(),
             restarting_ms: 0,
             published_ms: wall,
