@@ -315,9 +315,17 @@ pub(crate) async fn run(agent: Arc<Agent>) {
         // Whether to try again at once (the next endpoint of the same round).
         let mut at_once = false;
         match ended {
-            Ok(End::Reregister | End::Fenced) => {
-                // The attempts are dead and the session id is new: register at once.
+            Ok(End::Reregister) => {
+                // The session id is new: register at once.
                 follower.led();
+                outage = None;
+                continue;
+            }
+            Ok(End::Fenced) => {
+                // The attempts are dead and the session id is new: register at once, with
+                // another JobMaster first (this one stopped answering).
+                follower.led();
+                follower.suspect();
                 outage = None;
                 continue;
             }

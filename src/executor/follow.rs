@@ -101,6 +101,20 @@ impl Follower {
         self.new_round(None);
     }
 
+    /// The current endpoint led but stopped answering, and the executor fenced its attempts:
+    /// the next round starts at the endpoint after it and tries it last (a frozen leader's
+    /// socket still accepts connections, and a try there lasts a whole RPC timeout).
+    pub(crate) fn suspect(&mut self) {
+        let n = self.list.len();
+        let next = self
+            .list
+            .iter()
+            .position(|e| *e == self.current)
+            .map(|i| self.list[(i + 1) % n].clone());
+        self.leader = None;
+        self.new_round(next);
+    }
+
     /// The leader's session ended with a standby's answer naming `leader`: the next round
     /// starts there.
     pub(crate) fn redirect(&mut self, leader: String) {
@@ -248,6 +262,25 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn after_a_fence_the_next_round_tries_the_silent_leader_last() {
+        let mut f = follower(&["a", "b", "c"]);
+        assert_eq!(f.found(Found::Refused), try_("b", false));
+        f.led();
+        assert_eq!(f.current(), "b");
+        f.suspect();
+        assert_eq!(f.current(), "c", "the next endpoint first");
+        assert_eq!(f.found(Found::Failed), try_("a", false));
+        assert_eq!(
+            f.found(Found::Failed),
+            try_("b", false),
+            "the silent one last"
+        );
+        let mut one = follower(&["a"]);
+        one.suspect();
+        assert_eq!(one.current(), "a", "one endpoint: tried again");
     }
 
     #[test]
