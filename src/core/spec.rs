@@ -14,6 +14,9 @@ use super::names::check_name;
 use super::placement::PlacementPolicy;
 use serde::Deserialize;
 
+mod checkpoint;
+pub use checkpoint::CheckpointConfig;
+
 /// Default upper bound on a vertex's parallelism.
 pub const DEFAULT_MAX_PARALLELISM: u32 = 100_000;
 
@@ -165,6 +168,8 @@ pub struct JobSpec {
     /// `placement-domain`: the executor label key (e.g. `zone`) a region is kept inside;
     /// `None`: the configured default (`scheduler.placement-domain`); `Some("")`: no domain.
     pub placement_domain: Option<String>,
+    /// `[checkpoint]`: how the job is checkpointed; `None`: checkpointing is off.
+    pub checkpoint: Option<CheckpointConfig>,
     pub vertices: Vec<VertexSpec>,
     pub edges: Vec<EdgeSpec>,
 }
@@ -379,6 +384,7 @@ struct RawSpec {
     placement: Option<String>,
     #[serde(rename = "placement-domain")]
     placement_domain: Option<String>,
+    checkpoint: Option<checkpoint::RawCheckpoint>,
     #[serde(default)]
     vertices: Vec<RawVertex>,
     #[serde(default)]
@@ -469,6 +475,7 @@ impl RawSpec {
         if let Some(key) = &self.placement_domain {
             validate_label_key(key).map_err(|m| invalid("placement-domain", m))?;
         }
+        let checkpoint = self.checkpoint.map(|c| c.validate()).transpose()?;
         if self.vertices.is_empty() {
             return Err(SpecError::Empty);
         }
@@ -530,6 +537,7 @@ impl RawSpec {
             restart,
             placement,
             placement_domain: self.placement_domain,
+            checkpoint,
             vertices,
             edges: edges.into_iter().map(|(_, _, e)| e).collect(),
         })
