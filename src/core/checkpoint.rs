@@ -208,6 +208,41 @@ impl CheckpointCoordinator {
         }
     }
 
+    /// A coordinator taking over a job whose completed checkpoints the store kept (a restarted
+    /// or newly elected JobMaster): the newest `retained` of `completed` are retained (the
+    /// others are returned, to discard), and ids continue from `next_id` (the store's counter,
+    /// so that ids aborted before the takeover are not reused either) or past the newest
+    /// completed one, whichever is higher. Times in `completed` come from another process's
+    /// clock, so the timers start afresh: the first trigger comes an interval after the job
+    /// is seen RUNNING.
+    pub fn resume(
+        config: CheckpointConfig,
+        completed: impl IntoIterator<Item = CompletedCheckpoint>,
+        next_id: CheckpointId,
+    ) -> (Self, Vec<CheckpointAction>) {
+        let mut c = CheckpointCoordinator::new(config);
+        let mut completed: Vec<CompletedCheckpoint> = completed.into_iter().collect();
+        completed.sort_by_key(|k| k.id);
+        completed.dedup_by_key(|k| k.id);
+        let excess = completed.len().saturating_sub(c.retained());
+        let discarded: Vec<CheckpointId> = completed.drain(..excess).map(|k| k.id).collect();
+        let newest = completed.last().map_or(0, |k| k.id.0);
+        c.next_id = next_id.0.max(newest.saturating_add(1)).max(1);
+        c.stats.last_completed_id = completed.last().map(|k| k.id);
+        c.completed = completed.into();
+        let actions = if discarded.is_empty() {
+            Vec::new()
+        } else {
+            vec![CheckpointAction::Discard { ids: discarded }]
+        };
+        (c, actions)
+    }
+
+    /// The id the next trigger will take: what the store keeps as the job's checkpoint counter.
+    pub fn next_id(&self) -> CheckpointId {
+        CheckpointId(self.next_id)
+    }
+
     pub fn config(&self) -> &CheckpointConfig {
         &self.config
     }

@@ -443,3 +443,45 @@ fn a_zero_config_does_not_panic() {
     assert!(c.pending().len() <= 1);
     assert!(c.retained_checkpoints().len() <= 1);
 }
+
+#[test]
+fn a_resumed_coordinator_keeps_the_newest_retained_and_never_reuses_an_id() {
+    let checkpoint = |id| CompletedCheckpoint {
+        id: CheckpointId(id),
+        trigger_time: 1_000_000,
+        completion_time: 1_000_100,
+        size_bytes: 1,
+        tasks: vec![T0],
+    };
+    let (mut c, actions) = CheckpointCoordinator::resume(
+        CheckpointConfig {
+            retained: 2,
+            ..config(100)
+        },
+        [checkpoint(5), checkpoint(3), checkpoint(4)],
+        CheckpointId(8),
+    );
+    assert_eq!(
+        actions,
+        vec![A::Discard {
+            ids: vec![CheckpointId(3)]
+        }]
+    );
+    assert_eq!(c.restore_point_for(T0), Some(CheckpointId(5)));
+    assert_eq!(c.stats().last_completed_id, Some(CheckpointId(5)));
+    assert_eq!(
+        c.next_id(),
+        CheckpointId(8),
+        "ids aborted before the takeover stay used"
+    );
+    assert_eq!(c.tick(0, true, [T0]), vec![], "timers start afresh");
+    assert_eq!(triggered(&c.tick(100, true, [T0])), [CheckpointId(8)]);
+
+    let (c, actions) = CheckpointCoordinator::resume(config(100), [checkpoint(9)], CheckpointId(0));
+    assert_eq!(actions, vec![]);
+    assert_eq!(
+        c.next_id(),
+        CheckpointId(10),
+        "past the newest completed one"
+    );
+}
