@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{SpecError, invalid, missing};
-use crate::core::duration::parse_duration;
+use super::{SpecError, count_field, duration_field, invalid, missing};
 
 /// How a job is checkpointed, with Flink's meanings and defaults
 /// (`execution.checkpointing.*`).
@@ -63,46 +62,35 @@ pub(super) struct RawCheckpoint {
     dir: Option<String>,
 }
 
-fn duration(key: &str, value: Option<&str>) -> Result<Option<Duration>, SpecError> {
-    value
-        .map(|text| parse_duration(text).map_err(|e| invalid(format!("checkpoint.{key}"), e)))
-        .transpose()
-}
-
-fn positive(key: &str, d: Duration) -> Result<Duration, SpecError> {
+fn positive(field: &str, d: Duration) -> Result<Duration, SpecError> {
     if d.is_zero() {
-        return Err(invalid(
-            format!("checkpoint.{key}"),
-            "must be greater than 0",
-        ));
+        return Err(invalid(field, "must be greater than 0"));
     }
     Ok(d)
 }
 
-fn count(key: &str, value: Option<i64>, default: u32, min: i64) -> Result<u32, SpecError> {
-    match value {
-        None => Ok(default),
-        Some(v) if v >= min && v <= i64::from(u32::MAX) => Ok(v as u32),
-        Some(v) => Err(invalid(
-            format!("checkpoint.{key}"),
-            format!(
-                "{v} is out of range; it must be between {min} and {}",
-                u32::MAX
-            ),
-        )),
-    }
-}
-
 impl RawCheckpoint {
     pub(super) fn validate(self) -> Result<CheckpointConfig, SpecError> {
-        let interval = duration("interval", self.interval.as_deref())?
+        let interval = self
+            .interval
             .ok_or_else(|| missing("checkpoint.interval (e.g. \"10s\")"))?;
-        let interval = positive("interval", interval)?;
-        let timeout = match duration("timeout", self.timeout.as_deref())? {
-            None => CheckpointConfig::DEFAULT_TIMEOUT,
-            Some(d) => positive("timeout", d)?,
-        };
-        let min_pause = duration("min-pause", self.min_pause.as_deref())?.unwrap_or_default();
+        let interval = positive(
+            "checkpoint.interval",
+            duration_field("checkpoint.interval", Some(&interval), Duration::ZERO)?,
+        )?;
+        let timeout = positive(
+            "checkpoint.timeout",
+            duration_field(
+                "checkpoint.timeout",
+                self.timeout.as_deref(),
+                CheckpointConfig::DEFAULT_TIMEOUT,
+            )?,
+        )?;
+        let min_pause = duration_field(
+            "checkpoint.min-pause",
+            self.min_pause.as_deref(),
+            Duration::ZERO,
+        )?;
         let dir = self.dir.unwrap_or_default();
         // A path is handed to open(2) as a C string: one with a NUL byte can never be used.
         if dir.contains('\0') {
@@ -115,9 +103,14 @@ impl RawCheckpoint {
             interval,
             timeout,
             min_pause,
-            max_concurrent: count("max-concurrent", self.max_concurrent, 1, 1)?,
-            tolerable_failures: count("tolerable-failures", self.tolerable_failures, 0, 0)?,
-            retained: count("retained", self.retained, 1, 1)?,
+            max_concurrent: count_field("checkpoint.max-concurrent", self.max_concurrent, 1, 1)?,
+            tolerable_failures: count_field(
+                "checkpoint.tolerable-failures",
+                self.tolerable_failures,
+                0,
+                0,
+            )?,
+            retained: count_field("checkpoint.retained", self.retained, 1, 1)?,
             dir,
         })
     }
