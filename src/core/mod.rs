@@ -7,6 +7,7 @@ use std::fmt;
 
 pub mod attempt;
 pub mod blast_radius;
+pub mod checkpoint;
 pub mod domain;
 pub mod duration;
 pub mod event;
@@ -28,6 +29,10 @@ mod spec_json;
 
 pub use attempt::{AttemptId, AttemptState};
 pub use blast_radius::{BlastRadius, ExecutorBlastRadius, blast_radius};
+pub use checkpoint::{
+    AbortReason, CheckpointAction, CheckpointCoordinator, CheckpointId, CheckpointStats,
+    CompletedCheckpoint, PendingCheckpoint, PendingState,
+};
 pub use domain::{FailureDomain, LabelError, Labels};
 pub use event::{Command, Event, Failure, FailureClass, Holdings, Notice, TimerId};
 pub use graph::{ExchangeGroup, ExecutionGraph, GroupId, PartitionId, TaskId};
@@ -46,8 +51,8 @@ pub use restart_set::{
     compute_restart_set_live,
 };
 pub use spec::{
-    EdgeSpec, Exchange, FailoverStrategy, JobSpec, Pattern, RestartStrategyConfig, SpecError,
-    SpecFormat, SpecLimits, VertexSpec,
+    CheckpointConfig, EdgeSpec, Exchange, FailoverStrategy, JobSpec, Pattern,
+    RestartStrategyConfig, SpecError, SpecFormat, SpecLimits, VertexSpec,
 };
 
 /// Time in milliseconds since an arbitrary epoch chosen by the caller (the shell's monotonic

@@ -14,6 +14,9 @@ use super::names::check_name;
 use super::placement::PlacementPolicy;
 use serde::Deserialize;
 
+mod checkpoint;
+pub use checkpoint::CheckpointConfig;
+
 /// Default upper bound on a vertex's parallelism.
 pub const DEFAULT_MAX_PARALLELISM: u32 = 100_000;
 
@@ -165,6 +168,8 @@ pub struct JobSpec {
     /// `placement-domain`: the executor label key (e.g. `zone`) a region is kept inside;
     /// `None`: the configured default (`scheduler.placement-domain`); `Some("")`: no domain.
     pub placement_domain: Option<String>,
+    /// `[checkpoint]`: how the job is checkpointed; `None`: checkpointing is off.
+    pub checkpoint: Option<CheckpointConfig>,
     pub vertices: Vec<VertexSpec>,
     pub edges: Vec<EdgeSpec>,
 }
@@ -379,6 +384,7 @@ struct RawSpec {
     placement: Option<String>,
     #[serde(rename = "placement-domain")]
     placement_domain: Option<String>,
+    checkpoint: Option<checkpoint::RawCheckpoint>,
     #[serde(default)]
     vertices: Vec<RawVertex>,
     #[serde(default)]
@@ -469,6 +475,7 @@ impl RawSpec {
         if let Some(key) = &self.placement_domain {
             validate_label_key(key).map_err(|m| invalid("placement-domain", m))?;
         }
+        let checkpoint = self.checkpoint.map(|c| c.validate()).transpose()?;
         if self.vertices.is_empty() {
             return Err(SpecError::Empty);
         }
@@ -530,6 +537,7 @@ impl RawSpec {
             restart,
             placement,
             placement_domain: self.placement_domain,
+            checkpoint,
             vertices,
             edges: edges.into_iter().map(|(_, _, e)| e).collect(),
         })
@@ -716,6 +724,7 @@ impl fmt::Display for Exchange {
     }
 }
 
+/// A duration key (`field`: its path, for errors), `default` when absent.
 fn duration_field(
     field: &str,
     value: Option<&str>,
@@ -724,15 +733,17 @@ fn duration_field(
     let Some(text) = value else {
         return Ok(default);
     };
-    parse_duration(text).map_err(|e| invalid(format!("restart.{field}"), e))
+    parse_duration(text).map_err(|e| invalid(field, e))
 }
 
+/// A count key (`field`: its path, for errors) between `min` and `u32::MAX`, `default` when
+/// absent.
 fn count_field(field: &str, value: Option<i64>, default: u32, min: i64) -> Result<u32, SpecError> {
     match value {
         None => Ok(default),
         Some(v) if v >= min && v <= i64::from(u32::MAX) => Ok(v as u32),
         Some(v) => Err(invalid(
-            format!("restart.{field}"),
+            field,
             format!(
                 "{v} is out of range; it must be between {min} and {}",
                 u32::MAX
@@ -808,31 +819,31 @@ impl RawRestart {
         Ok(match strategy.as_str() {
             "none" => RestartStrategyConfig::None,
             "fixed-delay" => RestartStrategyConfig::FixedDelay {
-                attempts: count_field("attempts", self.attempts, 1, 0)?,
-                delay: duration_field("delay", self.delay.as_deref(), one_second)?,
+                attempts: count_field("restart.attempts", self.attempts, 1, 0)?,
+                delay: duration_field("restart.delay", self.delay.as_deref(), one_second)?,
             },
             "failure-rate" => RestartStrategyConfig::FailureRate {
                 max_failures_per_interval: count_field(
-                    "max-failures-per-interval",
+                    "restart.max-failures-per-interval",
                     self.max_failures_per_interval,
                     1,
                     1,
                 )?,
                 interval: duration_field(
-                    "failure-rate-interval",
+                    "restart.failure-rate-interval",
                     self.failure_rate_interval.as_deref(),
                     Duration::from_secs(60),
                 )?,
-                delay: duration_field("delay", self.delay.as_deref(), one_second)?,
+                delay: duration_field("restart.delay", self.delay.as_deref(), one_second)?,
             },
             _ => {
                 let initial_backoff = duration_field(
-                    "initial-backoff",
+                    "restart.initial-backoff",
                     self.initial_backoff.as_deref(),
                     one_second,
                 )?;
                 let max_backoff = duration_field(
-                    "max-backoff",
+                    "restart.max-backoff",
                     self.max_backoff.as_deref(),
                     Duration::from_secs(60),
                 )?;
@@ -872,16 +883,19 @@ impl RawRestart {
                     max_backoff,
                     multiplier,
                     reset_backoff_threshold: duration_field(
-                        "reset-backoff-threshold",
+                        "restart.reset-backoff-threshold",
                         self.reset_backoff_threshold.as_deref(),
                         Duration::from_secs(3600),
                     )?,
                     jitter_factor,
                     attempts_before_reset_backoff: match self.attempts_before_reset_backoff {
                         None => None,
-                        Some(v) => {
-                            Some(count_field("attempts-before-reset-backoff", Some(v), 0, 1)?)
-                        }
+                        Some(v) => Some(count_field(
+                            "restart.attempts-before-reset-backoff",
+                            Some(v),
+                            0,
+                            1,
+                        )?),
                     },
                 }
             }

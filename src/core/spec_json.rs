@@ -65,6 +65,20 @@ impl JobSpec {
             }
         }
         spec.insert("restart".into(), Value::Object(restart));
+        if let Some(c) = &self.checkpoint {
+            spec.insert(
+                "checkpoint".into(),
+                json!({
+                    "interval": duration(c.interval),
+                    "timeout": duration(c.timeout),
+                    "min-pause": duration(c.min_pause),
+                    "max-concurrent": c.max_concurrent,
+                    "tolerable-failures": c.tolerable_failures,
+                    "retained": c.retained,
+                    "dir": c.dir,
+                }),
+            );
+        }
         let vertices: Vec<Value> = self
             .vertices
             .iter()
@@ -119,6 +133,8 @@ exchange = "blocking"
             "name = \"c\"\n[restart]\nstrategy = \"failure-rate\"\nmax-failures-per-interval = 3\nfailure-rate-interval = \"90s\"\ndelay = \"10ms\"\n",
             "name = \"d\"\n[restart]\nstrategy = \"exponential-delay\"\ninitial-backoff = \"3ms\"\nmax-backoff = \"2min\"\nbackoff-multiplier = 1.7\nreset-backoff-threshold = \"2h\"\njitter-factor = 0.33\nattempts-before-reset-backoff = 4\n",
             "name = \"e\"\n",
+            "name = \"f\"\n[checkpoint]\ninterval = \"10s\"\n",
+            "name = \"g\"\n[checkpoint]\ninterval = \"1m 500ms\"\ntimeout = \"3s\"\nmin-pause = \"1ms\"\nmax-concurrent = 4\ntolerable-failures = 9\nretained = 3\ndir = \"/data/ckpt ü\"\n",
         ] {
             roundtrip(&format!("{head}{body}"));
         }
