@@ -11,7 +11,8 @@
 //! - The backoff between reconnects counts rounds, not endpoints: a longer list does not slow
 //!   the first retries.
 //! - A round is **evidence that no JobMaster leads** when every endpoint tried in it refused
-//!   the connection or answered as a standby without a leader, or named a leader that refused.
+//!   the connection or answered as a standby without a leader, or named a leader that refused
+//!   or, tried in the same round, itself answered as a standby without a leader.
 //!   It keeps the attempts as one refused connection did before HA (from the round's start:
 //!   any leader elected later counts its heartbeat timeout from its election). Anything else —
 //!   a timeout, a named leader that does not answer, an unusable hint — is no evidence.
@@ -179,12 +180,14 @@ impl Follower {
 
 /// Whether a round that found `tried` is evidence that no JobMaster leads (see the module's
 /// rule): every endpoint refused, or was a standby without a leader, or named a leader that
-/// refused in this round.
+/// refused in this round or itself answered as a standby without a leader (a leader that
+/// stepped down while its key still names it in etcd: nobody else can lead before that key
+/// goes, and it says nobody leads only within its trust of a fresh etcd read).
 pub(crate) fn no_leader(tried: &[(String, Found)]) -> bool {
     let refused = |endpoint: &str| {
-        tried
-            .iter()
-            .any(|(e, f)| e == endpoint && *f == Found::Refused)
+        tried.iter().any(|(e, f)| {
+            e == endpoint && matches!(f, Found::Refused | Found::Standby(Hint::NoLeader))
+        })
     };
     !tried.is_empty()
         && tried.iter().all(|(_, found)| match found {
@@ -262,6 +265,21 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_named_leader_that_says_it_stands_by_with_no_leader_is_evidence() {
+        let stepped_down = [
+            ("a".to_owned(), leader("b")),
+            ("b".to_owned(), Found::Standby(Hint::NoLeader)),
+        ];
+        assert!(no_leader(&stepped_down));
+        let answering_elsewhere = [
+            ("a".to_owned(), leader("b")),
+            ("b".to_owned(), leader("c")),
+            ("c".to_owned(), Found::Failed),
+        ];
+        assert!(!no_leader(&answering_elsewhere));
     }
 
     #[test]

@@ -124,30 +124,40 @@ pub async fn run(
     let (hint_tx, hint) = watch::channel(LeaderView::default());
     let watcher = tokio::spawn(watch_leader(etcd.clone(), name.clone(), hint_tx));
     let stopped = |stop: &watch::Receiver<bool>| *stop.borrow();
+    // The standby's servers: started at once whenever this process does not lead — also the
+    // moment a term ends, before the leader's servers have wound down and before etcd hears
+    // of the end (which may take long without a quorum): executors must find an answer on
+    // this address, never a socket that accepts and says nothing.
+    let start_standby = || -> Result<Standby, ServeError> {
+        let (stop_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+        let settings = settings.clone();
+        let (g, h) = (share(&grpc)?, share(&http)?);
+        let hint = hint.clone();
+        let own = endpoint.clone();
+        let task = tokio::spawn(async move {
+            crate::server::standby::serve_standby(&settings, g, h, hint, own, trust, async {
+                let _ = stopped_rx.await;
+            })
+            .await
+        });
+        Ok(Standby {
+            stop: stop_tx,
+            task,
+        })
+    };
+    let mut standby = Some(start_standby()?);
     let outcome = loop {
         if stopped(&stop) {
             break Ok(());
         }
-        // Standby until elected.
-        let (standby_stop, standby_stopped) = tokio::sync::oneshot::channel::<()>();
-        let standby = {
-            let settings = settings.clone();
-            let (g, h) = (share(&grpc)?, share(&http)?);
-            let hint = hint.clone();
-            let own = endpoint.clone();
-            tokio::spawn(async move {
-                crate::server::standby::serve_standby(&settings, g, h, hint, own, trust, async {
-                    let _ = standby_stopped.await;
-                })
-                .await
-            })
-        };
+        if standby.is_none() {
+            standby = Some(start_standby()?);
+        }
         let elected = campaign(&etcd, &name, &endpoint, ha.lease_ttl, stop.clone()).await;
-        let _ = standby_stop.send(());
-        match standby.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => break Err(e),
-            Err(e) => break Err(ServeError::Config(format!("standby server failed: {e}"))),
+        if let Some(s) = standby.take()
+            && let Err(e) = s.end().await
+        {
+            break Err(e);
         }
         let Some((key, leadership)) = elected else {
             break Ok(());
@@ -164,6 +174,7 @@ pub async fn run(
             Ok(s) => s,
             Err(e) => {
                 warn!(error = %e, "cannot load the state from etcd; resigning");
+                standby = Some(start_standby()?);
                 end_term(&etcd, key, &leadership).await;
                 continue;
             }
@@ -182,17 +193,30 @@ pub async fn run(
                 _ = lost.lost() => {}
             }
         };
-        let served = crate::server::serve_led(
+        let serve = crate::server::serve_led(
             settings.clone(),
             Box::new(store),
             share(&grpc)?,
             share(&http)?,
             term_end,
             Some(lead),
-        )
-        .await;
+        );
+        tokio::pin!(serve);
+        let served = tokio::select! {
+            served = &mut serve => served,
+            _ = leadership.lost() => {
+                // Lost: the standby answers from now on, while the leader winds down.
+                if !stopped(&stop) {
+                    standby = Some(start_standby()?);
+                }
+                serve.await
+            }
+        };
         let held = leadership.is_held();
         let why = leadership.reason();
+        if !held && standby.is_none() && !stopped(&stop) {
+            standby = Some(start_standby()?);
+        }
         end_term(&etcd, key, &leadership).await;
         if stopped(&stop) {
             break served;
@@ -208,8 +232,28 @@ pub async fn run(
             Ok(()) => warn!(reason = %reason, "leadership lost: stepped down"),
         }
     };
+    if let Some(s) = standby.take() {
+        let _ = s.end().await;
+    }
     watcher.abort();
     outcome
+}
+
+/// A running standby server.
+struct Standby {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), ServeError>>,
+}
+
+impl Standby {
+    /// Stops it and waits until its sockets are closed.
+    async fn end(self) -> Result<(), ServeError> {
+        let _ = self.stop.send(());
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(ServeError::Config(format!("standby server failed: {e}"))),
+        }
+    }
 }
 
 /// Campaigns until elected (or stopped): a lease kept alive meanwhile, and the election.
@@ -280,8 +324,12 @@ async fn campaign(
 async fn end_term(etcd: &Etcd, key: etcd::pb::v3electionpb::LeaderKey, leadership: &Leadership) {
     let held = leadership.is_held();
     leadership.lose("term ended");
-    if held {
-        let _ = etcd.resign(key).await;
-    }
-    let _ = etcd.revoke(leadership.lease).await;
+    // Bounded: without a quorum these cannot succeed, and the lease ends by itself.
+    let tell = async {
+        if held {
+            let _ = etcd.resign(key).await;
+        }
+        let _ = etcd.revoke(leadership.lease).await;
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), tell).await;
 }
