@@ -500,3 +500,23 @@ fn a_restored_core_resumes_ids_and_restores_from_the_latest_completed_checkpoint
     let first = h.triggers().first().map(|t| t.1);
     assert_eq!(first, Some(4));
 }
+
+#[test]
+fn a_job_record_of_an_older_store_without_checkpoints_still_loads() {
+    let mut h = Harness::new(REGION, true);
+    h.advance(1_000);
+    h.complete(1);
+    let record = h.jobs[&JOB].clone();
+    let mut json: serde_json::Value = serde_json::to_value(&record).expect("serializes");
+    let object = json.as_object_mut().expect("an object");
+    assert!(object.remove("checkpoints").is_some());
+    assert!(object.remove("next_checkpoint").is_some());
+    let old: JobRecord = serde_json::from_value(json).expect("an old record loads");
+    assert!(old.checkpoints.is_empty());
+    assert_eq!(old.next_checkpoint, 0);
+    // And the round trip keeps them.
+    let back: JobRecord =
+        serde_json::from_str(&serde_json::to_string(&record).expect("json")).expect("loads");
+    assert_eq!(back.checkpoints, record.checkpoints);
+    assert_eq!(back.next_checkpoint, 2);
+}
