@@ -520,3 +520,51 @@ fn a_job_record_of_an_older_store_without_checkpoints_still_loads() {
     assert_eq!(back.checkpoints, record.checkpoints);
     assert_eq!(back.next_checkpoint, 2);
 }
+
+#[test]
+fn a_global_failover_without_delay_redeploys_in_the_same_turn() {
+    let extra = r#"failover = "region"
+restart = { strategy = "fixed-delay", attempts = 3, delay = "0ms" }
+checkpoint = { interval = "1s", timeout = "500ms" }"#;
+    let mut h = Harness::new(extra, false);
+    for t in ["src#0", "src#1", "snk#0", "snk#1"] {
+        h.report(t, AttemptState::Running);
+    }
+    h.advance(1_000);
+    assert_eq!(h.triggers().len(), 1);
+    // Nobody acknowledges: the timeout is a checkpoint failure beyond the tolerance (0).
+    let mark = h.log.len();
+    h.advance(1_500);
+    let after = h.since(mark);
+    assert_eq!(notifications(&after), vec![(1, false, 4)]);
+    assert!(
+        after
+            .iter()
+            .any(|c| matches!(c, Command::Notify(Notice::RestartScheduled { .. })))
+    );
+    // The cancels are confirmed; the redeploys follow in the turn of the last confirmation.
+    let cancels: Vec<(AttemptId, ExecutorId)> = after
+        .iter()
+        .filter_map(|c| match c {
+            Command::Cancel { attempt, executor } => Some((*attempt, executor.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cancels.len(), 4);
+    let mark = h.log.len();
+    for (attempt, executor) in cancels {
+        h.feed(Event::TaskStateChanged {
+            executor,
+            attempt,
+            state: AttemptState::Canceled,
+            failure: None,
+        })
+        .expect("canceled");
+    }
+    let d = deploys(&h.since(mark));
+    assert_eq!(d.len(), 4, "{d:?}");
+    assert!(
+        d.iter().all(|(_, r)| r.is_none()),
+        "no completed checkpoint yet"
+    );
+}

@@ -307,8 +307,10 @@ impl JobMaster {
                 }
             }
         };
-        self.schedule(now);
+        // Before scheduling: a checkpoint failure may fail the job over, whose restart (with
+        // no delay) is placed in this same turn.
         self.sync_checkpoints(now);
+        self.schedule(now);
         #[cfg(debug_assertions)]
         self.check_slot_index();
         let commands = std::mem::take(&mut self.out);
