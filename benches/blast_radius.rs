@@ -185,7 +185,10 @@ fn run_deploys(jm: &mut JobMaster, mut commands: Vec<Command>) {
     while !commands.is_empty() {
         let mut next = Vec::new();
         for c in commands {
-            if let Command::Deploy { attempt, executor } = c {
+            if let Command::Deploy {
+                attempt, executor, ..
+            } = c
+            {
                 next.extend(
                     jm.handle(
                         Event::TaskStateChanged {

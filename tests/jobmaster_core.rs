@@ -99,7 +99,10 @@ impl Harness {
     fn run_all(&mut self, commands: &[Command]) -> Vec<Command> {
         let mut out = Vec::new();
         for c in commands {
-            if let Command::Deploy { attempt, executor } = c {
+            if let Command::Deploy {
+                attempt, executor, ..
+            } = c
+            {
                 out.extend(self.ok(Event::TaskStateChanged {
                     executor: executor.clone(),
                     attempt: *attempt,
@@ -673,7 +676,9 @@ fn placement_prefers_the_most_free_slots_and_avoids_the_last_failed_executor() {
     let mut on: Vec<(String, String)> = out
         .iter()
         .filter_map(|c| match c {
-            Command::Deploy { attempt, executor } => Some((
+            Command::Deploy {
+                attempt, executor, ..
+            } => Some((
                 h.jm.graph(JOB).unwrap().task_name(attempt.task).to_string(),
                 executor.0.clone(),
             )),

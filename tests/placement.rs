@@ -67,7 +67,10 @@ impl Harness {
     /// Reports RUNNING for every deploy in `commands`.
     fn run_all(&mut self, commands: &[Command]) {
         for c in commands {
-            if let Command::Deploy { attempt, executor } = c {
+            if let Command::Deploy {
+                attempt, executor, ..
+            } = c
+            {
                 self.ok(Event::TaskStateChanged {
                     executor: executor.clone(),
                     attempt: *attempt,

@@ -124,7 +124,10 @@ impl Harness {
 
     fn run_all(&mut self, commands: &[Command]) {
         for c in commands {
-            if let Command::Deploy { attempt, executor } = c {
+            if let Command::Deploy {
+                attempt, executor, ..
+            } = c
+            {
                 self.ok(Event::TaskStateChanged {
                     executor: executor.clone(),
                     attempt: *attempt,

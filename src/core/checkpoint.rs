@@ -485,6 +485,42 @@ impl CheckpointCoordinator {
         actions
     }
 
+    /// When the next checkpoint may be triggered (`interval` after the last trigger, `min-pause`
+    /// after the last completion); `None` until a tick saw the job RUNNING. A trigger may still
+    /// wait beyond it: for every participant to be RUNNING, or for fewer than `max-concurrent`.
+    pub fn trigger_due(&self) -> Option<Millis> {
+        let since = self.last_trigger.or(self.first_running)?;
+        let due = since.saturating_add(Self::ms(self.config.interval));
+        let pause = self
+            .last_completion
+            .map_or(0, |t| t.saturating_add(Self::ms(self.config.min_pause)));
+        Some(due.max(pause))
+    }
+
+    /// When the oldest checkpoint still waiting for acknowledgements times out.
+    pub fn timeout_due(&self) -> Option<Millis> {
+        let timeout = Self::ms(self.config.timeout);
+        self.pending
+            .values()
+            .filter(|p| p.state == PendingState::Acknowledging)
+            .map(|p| p.trigger_time.saturating_add(timeout))
+            .min()
+    }
+
+    /// True if [`Self::tick`] at `now` could do anything: a checkpoint times out, a trigger is
+    /// due, or no tick has seen the job RUNNING yet.
+    pub fn tick_wanted(&self, now: Millis) -> bool {
+        self.first_running.is_none()
+            || self.timeout_due().is_some_and(|t| t <= now)
+            || (self.trigger_due().is_some_and(|t| t <= now)
+                && self.pending.len() < self.max_concurrent())
+    }
+
+    /// A checkpoint with this id is in progress.
+    pub fn is_pending(&self, id: CheckpointId) -> bool {
+        self.pending.contains_key(&id)
+    }
+
     /// The latest completed (and persisted) checkpoint.
     pub fn latest_completed(&self) -> Option<&CompletedCheckpoint> {
         self.completed.back()

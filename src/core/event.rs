@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use super::attempt::{AttemptId, AttemptState};
+use super::checkpoint::{CheckpointId, CompletedCheckpoint};
 use super::graph::{PartitionId, TaskId};
 use super::job_state::JobState;
 use super::spec::JobSpec;
@@ -138,6 +139,32 @@ pub enum Event {
     TimerFired { timer: TimerId },
     /// An operator ends an executor's quarantine early (and forgives its recent failures).
     ReleaseExecutor { executor: ExecutorId },
+    /// `attempt` took its snapshot for `checkpoint` (`size_bytes` written). Only the task's
+    /// current attempt counts: a stale attempt's acknowledgement is refused and changes nothing.
+    /// (The job is `attempt.job`.)
+    CheckpointAcknowledged {
+        attempt: AttemptId,
+        checkpoint: CheckpointId,
+        size_bytes: u64,
+    },
+    /// `attempt` could not take its snapshot for `checkpoint`: the checkpoint is aborted (a
+    /// checkpoint failure). Only the task's current attempt counts.
+    CheckpointDeclined {
+        attempt: AttemptId,
+        checkpoint: CheckpointId,
+        reason: String,
+    },
+    /// The shell wrote checkpoint `checkpoint`'s metadata ([`Command::PersistCheckpoint`]).
+    CheckpointPersisted {
+        job: JobId,
+        checkpoint: CheckpointId,
+    },
+    /// The shell could not write checkpoint `checkpoint`'s metadata (a checkpoint failure).
+    CheckpointPersistFailed {
+        job: JobId,
+        checkpoint: CheckpointId,
+        reason: String,
+    },
 }
 
 /// Something the shell must do.
@@ -147,6 +174,10 @@ pub enum Command {
     Deploy {
         attempt: AttemptId,
         executor: ExecutorId,
+        /// The checkpoint the attempt restores its state from: the job's latest completed
+        /// checkpoint for a restarted task that took part in it; `None` for a first deploy, a
+        /// job without checkpoints, or no completed checkpoint yet (start without state).
+        restore: Option<CheckpointId>,
     },
     /// Stop `attempt` on `executor`; the executor answers with a `Canceled` report.
     Cancel {
@@ -166,6 +197,33 @@ pub enum Command {
     SetTimer { timer: TimerId, at: Millis },
     /// A timer set earlier is no longer needed; its [`Event::TimerFired`] would be ignored.
     CancelTimer { timer: TimerId },
+    /// Start checkpoint `checkpoint`: every one of `attempts` (the participants' current
+    /// attempts, with their executors) takes its snapshot and acknowledges it
+    /// ([`Event::CheckpointAcknowledged`]) or declines ([`Event::CheckpointDeclined`]).
+    TriggerCheckpoint {
+        job: JobId,
+        checkpoint: CheckpointId,
+        attempts: Vec<(AttemptId, ExecutorId)>,
+    },
+    /// Tell `attempts` (the checkpoint's participants still deployed) that `checkpoint`
+    /// completed and is durable (`complete`: they may commit its side effects) or was aborted
+    /// (they drop what they wrote for it).
+    NotifyCheckpoint {
+        job: JobId,
+        checkpoint: CheckpointId,
+        attempts: Vec<(AttemptId, ExecutorId)>,
+        complete: bool,
+    },
+    /// Every participant acknowledged: write the checkpoint's metadata durably, then feed
+    /// [`Event::CheckpointPersisted`] (or [`Event::CheckpointPersistFailed`]). Completion is
+    /// notified only after that, in the turn of `CheckpointPersisted`, whose store commit also
+    /// holds the job record listing the checkpoint among the retained ones.
+    PersistCheckpoint {
+        job: JobId,
+        checkpoint: CompletedCheckpoint,
+    },
+    /// Delete these checkpoints (metadata and data): no longer retained, or aborted.
+    DiscardCheckpoints { job: JobId, ids: Vec<CheckpointId> },
     /// Tell watchers what happened.
     Notify(Notice),
 }

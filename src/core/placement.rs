@@ -464,7 +464,12 @@ impl Slots {
             .update(&executor, &ex.labels, before, ex.placeable());
         job.set_attempt_state(t, AttemptState::Scheduled, now, out);
         job.set_attempt_state(t, AttemptState::Deploying, now, out);
-        out.push(Command::Deploy { attempt, executor });
+        let restore = job.restore_point(t);
+        out.push(Command::Deploy {
+            attempt,
+            executor,
+            restore,
+        });
     }
 
     /// An attempt a restarted JobMaster adopts takes a slot on the executor that runs it;
@@ -700,7 +705,10 @@ mod tests {
         jm.handle(Event::CancelJob { job: JobId(1) }, 1)
             .expect("cancelled");
         for c in out {
-            if let Command::Deploy { attempt, executor } = c {
+            if let Command::Deploy {
+                attempt, executor, ..
+            } = c
+            {
                 jm.handle(
                     Event::TaskStateChanged {
                         executor,

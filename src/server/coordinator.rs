@@ -42,6 +42,12 @@ mod job_release;
 /// core's state does not change while its commands are carried out).
 type InputCache = HashMap<(JobId, GroupId), Arc<SharedInputs>>;
 
+/// Why a spec with a `[checkpoint]` table is refused (INVALID_ARGUMENT), until the executors
+/// speak the checkpoint protocol.
+pub(crate) const CHECKPOINTS_UNSUPPORTED: &str = "checkpoint: this jobmaster cannot take \
+     checkpoints yet (its executors do not speak the checkpoint protocol); remove the \
+     [checkpoint] table";
+
 /// One validated state report of an executor: an UpdateTaskState call, or one update of an
 /// UpdateTaskStates batch.
 pub(crate) struct Report {
@@ -379,6 +385,14 @@ impl Coordinator {
 
     /// A new job, within the quotas (ended jobs are dropped first to make room).
     fn submit(&mut self, spec: JobSpec) -> Result<JobId, ApiError> {
+        // The core could checkpoint the job, but no executor acknowledges a trigger yet: the
+        // job would fail for lack of acknowledgements. Refused until executors speak the
+        // checkpoint protocol.
+        if spec.checkpoint.is_some() {
+            return Err(ApiError::InvalidArgument(
+                CHECKPOINTS_UNSUPPORTED.to_owned(),
+            ));
+        }
         let tasks: u64 = spec.vertices.iter().map(|v| u64::from(v.parallelism)).sum();
         for job in self.retention.admit(tasks)? {
             self.drop_job(job, "room for a new job");
@@ -532,8 +546,25 @@ impl Coordinator {
         let mut ended = Vec::new();
         for command in commands {
             match command {
-                Command::Deploy { attempt, executor } => {
-                    self.deploy(attempt, executor, &mut inputs)
+                // `restore` is always `None` here: a job with checkpoints is refused at submit.
+                Command::Deploy {
+                    attempt, executor, ..
+                } => self.deploy(attempt, executor, &mut inputs),
+                // Jobs with a `[checkpoint]` table are refused at submit (see `submit`), so the
+                // core never asks for these; a bug if it does.
+                Command::TriggerCheckpoint {
+                    job, checkpoint, ..
+                }
+                | Command::NotifyCheckpoint {
+                    job, checkpoint, ..
+                } => {
+                    warn!(job = %job, checkpoint = %checkpoint, "checkpoint command ignored: checkpoints are not supported by this jobmaster");
+                }
+                Command::PersistCheckpoint { job, checkpoint } => {
+                    warn!(job = %job, checkpoint = %checkpoint.id, "checkpoint command ignored: checkpoints are not supported by this jobmaster");
+                }
+                Command::DiscardCheckpoints { job, ids } => {
+                    warn!(job = %job, checkpoints = ids.len(), "checkpoint command ignored: checkpoints are not supported by this jobmaster");
                 }
                 Command::Cancel { attempt, executor } => {
                     let r = convert::attempt_ref(&self.core, attempt);

@@ -3,11 +3,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use super::report::{FinalRegion, FinalState, FinalTask, SimEvent, SimReport};
+use super::report::{
+    CheckpointReport, FailureReplay, FinalRegion, FinalState, FinalTask, SimEvent, SimReport,
+};
 use super::scenario::{FaultKind, RunTime, Scenario};
 use crate::core::{
-    AttemptId, AttemptState, Command, Event, ExecutorId, Failure, JobId, JobMaster, Labels, Millis,
-    Notice, TaskId, TimerId,
+    AttemptId, AttemptState, CheckpointId, Command, Event, ExecutorId, Failure, JobId, JobMaster,
+    Labels, Millis, Notice, TaskId, TimerId,
 };
 
 #[derive(Debug, Clone)]
@@ -32,6 +34,23 @@ enum Item {
     },
     /// The JobMaster notices a dead executor (this incarnation of it).
     Detect(ExecutorId, u64),
+    /// A virtual executor acknowledges a checkpoint trigger for an attempt it runs.
+    CheckpointAck {
+        executor: ExecutorId,
+        attempt: AttemptId,
+        checkpoint: CheckpointId,
+    },
+    /// The virtual store wrote a checkpoint's metadata.
+    CheckpointPersisted(CheckpointId),
+}
+
+/// A failover whose restarted tasks' replay is being measured, as they are redeployed.
+struct Replay {
+    t_ms: Millis,
+    cause: String,
+    tasks: usize,
+    restored_from: Option<CheckpointId>,
+    replay_ms: Millis,
 }
 
 struct VirtualExecutor {
@@ -55,6 +74,14 @@ struct Sim<'a> {
     executors: BTreeMap<ExecutorId, VirtualExecutor>,
     events: Vec<SimEvent>,
     record: bool,
+    /// Trigger time of every checkpoint triggered.
+    triggered: BTreeMap<CheckpointId, Millis>,
+    completed: u64,
+    aborted: u64,
+    /// Per failover, in order.
+    replays: Vec<Replay>,
+    /// Tasks restarted and not redeployed yet: the failover (index in `replays`) they belong to.
+    awaiting_redeploy: HashMap<TaskId, usize>,
 }
 
 /// Runs a scenario. With `record_events` false only the final state is kept (for big runs).
@@ -69,6 +96,11 @@ pub fn simulate(scenario: &Scenario, record_events: bool) -> SimReport {
         executors: BTreeMap::new(),
         events: Vec::new(),
         record: record_events,
+        triggered: BTreeMap::new(),
+        completed: 0,
+        aborted: 0,
+        replays: Vec::new(),
+        awaiting_redeploy: HashMap::new(),
     };
     for (id, slots, labels) in &scenario.executors {
         sim.executors.insert(
@@ -109,9 +141,11 @@ pub fn simulate(scenario: &Scenario, record_events: bool) -> SimReport {
         sim.step(item, now);
     }
     let final_state = sim.final_state();
+    let checkpoints = sim.checkpoint_report();
     SimReport {
         events: sim.events,
         final_state,
+        checkpoints,
     }
 }
 
@@ -159,12 +193,20 @@ impl Sim<'_> {
                         self.queue.remove(&key);
                     }
                 }
-                Command::Deploy { attempt, executor } => {
+                Command::Deploy {
+                    attempt,
+                    executor,
+                    restore,
+                } => {
                     let mut e = SimEvent::new(now, "deploy");
                     e.task = Some(self.task_name(attempt.task));
                     e.attempt = Some(attempt.attempt);
                     e.executor = Some(executor.0.clone());
+                    if let Some(id) = restore {
+                        e.detail = Some(format!("restores {id}"));
+                    }
                     self.log(e);
+                    self.redeployed(attempt.task, restore);
                     let vertex = self
                         .core
                         .graph(self.job)
@@ -223,9 +265,124 @@ impl Sim<'_> {
                     }
                     self.log(e);
                 }
-                Command::Notify(notice) => self.notice(notice, now),
+                Command::TriggerCheckpoint {
+                    checkpoint,
+                    attempts,
+                    ..
+                } => {
+                    self.triggered.insert(checkpoint, now);
+                    let mut e = SimEvent::new(now, "checkpoint-triggered");
+                    e.detail = Some(format!("{checkpoint}: {} tasks", attempts.len()));
+                    self.log(e);
+                    for (attempt, executor) in attempts {
+                        let vertex = self
+                            .core
+                            .graph(self.job)
+                            .map(|g| g.vertex_of(attempt.task).0 as usize)
+                            .unwrap_or(0);
+                        let latency = self.scenario.checkpoint_ack.get(vertex).copied();
+                        self.push(
+                            now + latency.unwrap_or(0),
+                            Item::CheckpointAck {
+                                executor,
+                                attempt,
+                                checkpoint,
+                            },
+                        );
+                    }
+                }
+                Command::PersistCheckpoint { checkpoint, .. } => {
+                    self.push(now, Item::CheckpointPersisted(checkpoint.id));
+                }
+                Command::NotifyCheckpoint {
+                    checkpoint,
+                    complete,
+                    ..
+                } => {
+                    let kind = if complete {
+                        self.completed += 1;
+                        "checkpoint-completed"
+                    } else {
+                        self.aborted += 1;
+                        "checkpoint-aborted"
+                    };
+                    let mut e = SimEvent::new(now, kind);
+                    e.detail = Some(checkpoint.to_string());
+                    self.log(e);
+                }
+                Command::DiscardCheckpoints { .. } => {}
+                Command::Notify(notice) => {
+                    if let Notice::RestartScheduled { tasks, cause, .. } = &notice {
+                        self.restart_scheduled(tasks, cause, now);
+                    }
+                    self.notice(notice, now)
+                }
             }
         }
+    }
+
+    /// A failover restarts `tasks`: their replay is measured when they are redeployed.
+    fn restart_scheduled(&mut self, tasks: &[TaskId], cause: &str, now: Millis) {
+        if self.scenario.spec.checkpoint.is_none() {
+            return;
+        }
+        let index = self.replays.len();
+        self.replays.push(Replay {
+            t_ms: now,
+            cause: cause.to_owned(),
+            tasks: 0,
+            restored_from: None,
+            replay_ms: 0,
+        });
+        for &t in tasks {
+            self.awaiting_redeploy.insert(t, index);
+        }
+    }
+
+    /// A restarted task is deployed again, restoring from `restore`.
+    fn redeployed(&mut self, task: TaskId, restore: Option<CheckpointId>) {
+        let Some(index) = self.awaiting_redeploy.remove(&task) else {
+            return;
+        };
+        let since = restore
+            .and_then(|id| self.triggered.get(&id).copied())
+            .unwrap_or(0);
+        if let Some(r) = self.replays.get_mut(index) {
+            let replay = r.t_ms.saturating_sub(since);
+            if r.tasks == 0 || replay > r.replay_ms {
+                r.replay_ms = replay;
+                r.restored_from = restore;
+            }
+            r.tasks += 1;
+        }
+    }
+
+    fn checkpoint_report(&self) -> Option<CheckpointReport> {
+        let config = self.scenario.spec.checkpoint.as_ref()?;
+        let failures: Vec<FailureReplay> = self
+            .replays
+            .iter()
+            .filter(|r| r.tasks > 0)
+            .map(|r| FailureReplay {
+                t_ms: r.t_ms,
+                cause: r.cause.clone(),
+                tasks: r.tasks,
+                restored_from: r.restored_from.map(|id| id.0),
+                replay_ms: r.replay_ms,
+            })
+            .collect();
+        let total: Millis = failures.iter().map(|f| f.replay_ms).sum();
+        let mean = total.checked_div(failures.len() as Millis).unwrap_or(0);
+        let max = failures.iter().map(|f| f.replay_ms).max().unwrap_or(0);
+        Some(CheckpointReport {
+            interval_ms: u64::try_from(config.interval.as_millis()).unwrap_or(u64::MAX),
+            triggered: self.triggered.len() as u64,
+            completed: self.completed,
+            aborted: self.aborted,
+            failures,
+            mean_replay_ms: mean,
+            max_replay_ms: max,
+        })
     }
 
     fn notice(&mut self, notice: Notice, now: Millis) {
@@ -366,6 +523,33 @@ impl Sim<'_> {
                 }
             }
             Item::Fault(i) => self.fault(i, now),
+            Item::CheckpointAck {
+                executor,
+                attempt,
+                checkpoint,
+            } => {
+                let running = self
+                    .executors
+                    .get(&executor)
+                    .is_some_and(|vx| vx.alive && vx.running.contains(&attempt));
+                if running {
+                    self.feed(
+                        Event::CheckpointAcknowledged {
+                            attempt,
+                            checkpoint,
+                            size_bytes: 0,
+                        },
+                        now,
+                    );
+                }
+            }
+            Item::CheckpointPersisted(checkpoint) => self.feed(
+                Event::CheckpointPersisted {
+                    job: self.job,
+                    checkpoint,
+                },
+                now,
+            ),
         }
     }
 

@@ -7,6 +7,10 @@
 //! events. Everything is ordered by (time, sequence number), so the same scenario always yields
 //! the same output, byte for byte.
 //!
+//! Checkpoints: a virtual executor acknowledges a trigger after its vertex's
+//! `[checkpoint-ack]` latency and the store persists at once; the report gives, per failure,
+//! how much work its restarted tasks replay since the checkpoint they restore from.
+//!
 //! [`scenario`] reads and checks scenario files, [`engine`] runs them and [`report`] holds and
 //! renders what a run produced.
 
@@ -15,5 +19,7 @@ mod report;
 mod scenario;
 
 pub use engine::simulate;
-pub use report::{FinalRegion, FinalState, FinalTask, SimEvent, SimReport};
+pub use report::{
+    CheckpointReport, FailureReplay, FinalRegion, FinalState, FinalTask, SimEvent, SimReport,
+};
 pub use scenario::{Fault, FaultKind, RunTime, Scenario, ScenarioError};

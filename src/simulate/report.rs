@@ -89,12 +89,42 @@ pub struct FinalState {
     pub regions: Vec<FinalRegion>,
 }
 
+/// The work one failover makes its restarted tasks replay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailureReplay {
+    /// When the JobMaster decided the restart.
+    pub t_ms: Millis,
+    pub cause: String,
+    /// Tasks restarted (and redeployed before the end).
+    pub tasks: usize,
+    /// The checkpoint they restored from (the oldest, if they differ); `None`: from scratch.
+    pub restored_from: Option<u64>,
+    /// The longest replay among them: `t_ms` − the restore checkpoint's trigger time, or −
+    /// the job's start when a task restored from none.
+    pub replay_ms: Millis,
+}
+
+/// Checkpoints of the run and the replay per failure, to choose an interval by.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckpointReport {
+    pub interval_ms: Millis,
+    pub triggered: u64,
+    pub completed: u64,
+    pub aborted: u64,
+    pub failures: Vec<FailureReplay>,
+    pub mean_replay_ms: Millis,
+    pub max_replay_ms: Millis,
+}
+
 /// What a simulation produced.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SimReport {
     pub events: Vec<SimEvent>,
     #[serde(rename = "final")]
     pub final_state: FinalState,
+    /// Only for a job with checkpoints.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoints: Option<CheckpointReport>,
 }
 
 impl SimReport {
@@ -168,6 +198,29 @@ impl SimReport {
                 out,
                 "{:<7} {:<6} {:<9} {}",
                 r.region, r.tasks, r.restarts, r.downtime_ms
+            );
+        }
+        if let Some(c) = &self.checkpoints {
+            let _ = writeln!(
+                out,
+                "\ncheckpoints every {} ms: triggered {}, completed {}, aborted {}",
+                c.interval_ms, c.triggered, c.completed, c.aborted
+            );
+            let _ = writeln!(out, "FAILURE_AT_MS  TASKS  RESTORED_FROM  REPLAY_MS  CAUSE");
+            for r in &c.failures {
+                let from = r
+                    .restored_from
+                    .map_or_else(|| "-".to_owned(), |id| format!("chk-{id}"));
+                let _ = writeln!(
+                    out,
+                    "{:<14} {:<6} {:<14} {:<10} {}",
+                    r.t_ms, r.tasks, from, r.replay_ms, r.cause
+                );
+            }
+            let _ = writeln!(
+                out,
+                "replay per failure: mean {} ms, max {} ms",
+                c.mean_replay_ms, c.max_replay_ms
             );
         }
         out

@@ -8,8 +8,8 @@ use serde::Deserialize;
 use crate::core::domain::check_label;
 use crate::core::duration::parse_duration;
 use crate::core::{
-    CoreConfig, ExecutorId, Failure, FailureClass, FailureDomain, JobSpec, LabelError, Labels,
-    Millis, PartitionId, SpecFormat, TaskId, UnknownName,
+    CheckpointConfig, CoreConfig, ExecutorId, Failure, FailureClass, FailureDomain, JobSpec,
+    LabelError, Labels, Millis, PartitionId, SpecFormat, TaskId, UnknownName,
 };
 
 /// Why a scenario was rejected.
@@ -69,6 +69,9 @@ pub struct Scenario {
     pub executors: Vec<(ExecutorId, u32, Labels)>,
     /// Per vertex (spec order).
     pub runtime: Vec<RunTime>,
+    /// Per vertex (spec order): how long its tasks take to acknowledge a checkpoint trigger
+    /// (`[checkpoint-ack]`, default 100 ms).
+    pub checkpoint_ack: Vec<Millis>,
     pub deploy_latency: Millis,
     pub cancel_latency: Millis,
     pub detection_latency: Millis,
@@ -87,6 +90,11 @@ struct RawScenario {
     runtime: BTreeMap<String, String>,
     #[serde(default)]
     latency: RawLatency,
+    /// `[checkpoint-ack]`: per vertex (and `default`), the acknowledgement latency.
+    #[serde(default)]
+    checkpoint_ack: BTreeMap<String, String>,
+    /// Overrides (or sets) the job's `checkpoint.interval`: to compare intervals on one spec.
+    checkpoint_interval: Option<String>,
     #[serde(default)]
     faults: Vec<RawFault>,
     until: Option<String>,
@@ -146,6 +154,9 @@ struct RawFault {
     labels: Option<BTreeMap<String, String>>,
     domain: Option<String>,
 }
+
+/// How long a task takes to acknowledge a checkpoint trigger when the scenario does not say.
+pub const DEFAULT_CHECKPOINT_ACK: Millis = 100;
 
 fn duration(field: &str, text: &str) -> Result<Millis, ScenarioError> {
     parse_duration(text)
@@ -234,6 +245,35 @@ impl Scenario {
                 .position(|v| &v.id == vertex)
                 .ok_or_else(|| invalid(&field, "no such vertex in the job"))?;
             runtime[i] = parse_runtime(&field, text)?;
+        }
+
+        let default_ack = match raw.checkpoint_ack.get("default") {
+            Some(text) => duration("checkpoint-ack.default", text)?,
+            None => DEFAULT_CHECKPOINT_ACK,
+        };
+        let mut checkpoint_ack = vec![default_ack; spec.vertices.len()];
+        for (vertex, text) in &raw.checkpoint_ack {
+            if vertex == "default" {
+                continue;
+            }
+            let field = format!("checkpoint-ack.{vertex}");
+            let i = spec
+                .vertices
+                .iter()
+                .position(|v| &v.id == vertex)
+                .ok_or_else(|| invalid(&field, "no such vertex in the job"))?;
+            checkpoint_ack[i] = duration(&field, text)?;
+        }
+        let mut spec = spec;
+        if let Some(text) = &raw.checkpoint_interval {
+            let interval = parse_duration(text).map_err(|e| invalid("checkpoint-interval", e))?;
+            if interval.is_zero() {
+                return Err(invalid("checkpoint-interval", "must be greater than 0"));
+            }
+            match spec.checkpoint.as_mut() {
+                Some(c) => c.interval = interval,
+                None => spec.checkpoint = Some(CheckpointConfig::every(interval)),
+            }
         }
 
         let latency = |field: &str, v: &Option<String>, default: Millis| match v {
@@ -399,6 +439,7 @@ impl Scenario {
             spec,
             executors,
             runtime,
+            checkpoint_ack,
             deploy_latency,
             cancel_latency,
             detection_latency,

@@ -6,16 +6,19 @@
 //! Kept: what executors cannot tell a new JobMaster — the job's lifecycle, per task the
 //! current attempt number, version and transitions (finished tasks included), where finished
 //! producers' partitions are, the restart strategy's state, pending restarts, the exception
-//! history and the counters. Not kept: executors and their slots (they register again), the
+//! history, the counters, and the retained completed checkpoints with the checkpoint id
+//! counter. Not kept: checkpoints in progress (aborted by a takeover), executors and their slots (they register again), the
 //! slot queue and timers (rebuilt), earlier attempts' logs, quarantines.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::checkpoints::JobCheckpoints;
 use super::job::{PendingRestart, Recovery, Task};
 use super::{CoreConfig, Counters, Job, JobMaster, PartitionHost, Timer};
 use crate::core::attempt::{AttemptLog, AttemptState};
+use crate::core::checkpoint::CompletedCheckpoint;
 use crate::core::event::Command;
 use crate::core::graph::{ExecutionGraph, PartitionId, TaskId};
 use crate::core::history::ExceptionHistory;
@@ -40,6 +43,13 @@ pub struct JobRecord {
     pub counters: Counters,
     pub down_since: Vec<Option<Millis>>,
     pub region_restarts: RegionRestarts,
+    /// The retained completed checkpoints, oldest first (empty without `[checkpoint]`; absent
+    /// in the records of older stores).
+    #[serde(default)]
+    pub checkpoints: Vec<CompletedCheckpoint>,
+    /// The id the next checkpoint takes (0: none triggered yet, or an older store).
+    #[serde(default)]
+    pub next_checkpoint: u64,
 }
 
 /// One task's record: its current attempt.
@@ -116,6 +126,13 @@ impl Job {
             counters: self.counters.clone(),
             down_since: self.down_since.clone(),
             region_restarts: self.region_restarts.clone(),
+            checkpoints: self.checkpoints.as_ref().map_or_else(Vec::new, |c| {
+                c.coordinator.retained_checkpoints().cloned().collect()
+            }),
+            next_checkpoint: self
+                .checkpoints
+                .as_ref()
+                .map_or(0, |c| c.coordinator.next_id().0),
         }
     }
 
@@ -302,7 +319,20 @@ impl JobMaster {
             regions,
             dirty: Dirty::default(),
             recovery: None,
+            checkpoints: None,
         };
+        if let Some(config) = s.spec.checkpoint.clone() {
+            // Checkpoints in progress when the JobMaster stopped are not restored: aborted.
+            let (checkpoints, discard) =
+                JobCheckpoints::resume(config, r.checkpoints, r.next_checkpoint);
+            job.checkpoints = Some(checkpoints);
+            if !discard.is_empty() {
+                self.out.push(Command::DiscardCheckpoints {
+                    job: id,
+                    ids: discard,
+                });
+            }
+        }
         for (i, task) in job.tasks.iter().enumerate() {
             let state = task.log.state();
             if state == AttemptState::Finished {

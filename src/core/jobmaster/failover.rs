@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::core::attempt::{AttemptId, AttemptLog, AttemptState};
+use crate::core::checkpoint::AbortReason;
 use crate::core::event::{Command, Failure, FailureClass, Notice};
 use crate::core::graph::{PartitionId, TaskId};
 use crate::core::history::{ExceptionEntry, FailureRecord};
@@ -56,7 +57,24 @@ impl JobMaster {
         lost_outputs: Vec<PartitionId>,
         now: Millis,
     ) {
-        if failures.is_empty() && lost_outputs.is_empty() {
+        self.failover_with(id, failures, lost_outputs, None, now);
+    }
+
+    /// A failure of the job as a whole, not of one task (too many checkpoint failures): every
+    /// task restarts, whatever the failover strategy, if the restart strategy allows it.
+    pub(super) fn global_failover(&mut self, id: JobId, cause: String, now: Millis) {
+        self.failover_with(id, Vec::new(), Vec::new(), Some(cause), now);
+    }
+
+    fn failover_with(
+        &mut self,
+        id: JobId,
+        failures: Vec<(TaskId, Option<ExecutorId>, Failure)>,
+        lost_outputs: Vec<PartitionId>,
+        global: Option<String>,
+        now: Millis,
+    ) {
+        if failures.is_empty() && lost_outputs.is_empty() && global.is_none() {
             return;
         }
         let Some(job) = self.jobs.get_mut(&id) else {
@@ -64,9 +82,16 @@ impl JobMaster {
         };
         // Counters, history, the backoff and the restarts all change below.
         job.dirty.job = true;
-        let records: Vec<FailureRecord> = failures
-            .iter()
-            .map(|(t, e, f)| FailureRecord {
+        let global_record = global.as_ref().map(|message| FailureRecord {
+            time: now,
+            attempt: None,
+            executor: None,
+            class: FailureClass::Recoverable,
+            message: message.clone(),
+        });
+        let records: Vec<FailureRecord> = global_record
+            .into_iter()
+            .chain(failures.iter().map(|(t, e, f)| FailureRecord {
                 time: now,
                 attempt: Some(AttemptId {
                     job: id,
@@ -76,7 +101,7 @@ impl JobMaster {
                 executor: e.clone(),
                 class: f.class,
                 message: f.message.clone(),
-            })
+            }))
             .chain(lost_outputs.iter().map(|p| FailureRecord {
                 time: now,
                 attempt: None,
@@ -133,11 +158,14 @@ impl JobMaster {
         };
 
         let failed: Vec<TaskId> = failures.iter().map(|(t, _, _)| *t).collect();
-        let set = job.restart_set(&failed, &lost_outputs, &[]);
+        let set_tasks: Vec<TaskId> = if global.is_some() {
+            job.graph.tasks().collect()
+        } else {
+            job.restart_set(&failed, &lost_outputs, &[]).tasks
+        };
         // Tasks that never left CREATED need no cancel and no new attempt: they simply wait
         // for their (re-produced) inputs and a slot, as they already were.
-        let tasks: Vec<TaskId> = set
-            .tasks
+        let tasks: Vec<TaskId> = set_tasks
             .into_iter()
             .filter(|t| job.tasks[t.index()].log.state() != AttemptState::Created)
             .collect();
@@ -260,6 +288,9 @@ impl JobMaster {
             merged,
             cause: root.message.clone(),
         }));
+        // Restarted tasks restore from the latest *completed* checkpoint: none in progress
+        // may complete now.
+        self.abort_checkpoints(id, AbortReason::Failover, now);
         for &t in &tasks {
             self.stop_task(id, t, now);
         }

@@ -118,6 +118,8 @@ pub(crate) struct Job {
     pub(crate) dirty: Dirty,
     /// Set while a restarted JobMaster reconciles the job with its executors.
     pub(crate) recovery: Option<Recovery>,
+    /// The job's checkpointing, if its spec has a `[checkpoint]` table.
+    pub(crate) checkpoints: Option<super::checkpoints::JobCheckpoints>,
 }
 
 impl Job {

@@ -10,10 +10,12 @@
 //! lifecycle (submit, cancel, wind-down). The rest is split by concept: `job` (one job's
 //! runtime state and bookkeeping), `query` (read-only accessors and dry runs), `reconcile`
 //! (executors registering, lost, heartbeats), `reports` (task and partition reports),
-//! `failover` (failures to restart sets to restarts), `timers`; beside this folder,
+//! `failover` (failures to restart sets to restarts), `timers`, `checkpoints` (each job's
+//! checkpoint coordinator); beside this folder,
 //! `core::placement` (slots and scheduling), `core::readiness` (region input readiness),
 //! `core::quarantine` (flapping executors) and `core::restart_budget` (per-region budgets).
 
+mod checkpoints;
 mod durable;
 mod failover;
 mod job;
@@ -28,6 +30,7 @@ pub use durable::{Changes, JobRecord, RestoreError, StoredJob, TaskRecord};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::attempt::AttemptState;
+use super::checkpoint::AbortReason;
 use super::event::{Command, Event};
 use super::graph::{ExecutionGraph, PartitionId, TaskId};
 use super::history::{DEFAULT_HISTORY_SIZE, ExceptionHistory};
@@ -41,6 +44,7 @@ use super::restart_budget::{RegionRestarts, RestartBudgetConfig};
 use super::spec::JobSpec;
 use super::{ExecutorId, JobId, Millis};
 
+use checkpoints::JobCheckpoints;
 pub(crate) use job::Job;
 use job::Task;
 pub(crate) use timers::Timer;
@@ -276,6 +280,24 @@ impl JobMaster {
                 self.timer_fired(timer, now);
                 Ok(())
             }
+            Event::CheckpointAcknowledged {
+                attempt,
+                checkpoint,
+                size_bytes,
+            } => self.checkpoint_acknowledged(attempt, checkpoint, size_bytes, now),
+            Event::CheckpointDeclined {
+                attempt,
+                checkpoint,
+                reason,
+            } => self.checkpoint_declined(attempt, checkpoint, reason, now),
+            Event::CheckpointPersisted { job, checkpoint } => {
+                self.checkpoint_persisted(job, checkpoint, None, now)
+            }
+            Event::CheckpointPersistFailed {
+                job,
+                checkpoint,
+                reason,
+            } => self.checkpoint_persisted(job, checkpoint, Some(reason), now),
             Event::ReleaseExecutor { executor } => {
                 if self.executors.contains_key(&executor) || self.quarantines.knows(&executor) {
                     self.release_quarantine(&executor, "released by an operator");
@@ -285,6 +307,9 @@ impl JobMaster {
                 }
             }
         };
+        // Before scheduling: a checkpoint failure may fail the job over, whose restart (with
+        // no delay) is placed in this same turn.
+        self.sync_checkpoints(now);
         self.schedule(now);
         #[cfg(debug_assertions)]
         self.check_slot_index();
@@ -346,6 +371,7 @@ impl JobMaster {
                 ..durable::Dirty::default()
             },
             recovery: None,
+            checkpoints: spec.checkpoint.clone().map(JobCheckpoints::new),
         };
         // Every task's first record is written with the job.
         job.dirty.tasks.extend(job.graph.tasks());
@@ -408,6 +434,10 @@ impl JobMaster {
         if !job.state.state().can_become(to) {
             return;
         }
+        self.abort_checkpoints(id, AbortReason::JobStopped, now);
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return;
+        };
         job.cause = cause.clone();
         job.restarts.clear();
         for r in 0..job.queued.len() {

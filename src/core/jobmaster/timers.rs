@@ -1,4 +1,5 @@
-//! Timers: the restart backoff, cancel timeouts, slot request timeouts and quarantine ends. The core asks the
+//! Timers: the restart backoff, cancel timeouts, slot request timeouts, quarantine ends and
+//! checkpoint ticks. The core asks the
 //! shell for them with [`Command::SetTimer`] and acts when [`Event::TimerFired`] comes back.
 //!
 //! [`Event::TimerFired`]: crate::core::Event::TimerFired
@@ -33,6 +34,8 @@ pub(crate) enum Timer {
     QuarantineEnds { executor: ExecutorId },
     /// A restarted JobMaster stops waiting for executors to report what they run.
     ReconcileTimeout,
+    /// `job`'s checkpoint coordinator may trigger or time out a checkpoint.
+    CheckpointTick { job: JobId },
 }
 
 /// The timers set and not yet fired or cancelled.
@@ -79,6 +82,8 @@ impl JobMaster {
         match timer {
             Timer::RestartDue { job } => self.check_restarts(job, now),
             Timer::ReconcileTimeout => self.reconcile_timeout(now),
+            // `handle` ticks the coordinator after every event.
+            Timer::CheckpointTick { job } => self.checkpoint_timer_fired(job, id),
             Timer::QuarantineEnds { executor } => {
                 // The timer is gone already: releasing cancels nothing.
                 let reason = format!(
