@@ -417,3 +417,15 @@ fn empty_array_and_truncated_specs_get_messages_that_say_what_is_wrong() {
     let e = err("{\"name\": \"a\",");
     assert!(!e.contains("?:"), "{e}");
 }
+
+#[test]
+fn an_unknown_key_with_a_newline_is_named_escaped_on_one_line() {
+    for text in [
+        "name = \"x\"\n[restart]\n\"a\\nb\" = 1\n[[vertices]]\nid = \"v\"\nparallelism = 1\ncommand = [\"true\"]\n",
+        "{\"name\": \"x\", \"restart\": {\"a\\nb\": 1}, \"vertices\": [{\"id\": \"v\", \"parallelism\": 1, \"command\": [\"true\"]}]}",
+    ] {
+        let message = err(text);
+        assert!(!message.contains('\n'), "{message:?}");
+        assert!(message.contains("a\\nb"), "the key, escaped: {message:?}");
+    }
+}

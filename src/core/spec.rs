@@ -312,7 +312,16 @@ fn parse_raw(text: &str, format: SpecFormat) -> Result<RawSpec, SpecError> {
         ));
     }
     let with_path = |path: &serde_path_to_error::Path, message: &str| {
-        let path = path.to_string();
+        // A key may hold any character (a quoted TOML key, a JSON string): shown escaped, so
+        // the message stays one line.
+        let path: String = path
+            .to_string()
+            .chars()
+            .flat_map(|c| match c.is_control() {
+                true => c.escape_default().collect::<Vec<_>>(),
+                false => vec![c],
+            })
+            .collect();
         // Our types' names mean nothing to the user; the spec itself is an object (a table).
         let message = message.replace("struct RawSpec", "a job spec object");
         // `?` is serde_path_to_error's path of a syntax error before any field.
