@@ -8,6 +8,7 @@
 //! [`follow`]'s, and [`gateway`] holds the client pointed at it.
 
 mod connection;
+pub mod control;
 mod descriptor;
 mod error;
 mod follow;
@@ -226,6 +227,9 @@ pub(crate) struct Running {
     pub(crate) state: AttemptState,
     /// Cancelled with SIGKILL, no grace ([`Agent::kill_all`]).
     pub(crate) killed: bool,
+    /// The attempt's control channel (`JM_CONTROL`, [`control`]) once its socket exists; the
+    /// checkpoint RPCs reach the task through it.
+    pub(crate) channel: Option<Arc<control::Control>>,
 }
 
 #[derive(Default)]
