@@ -357,3 +357,33 @@ for line in b.makefile("rb"):
         );
     }
 }
+
+#[tokio::test]
+async fn a_deep_attempt_folder_gets_its_socket_under_the_data_dir() {
+    let scratch = Scratch::new("deep");
+    let deep = scratch
+        .0
+        .join("attempts")
+        .join("j".repeat(100))
+        .join("v#0.1");
+    std::fs::create_dir_all(&deep).expect("create the attempt folder");
+    let control = Control::open(&deep, &scratch.0, "v#0").expect("open");
+    let path = control.path().to_owned();
+    assert!(
+        path.starts_with(scratch.0.join("ctl")),
+        "{}",
+        path.display()
+    );
+    let meta = std::fs::symlink_metadata(&path).expect("the socket exists");
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let _task = start(&["sleep", "30"], &control, None, &[]);
+    assert_eq!(
+        control
+            .checkpoint(1, &scratch.0.join("ck/1"), Duration::from_secs(5))
+            .await,
+        Ok(Ack { size_bytes: 0 })
+    );
+    control.close();
+    assert!(!path.exists());
+}

@@ -520,6 +520,27 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn under_run_as_the_socket_is_the_task_users() {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(user) = super::super::user::lookup("nobody") else {
+            eprintln!("skipped: no user nobody");
+            return;
+        };
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("jmctl-runas-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("test folder");
+        let control = Control::open_as(&dir, &dir, "v#0", Some(&user)).expect("open");
+        let meta = std::fs::metadata(control.path()).expect("socket");
+        assert_eq!(meta.uid(), user.uid.as_raw());
+        assert_eq!(meta.mode() & 0o777, 0o600);
+        drop(control);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn a_long_attempt_folder_gets_a_short_socket_under_the_data_dir() {
         let data = Path::new("/d");
