@@ -405,8 +405,10 @@ pub async fn run(
     if reaped > 0 {
         warn!(reaped, "killed task processes left by an earlier run");
     }
-    // Outputs of an earlier run are unknown to the JobMaster now: start clean.
+    // Outputs of an earlier run are unknown to the JobMaster now: start clean. So are the
+    // control sockets it left under `ctl/` (those of deep attempt folders, see `control`).
     let _ = std::fs::remove_dir_all(config.data_dir.join("partitions"));
+    let _ = std::fs::remove_dir_all(config.data_dir.join("ctl"));
 
     let tls = match &config.security.tls {
         Some(files) => {
