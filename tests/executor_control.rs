@@ -387,3 +387,24 @@ async fn a_deep_attempt_folder_gets_its_socket_under_the_data_dir() {
     control.close();
     assert!(!path.exists());
 }
+
+#[tokio::test]
+async fn a_deep_data_dir_gets_its_sockets_in_a_private_folder_under_tmp() {
+    let scratch = Scratch::new("deeper");
+    let data = scratch.0.join("d".repeat(110));
+    let deep = data.join("attempts/j/v#0.1");
+    std::fs::create_dir_all(&deep).expect("create the attempt folder");
+    let control = Control::open(&deep, &data, "v#0").expect("open");
+    let path = control.path().to_owned();
+    assert!(
+        path.to_string_lossy().starts_with("/tmp/jobmaster-ctl-"),
+        "{}",
+        path.display()
+    );
+    let folder = std::fs::symlink_metadata(path.parent().expect("a folder")).expect("folder");
+    assert_eq!(folder.permissions().mode() & 0o777, 0o711);
+    let meta = std::fs::symlink_metadata(&path).expect("the socket exists");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    drop(control);
+    assert!(!path.exists());
+}

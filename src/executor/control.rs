@@ -55,7 +55,7 @@ pub struct Declined {
 /// Why a control channel could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    /// The executor's data dir is so deep that even the short socket path is too long.
+    /// Even the shortest socket path is too long (cannot happen with the fallback under /tmp).
     #[error("the control socket path {0} is longer than {MAX_SOCKET_PATH} bytes")]
     PathTooLong(PathBuf),
     /// The socket could not be made, bound or given to the task's user.
@@ -169,8 +169,10 @@ impl Control {
             path: path.clone(),
             error,
         };
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(failed)?;
+        match path.parent() {
+            Some(parent) if parent == shared_dir() => private_dir(parent).map_err(failed)?,
+            Some(parent) => std::fs::create_dir_all(parent).map_err(failed)?,
+            None => {}
         }
         // A socket left by an executor that died.
         match std::fs::remove_file(&path) {
@@ -360,9 +362,11 @@ impl Drop for Control {
     }
 }
 
-/// Where an attempt's socket goes: `control.sock` in its folder, or — when that path exceeds
-/// what a Unix socket address holds (108 bytes with its NUL) — `DATA/ctl/<hash>.sock`, a
-/// short name derived from the attempt folder.
+/// Where an attempt's socket goes: `control.sock` in its folder; when that path exceeds what a
+/// Unix socket address holds (108 bytes with its NUL), `DATA/ctl/<hash>.sock`, a short name
+/// derived from the attempt folder; when even that is too long (a deep data dir),
+/// `/tmp/jobmaster-ctl-<euid>/<hash>.sock` (a folder of the executor's own, checked by
+/// [`private_dir`] before use: `/tmp` is everyone's).
 fn socket_path(attempt_dir: &Path, data_dir: &Path) -> Result<PathBuf, ControlError> {
     use std::hash::{Hash, Hasher};
     use std::os::unix::ffi::OsStrExt;
@@ -373,14 +377,44 @@ fn socket_path(attempt_dir: &Path, data_dir: &Path) -> Result<PathBuf, ControlEr
     }
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     attempt_dir.hash(&mut hasher);
-    let short = data_dir
-        .join("ctl")
-        .join(format!("{:016x}.sock", hasher.finish()));
+    let name = format!("{:016x}.sock", hasher.finish());
+    let short = data_dir.join("ctl").join(&name);
     if fits(&short) {
-        Ok(short)
-    } else {
-        Err(ControlError::PathTooLong(short))
+        return Ok(short);
     }
+    let shortest = shared_dir().join(name);
+    if fits(&shortest) {
+        Ok(shortest)
+    } else {
+        Err(ControlError::PathTooLong(shortest))
+    }
+}
+
+/// The executor user's folder for sockets under `/tmp`.
+fn shared_dir() -> PathBuf {
+    PathBuf::from(format!("/tmp/jobmaster-ctl-{}", nix::unistd::geteuid()))
+}
+
+/// Makes (or checks) `dir` under the shared `/tmp`: a real folder (not a symbolic link) of the
+/// executor's user that no other user may write to (search only, for a run-as task user).
+fn private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    match std::fs::DirBuilder::new().mode(0o711).create(dir) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    let meta = std::fs::symlink_metadata(dir)?;
+    let euid = nix::unistd::geteuid().as_raw();
+    if !meta.is_dir() || meta.uid() != euid || meta.mode() & 0o022 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is not a folder of uid {euid} closed to other users",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Accepts the task's connections; a new one replaces the one before.
@@ -553,6 +587,7 @@ mod tests {
         assert!(short.starts_with("/d/ctl"), "{}", short.display());
         assert_eq!(socket_path(&deep, data).ok(), Some(short));
         let deep_data = PathBuf::from(format!("/{}", "d".repeat(110)));
-        assert!(socket_path(&deep, &deep_data).is_err());
+        let shared = socket_path(&deep, &deep_data).expect("a path under /tmp");
+        assert!(shared.starts_with(shared_dir()), "{}", shared.display());
     }
 }
