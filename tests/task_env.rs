@@ -1,5 +1,6 @@
 //! A task does not see the executor's own settings: `JOBMASTER…` variables (a token, TLS key
-//! paths, configuration overrides) are removed from its environment.
+//! paths, configuration overrides) are removed from its environment; it gets its control
+//! channel (`JM_CONTROL`).
 
 mod process_support;
 
@@ -34,6 +35,14 @@ async fn a_task_does_not_inherit_the_executors_jobmaster_variables() {
             env.contains("JM_"),
             "the task's own variables are there: {env}"
         );
+        // Its control channel (a socket), and no checkpoint to
+        // restore from on a first start.
+        assert!(
+            env.lines()
+                .any(|l| l.starts_with("JM_CONTROL=") && l.ends_with(".sock")),
+            "{env}"
+        );
+        assert!(!env.contains("JM_RESTORE_DIR="), "{env}");
     })
     .await;
 }

@@ -8,6 +8,7 @@
 //! [`follow`]'s, and [`gateway`] holds the client pointed at it.
 
 mod connection;
+pub mod control;
 mod descriptor;
 mod error;
 mod follow;
@@ -226,6 +227,9 @@ pub(crate) struct Running {
     pub(crate) state: AttemptState,
     /// Cancelled with SIGKILL, no grace ([`Agent::kill_all`]).
     pub(crate) killed: bool,
+    /// The attempt's control channel (`JM_CONTROL`, [`control`]) once its socket exists; the
+    /// checkpoint RPCs reach the task through it.
+    pub(crate) channel: Option<Arc<control::Control>>,
 }
 
 #[derive(Default)]
@@ -401,8 +405,10 @@ pub async fn run(
     if reaped > 0 {
         warn!(reaped, "killed task processes left by an earlier run");
     }
-    // Outputs of an earlier run are unknown to the JobMaster now: start clean.
+    // Outputs of an earlier run are unknown to the JobMaster now: start clean. So are the
+    // control sockets it left under `ctl/` (those of deep attempt folders, see `control`).
     let _ = std::fs::remove_dir_all(config.data_dir.join("partitions"));
+    let _ = std::fs::remove_dir_all(config.data_dir.join("ctl"));
 
     let tls = match &config.security.tls {
         Some(files) => {

@@ -12,7 +12,7 @@ use tokio_stream::StreamExt;
 use tracing::{debug, info, warn};
 
 use super::descriptor::{Descriptor, InputDescriptor, OutputDescriptor};
-use super::{Agent, key, logs, partitions, process, retention};
+use super::{Agent, control, key, logs, partitions, process, retention};
 use crate::api::PERSISTENT_LOCATION;
 use crate::api::v1::task_executor_service_client::TaskExecutorServiceClient;
 use crate::api::v1::{
@@ -28,13 +28,20 @@ struct Early {
     missing: Option<PartitionRef>,
 }
 
-pub(crate) async fn run_attempt(agent: Arc<Agent>, r: SubmitTaskRequest, cancel: Arc<Notify>) {
+/// Runs attempt `r` to its end. `restore_dir`, when given, is the task's state in the
+/// checkpoint it resumes from (`JM_RESTORE_DIR`).
+pub(crate) async fn run_attempt(
+    agent: Arc<Agent>,
+    r: SubmitTaskRequest,
+    cancel: Arc<Notify>,
+    restore_dir: Option<PathBuf>,
+) {
     let attempt = r.attempt.clone().unwrap_or_default();
     let name = format!("{}#{}", attempt.vertex, attempt.subtask);
     let dir = logs::attempt_dir(&agent.config.data_dir, &attempt);
     prune_attempts(&agent, &attempt);
     let outcome = tokio::select! {
-        result = prepare_and_run(&agent, &r, &attempt, &name, &dir) => result,
+        result = prepare_and_run(&agent, &r, &attempt, &name, &dir, restore_dir.as_deref()) => result,
         _ = cancel.notified() => Ok(None),
     };
     // A cancel may also have arrived while the process ran.
@@ -45,10 +52,12 @@ pub(crate) async fn run_attempt(agent: Arc<Agent>, r: SubmitTaskRequest, cancel:
     };
     let (cancelled, job_ended) = {
         let mut state = agent.lock();
-        let cancelled = state
-            .attempts
-            .remove(&key(&attempt))
-            .is_some_and(|r| r.cancelled);
+        let running = state.attempts.remove(&key(&attempt));
+        // The attempt ended: its control socket goes.
+        if let Some(channel) = running.as_ref().and_then(|r| r.channel.as_ref()) {
+            channel.close();
+        }
+        let cancelled = running.is_some_and(|r| r.cancelled);
         // Named in heartbeats (and a registration) until the final report below is answered.
         let last = match &result {
             _ if cancelled => AttemptState::Canceled,
@@ -143,6 +152,7 @@ async fn prepare_and_run(
     attempt: &AttemptRef,
     name: &str,
     dir: &Path,
+    restore_dir: Option<&Path>,
 ) -> Result<Option<(process::Task, Vec<PartitionRef>)>, Early> {
     let io_err = |what: &str, e: std::io::Error| Early {
         class: FailureClass::Recoverable,
@@ -311,6 +321,20 @@ async fn prepare_and_run(
     hand_over(&descriptor_path, 0o600)?;
     let mut env = descriptor.env(&descriptor_path, &config.id, dir);
     env.extend(user.map(|u| u.env()).into_iter().flatten());
+    // The control channel exists before the task starts, so it may connect at once.
+    let channel =
+        control::Control::open_as(dir, &config.data_dir, name, user).map_err(|e| Early {
+            class: FailureClass::Recoverable,
+            message: e.to_string(),
+            missing: None,
+        })?;
+    env.extend(channel.env(restore_dir));
+    let channel = Arc::new(channel);
+    match agent.lock().attempts.get_mut(&key(attempt)) {
+        Some(running) => running.channel = Some(channel.clone()),
+        // Cancelled meanwhile: the socket goes with `channel`.
+        None => return Ok(None),
+    }
     let cwd = std::env::current_dir().unwrap_or_else(|_| dir.to_path_buf());
     let task = process::spawn(
         &config.shim,

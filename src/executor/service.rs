@@ -110,10 +110,12 @@ impl Service {
                     cancelled: false,
                     state: AttemptState::Deploying,
                     killed: false,
+                    channel: None,
                 },
             );
         }
-        tokio::spawn(runner::run_attempt(self.agent.clone(), r, cancel));
+        // The wire does not carry a checkpoint to restore from yet: a first start.
+        tokio::spawn(runner::run_attempt(self.agent.clone(), r, cancel, None));
         Ok(())
     }
 
