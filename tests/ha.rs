@@ -441,10 +441,16 @@ async fn ha_failover_bench() {
                     .count(),
             );
             if signal == libc::SIGSTOP {
+                let stepped = |m: &[String]| {
+                    m.iter()
+                        .filter(|m| *m == "leadership lost: stepped down")
+                        .count()
+                };
+                let before = stepped(&ha.jm_messages(old));
                 ha.signal_jm(old, libc::SIGCONT);
-                process_support::eventually("the woken leader stands by", WAIT, || async {
+                process_support::eventually("the woken leader steps down", WAIT, || async {
                     let m = ha.jm_messages(old);
-                    (m.last().map(String::as_str) == Some("standing by"))
+                    (stepped(&m) > before)
                         .then_some(())
                         .ok_or(format!("{:?}", m.last()))
                 })
