@@ -2,10 +2,12 @@
 //! tables or JSON ([`logs`]: raw task output; [`leader`]: who leads). [`follow`] runs a command
 //! at the leader among several JobMaster endpoints.
 
+mod checkpoints;
 pub mod follow;
 mod leader;
 mod logs;
 
+pub use checkpoints::{checkpoint, checkpoints};
 pub use leader::leader;
 pub use logs::{LogsRequest, logs};
 

@@ -902,29 +902,6 @@ async fn malformed_spec_is_invalid_argument_naming_the_field() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_spec_with_checkpoints_is_refused_until_executors_speak_the_protocol() {
-    within(TEST_LIMIT, async {
-        let daemon = Daemon::start(settings(&[])).await;
-        let client = daemon.client().await;
-        let spec = format!("checkpoint = {{ interval = \"10s\" }}\n{TWO_CITIES}");
-        let (code, message) = code_of(try_submit(&client, &spec, "toml").await);
-        assert_eq!(code, Code::InvalidArgument, "{message}");
-        assert!(
-            message.contains("checkpoint: this jobmaster cannot take checkpoints yet"),
-            "{message}"
-        );
-        assert!(
-            message.contains("remove the [checkpoint] table"),
-            "{message}"
-        );
-        let jobs = list_jobs(&client).await;
-        assert!(jobs.is_empty(), "{jobs:?}");
-        submit(&client, TWO_CITIES).await;
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_ids_are_not_found_and_malformed_job_ids_invalid_argument() {
     within(TEST_LIMIT, async {
         let daemon = Daemon::start(settings(&[])).await;

@@ -64,7 +64,7 @@ fn counter() -> String {
 /// Starts `command` with the channel's variables (and `extra`), killed when dropped.
 fn start(
     command: &[&str],
-    control: &Control,
+    control: &mut Control,
     restore: Option<&Path>,
     extra: &[(&str, &Path)],
 ) -> Child {
@@ -96,8 +96,8 @@ fn read(path: &Path) -> String {
 #[tokio::test]
 async fn a_task_that_never_connects_is_acknowledged_with_size_zero() {
     let scratch = Scratch::new("stateless");
-    let control = Control::open(&scratch.attempt(1), &scratch.0, "v#0").expect("open");
-    let _task = start(&["sleep", "30"], &control, None, &[]);
+    let mut control = Control::open(&scratch.attempt(1), &scratch.0, "v#0").expect("open");
+    let _task = start(&["sleep", "30"], &mut control, None, &[]);
     let ack = control
         .checkpoint(1, &scratch.0.join("ck/1/v#0"), Duration::from_secs(5))
         .await;
@@ -124,16 +124,36 @@ async fn the_socket_is_private_and_gone_once_the_attempt_ends() {
 }
 
 #[tokio::test]
+async fn a_restored_task_that_has_not_connected_yet_keeps_its_restored_state() {
+    let scratch = Scratch::new("restored-unconnected");
+    let restore = scratch.0.join("restore");
+    std::fs::create_dir_all(restore.join("sub")).expect("restore folder");
+    std::fs::write(restore.join("state"), b"42").expect("state");
+    std::fs::write(restore.join("sub/offsets"), b"7,8").expect("offsets");
+    let mut control = Control::open(&scratch.attempt(2), &scratch.0, "v#0").expect("open");
+    // A task that is slow to start: it has not connected when the checkpoint comes.
+    let _task = start(&["sleep", "30"], &mut control, Some(&restore), &[]);
+    let dir = scratch.0.join("ck/9/v#0");
+    let ack = control
+        .checkpoint(9, &dir, Duration::from_secs(10))
+        .await
+        .expect("acknowledged on its behalf");
+    assert_eq!(read(&dir.join("state")), "42");
+    assert_eq!(read(&dir.join("sub/offsets")), "7,8");
+    assert_eq!(ack.size_bytes, 5);
+}
+
+#[tokio::test]
 async fn the_counter_task_acks_with_its_state_and_hears_complete_and_abort() {
     if !python() {
         return;
     }
     let scratch = Scratch::new("counter");
-    let control = Control::open(&scratch.attempt(1), &scratch.0, "v#0").expect("open");
+    let mut control = Control::open(&scratch.attempt(1), &scratch.0, "v#0").expect("open");
     let events = scratch.0.join("events.log");
     let _task = start(
         &["python3", &counter()],
-        &control,
+        &mut control,
         None,
         &[("COUNTER_EVENTS", &events)],
     );
@@ -162,11 +182,11 @@ async fn a_restarted_attempt_resumes_its_count_from_the_restore_dir() {
     }
     let scratch = Scratch::new("restore");
     let events = scratch.0.join("events.log");
-    let first = Control::open(&scratch.attempt(1), &scratch.0, "v#0").expect("open");
+    let mut first = Control::open(&scratch.attempt(1), &scratch.0, "v#0").expect("open");
     assert!(first.env(None).iter().all(|(k, _)| k != RESTORE_ENV));
     let mut task = start(
         &["python3", &counter()],
-        &first,
+        &mut first,
         None,
         &[("COUNTER_EVENTS", &events)],
     );
@@ -189,12 +209,12 @@ async fn a_restarted_attempt_resumes_its_count_from_the_restore_dir() {
     task.kill().await.expect("kill the first attempt");
     first.close();
 
-    let second = Control::open(&scratch.attempt(2), &scratch.0, "v#0").expect("open");
+    let mut second = Control::open(&scratch.attempt(2), &scratch.0, "v#0").expect("open");
     let env = second.env(Some(&dir));
     assert!(env.contains(&(RESTORE_ENV.to_owned(), dir.display().to_string())));
     let _task = start(
         &["python3", &counter()],
-        &second,
+        &mut second,
         Some(&dir),
         &[("COUNTER_EVENTS", &events)],
     );
@@ -237,9 +257,9 @@ async fn a_decline_is_reported_with_its_reason() {
         return;
     }
     let scratch = Scratch::new("decline");
-    let control = Control::open(&scratch.attempt(1), &scratch.0, "v#0").expect("open");
+    let mut control = Control::open(&scratch.attempt(1), &scratch.0, "v#0").expect("open");
     let script = scripted("", "decline {id} disk is full\n");
-    let _task = start(&["python3", "-c", &script], &control, None, &[]);
+    let _task = start(&["python3", "-c", &script], &mut control, None, &[]);
     eventually("the task connects", || control.connected()).await;
     let declined = control
         .checkpoint(3, &scratch.0.join("ck/3/v#0"), Duration::from_secs(10))
@@ -254,9 +274,9 @@ async fn a_task_that_does_not_answer_in_time_is_declined_as_timed_out() {
         return;
     }
     let scratch = Scratch::new("hang");
-    let control = Control::open(&scratch.attempt(1), &scratch.0, "v#0").expect("open");
+    let mut control = Control::open(&scratch.attempt(1), &scratch.0, "v#0").expect("open");
     let script = scripted("", "");
-    let _task = start(&["python3", "-c", &script], &control, None, &[]);
+    let _task = start(&["python3", "-c", &script], &mut control, None, &[]);
     eventually("the task connects", || control.connected()).await;
     let declined = control
         .checkpoint(4, &scratch.0.join("ck/4/v#0"), Duration::from_millis(300))
@@ -271,7 +291,7 @@ async fn a_task_that_closes_its_connection_is_declined() {
         return;
     }
     let scratch = Scratch::new("closes");
-    let control = Control::open(&scratch.attempt(1), &scratch.0, "v#0").expect("open");
+    let mut control = Control::open(&scratch.attempt(1), &scratch.0, "v#0").expect("open");
     let script = r#"
 import os, socket
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -279,7 +299,7 @@ s.connect(os.environ["JM_CONTROL"])
 s.makefile("rb").readline()
 s.close()
 "#;
-    let _task = start(&["python3", "-c", script], &control, None, &[]);
+    let _task = start(&["python3", "-c", script], &mut control, None, &[]);
     eventually("the task connects", || control.connected()).await;
     let declined = control
         .checkpoint(5, &scratch.0.join("ck/5/v#0"), Duration::from_secs(10))
@@ -299,11 +319,11 @@ async fn malformed_long_and_stale_lines_do_not_break_the_channel() {
         return;
     }
     let scratch = Scratch::new("malformed");
-    let control = Control::open(&scratch.attempt(1), &scratch.0, "v#0").expect("open");
+    let mut control = Control::open(&scratch.attempt(1), &scratch.0, "v#0").expect("open");
     let long = "x".repeat(5000);
     let before = format!("hello there\nack\nack x 1\n{long}\nack 999 1\ndecline 998 old\n");
     let script = scripted(&before, "ack {id} 42\n");
-    let _task = start(&["python3", "-c", &script], &control, None, &[]);
+    let _task = start(&["python3", "-c", &script], &mut control, None, &[]);
     eventually("the task connects", || control.connected()).await;
     for id in [9, 10] {
         let ack = control
@@ -323,7 +343,7 @@ async fn a_task_that_connects_again_replaces_its_earlier_connection() {
         return;
     }
     let scratch = Scratch::new("reconnect");
-    let control = Control::open(&scratch.attempt(1), &scratch.0, "v#0").expect("open");
+    let mut control = Control::open(&scratch.attempt(1), &scratch.0, "v#0").expect("open");
     let marker = scratch.0.join("second");
     let script = format!(
         r#"
@@ -340,7 +360,7 @@ for line in b.makefile("rb"):
 "#,
         marker = marker.display().to_string()
     );
-    let _task = start(&["python3", "-c", &script], &control, None, &[]);
+    let _task = start(&["python3", "-c", &script], &mut control, None, &[]);
     eventually("the task connects twice", || marker.exists()).await;
     // The second connection may still be on its way from the listener's queue.
     let deadline = Instant::now() + PATIENCE;
@@ -367,7 +387,7 @@ async fn a_deep_attempt_folder_gets_its_socket_under_the_data_dir() {
         .join("j".repeat(100))
         .join("v#0.1");
     std::fs::create_dir_all(&deep).expect("create the attempt folder");
-    let control = Control::open(&deep, &scratch.0, "v#0").expect("open");
+    let mut control = Control::open(&deep, &scratch.0, "v#0").expect("open");
     let path = control.path().to_owned();
     assert!(
         path.starts_with(scratch.0.join("ctl")),
@@ -377,7 +397,7 @@ async fn a_deep_attempt_folder_gets_its_socket_under_the_data_dir() {
     let meta = std::fs::symlink_metadata(&path).expect("the socket exists");
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-    let _task = start(&["sleep", "30"], &control, None, &[]);
+    let _task = start(&["sleep", "30"], &mut control, None, &[]);
     assert_eq!(
         control
             .checkpoint(1, &scratch.0.join("ck/1"), Duration::from_secs(5))

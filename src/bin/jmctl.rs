@@ -112,6 +112,11 @@ enum Command {
     },
     /// Cancel a job.
     Cancel { job: String },
+    /// A job's checkpoints: id, state, trigger time, duration, size, tasks acknowledged
+    /// (in progress, retained and the last 32 ended, newest first).
+    Checkpoints { job: String },
+    /// Trigger a checkpoint of a job now, whatever its interval; prints its id.
+    Checkpoint { job: String },
     /// What would restart, and why, if a task failed, an executor or a whole failure domain
     /// were lost now; or, with --blast-radius, what each executor's loss would restart.
     Explain {
@@ -355,6 +360,8 @@ async fn command(
         Command::Leader => ctl::leader(c, json).await,
         Command::Status { job, page } => ctl::status(c, job, &page.page(), json).await,
         Command::Cancel { job } => ctl::cancel(c, job, json).await,
+        Command::Checkpoints { job } => ctl::checkpoints(c, job, json).await,
+        Command::Checkpoint { job } => ctl::checkpoint(c, job, json).await,
         Command::Explain { job, target } if target.blast_radius => {
             ctl::blast_radius(c, job, json).await
         }

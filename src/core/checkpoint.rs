@@ -93,6 +93,17 @@ impl fmt::Display for AbortReason {
     }
 }
 
+/// Why [`CheckpointCoordinator::trigger_now`] did not trigger.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TriggerRefused {
+    #[error("the job and every task that is not finished must be RUNNING")]
+    NotRunning,
+    #[error("{max_concurrent} checkpoint(s) in progress already (checkpoint.max-concurrent)")]
+    TooMany { max_concurrent: u32 },
+    #[error("every task has finished: nothing to checkpoint")]
+    NoParticipants,
+}
+
 /// What the shell must do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckpointAction {
@@ -149,6 +160,16 @@ pub struct PendingCheckpoint {
 }
 
 impl PendingCheckpoint {
+    /// Participants that acknowledged.
+    pub fn acknowledged(&self) -> usize {
+        self.tasks.len() - self.remaining
+    }
+
+    /// Sum of the sizes acknowledged so far.
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
     /// Participants that have not acknowledged yet.
     pub fn awaiting(&self) -> impl Iterator<Item = TaskId> + '_ {
         self.tasks
@@ -173,6 +194,33 @@ pub struct CheckpointStats {
     pub consecutive_failures: u32,
 }
 
+/// How an ended checkpoint ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckpointOutcome {
+    Completed,
+    /// Aborted: a checkpoint failure (timeout, decline, store) or not (failover, subsumed, the
+    /// job stopping); see [`AbortReason::is_failure`].
+    Aborted(AbortReason),
+}
+
+/// One ended checkpoint, for operators ([`CheckpointCoordinator::history`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointSummary {
+    pub id: CheckpointId,
+    pub trigger_time: Millis,
+    /// When it completed (its last acknowledgement) or was aborted; `None` for an abort whose
+    /// time the coordinator was not told (a failover).
+    pub end_time: Option<Millis>,
+    pub size_bytes: u64,
+    /// Participants that acknowledged, of `tasks`.
+    pub acknowledged: usize,
+    pub tasks: usize,
+    pub outcome: CheckpointOutcome,
+}
+
+/// Ended checkpoints kept for operators, newest last.
+pub const HISTORY: usize = 32;
+
 /// The checkpoints of one job.
 #[derive(Debug, Clone)]
 pub struct CheckpointCoordinator {
@@ -190,6 +238,11 @@ pub struct CheckpointCoordinator {
     first_running: Option<Millis>,
     last_completion: Option<Millis>,
     stats: CheckpointStats,
+    /// The last [`HISTORY`] ended checkpoints, oldest first.
+    history: VecDeque<CheckpointSummary>,
+    /// The latest time the coordinator was told ([`Self::tick`], acknowledgements): the end
+    /// time of aborts that come without one.
+    last_seen: Millis,
 }
 
 impl CheckpointCoordinator {
@@ -205,6 +258,8 @@ impl CheckpointCoordinator {
             first_running: None,
             last_completion: None,
             stats: CheckpointStats::default(),
+            history: VecDeque::new(),
+            last_seen: 0,
         }
     }
 
@@ -273,6 +328,7 @@ impl CheckpointCoordinator {
         job_running: bool,
         participants: impl IntoIterator<Item = TaskId>,
     ) -> Vec<CheckpointAction> {
+        self.last_seen = self.last_seen.max(now);
         let mut actions = Vec::new();
         let timeout = Self::ms(self.config.timeout);
         let expired: Vec<CheckpointId> = self
@@ -304,11 +360,48 @@ impl CheckpointCoordinator {
         if !due {
             return actions;
         }
+        self.start(now, participants, &mut actions);
+        actions
+    }
+
+    /// Triggers a checkpoint now, whatever the interval and `min-pause` say (an operator asked:
+    /// `jmctl checkpoint`), or says why not. `job_running` and `participants` as for
+    /// [`Self::tick`]. The next periodic trigger comes an interval after this one.
+    pub fn trigger_now(
+        &mut self,
+        now: Millis,
+        job_running: bool,
+        participants: impl IntoIterator<Item = TaskId>,
+    ) -> Result<(CheckpointId, Vec<CheckpointAction>), TriggerRefused> {
+        if !job_running {
+            return Err(TriggerRefused::NotRunning);
+        }
+        if self.pending.len() >= self.max_concurrent() {
+            return Err(TriggerRefused::TooMany {
+                max_concurrent: self.config.max_concurrent,
+            });
+        }
+        self.last_seen = self.last_seen.max(now);
+        self.first_running.get_or_insert(now);
+        let mut actions = Vec::new();
+        match self.start(now, participants, &mut actions) {
+            Some(id) => Ok((id, actions)),
+            None => Err(TriggerRefused::NoParticipants),
+        }
+    }
+
+    /// Starts a checkpoint of `participants` (none: nothing to checkpoint).
+    fn start(
+        &mut self,
+        now: Millis,
+        participants: impl IntoIterator<Item = TaskId>,
+        actions: &mut Vec<CheckpointAction>,
+    ) -> Option<CheckpointId> {
         let mut tasks: Vec<TaskId> = participants.into_iter().collect();
         tasks.sort_unstable();
         tasks.dedup();
         if tasks.is_empty() {
-            return actions;
+            return None;
         }
         let id = CheckpointId(self.next_id);
         self.next_id += 1;
@@ -328,7 +421,7 @@ impl CheckpointCoordinator {
             },
         );
         actions.push(CheckpointAction::Trigger { id, tasks });
-        actions
+        Some(id)
     }
 
     /// `task` took its snapshot for checkpoint `id` (`size_bytes` written). When it is the last
@@ -341,6 +434,7 @@ impl CheckpointCoordinator {
         task: TaskId,
         size_bytes: u64,
     ) -> Vec<CheckpointAction> {
+        self.last_seen = self.last_seen.max(now);
         let Some(p) = self.pending.get_mut(&id) else {
             return Vec::new();
         };
@@ -377,11 +471,12 @@ impl CheckpointCoordinator {
     /// non-participants.
     pub fn decline(
         &mut self,
-        _now: Millis,
+        now: Millis,
         id: CheckpointId,
         task: TaskId,
         reason: impl Into<String>,
     ) -> Vec<CheckpointAction> {
+        self.last_seen = self.last_seen.max(now);
         let known = self.pending.get(&id).is_some_and(|p| {
             p.state == PendingState::Acknowledging && p.tasks.binary_search(&task).is_ok()
         });
@@ -436,6 +531,15 @@ impl CheckpointCoordinator {
         actions.push(CheckpointAction::NotifyComplete {
             id,
             tasks: checkpoint.tasks.clone(),
+        });
+        self.remember(CheckpointSummary {
+            id,
+            trigger_time: checkpoint.trigger_time,
+            end_time: Some(completion_time),
+            size_bytes: checkpoint.size_bytes,
+            acknowledged: checkpoint.tasks.len(),
+            tasks: checkpoint.tasks.len(),
+            outcome: CheckpointOutcome::Completed,
         });
         self.completed.push_back(checkpoint);
         let excess = self.completed.len().saturating_sub(self.retained());
@@ -548,6 +652,18 @@ impl CheckpointCoordinator {
             .map(|c| c.id)
     }
 
+    /// The last [`HISTORY`] ended checkpoints, oldest first.
+    pub fn history(&self) -> impl ExactSizeIterator<Item = &CheckpointSummary> {
+        self.history.iter()
+    }
+
+    fn remember(&mut self, summary: CheckpointSummary) {
+        if self.history.len() == HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(summary);
+    }
+
     /// Aborts pending checkpoint `id` with `reason`, counting a failure if it is one.
     fn abort(
         &mut self,
@@ -574,6 +690,15 @@ impl CheckpointCoordinator {
             self.abandoned.insert(p.id);
         }
         let message = format!("checkpoint {} {reason}", p.id);
+        self.remember(CheckpointSummary {
+            id: p.id,
+            trigger_time: p.trigger_time,
+            end_time: Some(self.last_seen.max(p.trigger_time)),
+            size_bytes: p.size_bytes,
+            acknowledged: p.acknowledged(),
+            tasks: p.tasks.len(),
+            outcome: CheckpointOutcome::Aborted(reason.clone()),
+        });
         actions.push(CheckpointAction::Abort {
             id: p.id,
             tasks: p.tasks,

@@ -165,6 +165,9 @@ pub enum Event {
         checkpoint: CheckpointId,
         reason: String,
     },
+    /// An operator asks for a checkpoint of `job` now (`jmctl checkpoint`); refused with
+    /// [`super::jobmaster::CoreError::CheckpointRefused`] when one cannot start now.
+    TriggerCheckpoint { job: JobId },
 }
 
 /// Something the shell must do.

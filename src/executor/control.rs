@@ -145,6 +145,8 @@ pub struct Control {
     owner: Option<TaskUser>,
     /// What the logs name the attempt.
     task: String,
+    /// The state the attempt started from (`JM_RESTORE_DIR`), if it was restored.
+    restored: Option<PathBuf>,
 }
 
 impl Control {
@@ -203,6 +205,7 @@ impl Control {
             acceptor,
             owner: owner.cloned(),
             task: task.to_owned(),
+            restored: None,
         })
     }
 
@@ -213,7 +216,8 @@ impl Control {
 
     /// The variables the task gets for its channel: `JM_CONTROL`, and `JM_RESTORE_DIR` when it
     /// resumes from a checkpoint (`restore_dir`, its state in that checkpoint).
-    pub fn env(&self, restore_dir: Option<&Path>) -> Vec<(String, String)> {
+    pub fn env(&mut self, restore_dir: Option<&Path>) -> Vec<(String, String)> {
+        self.restored = restore_dir.map(Path::to_owned);
         let mut env = vec![(CONTROL_ENV.to_owned(), self.path.display().to_string())];
         if let Some(dir) = restore_dir {
             env.push((RESTORE_ENV.to_owned(), dir.display().to_string()));
@@ -245,11 +249,30 @@ impl Control {
         };
         let _busy = self.busy.lock().await;
         let Some(mut connection) = self.take() else {
-            return if self.connected() {
-                Err(declined("the task closed its control connection".into()))
-            } else {
+            if self.connected() {
+                return Err(declined("the task closed its control connection".into()));
+            }
+            // Not connected (yet): its state is still what it started from — none, or the
+            // state it was restored from, which goes into this checkpoint unchanged.
+            let Some(from) = self.restored.clone() else {
                 debug!(task = %self.task, checkpoint = id, "stateless task: acknowledged on its behalf");
-                Ok(Ack { size_bytes: 0 })
+                return Ok(Ack { size_bytes: 0 });
+            };
+            let (to, owner) = (dir.to_owned(), self.owner.clone());
+            let copied = tokio::task::spawn_blocking(move || {
+                super::checkpoints::copy_tree(&from, &to, owner.as_ref())
+            })
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
+            return match copied {
+                Ok(size_bytes) => {
+                    debug!(task = %self.task, checkpoint = id, size_bytes,
+                           "task not connected since its restore: its restored state acknowledged on its behalf");
+                    Ok(Ack { size_bytes })
+                }
+                Err(e) => Err(declined(format!(
+                    "cannot copy the restored state of a task that has not connected: {e}"
+                ))),
             };
         };
         if let Err(e) = self.prepare(dir) {

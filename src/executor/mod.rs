@@ -7,6 +7,7 @@
 //! [`connection`]'s; which of several JobMasters it follows (the elected leader) is
 //! [`follow`]'s, and [`gateway`] holds the client pointed at it.
 
+mod checkpoints;
 mod connection;
 pub mod control;
 mod descriptor;

@@ -12,7 +12,7 @@ use tokio_stream::StreamExt;
 use tracing::{debug, info, warn};
 
 use super::descriptor::{Descriptor, InputDescriptor, OutputDescriptor};
-use super::{Agent, control, key, logs, partitions, process, retention};
+use super::{Agent, checkpoints, control, key, logs, partitions, process, retention};
 use crate::api::PERSISTENT_LOCATION;
 use crate::api::v1::task_executor_service_client::TaskExecutorServiceClient;
 use crate::api::v1::{
@@ -102,6 +102,7 @@ pub(crate) async fn run_attempt(
                 failure_class: early.class.name().to_owned(),
                 message: early.message,
                 missing_partition: early.missing,
+                checkpoint: None,
             });
         }
     }
@@ -322,13 +323,34 @@ async fn prepare_and_run(
     let mut env = descriptor.env(&descriptor_path, &config.id, dir);
     env.extend(user.map(|u| u.env()).into_iter().flatten());
     // The control channel exists before the task starts, so it may connect at once.
-    let channel =
+    let mut channel =
         control::Control::open_as(dir, &config.data_dir, name, user).map_err(|e| Early {
             class: FailureClass::Recoverable,
             message: e.to_string(),
             missing: None,
         })?;
-    env.extend(channel.env(restore_dir));
+    // The task's own copy of its state: a discard of the checkpoint (a newer one completed)
+    // cannot pull it away while the task reads it.
+    let restore = match restore_dir {
+        Some(from) => {
+            let to = dir.join("restore");
+            let owner = user.cloned();
+            let from = from.to_owned();
+            let copy_to = to.clone();
+            let copied = tokio::task::spawn_blocking(move || {
+                let _ = std::fs::remove_dir_all(&copy_to);
+                checkpoints::copy_tree(&from, &copy_to, owner.as_ref())
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+            copied.map_err(|e| {
+                io_err("cannot copy the state of the checkpoint to restore from", e)
+            })?;
+            Some(to)
+        }
+        None => None,
+    };
+    env.extend(channel.env(restore.as_deref()));
     let channel = Arc::new(channel);
     match agent.lock().attempts.get_mut(&key(attempt)) {
         Some(running) => running.channel = Some(channel.clone()),

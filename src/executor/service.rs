@@ -10,21 +10,23 @@ use tokio::sync::{Notify, mpsc};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::error::ExecutorError;
 
 /// How long a command with a newer epoch than the registered one waits for a registration
 /// answer still on its way before it is refused.
 const REGISTRATION_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
-use super::{Agent, Running, key, logs, partitions, retention, runner};
+use super::{Agent, Running, checkpoints, key, logs, partitions, retention, runner};
 use crate::api::batch::{outcome, unbatch};
 use crate::api::v1::task_executor_service_server::TaskExecutorService;
 use crate::api::v1::{
     AttemptRef, CancelTaskRequest, CancelTaskResponse, CancelTasksRequest, CancelTasksResponse,
-    FetchPartitionRequest, PartitionChunk, ReadTaskLogRequest, ReleaseJobRequest,
-    ReleaseJobResponse, ReleasePartitionsRequest, ReleasePartitionsResponse, SubmitTaskRequest,
-    SubmitTaskResponse, SubmitTasksRequest, SubmitTasksResponse,
+    DiscardCheckpointsRequest, DiscardCheckpointsResponse, FetchPartitionRequest,
+    NotifyCheckpointRequest, NotifyCheckpointResponse, PartitionChunk, ReadTaskLogRequest,
+    ReleaseJobRequest, ReleaseJobResponse, ReleasePartitionsRequest, ReleasePartitionsResponse,
+    SubmitTaskRequest, SubmitTaskResponse, SubmitTasksRequest, SubmitTasksResponse,
+    TriggerCheckpointRequest, TriggerCheckpointResponse,
 };
 use crate::core::AttemptState;
 use crate::log_text::Escaped;
@@ -114,8 +116,17 @@ impl Service {
                 },
             );
         }
-        // The wire does not carry a checkpoint to restore from yet: a first start.
-        tokio::spawn(runner::run_attempt(self.agent.clone(), r, cancel, None));
+        let restore = checkpoints::restore_dir(
+            &self.agent.config.persistent_dir,
+            r.checkpoint_storage.as_ref(),
+            &attempt,
+            r.restore_checkpoint,
+        );
+        if r.restore_checkpoint != 0 {
+            debug!(task = %format!("{}#{}", attempt.vertex, attempt.subtask), attempt = attempt.attempt,
+                   checkpoint = r.restore_checkpoint, state = restore.is_some(), "attempt restores from a checkpoint");
+        }
+        tokio::spawn(runner::run_attempt(self.agent.clone(), r, cancel, restore));
         Ok(())
     }
 
@@ -273,6 +284,13 @@ impl TaskExecutorService for Service {
                 .map(|a| a.attempt.clone())
                 .collect()
         };
+        if r.checkpoint_storage.is_some() {
+            checkpoints::remove_job(
+                &self.agent.config.persistent_dir,
+                r.checkpoint_storage.as_ref(),
+                &r.job_id,
+            );
+        }
         if running.is_empty() {
             retention::remove_job(
                 &self.agent.config.data_dir,
@@ -289,6 +307,50 @@ impl TaskExecutorService for Service {
             }
         }
         Ok(Response::new(ReleaseJobResponse {}))
+    }
+
+    async fn trigger_checkpoint(
+        &self,
+        request: Request<TriggerCheckpointRequest>,
+    ) -> Result<Response<TriggerCheckpointResponse>, Status> {
+        let r = request.into_inner();
+        self.fence(r.epoch).await?;
+        let timeout = std::time::Duration::from_millis(r.timeout_ms.max(1));
+        checkpoints::trigger(
+            &self.agent,
+            &r.job_id,
+            r.checkpoint_id,
+            r.storage.as_ref(),
+            r.attempts,
+            timeout,
+        );
+        Ok(Response::new(TriggerCheckpointResponse {}))
+    }
+
+    async fn notify_checkpoint(
+        &self,
+        request: Request<NotifyCheckpointRequest>,
+    ) -> Result<Response<NotifyCheckpointResponse>, Status> {
+        let r = request.into_inner();
+        self.fence(r.epoch).await?;
+        checkpoints::notify(&self.agent, r.checkpoint_id, r.complete, &r.attempts);
+        Ok(Response::new(NotifyCheckpointResponse {}))
+    }
+
+    async fn discard_checkpoints(
+        &self,
+        request: Request<DiscardCheckpointsRequest>,
+    ) -> Result<Response<DiscardCheckpointsResponse>, Status> {
+        let r = request.into_inner();
+        self.fence(r.epoch).await?;
+        checkpoints::discard(
+            &self.agent.config.persistent_dir,
+            r.storage.as_ref(),
+            &r.job_id,
+            &r.checkpoint_ids,
+        )
+        .map_err(Status::invalid_argument)?;
+        Ok(Response::new(DiscardCheckpointsResponse {}))
     }
 
     type FetchPartitionStream = ChunkStream;

@@ -16,7 +16,9 @@
 //!   (to record or count them).
 //!
 //! What the service does: SubmitTask(s) holds the attempt (heartbeats list it) and reports it
-//! RUNNING; CancelTask(s) drops it and reports it CANCELED; ReleasePartitions is only observed;
+//! RUNNING; CancelTask(s) drops it and reports it CANCELED; TriggerCheckpoint acknowledges the
+//! attempts it holds at once (size 0) and NotifyCheckpoint is only observed; ReleasePartitions
+//! is only observed;
 //! FetchPartition is refused (the fake hosts no data). Reports go to the gateway as
 //! UpdateTaskState calls, or one UpdateTaskStates call per batch call ([`Reports`]).
 
@@ -147,6 +149,26 @@ pub trait Observer: Send + Sync + 'static {
     }
     /// The answer to one report the service sent: accepted, or refused or failed.
     fn report_answered(&self, _exec: &Executor, _state: AttemptState, _accepted: bool) {}
+    /// A TriggerCheckpoint call for `attempts` that arrived at `at` (they are acknowledged at
+    /// once, those the executor holds, in one UpdateTaskStates call).
+    fn checkpoint_triggered(
+        &self,
+        _exec: &Executor,
+        _checkpoint: u64,
+        _attempts: usize,
+        _at: Instant,
+    ) {
+    }
+    /// A NotifyCheckpoint call (`complete`: the checkpoint completed) that arrived at `at`.
+    fn checkpoint_notified(
+        &self,
+        _exec: &Executor,
+        _checkpoint: u64,
+        _complete: bool,
+        _attempts: usize,
+        _at: Instant,
+    ) {
+    }
 }
 
 /// An observer that observes nothing.

@@ -16,9 +16,12 @@ use crate::api::v1::task_executor_service_server::{
 };
 use crate::api::v1::{
     AttemptRef, CancelTaskRequest, CancelTaskResponse, CancelTasksRequest, CancelTasksResponse,
-    FetchPartitionRequest, LogChunk, PartitionChunk, ReadTaskLogRequest, ReleaseJobRequest,
-    ReleaseJobResponse, ReleasePartitionsRequest, ReleasePartitionsResponse, SubmitTaskRequest,
-    SubmitTaskResponse, SubmitTasksRequest, SubmitTasksResponse, TaskOutcome, TaskStateUpdate,
+    CheckpointAnswer, DiscardCheckpointsRequest, DiscardCheckpointsResponse, FetchPartitionRequest,
+    LogChunk, NotifyCheckpointRequest, NotifyCheckpointResponse, PartitionChunk,
+    ReadTaskLogRequest, ReleaseJobRequest, ReleaseJobResponse, ReleasePartitionsRequest,
+    ReleasePartitionsResponse, SubmitTaskRequest, SubmitTaskResponse, SubmitTasksRequest,
+    SubmitTasksResponse, TaskOutcome, TaskStateUpdate, TriggerCheckpointRequest,
+    TriggerCheckpointResponse,
 };
 use crate::core::AttemptState;
 
@@ -360,6 +363,72 @@ impl TaskExecutorService for FakeService {
     ) -> Result<Response<ReleaseJobResponse>, Status> {
         // The fake keeps no folders: an ended job leaves nothing to remove.
         Ok(Response::new(ReleaseJobResponse {}))
+    }
+
+    async fn trigger_checkpoint(
+        &self,
+        request: Request<TriggerCheckpointRequest>,
+    ) -> Result<Response<TriggerCheckpointResponse>, Status> {
+        let fleet = &self.0;
+        let at = Instant::now();
+        let exec = fleet.exec_for(&request)?;
+        let r = request.into_inner();
+        fleet
+            .observer
+            .checkpoint_triggered(&exec, r.checkpoint_id, r.attempts.len(), at);
+        let updates: Vec<TaskStateUpdate> = r
+            .attempts
+            .into_iter()
+            .map(|attempt| {
+                let held = exec.holds(&attempt);
+                TaskStateUpdate {
+                    attempt: Some(attempt),
+                    checkpoint: Some(CheckpointAnswer {
+                        checkpoint_id: r.checkpoint_id,
+                        acknowledged: held,
+                        size_bytes: 0,
+                        decline_reason: if held {
+                            String::new()
+                        } else {
+                            "the attempt does not run on this executor".into()
+                        },
+                    }),
+                    ..TaskStateUpdate::default()
+                }
+            })
+            .collect();
+        if !updates.is_empty() {
+            tokio::spawn(async move {
+                let _ = exec.update_batch(exec.id(), &exec.session(), updates).await;
+            });
+        }
+        Ok(Response::new(TriggerCheckpointResponse {}))
+    }
+
+    async fn notify_checkpoint(
+        &self,
+        request: Request<NotifyCheckpointRequest>,
+    ) -> Result<Response<NotifyCheckpointResponse>, Status> {
+        let fleet = &self.0;
+        let at = Instant::now();
+        let exec = fleet.exec_for(&request)?;
+        let r = request.get_ref();
+        fleet.observer.checkpoint_notified(
+            &exec,
+            r.checkpoint_id,
+            r.complete,
+            r.attempts.len(),
+            at,
+        );
+        Ok(Response::new(NotifyCheckpointResponse {}))
+    }
+
+    async fn discard_checkpoints(
+        &self,
+        _request: Request<DiscardCheckpointsRequest>,
+    ) -> Result<Response<DiscardCheckpointsResponse>, Status> {
+        // The fake writes no checkpoint data.
+        Ok(Response::new(DiscardCheckpointsResponse {}))
     }
 
     type FetchPartitionStream = ChunkStream;

@@ -23,9 +23,11 @@ use super::read_model::Views;
 use super::retention::Retention;
 use super::timers::Timers;
 use crate::api::v1::{
-    AttemptRef, InputGate, InputPartition, OutputGate, PartitionRef, SubmitTaskRequest, WatchEvent,
+    AttemptRef, CheckpointAnswer, InputGate, InputPartition, OutputGate, PartitionRef,
+    SubmitTaskRequest, WatchEvent,
 };
 use crate::api::{PERSISTENT_LOCATION, convert};
+use crate::core::checkpoint::CheckpointId;
 use crate::core::duration::format_millis;
 use crate::core::{
     AttemptId, AttemptState, Command, Event, ExecutorId, Failure, FailureClass, GroupId, JobId,
@@ -34,6 +36,7 @@ use crate::core::{
 use crate::log_text::Escaped;
 use crate::store::{Store, StoreError};
 
+mod checkpoints;
 mod durability;
 mod executors;
 mod job_release;
@@ -42,12 +45,6 @@ mod job_release;
 /// core's state does not change while its commands are carried out).
 type InputCache = HashMap<(JobId, GroupId), Arc<SharedInputs>>;
 
-/// Why a spec with a `[checkpoint]` table is refused (INVALID_ARGUMENT), until the executors
-/// speak the checkpoint protocol.
-pub(crate) const CHECKPOINTS_UNSUPPORTED: &str = "checkpoint: this jobmaster cannot take \
-     checkpoints yet (its executors do not speak the checkpoint protocol); remove the \
-     [checkpoint] table";
-
 /// One validated state report of an executor: an UpdateTaskState call, or one update of an
 /// UpdateTaskStates batch.
 pub(crate) struct Report {
@@ -55,6 +52,22 @@ pub(crate) struct Report {
     pub(crate) state: AttemptState,
     pub(crate) failure: Option<Failure>,
     pub(crate) missing_partition: Option<PartitionRef>,
+    /// Set for an answer to a checkpoint trigger, which reports no state change (the fields
+    /// above are then unused).
+    pub(crate) checkpoint: Option<CheckpointAnswer>,
+}
+
+impl Report {
+    /// A task's answer to a checkpoint trigger.
+    pub(crate) fn checkpoint(attempt: AttemptRef, answer: CheckpointAnswer) -> Report {
+        Report {
+            attempt,
+            state: AttemptState::Running,
+            failure: None,
+            missing_partition: None,
+            checkpoint: Some(answer),
+        }
+    }
 }
 
 /// What handlers ask of the coordinator.
@@ -162,6 +175,9 @@ pub(crate) struct Coordinator {
     unsynced: bool,
     /// The once-a-second flush of unsynced commits is due.
     flush_due: bool,
+    /// Events the shell feeds after the one being fed, in the same turn (a checkpoint's
+    /// metadata written: [`Event::CheckpointPersisted`]).
+    follow_ups: VecDeque<Event>,
 }
 
 /// An ended turn waiting for its commit: its orders (held by these executors' dispatchers)
@@ -193,6 +209,7 @@ impl Coordinator {
             sync: false,
             unsynced: false,
             flush_due: false,
+            follow_ups: VecDeque::new(),
             core,
             next_job: 0,
             specs: HashMap::new(),
@@ -385,14 +402,6 @@ impl Coordinator {
 
     /// A new job, within the quotas (ended jobs are dropped first to make room).
     fn submit(&mut self, spec: JobSpec) -> Result<JobId, ApiError> {
-        // The core could checkpoint the job, but no executor acknowledges a trigger yet: the
-        // job would fail for lack of acknowledgements. Refused until executors speak the
-        // checkpoint protocol.
-        if spec.checkpoint.is_some() {
-            return Err(ApiError::InvalidArgument(
-                CHECKPOINTS_UNSUPPORTED.to_owned(),
-            ));
-        }
         let tasks: u64 = spec.vertices.iter().map(|v| u64::from(v.parallelism)).sum();
         for job in self.retention.admit(tasks)? {
             self.drop_job(job, "room for a new job");
@@ -457,6 +466,16 @@ impl Coordinator {
 
     /// Feeds one event to the core and carries out its commands, also when it refused.
     pub(crate) fn feed(&mut self, event: Event) -> Result<(), ApiError> {
+        let result = self.feed_one(event);
+        while let Some(next) = self.follow_ups.pop_front() {
+            if let Err(e) = self.feed_one(next) {
+                debug!(error = %e, "follow-up event refused");
+            }
+        }
+        result
+    }
+
+    fn feed_one(&mut self, event: Event) -> Result<(), ApiError> {
         let now = self.shared.now();
         match self.core.handle(event, now) {
             Ok(commands) => {
@@ -492,14 +511,15 @@ impl Coordinator {
         let count = reports.len();
         let results: Vec<Result<(), ApiError>> = reports
             .into_iter()
-            .map(|r| {
-                self.report(
+            .map(|r| match r.checkpoint {
+                Some(answer) => self.checkpoint_answer(&r.attempt, answer),
+                None => self.report(
                     executor.clone(),
                     &r.attempt,
                     r.state,
                     r.failure,
                     r.missing_partition,
-                )
+                ),
             })
             .collect();
         let refused = results.iter().filter(|r| r.is_err()).count();
@@ -546,26 +566,26 @@ impl Coordinator {
         let mut ended = Vec::new();
         for command in commands {
             match command {
-                // `restore` is always `None` here: a job with checkpoints is refused at submit.
                 Command::Deploy {
-                    attempt, executor, ..
-                } => self.deploy(attempt, executor, &mut inputs),
-                // Jobs with a `[checkpoint]` table are refused at submit (see `submit`), so the
-                // core never asks for these; a bug if it does.
+                    attempt,
+                    executor,
+                    restore,
+                } => self.deploy(attempt, executor, restore, &mut inputs),
                 Command::TriggerCheckpoint {
-                    job, checkpoint, ..
-                }
-                | Command::NotifyCheckpoint {
-                    job, checkpoint, ..
-                } => {
-                    warn!(job = %job, checkpoint = %checkpoint, "checkpoint command ignored: checkpoints are not supported by this jobmaster");
-                }
+                    job,
+                    checkpoint,
+                    attempts,
+                } => self.trigger_checkpoint(job, checkpoint, attempts),
+                Command::NotifyCheckpoint {
+                    job,
+                    checkpoint,
+                    attempts,
+                    complete,
+                } => self.notify_checkpoint(job, checkpoint, attempts, complete),
                 Command::PersistCheckpoint { job, checkpoint } => {
-                    warn!(job = %job, checkpoint = %checkpoint.id, "checkpoint command ignored: checkpoints are not supported by this jobmaster");
+                    self.persist_checkpoint(job, checkpoint)
                 }
-                Command::DiscardCheckpoints { job, ids } => {
-                    warn!(job = %job, checkpoints = ids.len(), "checkpoint command ignored: checkpoints are not supported by this jobmaster");
-                }
+                Command::DiscardCheckpoints { job, ids } => self.discard_checkpoints(job, ids),
                 Command::Cancel { attempt, executor } => {
                     let r = convert::attempt_ref(&self.core, attempt);
                     self.send_cancel(&executor, r);
@@ -594,11 +614,17 @@ impl Coordinator {
 
     /// Queues the attempt's SubmitTask for its executor. A deploy that cannot be carried out
     /// comes back as a FAILED report from the dispatcher.
-    fn deploy(&mut self, attempt: AttemptId, executor: ExecutorId, inputs: &mut InputCache) {
+    fn deploy(
+        &mut self,
+        attempt: AttemptId,
+        executor: ExecutorId,
+        restore: Option<CheckpointId>,
+        inputs: &mut InputCache,
+    ) {
         if !self.dispatchers.contains_key(&executor) {
             return; // lost meanwhile: the core learns it from the loss
         }
-        if let Some(deploy) = self.submit_request(attempt, inputs) {
+        if let Some(deploy) = self.submit_request(attempt, restore, inputs) {
             self.order(&executor, Order::Submit(deploy));
         }
     }
@@ -606,7 +632,12 @@ impl Coordinator {
     /// The task descriptor: command, inputs with their producers' locations, outputs.
     /// Gates read by several consumers (all-to-all) get their partition list from `cache`,
     /// built once per `carry_out` and sent once per batch.
-    fn submit_request(&self, a: AttemptId, cache: &mut InputCache) -> Option<Deploy> {
+    fn submit_request(
+        &self,
+        a: AttemptId,
+        restore: Option<CheckpointId>,
+        cache: &mut InputCache,
+    ) -> Option<Deploy> {
         let graph = self.core.graph(a.job)?;
         let spec = self.specs.get(&a.job)?;
         let v = graph.vertex_of(a.task);
@@ -681,6 +712,8 @@ impl Coordinator {
             command: spec.vertices[v.0 as usize].command.clone(),
             inputs,
             outputs,
+            restore_checkpoint: restore.map_or(0, |c| c.0),
+            checkpoint_storage: self.checkpoint_storage(a.job),
         };
         Some(Deploy { request, shared })
     }

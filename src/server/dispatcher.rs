@@ -5,8 +5,8 @@
 //! step's orders for an executor usually make one batch. The executor's task owns its gRPC
 //! client: it takes whatever has piled up, cuts it into runs of one kind in queue order, and
 //! sends each run as one batch RPC (submits → `SubmitTasks`, cancels → `CancelTasks`, releases
-//! → `ReleasePartitions`; an ended job → `ReleaseJob`), awaiting each RPC before the next. So commands reach the executor in
-//! the order the core decided them (a cancel never overtakes its attempt's submit), at most one
+//! → `ReleasePartitions`; an ended job → `ReleaseJob`; each checkpoint command on its own),
+//! awaiting each RPC before the next. So commands reach the executor in the order the core decided them (a cancel never overtakes its attempt's submit), at most one
 //! RPC per executor is in flight, and while one batch is in flight the next one accumulates. A
 //! partition list that several tasks of a batch read (all consumers of an all-to-all exchange)
 //! goes into the batch once (`SubmitTasksRequest.shared_partitions`). Dropping the
@@ -28,8 +28,9 @@ use super::Shared;
 use super::coordinator::{Report, Request, is_transient};
 use crate::api::v1::task_executor_service_client::TaskExecutorServiceClient;
 use crate::api::v1::{
-    AttemptRef, CancelTasksRequest, InputPartition, PartitionList, PartitionRef, ReleaseJobRequest,
-    ReleasePartitionsRequest, SubmitTaskRequest, SubmitTasksRequest,
+    AttemptRef, CancelTasksRequest, CheckpointAnswer, CheckpointStorage, DiscardCheckpointsRequest,
+    InputPartition, NotifyCheckpointRequest, PartitionList, PartitionRef, ReleaseJobRequest,
+    ReleasePartitionsRequest, SubmitTaskRequest, SubmitTasksRequest, TriggerCheckpointRequest,
 };
 use crate::core::{AttemptState, ExecutorId, Failure};
 use crate::log_text::Escaped;
@@ -75,8 +76,22 @@ pub(crate) enum Order {
     Cancel(AttemptRef),
     /// Delete result partitions.
     Release(Vec<PartitionRef>),
-    /// A job ended: remove its folders (one job per call).
-    ReleaseJob(String),
+    /// A job ended: remove its folders, and its checkpoints when it had some (one job per
+    /// call).
+    ReleaseJob {
+        job: String,
+        checkpoints: Option<CheckpointStorage>,
+    },
+    /// A checkpoint command (one per call).
+    Checkpoint(CheckpointOrder),
+}
+
+/// The checkpoint commands, as sent.
+#[derive(Debug, Clone)]
+pub(crate) enum CheckpointOrder {
+    Trigger(TriggerCheckpointRequest),
+    Notify(NotifyCheckpointRequest),
+    Discard(DiscardCheckpointsRequest),
 }
 
 /// The handle the coordinator holds for one registered executor.
@@ -187,7 +202,10 @@ impl Order {
             }
             Order::Cancel(a) => element_len(a),
             Order::Release(p) => p.iter().map(element_len).sum(),
-            Order::ReleaseJob(job) => job.len(),
+            Order::ReleaseJob { job, .. } => job.len(),
+            Order::Checkpoint(CheckpointOrder::Trigger(r)) => r.encoded_len(),
+            Order::Checkpoint(CheckpointOrder::Notify(r)) => r.encoded_len(),
+            Order::Checkpoint(CheckpointOrder::Discard(r)) => r.encoded_len(),
         }
     }
 }
@@ -237,7 +255,7 @@ fn take_run(pending: &mut VecDeque<Order>, budget: usize) -> Vec<Order> {
         };
         if let Some(first) = run.first()
             && (std::mem::discriminant(first) != std::mem::discriminant(next)
-                || matches!(first, Order::ReleaseJob(_)))
+                || matches!(first, Order::ReleaseJob { .. } | Order::Checkpoint(_)))
         {
             break;
         }
@@ -318,9 +336,13 @@ impl Sender {
                         .collect();
                     self.release(partitions).await;
                 }
-                Some(Order::ReleaseJob(job)) => {
-                    let job = job.clone();
-                    self.release_job(job).await;
+                Some(Order::ReleaseJob { job, checkpoints }) => {
+                    let (job, checkpoints) = (job.clone(), checkpoints.clone());
+                    self.release_job(job, checkpoints).await;
+                }
+                Some(Order::Checkpoint(order)) => {
+                    let order = order.clone();
+                    self.checkpoint(order).await;
                 }
                 None => {}
             }
@@ -395,6 +417,7 @@ impl Sender {
                     self.executor
                 ))),
                 missing_partition: None,
+                checkpoint: None,
             })
             .collect();
         let (reply, _) = oneshot::channel();
@@ -465,10 +488,11 @@ impl Sender {
     /// Tells the executor a job ended, retrying transient failures (idempotent). Best effort:
     /// a failure is not counted against the executor (its heartbeats tell whether it is
     /// gone), and an executor without the call (UNIMPLEMENTED) keeps the job's folders.
-    async fn release_job(&mut self, job: String) {
+    async fn release_job(&mut self, job: String, checkpoints: Option<CheckpointStorage>) {
         let request = ReleaseJobRequest {
             epoch: self.shared.epoch,
             job_id: job.clone(),
+            checkpoint_storage: checkpoints,
         };
         let client = &self.client;
         let answer = self
@@ -485,6 +509,82 @@ impl Sender {
                        message = %Escaped(status.message()), "job release failed");
             }
         }
+    }
+
+    /// Sends a checkpoint command, retrying transient failures (each is idempotent on the
+    /// executor). A trigger that does not get through is declined on behalf of its attempts,
+    /// so the checkpoint is aborted now rather than at its timeout; notifications and
+    /// discards are best effort.
+    async fn checkpoint(&mut self, order: CheckpointOrder) {
+        let client = &self.client;
+        let answer = match &order {
+            CheckpointOrder::Trigger(r) => self
+                .retrying(|| {
+                    let mut client = client.clone();
+                    let request = r.clone();
+                    async move { client.trigger_checkpoint(request).await }
+                })
+                .await
+                .map(|_| ()),
+            CheckpointOrder::Notify(r) => self
+                .retrying(|| {
+                    let mut client = client.clone();
+                    let request = r.clone();
+                    async move { client.notify_checkpoint(request).await }
+                })
+                .await
+                .map(|_| ()),
+            CheckpointOrder::Discard(r) => self
+                .retrying(|| {
+                    let mut client = client.clone();
+                    let request = r.clone();
+                    async move { client.discard_checkpoints(request).await }
+                })
+                .await
+                .map(|_| ()),
+        };
+        let status = match answer {
+            Ok(()) => {
+                self.shared.rpc_succeeded(&self.executor);
+                return;
+            }
+            Err(status) => status,
+        };
+        debug!(executor = %Escaped(&self.executor.0), code = ?status.code(),
+               message = %Escaped(status.message()), "checkpoint command failed");
+        let CheckpointOrder::Trigger(r) = order else {
+            return;
+        };
+        let reason = format!(
+            "the trigger did not reach executor {}: {}",
+            self.executor,
+            status.message()
+        );
+        let reports = r
+            .attempts
+            .into_iter()
+            .map(|attempt| {
+                Report::checkpoint(
+                    attempt,
+                    CheckpointAnswer {
+                        checkpoint_id: r.checkpoint_id,
+                        acknowledged: false,
+                        size_bytes: 0,
+                        decline_reason: reason.clone(),
+                    },
+                )
+            })
+            .collect();
+        let (reply, _) = oneshot::channel();
+        let _ = self
+            .shared
+            .tx
+            .send(Request::Reports {
+                executor: self.executor.clone(),
+                reports,
+                reply,
+            })
+            .await;
     }
 
     /// Runs `rpc`, retrying it at once up to `rpc.retries` times while it fails transiently
@@ -556,7 +656,9 @@ mod tests {
             .map(|o| match o {
                 Order::Submit(d) => (true, d.request.attempt.as_ref().map_or(0, |a| a.subtask)),
                 Order::Cancel(a) => (false, a.subtask),
-                Order::Release(_) | Order::ReleaseJob(_) => (false, u32::MAX),
+                Order::Release(_) | Order::ReleaseJob { .. } | Order::Checkpoint(_) => {
+                    (false, u32::MAX)
+                }
             })
             .collect()
     }

@@ -53,6 +53,8 @@ impl From<ApiError> for Status {
                 | CoreError::IllegalReport { .. }
                 | CoreError::JobNotActive { .. }
                 | CoreError::JobNotEnded { .. }
+                | CoreError::CheckpointsOff(_)
+                | CoreError::CheckpointRefused { .. }
                 | CoreError::TaskNotFailable { .. } => Status::failed_precondition(message),
             },
         }

@@ -87,6 +87,67 @@ pub(crate) fn up_and_down(c: &Coordinator, job: JobId, now: u64) -> (u64, u64) {
     }
 }
 
+/// The checkpoint counters and gauges of the jobs that checkpoint.
+fn checkpoint_metrics(c: &Coordinator, r: &mut Registry, jobs: &[(JobId, JobLabels)], now: u64) {
+    let completed = add(
+        r,
+        "jobmaster_checkpoints_completed",
+        "Checkpoints completed (acknowledged by every participant and made durable) by this process",
+        Family::<JobLabels, Counter>::default(),
+    );
+    let failed = add(
+        r,
+        "jobmaster_checkpoints_failed",
+        "Checkpoints that failed (timed out, declined, not written) in this process; aborts by a failover or a newer checkpoint excluded",
+        Family::<JobLabels, Counter>::default(),
+    );
+    let last_id = add(
+        r,
+        "jobmaster_last_checkpoint_id",
+        "Id of the job's latest completed checkpoint (0: none)",
+        Family::<JobLabels, Gauge>::default(),
+    );
+    let last_age = add(
+        r,
+        "jobmaster_last_checkpoint_age_seconds",
+        "Time since the job's latest completed checkpoint was triggered: the work a restarted region replays at most",
+        Family::<JobLabels, F64Gauge>::default(),
+    );
+    let last_size = add(
+        r,
+        "jobmaster_last_checkpoint_size_bytes",
+        "Bytes the tasks wrote for the job's latest completed checkpoint",
+        Family::<JobLabels, Gauge>::default(),
+    );
+    let retained = add(
+        r,
+        "jobmaster_checkpoint_retained_bytes",
+        "Bytes the job's retained checkpoints take in checkpoint storage",
+        Family::<JobLabels, Gauge>::default(),
+    );
+    for (j, l) in jobs {
+        let Some(k) = c.core.checkpoints(*j) else {
+            continue;
+        };
+        let stats = k.stats();
+        completed.get_or_create(l).inc_by(stats.completed);
+        failed.get_or_create(l).inc_by(stats.failed);
+        let latest = k.latest_completed();
+        let bytes = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        last_id
+            .get_or_create(l)
+            .set(latest.map_or(0, |c| bytes(c.id.0)));
+        if let Some(latest) = latest {
+            last_age
+                .get_or_create(l)
+                .set(now.saturating_sub(latest.trigger_time) as f64 / 1000.0);
+            last_size.get_or_create(l).set(bytes(latest.size_bytes));
+        }
+        let sum: u64 = k.retained_checkpoints().map(|c| c.size_bytes).sum();
+        retained.get_or_create(l).set(bytes(sum));
+    }
+}
+
 /// The whole `/metrics` page.
 pub(crate) fn render_metrics(c: &Coordinator) -> String {
     let now = c.shared.now();
@@ -166,7 +227,7 @@ pub(crate) fn render_metrics(c: &Coordinator) -> String {
         restarting.get_or_create(l).inc_by(seconds);
     }
 
-    let histograms: [HistogramDef; 3] = [
+    let histograms: [HistogramDef; 4] = [
         (
             "jobmaster_tasks_restarted",
             "Tasks restarted per failover.",
@@ -181,6 +242,11 @@ pub(crate) fn render_metrics(c: &Coordinator) -> String {
             "jobmaster_recovery_seconds",
             "Time from a failover decision until every restarted task runs (or finished) again.",
             |m| &m.recovery,
+        ),
+        (
+            "jobmaster_checkpoint_duration_seconds",
+            "Time from a checkpoint's trigger to its last acknowledgement, for completed checkpoints.",
+            |m| &m.checkpoint_duration,
         ),
     ];
     for (name, help, histogram) in histograms {
@@ -244,6 +310,8 @@ pub(crate) fn render_metrics(c: &Coordinator) -> String {
             tasks.get_or_create(&with_state(s.name())).set(n);
         }
     }
+
+    checkpoint_metrics(c, r, &jobs, now);
 
     let executor_gauges: [(&str, &str); 5] = [
         (

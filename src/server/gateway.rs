@@ -125,6 +125,7 @@ fn validate(
         state,
         failure,
         missing_partition,
+        checkpoint: None,
     })
 }
 
@@ -340,6 +341,18 @@ impl TaskExecutorGateway for Gateway {
         let mut invalid: Vec<Option<ApiError>> = Vec::with_capacity(r.updates.len());
         let mut reports = Vec::with_capacity(r.updates.len());
         for u in r.updates {
+            if let Some(answer) = u.checkpoint {
+                match u.attempt {
+                    Some(attempt) => {
+                        reports.push(Report::checkpoint(attempt, answer));
+                        invalid.push(None);
+                    }
+                    None => {
+                        invalid.push(Some(ApiError::InvalidArgument("attempt is missing".into())))
+                    }
+                }
+                continue;
+            }
             match validate(
                 u.attempt,
                 &u.state,

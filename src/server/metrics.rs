@@ -1,12 +1,13 @@
 //! Failover metrics the shell measures (the core counts; the shell times): histograms of
-//! restart-set sizes, detection and recovery times, and the recent failovers shown on the
-//! dashboard. `/metrics` renders them ([`super::exposition`]).
+//! restart-set sizes, detection and recovery times and checkpoint durations, and the recent
+//! failovers shown on the dashboard. `/metrics` renders them ([`super::exposition`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
 use prometheus_client::metrics::histogram::Histogram;
 
+use crate::core::checkpoint::CompletedCheckpoint;
 use crate::core::{JobId, TaskId};
 
 /// Bucket bounds of the time histograms, in seconds.
@@ -43,6 +44,8 @@ pub(crate) struct JobMetrics {
     pub(crate) tasks_restarted: Histogram,
     pub(crate) detection: Histogram,
     pub(crate) recovery: Histogram,
+    /// Trigger to the last acknowledgement of each completed checkpoint, seconds.
+    pub(crate) checkpoint_duration: Histogram,
     pub(crate) failovers: VecDeque<FailoverRecord>,
     /// Records dropped from the front of `failovers`.
     dropped: usize,
@@ -57,6 +60,7 @@ impl JobMetrics {
             tasks_restarted: Histogram::new(TASKS.iter().copied()),
             detection: Histogram::new(SECONDS.iter().copied()),
             recovery: Histogram::new(SECONDS.iter().copied()),
+            checkpoint_duration: Histogram::new(SECONDS.iter().copied()),
             failovers: VecDeque::new(),
             dropped: 0,
             recoveries: Vec::new(),
@@ -156,6 +160,16 @@ impl Metrics {
                 rec.recovery_ms = Some(took.as_millis() as u64);
             }
         }
+    }
+
+    /// Every participant of a checkpoint of `job` acknowledged it.
+    pub(crate) fn checkpoint_completed(&mut self, job: JobId, checkpoint: &CompletedCheckpoint) {
+        let ms = checkpoint
+            .completion_time
+            .saturating_sub(checkpoint.trigger_time);
+        self.job(job)
+            .checkpoint_duration
+            .observe(ms as f64 / 1000.0);
     }
 
     /// The job ended: pending recoveries will never complete.

@@ -17,10 +17,11 @@ use crate::api::v1::{
     CancelJobRequest, CancelJobResponse, ExceptionEntryInfo, ExecutorBlastRadius, ExecutorInfo,
     ExplainFailoverRequest, ExplainFailoverResponse, FailureInfo, GetBlastRadiusRequest,
     GetBlastRadiusResponse, GetExceptionHistoryRequest, GetExceptionHistoryResponse, GetJobRequest,
-    GetJobResponse, InjectFailureRequest, InjectFailureResponse, ListExecutorsRequest,
-    ListExecutorsResponse, ListJobsRequest, ListJobsResponse, ReleaseExecutorRequest,
-    ReleaseExecutorResponse, RestartReasonInfo, SubmitJobRequest, SubmitJobResponse, WatchEvent,
-    WatchEventsRequest, explain_failover_request, inject_failure_request,
+    GetJobResponse, InjectFailureRequest, InjectFailureResponse, ListCheckpointsRequest,
+    ListCheckpointsResponse, ListExecutorsRequest, ListExecutorsResponse, ListJobsRequest,
+    ListJobsResponse, ReleaseExecutorRequest, ReleaseExecutorResponse, RestartReasonInfo,
+    SubmitJobRequest, SubmitJobResponse, TriggerJobCheckpointRequest, TriggerJobCheckpointResponse,
+    WatchEvent, WatchEventsRequest, explain_failover_request, inject_failure_request,
 };
 use crate::core::history::FailureRecord;
 use crate::core::{
@@ -493,6 +494,29 @@ impl JobMasterService for Operator {
     ) -> Result<Response<Self::GetTaskLogStream>, Status> {
         let chunks = super::logs::get_task_log(&self.shared, request.into_inner()).await?;
         Ok(Response::new(chunks))
+    }
+
+    async fn list_checkpoints(
+        &self,
+        request: GrpcRequest<ListCheckpointsRequest>,
+    ) -> Result<Response<ListCheckpointsResponse>, Status> {
+        let job = parse_job_id(&request.into_inner().job_id)?;
+        let list = self.shared.with(move |c| c.list_checkpoints(job)).await?;
+        Ok(Response::new(list))
+    }
+
+    async fn trigger_checkpoint(
+        &self,
+        request: GrpcRequest<TriggerJobCheckpointRequest>,
+    ) -> Result<Response<TriggerJobCheckpointResponse>, Status> {
+        let job = parse_job_id(&request.into_inner().job_id)?;
+        let checkpoint_id = self
+            .shared
+            .with(move |c| c.trigger_checkpoint_now(job))
+            .await?;
+        Ok(Response::new(TriggerJobCheckpointResponse {
+            checkpoint_id,
+        }))
     }
 
     async fn get_leader(

@@ -567,9 +567,22 @@ struct Recorder {
     calls: Mutex<Vec<Call>>,
     batches: Mutex<Vec<Batch>>,
     descriptors: Mutex<Vec<SubmitTaskRequest>>,
+    /// NotifyCheckpoint calls: (checkpoint, complete, attempts).
+    notices: Mutex<Vec<(u64, bool, usize)>>,
 }
 
 impl Observer for Recorder {
+    fn checkpoint_notified(
+        &self,
+        _exec: &Executor,
+        checkpoint: u64,
+        complete: bool,
+        attempts: usize,
+        _at: Instant,
+    ) {
+        lock(&self.notices).push((checkpoint, complete, attempts));
+    }
+
     fn rpc(&self, _exec: &Executor, rpc: Rpc) {
         lock(&self.batches).push(rpc.into());
     }
@@ -711,6 +724,11 @@ impl FakeExecutor {
 
     pub fn calls_since(&self, mark: usize) -> Vec<Call> {
         lock(&self.recorder.calls)[mark..].to_vec()
+    }
+
+    /// Every NotifyCheckpoint received so far: (checkpoint, complete, attempts).
+    pub fn checkpoint_notices(&self) -> Vec<(u64, bool, usize)> {
+        lock(&self.recorder.notices).clone()
     }
 
     /// Every task descriptor received so far (batches unpacked), in arrival order.

@@ -12,6 +12,7 @@
 
 #![allow(dead_code)]
 
+pub mod exactly_once;
 pub mod ha;
 pub mod netns;
 pub mod tls;

@@ -315,6 +315,33 @@ impl JobMaster {
         Ok(())
     }
 
+    /// An operator's trigger: a checkpoint now, or why not.
+    pub(super) fn trigger_checkpoint_now(
+        &mut self,
+        id: JobId,
+        now: Millis,
+    ) -> Result<(), CoreError> {
+        let job = self.jobs.get_mut(&id).ok_or(CoreError::UnknownJob(id))?;
+        let running = job.state.state() == JobState::Running && job.participants_running();
+        let participants = if running {
+            job.participants()
+        } else {
+            Vec::new()
+        };
+        let ck = job
+            .checkpoints
+            .as_mut()
+            .ok_or(CoreError::CheckpointsOff(id))?;
+        let (_, actions) = ck
+            .coordinator
+            .trigger_now(now, running, participants)
+            .map_err(|reason| CoreError::CheckpointRefused { job: id, reason })?;
+        job.dirty.job = true;
+        self.apply_checkpoint_actions(id, actions, now);
+        self.reset_checkpoint_timer(id, now);
+        Ok(())
+    }
+
     fn checkpoints_of(&mut self, id: JobId) -> Option<&mut JobCheckpoints> {
         self.jobs.get_mut(&id).and_then(|j| j.checkpoints.as_mut())
     }

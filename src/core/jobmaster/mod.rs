@@ -141,6 +141,13 @@ pub enum CoreError {
     NoSlots,
     #[error("job {job} is {state}: only an ended job can be dropped")]
     JobNotEnded { job: JobId, state: JobState },
+    #[error("job {0} has no [checkpoint] table in its spec: checkpointing is off")]
+    CheckpointsOff(JobId),
+    #[error("job {job} cannot start a checkpoint now: {reason}")]
+    CheckpointRefused {
+        job: JobId,
+        reason: crate::core::checkpoint::TriggerRefused,
+    },
 }
 
 /// A refused event, with any commands that must still be carried out.
@@ -298,6 +305,7 @@ impl JobMaster {
                 checkpoint,
                 reason,
             } => self.checkpoint_persisted(job, checkpoint, Some(reason), now),
+            Event::TriggerCheckpoint { job } => self.trigger_checkpoint_now(job, now),
             Event::ReleaseExecutor { executor } => {
                 if self.executors.contains_key(&executor) || self.quarantines.knows(&executor) {
                     self.release_quarantine(&executor, "released by an operator");

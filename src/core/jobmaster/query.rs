@@ -47,6 +47,17 @@ impl JobMaster {
         self.jobs.get(&job).map(|j| &j.graph)
     }
 
+    /// The job's checkpoint coordinator; `None` for an unknown job or one without checkpoints.
+    pub fn checkpoints(
+        &self,
+        job: JobId,
+    ) -> Option<&crate::core::checkpoint::CheckpointCoordinator> {
+        self.jobs
+            .get(&job)
+            .and_then(|j| j.checkpoints.as_ref())
+            .map(|c| &c.coordinator)
+    }
+
     pub fn regions(&self, job: JobId) -> Option<&Regions> {
         self.jobs.get(&job).map(|j| &j.regions)
     }

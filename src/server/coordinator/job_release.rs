@@ -23,8 +23,16 @@ impl Coordinator {
     /// Queues a `ReleaseJob` of `job` for every registered executor.
     pub(super) fn release_job(&mut self, job: JobId) {
         let executors: Vec<_> = self.dispatchers.keys().cloned().collect();
+        // A job that checkpointed: its checkpoints go too (nothing restarts from them).
+        let checkpoints = self.checkpoint_storage(job);
         for executor in executors {
-            self.order(&executor, Order::ReleaseJob(job.to_string()));
+            self.order(
+                &executor,
+                Order::ReleaseJob {
+                    job: job.to_string(),
+                    checkpoints: checkpoints.clone(),
+                },
+            );
         }
     }
 }
