@@ -19,7 +19,7 @@
 #   kill-etcd [SERVICE]              docker kill of one etcd member (etcd-1), then start it
 #   quorum-loss [SECONDS]            docker kill of etcd-2 and etcd-3, then start them
 #
-# Needs jmctl on PATH (or $JMCTL), docker and docker-compose. tests/chaos.rs runs every case with
+# Needs jmctl ($JMCTL, on PATH, or target/{release,debug}/jmctl), docker and docker-compose. tests/chaos.rs runs every case with
 # assertions (JM_CHAOS=1); this script only acts and reports.
 set -eu
 cd "$(dirname "$0")/.."
@@ -32,9 +32,17 @@ fi
 case_=${1:-}
 [ -n "$case_" ] || { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 shift
-jmctl=${JMCTL:-jmctl}
-command -v "$jmctl" >/dev/null 2>&1 || jmctl=target/release/jmctl
-[ -x "$jmctl" ] || command -v "$jmctl" >/dev/null 2>&1 || { echo "chaos: jmctl not found (set JMCTL)" >&2; exit 1; }
+# jmctl: $JMCTL, else the one on PATH, else this tree's release or debug build.
+jmctl=${JMCTL:-}
+if [ -z "$jmctl" ]; then
+  for candidate in "$(command -v jmctl 2>/dev/null || true)" target/release/jmctl target/debug/jmctl; do
+    if [ -n "$candidate" ] && [ -x "$candidate" ]; then
+      jmctl=$candidate
+      break
+    fi
+  done
+fi
+[ -n "$jmctl" ] || { echo "chaos: jmctl not found (put it on PATH or set JMCTL)" >&2; exit 1; }
 
 container() {
   id=$(docker-compose -p "$project" ps -q "$1" | head -n 1)
