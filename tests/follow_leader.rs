@@ -190,6 +190,17 @@ async fn jmctl_reaches_the_leader_past_refusals_and_standbys_and_says_when_none_
             stderr(&out)
         );
 
+        // ... unless the list goes on: the leader may be further down under another address
+        // (a container's host name the standby names, published ports the operator uses).
+        let jobs = json_of(
+            &jmctl(
+                &format!("{},{}", stale.url(), daemon.url()),
+                &["--output", "json", "list"],
+            )
+            .await,
+        );
+        assert_eq!(jobs.as_array().map(Vec::len), Some(1), "{jobs}");
+
         // A bad list is a usage error.
         let out = jmctl(&format!("{},", daemon.url()), &["list"]).await;
         assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));

@@ -1,7 +1,10 @@
 //! Runs a jmctl command at the leader among the JobMasters of `--endpoint URL[,URL…]`: the
 //! endpoints are tried in order; one that cannot be reached (connection refused, timeout) or a
 //! standby that knows no leader sends the command to the next; a standby that names the
-//! leader (`jobmaster-leader`) has the command repeated once there, in or out of the list.
+//! leader (`jobmaster-leader`) has the command repeated once there, in or out of the list;
+//! when that named leader cannot be reached from here (say, its advertised address is a host
+//! name of a container network, and jmctl runs on the host through published ports), the next
+//! endpoints of the list are tried, one of which may be the leader under another address.
 //! Only a command's first call is followed: a streaming command (`watch`, `logs`) picks its
 //! JobMaster when it starts, and a command that already did something at one is not repeated.
 
@@ -27,7 +30,8 @@ pub async fn call<T>(
         setup.check(endpoint)?;
     }
     let mut tried: Vec<Tried> = Vec::new();
-    for endpoint in &list {
+    for (i, endpoint) in list.iter().enumerate() {
+        let last = i + 1 == list.len();
         let mut client = match setup.connect(endpoint).await {
             Ok(client) => client,
             Err(unreached) if list.len() == 1 => {
@@ -59,7 +63,17 @@ pub async fn call<T>(
         match error.standby {
             None => return Err(error),
             Some(Hint::Leader(leader)) => {
-                return at_leader(&setup, endpoint, &leader, &mut command).await;
+                match at_leader(&setup, endpoint, &leader, &mut command).await {
+                    // Nothing ran at the named leader: the rest of the list may hold it.
+                    Err(AtLeader::Unreached(_)) if !last => tried.push(Tried {
+                        endpoint: endpoint.clone(),
+                        said: format!(
+                            "is a standby naming {leader}, which cannot be reached from here"
+                        ),
+                    }),
+                    Err(AtLeader::Unreached(error) | AtLeader::Failed(error)) => return Err(error),
+                    Ok(done) => return Ok(done),
+                }
             }
             Some(Hint::NoLeader) => tried.push(Tried {
                 endpoint: endpoint.clone(),
@@ -74,39 +88,49 @@ pub async fn call<T>(
     Err(none_leads(&list, &tried))
 }
 
+/// Why [`at_leader`] failed.
+enum AtLeader {
+    /// The named leader could not be connected to: the command did not run there.
+    Unreached(CtlError),
+    /// Anything else (the command's own error included).
+    Failed(CtlError),
+}
+
 /// Repeats `command` once at `leader`, which the standby at `standby` named.
 async fn at_leader<T>(
     setup: &Setup,
     standby: &str,
     leader: &str,
     command: &mut impl AsyncFnMut(&mut Client) -> Result<T, CtlError>,
-) -> Result<T, CtlError> {
+) -> Result<T, AtLeader> {
     let named = format!("{standby} is a standby and names {leader} as the leader");
     if let Err(e) = setup.check(leader) {
-        return Err(CtlError::new(
+        return Err(AtLeader::Failed(CtlError::new(
             1,
             format!("{named}, which jmctl cannot use: {}", e.message),
-        ));
+        )));
     }
     let mut client = setup.connect(leader).await.map_err(|e| {
-        CtlError::new(
+        AtLeader::Unreached(CtlError::new(
             1,
             format!(
                 "{named}, but it cannot be reached: {} (the lead may be changing hands: retry, \
                  or check that its address is reachable from here)",
                 e.why
             ),
-        )
+        ))
     })?;
-    command(&mut client).await.map_err(|e| match e.standby {
-        Some(_) => CtlError::new(
-            1,
-            format!(
-                "{named}, but it answers as a standby too (the lead is changing hands): retry \
+    command(&mut client).await.map_err(|e| {
+        AtLeader::Failed(match e.standby {
+            Some(_) => CtlError::new(
+                1,
+                format!(
+                    "{named}, but it answers as a standby too (the lead is changing hands): retry \
                  in a moment"
+                ),
             ),
-        ),
-        None => e,
+            None => e,
+        })
     })
 }
 
