@@ -137,8 +137,23 @@ async fn dashboard_shows_regions_and_task_states_in_chromium() {
         let daemon = Daemon::start(settings(&[])).await;
         let _a = FakeExecutor::start(&daemon, "tm-a", 8).await;
         let client = daemon.client().await;
-        let job = submit(&client, TWO_CITIES).await;
+        // Checkpointed (the fake executor acknowledges at once): the checkpoint panel shows.
+        let spec = format!("checkpoint = {{ interval = \"100ms\" }}\n{TWO_CITIES}");
+        let job = submit(&client, &spec).await;
         wait_all_running(&client, &job).await;
+        let checkpoints = format!("/api/jobs/{job}/checkpoints");
+        let completed = eventually("a completed checkpoint", DEADLINE, || async {
+            let (code, body) = http_get(daemon.http_addr, &checkpoints).await;
+            let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+            let done = v["checkpoints"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|c| c["state"] == "COMPLETED"));
+            (code == 200 && v["enabled"] == true && done)
+                .then_some(v)
+                .ok_or(body)
+        })
+        .await;
+        assert_eq!(completed["interval_ms"], 100);
 
         let (code, api) = http_get(daemon.http_addr, &format!("/api/jobs/{job}")).await;
         assert_eq!(code, 200, "{api}");
@@ -190,6 +205,14 @@ async fn dashboard_shows_regions_and_task_states_in_chromium() {
             );
         }
         assert!(dom.contains("tm-a"), "executor listed");
+        assert!(
+            dom.contains("<h2>Checkpoints</h2>") && dom.contains("latest completed: "),
+            "checkpoint panel shown:\n{dom}"
+        );
+        assert!(
+            dom.contains("ck-COMPLETED"),
+            "a completed checkpoint listed:\n{dom}"
+        );
         let _ = tokio::time::timeout(
             Duration::from_secs(40),
             chromium(vec![format!("--screenshot={}", shot.display())]),

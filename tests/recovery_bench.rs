@@ -45,6 +45,76 @@ async fn recovery_bench() {
     );
 }
 
+/// Issue 16's target, measured (`cargo test --release --test recovery_bench -- --ignored
+/// --nocapture recovery_bench_restore`; `BENCH_RUNS` as above): the recovery benchmark's job
+/// with stateful tasks (`examples/tasks/counter.py`, checkpointed every 200 ms): from kill -9
+/// of an executor until every task of the affected region is RUNNING again, restored from the
+/// latest completed checkpoint (checked afterwards: each restarted process got
+/// `JM_RESTORE_DIR` and its state is there), and only that region restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run explicitly"]
+async fn recovery_bench_restore() {
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let counter = process_support::example("tasks/counter.py");
+    let mut results = Vec::new();
+    for run in 0..runs {
+        let (cluster, job, ids) =
+            recovery_cluster_of(false, &["python3", &counter], Some("200ms")).await;
+        // A checkpoint every task took part in, so every restarted task has state.
+        let mut client = cluster.client();
+        let (c, j) = (&mut client, job.as_str());
+        eventually("a completed checkpoint of every task", WAIT, || {
+            let mut c = c.clone();
+            async move {
+                let list = c
+                    .list_checkpoints(jobmaster::api::v1::ListCheckpointsRequest {
+                        job_id: j.to_owned(),
+                    })
+                    .await
+                    .map_err(|s| s.to_string())?
+                    .into_inner()
+                    .checkpoints;
+                list.iter()
+                    .any(|k| k.state == "COMPLETED" && k.tasks == 100)
+                    .then_some(())
+                    .ok_or(format!("{list:?}"))
+            }
+        })
+        .await;
+        let victim = ids[run % 4];
+        let mut r = kill_and_measure(&cluster, &job, victim).await;
+        r.root = Some(cluster.root.clone());
+        // Every restarted process started from its state.
+        let restored = cluster
+            .processes()
+            .into_iter()
+            .filter(|p| p.job == job && p.attempt > 0 && p.executor != victim)
+            .filter(|p| {
+                process_support::task_env(p.pid)
+                    .and_then(|env| env.get("JM_RESTORE_DIR").cloned())
+                    .is_some_and(|dir| std::path::Path::new(&dir).join("state").is_file())
+            })
+            .count();
+        assert_eq!(
+            restored, r.restarted,
+            "every restarted task restored its state"
+        );
+        r.print(run);
+        results.push(r);
+    }
+    summarize(
+        "recovery with restore after kill -9 of an executor",
+        &results,
+    );
+    assert!(
+        results.iter().all(|r| (r.restarted, r.total) == (25, 100)),
+        "every run restarts exactly the one affected region"
+    );
+}
+
 /// The placement issue's target (a), measured (run with
 /// `cargo test --release --test recovery_bench -- --ignored --nocapture recovery_bench_40_regions`;
 /// `BENCH_RUNS` sets the number of runs, 10 by default): 10 executors of 125 slots, a job of 40
@@ -469,6 +539,16 @@ async fn recovery_once(run: usize, tls: bool) -> Recovery {
 /// 100-task job of 4 independent regions, one region per executor (tm-1 to tm-4; tm-5 is the
 /// spare). Returns the cluster, the job and the executor ids.
 async fn recovery_cluster(tls: bool) -> (Cluster, String, [&'static str; 5]) {
+    recovery_cluster_of(tls, &["sleep", "3600"], None).await
+}
+
+/// [`recovery_cluster`] whose tasks run `command`, checkpointed every `checkpoint` (a
+/// duration) when given.
+async fn recovery_cluster_of(
+    tls: bool,
+    command: &[&str],
+    checkpoint: Option<&str>,
+) -> (Cluster, String, [&'static str; 5]) {
     let mut cluster = if tls {
         Cluster::new_tls("bench-tls", &[])
     } else {
@@ -480,23 +560,26 @@ async fn recovery_cluster(tls: bool) -> (Cluster, String, [&'static str; 5]) {
     let mut edges = Vec::new();
     for city in ["beijing", "shanghai", "shenzhen", "hangzhou"] {
         vertices.push(serde_json::json!({
-            "id": format!("{city}-source"), "parallelism": 5, "command": ["sleep", "3600"],
+            "id": format!("{city}-source"), "parallelism": 5, "command": command,
         }));
         vertices.push(serde_json::json!({
-            "id": format!("{city}-orders"), "parallelism": 20, "command": ["sleep", "3600"],
+            "id": format!("{city}-orders"), "parallelism": 20, "command": command,
         }));
         edges.push(serde_json::json!({
             "from": format!("{city}-source"), "to": format!("{city}-orders"),
             "pattern": "all-to-all", "exchange": "pipelined",
         }));
     }
-    let spec = serde_json::json!({
+    let mut spec = serde_json::json!({
         "name": "recovery-bench",
         "failover": "region",
         "restart": { "strategy": "fixed-delay", "attempts": 1000, "delay": "0ms" },
         "vertices": vertices,
         "edges": edges,
     });
+    if let Some(interval) = checkpoint {
+        spec["checkpoint"] = serde_json::json!({ "interval": interval, "timeout": "30s" });
+    }
     cluster.start_executor("tm-1", 25);
     cluster.wait_registered(&["tm-1"]).await;
     let job = cluster.submit(&spec).await;

@@ -54,6 +54,7 @@ def restored():
 
 
 def link_path(link_dir):
+    os.makedirs(link_dir, exist_ok=True)
     return os.path.join(link_dir, f"{os.environ['JM_JOB_ID']}-{os.environ['JM_SUBTASK']}.sock")
 
 

@@ -75,7 +75,13 @@ const GATEWAY: &str = "/jobmaster.v1.TaskExecutorGateway/";
 const EXECUTOR_SERVICE: &str = "/jobmaster.v1.TaskExecutorService/";
 
 /// JobMasterService methods that change something.
-const WRITES: [&str; 4] = ["SubmitJob", "CancelJob", "InjectFailure", "ReleaseExecutor"];
+const WRITES: [&str; 5] = [
+    "SubmitJob",
+    "CancelJob",
+    "InjectFailure",
+    "ReleaseExecutor",
+    "TriggerCheckpoint",
+];
 
 fn bearer(headers: &HeaderMap) -> Result<Option<&str>, Denied> {
     let Some(value) = headers.get("authorization") else {
@@ -437,6 +443,24 @@ mod tests {
             ),
             Err(Denied::PermissionDenied(_))
         ));
+        // Triggering a checkpoint is an operator's act; listing them a viewer's.
+        assert!(matches!(
+            guard.grpc(
+                "/jobmaster.v1.JobMasterService/TriggerCheckpoint",
+                Some(&viewer),
+                &headers
+            ),
+            Err(Denied::PermissionDenied(_))
+        ));
+        assert!(
+            guard
+                .grpc(
+                    "/jobmaster.v1.JobMasterService/ListCheckpoints",
+                    Some(&viewer),
+                    &headers
+                )
+                .is_ok()
+        );
         assert!(matches!(
             guard.grpc(
                 "/jobmaster.v1.JobMasterService/ListJobs",

@@ -1,6 +1,7 @@
 //! The HTTP port: liveness, Prometheus metrics at `/metrics`, the dashboard at `/` and the JSON
-//! it reads (`/api/overview`, `/api/jobs/{id}`, `/api/jobs/{id}/tasks`) — jobs from the read
-//! model, never from the coordinator.
+//! it reads (`/api/overview`, `/api/jobs/{id}`, `/api/jobs/{id}/tasks`,
+//! `/api/jobs/{id}/checkpoints`) — jobs from the read model, never from the coordinator; the
+//! short lists (executors, a job's last checkpoints) from the coordinator.
 
 use std::sync::Arc;
 
@@ -30,6 +31,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> axum::Router {
         .route("/api/overview", get(overview))
         .route("/api/jobs/{id}", get(job))
         .route("/api/jobs/{id}/tasks", get(tasks))
+        .route("/api/jobs/{id}/checkpoints", get(checkpoints))
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             authorize,
@@ -246,6 +248,51 @@ async fn tasks(
     match rendered {
         Some(body) => json_bytes(body),
         None => error(ApiError::ShuttingDown),
+    }
+}
+
+/// A job's checkpoints as `jmctl checkpoints --output json` lists them, newest first, with the
+/// interval; `{"enabled": false}` for a job that does not checkpoint.
+async fn checkpoints(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let job = match parse_job_id(&id) {
+        Ok(job) => job,
+        Err(e) => return error(e),
+    };
+    let listed = shared
+        .with(move |c| {
+            if c.core.checkpoints(job).is_none() {
+                return if c.core.graph(job).is_some() {
+                    Ok(None)
+                } else {
+                    Err(ApiError::NotFound(format!("job {job} does not exist")))
+                };
+            }
+            c.list_checkpoints(job).map(Some)
+        })
+        .await;
+    match listed {
+        Ok(None) => axum::Json(json!({ "enabled": false })).into_response(),
+        Ok(Some(r)) => {
+            let list: Vec<Value> = r
+                .checkpoints
+                .iter()
+                .map(|c| {
+                    json!({
+                        "id": c.id, "state": c.state, "trigger_time": c.trigger_time_unix_ms,
+                        "duration_ms": c.duration_ms, "size_bytes": c.size_bytes,
+                        "acknowledged": c.acknowledged, "tasks": c.tasks,
+                        "retained": c.retained, "reason": c.reason,
+                    })
+                })
+                .collect();
+            axum::Json(json!({
+                "enabled": true,
+                "interval_ms": r.interval_ms,
+                "checkpoints": list,
+            }))
+            .into_response()
+        }
+        Err(e) => error(e),
     }
 }
 

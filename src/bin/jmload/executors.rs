@@ -62,6 +62,8 @@ pub(crate) struct Hub {
     /// UpdateTaskStates calls made, and the reports they carried.
     report_batches: AtomicU64,
     batched_reports: AtomicU64,
+    /// NotifyCheckpoint(complete) calls: (checkpoint, attempts, arrival).
+    completions: Mutex<Vec<(u64, usize, Instant)>>,
 }
 
 impl Hub {
@@ -95,6 +97,17 @@ impl Hub {
         )
     }
 
+    /// The completion notices of checkpoint `id` so far: attempts told, and the last arrival.
+    pub(crate) fn completed(&self, id: u64) -> (usize, Option<Instant>) {
+        let notices = self.completions.lock().unwrap();
+        notices
+            .iter()
+            .filter(|(c, _, _)| *c == id)
+            .fold((0, None), |(n, last), (_, k, at)| {
+                (n + k, Some(last.map_or(*at, |l: Instant| l.max(*at))))
+            })
+    }
+
     pub(crate) fn end(&self) -> Vec<(Mark, Instant, u32)> {
         self.recording.store(false, Ordering::SeqCst);
         std::mem::take(&mut *self.marks.lock().unwrap())
@@ -102,6 +115,22 @@ impl Hub {
 }
 
 impl Observer for Hub {
+    fn checkpoint_notified(
+        &self,
+        _exec: &Executor,
+        checkpoint: u64,
+        complete: bool,
+        attempts: usize,
+        at: Instant,
+    ) {
+        if complete {
+            self.completions
+                .lock()
+                .unwrap()
+                .push((checkpoint, attempts, at));
+        }
+    }
+
     fn submitted(&self, _exec: &Executor, task: &SubmitTaskRequest, at: Instant) {
         let Some(attempt) = &task.attempt else { return };
         self.submits.fetch_add(1, Ordering::Relaxed);

@@ -26,6 +26,8 @@
 //! * `submit`, `restart`, `store-churn` (issue 14, the durable store): SubmitJob of 100,000
 //!   tasks (≤ 1 s); a daemon restarted as after a crash on a store of 100 jobs × 1,000 running
 //!   tasks (≤ 3 s to reconcile, no restart); the store file under 10,000 short jobs.
+//! * `checkpoint` (issue 16): one checkpoint of 1,000 (or 100,000) tasks acknowledged at once:
+//!   trigger → durable completion (≤ 20 ms, ≤ 500 ms).
 //!
 //! The in-process daemon runs on its default store (embedded redb, fsync) in a fresh temporary
 //! state dir unless `--store memory`, `--no-fsync` or `--state-dir` say otherwise ([`daemon`]);
@@ -40,6 +42,7 @@
 //! [`stats`] (percentiles and rounding), [`probe`] (CPU and memory from /proc), [`report`]
 //! (the tables), and one module per scenario.
 
+mod checkpoint;
 mod churn;
 mod ctx;
 mod daemon;
@@ -201,6 +204,9 @@ enum Scenario {
     /// Many small jobs that finish at once, with the default retention: does the store file
     /// stay bounded?
     StoreChurn(store_churn::StoreChurnArgs),
+    /// One checkpoint of a large job whose acknowledgements arrive at once: trigger → durable
+    /// completion (target ≤ 20 ms for 1,000 tasks, ≤ 500 ms for 100,000).
+    Checkpoint(checkpoint::CheckpointArgs),
 }
 
 fn main() -> Result<()> {
@@ -248,6 +254,10 @@ fn hard_limit(scenario: &Scenario) -> Duration {
         Scenario::Submit(a) => Duration::from_secs(300) + Duration::from_secs(60) * a.runs as u32,
         Scenario::Restart(a) => a.timeout * 3 + Duration::from_secs(600),
         Scenario::StoreChurn(a) => a.timeout,
+        Scenario::Checkpoint(a) => {
+            Duration::from_secs(600)
+                + (a.pause + Duration::from_secs(5)) * (a.runs + a.warmup) as u32
+        }
     }
 }
 
@@ -327,6 +337,7 @@ async fn run(cli: Cli) -> Result<()> {
         Scenario::Submit(a) => submit::run(&ctx, a).await,
         Scenario::Restart(a) => restart::run(&ctx, a, common, tls.as_deref(), &mut daemon).await,
         Scenario::StoreChurn(a) => store_churn::run(&ctx, a, daemon.as_ref()).await,
+        Scenario::Checkpoint(a) => checkpoint::run(&ctx, a).await,
     };
     let wall = t0.elapsed().as_secs_f64();
     let machine1 = probe.machine();

@@ -133,7 +133,12 @@ pub(crate) async fn run(ctx: &Ctx, a: &SubmitArgs) -> Result<Value> {
 }
 
 /// Waits until `job` has `tasks` tasks RUNNING (or FINISHED), from ListJobs.
-async fn wait_tasks_up(ctx: &Ctx, job: &str, tasks: u32, timeout: Duration) -> Result<()> {
+pub(crate) async fn wait_tasks_up(
+    ctx: &Ctx,
+    job: &str,
+    tasks: u32,
+    timeout: Duration,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let mut op = ctx.op.clone();
     loop {
