@@ -99,6 +99,17 @@ impl RawCheckpoint {
                 "contains a NUL byte, which no path can hold",
             ));
         }
+        // Executors resolve it each in their own working directory: only an absolute path
+        // names the same storage on every one.
+        if !dir.is_empty() && !dir.starts_with('/') {
+            return Err(invalid(
+                "checkpoint.dir",
+                &format!(
+                    "{dir:?} is not an absolute path; give the shared storage's absolute path, \
+                     or leave it out for the executors' default"
+                ),
+            ));
+        }
         Ok(CheckpointConfig {
             interval,
             timeout,
@@ -204,6 +215,11 @@ mod tests {
             (
                 "interval = \"1s\"\ndir = \"a\\u0000b\"\n",
                 "checkpoint.dir: contains a NUL byte, which no path can hold",
+            ),
+            (
+                "interval = \"1s\"\ndir = \"ckpt\"\n",
+                "checkpoint.dir: \"ckpt\" is not an absolute path; give the shared storage's \
+                 absolute path, or leave it out for the executors' default",
             ),
         ];
         for (table, message) in cases {
