@@ -245,3 +245,52 @@ async fn a_restarted_region_restores_from_the_latest_checkpoint_and_the_other_ke
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_jobmaster_knows_the_completed_checkpoints_from_its_store() {
+    within(TEST_LIMIT, async {
+        let s = settings(&[]);
+        let first = Daemon::start(s.clone()).await;
+        let addr = first.addr;
+        let client = first.client().await;
+        let executor = FakeExecutor::start(&first, "e1", 8).await;
+        let slow = CHECKPOINTED.replace("interval = \"100ms\"", "interval = \"1h\"");
+        let job = submit(&client, &slow).await;
+        wait_all_running(&client, &job).await;
+        let mut c = client.clone();
+        c.trigger_checkpoint(TriggerJobCheckpointRequest {
+            job_id: job.clone(),
+        })
+        .await
+        .expect("trigger");
+        let done = wait_completed(&client, &job, 1).await;
+        // The tasks were told only once it was durable: a new JobMaster must know it.
+        eventually("the completion notice", DEADLINE, || async {
+            let notices = executor.checkpoint_notices();
+            notices
+                .iter()
+                .any(|n| n.0 == done.id && n.1)
+                .then_some(())
+                .ok_or_else(|| format!("{notices:?}"))
+        })
+        .await;
+        let _ = first.shutdown().await;
+
+        let second = Daemon::start_on(s, addr).await;
+        let client = second.client().await;
+        let list = try_list(&client, &job)
+            .await
+            .expect("list after the restart");
+        let kept = list
+            .iter()
+            .find(|k| k.id == done.id)
+            .unwrap_or_else(|| panic!("checkpoint {} kept: {list:?}", done.id));
+        assert_eq!(
+            (kept.state.as_str(), kept.retained, kept.tasks),
+            ("COMPLETED", true, 8),
+            "{kept:?}"
+        );
+        let _ = second.shutdown().await;
+    })
+    .await;
+}
