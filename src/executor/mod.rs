@@ -683,7 +683,16 @@ async fn send_report(agent: &Agent, update: &TaskStateUpdate) {
 /// Registers with the JobMaster under the current session, adopting its epoch. The heartbeats
 /// that follow, and what happens when they fail, are [`connection`]'s.
 async fn register(agent: &Arc<Agent>) -> Result<RegisterExecutorResponse, tonic::Status> {
-    let mut gateway = agent.gateway.client();
+    register_at(agent, agent.gateway.client()).await
+}
+
+/// [`register`] at the JobMaster behind `gateway` (one the executor may not follow yet).
+async fn register_at(
+    agent: &Arc<Agent>,
+    mut gateway: crate::api::v1::task_executor_gateway_client::TaskExecutorGatewayClient<
+        tonic::transport::Channel,
+    >,
+) -> Result<RegisterExecutorResponse, tonic::Status> {
     // What it holds: a JobMaster that restarted adopts the attempts it still expects.
     let (attempts, partitions) = {
         let state = agent.lock();
