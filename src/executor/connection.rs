@@ -313,8 +313,8 @@ enum End {
     },
 }
 
-/// A registration's answer and its send time.
-type Registered = (RegisterExecutorResponse, Instant);
+/// A registration's answer, its send time and the session id it registered.
+type Registered = (RegisterExecutorResponse, Instant, String);
 
 /// An outage: since when the JobMaster is unreachable, and what was done about it.
 struct Outage {
@@ -563,8 +563,9 @@ async fn session(
     let mut fences = link.fences.subscribe();
     let session_id = agent.session();
     let (registered, sent) = match given {
-        Some(given) => given,
-        None => {
+        // Made under this very session (a fence since then changed the id: register again).
+        Some((registered, sent, id)) if id == session_id => (registered, sent),
+        _ => {
             let sent = Instant::now();
             (super::register(agent).await?, sent)
         }
@@ -723,6 +724,8 @@ struct Probe {
     endpoint: String,
     /// No later than its send time (the clock is pinned to it).
     sent: Instant,
+    /// The session id it registers.
+    session_id: String,
     call: std::pin::Pin<
         Box<dyn Future<Output = Result<RegisterExecutorResponse, tonic::Status>> + Send>,
     >,
@@ -799,10 +802,13 @@ impl Seeker {
                     link.update(|c| c.pin(&endpoint, sent));
                     debug!(endpoint = %Escaped(&endpoint), "asking a jobmaster whether it leads");
                     let agent = agent.clone();
+                    let session_id = agent.session();
+                    let id = session_id.clone();
                     self.probe = Some(Probe {
                         endpoint,
                         sent,
-                        call: Box::pin(async move { super::register_at(&agent, client).await }),
+                        session_id,
+                        call: Box::pin(async move { super::register_at(&agent, client, id).await }),
                     });
                     return;
                 }
@@ -840,7 +846,7 @@ impl Seeker {
                            was silent: switching to it, keeping the attempts for it to adopt");
                     return Some(End::Switch {
                         endpoint: leader,
-                        registered: Some((registered, probe.sent)),
+                        registered: Some((registered, probe.sent, probe.session_id)),
                     });
                 }
                 // The silent leader under another URL, or an older term: nothing to act on.
