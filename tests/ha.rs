@@ -222,6 +222,107 @@ async fn a_frozen_leader_is_replaced_and_on_waking_steps_down_without_a_command_
     .await;
 }
 
+/// A lease shorter than the executors' fence deadline: 2 s against a heartbeat timeout of 6 s
+/// (fence margin 1.5 s, so the executors fence 4.5 s after their last answered heartbeat).
+const SWITCH_ENV: &[(&str, &str)] = &[
+    ("JOBMASTER__HA__LEASE_TTL", "2s"),
+    ("JOBMASTER__HEARTBEAT__TIMEOUT", "6s"),
+];
+
+/// Lines of executor `id`'s log from byte `from` on.
+fn executor_log(ha: &HaCluster, id: &str, from: usize) -> String {
+    let log =
+        std::fs::read_to_string(ha.cluster.root.join(format!("{id}.log"))).unwrap_or_default();
+    log.get(from..).unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leader_with_a_lease_shorter_than_the_fence_deadline_costs_no_task_restart() {
+    need_etcd!();
+    bounded(Duration::from_secs(240), async {
+        let executors = ["a", "b"];
+        let mut ha = HaCluster::start("ha-switch", 3, 2, &[("a", 8), ("b", 8)], SWITCH_ENV).await;
+        let (old, first) = ha.wait_leader(WAIT).await;
+        let job = submit(&ha, &job_spec("switch-leader")).await;
+        let before = running(&ha, &job).await;
+
+        let frozen = std::time::Instant::now();
+        ha.signal_jm(old, libc::SIGSTOP);
+        let (new, lead) = ha.wait_leader_other_than(old, WAIT).await;
+        assert!(lead.epoch > first.epoch, "a newer term");
+        // Every task adopted by the new leader: same attempts, same executors, same processes.
+        let adopted = process_support::eventually(
+            "every attempt adopted by the new leader",
+            WAIT,
+            || async {
+                let j = ha.job(&job).await?;
+                let counters = j.counters.unwrap_or_default();
+                if counters.adopted_attempts == before.len() as u64 {
+                    Ok(j)
+                } else {
+                    Err(format!(
+                        "adopted {} of {}",
+                        counters.adopted_attempts,
+                        before.len()
+                    ))
+                }
+            },
+        )
+        .await;
+        let took = frozen.elapsed();
+        assert_eq!(running(&ha, &job).await, before, "no task restarted");
+        assert_eq!(
+            adopted.counters.expect("counters").restarts,
+            0,
+            "no restart"
+        );
+        eprintln!("leader frozen → every attempt adopted by the new leader: {took:?}");
+        for id in executors {
+            let log = executor_log(&ha, id, 0);
+            assert!(
+                log.contains("a newer leader registered this executor"),
+                "{id} switched to the new leader: {log}"
+            );
+            assert!(!log.contains("self-fencing"), "{id} did not fence: {log}");
+        }
+
+        // The old leader wakes up: it steps down, and no executor takes a command from it.
+        let logged: Vec<usize> = executors
+            .iter()
+            .map(|id| executor_log(&ha, id, 0).len())
+            .collect();
+        ha.signal_jm(old, libc::SIGCONT);
+        process_support::eventually("the woken leader steps down", WAIT, || async {
+            let messages = ha.jm_messages(old);
+            let stepped = messages
+                .iter()
+                .any(|m| m == "leadership lost: stepped down");
+            let standby = messages.iter().rev().any(|m| m == "standing by");
+            if stepped && standby {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{:?}",
+                    messages.iter().rev().take(5).collect::<Vec<_>>()
+                ))
+            }
+        })
+        .await;
+        let (leader, _) = ha.wait_leader(WAIT).await;
+        assert_eq!(leader, new, "the new leader still leads");
+        assert_eq!(running(&ha, &job).await, before, "still the same processes");
+        for (id, from) in executors.iter().zip(logged) {
+            let since = executor_log(&ha, id, from);
+            for taken in ["killing attempt", "stopping attempt", "self-fencing"] {
+                assert!(!since.contains(taken), "{id} after the wake-up: {since}");
+            }
+        }
+        let j = ha.job(&job).await.expect("GetJob");
+        assert_eq!(j.counters.expect("counters").restarts, 0, "no restart");
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_one_etcd_member_of_three_changes_nothing() {
     need_etcd!();

@@ -23,11 +23,26 @@
 //!   every one refused or answered as a standby without a leader (or named a leader that
 //!   refused) is that evidence, from the round's start; backoff counts rounds. The choice of
 //!   the endpoint and this rule are [`super::follow`]'s.
+//! - **Switching**: while the leader's heartbeats go unanswered (one interval or more), the
+//!   executor keeps its heartbeat stream open — closing it makes a live JobMaster lose it at
+//!   once — and searches the other endpoints by registering there ([`super::follow::Search`]).
+//!   One that registers it with a greater epoch leads in a newer term: the silent leader's
+//!   lease lapsed, so it never sends a command again, and the executor refuses its epoch from
+//!   now on. The executor switches there (the registration listed its attempts: the new
+//!   leader adopts them) without fencing. Whatever else the search finds, the fence deadline
+//!   stands.
+//! - A registration sent elsewhere may register the executor there even if no answer comes
+//!   (a timeout): that JobMaster would then count it alive from that send time, not from the
+//!   silent leader's answers. So every such registration *pins* the deadline to count from no
+//!   later than its send time, until that JobMaster answers a heartbeat (the executor follows
+//!   it), says it does not lead or refuses the connection (its term is over), or the attempts
+//!   are fenced.
 //!
 //! [`FenceClock`] is that rule as a pure function of the instants it is told; [`run`] feeds it
 //! and a watchdog acts on its deadline.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,9 +52,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, error, info, warn};
 
 use super::Agent;
-use super::follow::{Follower, Found, Next};
+use super::follow::{Follower, Found, Next, Probed, Search, Step};
 use crate::api::leader::{Hint, endpoints, standby};
-use crate::api::v1::HeartbeatRequest;
+use crate::api::v1::{HeartbeatRequest, RegisterExecutorResponse};
 use crate::log_text::Escaped;
 use crate::security::connector::connection_refused;
 
@@ -48,6 +63,9 @@ use crate::security::connector::connection_refused;
 const MAX_OUTSTANDING: usize = 1024;
 /// The first delay between reconnect attempts; it doubles up to [`reconnect_cap`].
 const FIRST_RETRY: Duration = Duration::from_millis(50);
+/// The longest delay between two rounds of a search for a newer leader (at most a heartbeat
+/// interval too): standbys answer at once, and a new leader found sooner saves the attempts.
+const MAX_SEARCH_DELAY: Duration = Duration::from_millis(250);
 
 /// The fencing rule (see the module's comment): when the executor must have killed its
 /// attempts, from what it has been told. Pure: every instant is an argument.
@@ -64,6 +82,10 @@ pub(crate) struct FenceClock {
     proof: Option<Instant>,
     /// The attempts were fenced and the executor has not registered since.
     fenced: bool,
+    /// Registrations sent to other JobMasters (endpoint, send time) that may have registered
+    /// this executor there: the deadline counts from no later than the earliest (see the
+    /// module's comment).
+    pins: Vec<(String, Instant)>,
 }
 
 impl FenceClock {
@@ -73,6 +95,7 @@ impl FenceClock {
             margin: Duration::ZERO,
             proof: None,
             fenced: false,
+            pins: Vec::new(),
         }
     }
 
@@ -100,6 +123,29 @@ impl FenceClock {
         self.proof = Some(self.proof.map_or(sent, |p| p.max(sent)));
     }
 
+    /// A heartbeat sent at `sent` to `endpoint` was answered without `reregister`: proof, and
+    /// that JobMaster counts this executor alive from its heartbeats now (its pin goes).
+    pub(crate) fn answered_by(&mut self, endpoint: &str, sent: Instant) {
+        self.answered(sent);
+        self.unpin(endpoint);
+    }
+
+    /// A registration is sent to `endpoint`, not followed now, at `sent`: it may register this
+    /// executor there whatever comes back, so the deadline counts from no later than `sent`.
+    pub(crate) fn pin(&mut self, endpoint: &str, sent: Instant) {
+        match self.pins.iter_mut().find(|(e, _)| e == endpoint) {
+            Some((_, at)) => *at = (*at).min(sent),
+            None => self.pins.push((endpoint.to_owned(), sent)),
+        }
+    }
+
+    /// `endpoint` did not register this executor, or cannot act on it: it refused the
+    /// connection, answered as a standby (its term, if it had one, is over), or registered it
+    /// in a term no newer than the one followed.
+    pub(crate) fn unpin(&mut self, endpoint: &str) {
+        self.pins.retain(|(e, _)| e != endpoint);
+    }
+
     /// A reconnect attempt started at `started` was refused, seen at `now`. Returns whether it
     /// kept the attempts alive (false once the fence deadline has passed or they were fenced).
     pub(crate) fn refused(&mut self, started: Instant, now: Instant) -> bool {
@@ -115,7 +161,12 @@ impl FenceClock {
         if self.fenced {
             return None;
         }
-        Some(self.proof? + self.timeout?.saturating_sub(self.margin))
+        let pinned = self.pins.iter().map(|(_, at)| *at).min();
+        let from = match (self.proof, pinned) {
+            (Some(proof), Some(pin)) => proof.min(pin),
+            (proof, pin) => proof.or(pin)?,
+        };
+        Some(from + self.timeout?.saturating_sub(self.margin))
     }
 
     /// Whether the attempts must be dead by `now`.
@@ -127,6 +178,8 @@ impl FenceClock {
     /// registration (or [`FenceClock::reopen`]).
     pub(crate) fn fence(&mut self) {
         self.fenced = true;
+        // The attempts die now: whoever registered them may fail them over.
+        self.pins.clear();
     }
 
     /// A heartbeat sent after the registration was answered: the deadline runs again, from
@@ -250,7 +303,18 @@ enum End {
         answered: bool,
         leader: Option<String>,
     },
+    /// While the JobMaster was silent, `endpoint` registered this executor in a newer term
+    /// (its answer, and when that registration was sent): it leads now. Or, without an
+    /// answer, `endpoint` refused the registration because it declared this session lost
+    /// (registering there again says so, and the attempts are killed).
+    Switch {
+        endpoint: String,
+        registered: Option<Registered>,
+    },
 }
+
+/// A registration's answer, its send time and the session id it registered.
+type Registered = (RegisterExecutorResponse, Instant, String);
 
 /// An outage: since when the JobMaster is unreachable, and what was done about it.
 struct Outage {
@@ -291,13 +355,15 @@ pub(crate) async fn run(agent: Arc<Agent>) {
     let list = endpoints(&agent.config.jobmaster).unwrap_or_default();
     let several = list.len() > 1;
     let only = list.first().cloned().unwrap_or_default();
-    let Some(mut follower) = Follower::new(list) else {
+    let Some(mut follower) = Follower::new(list.clone()) else {
         // `executor::run` checked the list before it started this loop.
         error!("no jobmaster endpoint: the executor cannot register");
         return;
     };
     let mut interval: Option<Duration> = None;
     let mut outage: Option<Outage> = None;
+    // A registration a search made with the new leader, for the next session.
+    let mut switched: Option<Registered> = None;
     loop {
         let started = Instant::now();
         let endpoint = follower.current().to_owned();
@@ -306,7 +372,9 @@ pub(crate) async fn run(agent: Arc<Agent>) {
             Ok(()) => {
                 // Which JobMaster it follows is news with HA, or when a standby named it.
                 let follows = several || endpoint != only;
-                session(&agent, &link, &mut interval, &endpoint, follows)
+                let given = switched.take();
+                let link = (&*link, list.as_slice());
+                session(&agent, link, &mut interval, &endpoint, follows, given)
                     .await
                     .map_err(Failure::Call)
             }
@@ -319,6 +387,16 @@ pub(crate) async fn run(agent: Arc<Agent>) {
                 // The session id is new: register at once.
                 follower.led();
                 outage = None;
+                continue;
+            }
+            Ok(End::Switch {
+                endpoint: leader,
+                registered,
+            }) => {
+                // No outage: the attempts go on, adopted by the new leader.
+                follower.switched(leader);
+                outage = None;
+                switched = registered;
                 continue;
             }
             Ok(End::Fenced) => {
@@ -364,6 +442,10 @@ pub(crate) async fn run(agent: Arc<Agent>) {
             Err(failure) => {
                 let current = outage.get_or_insert_with(|| Outage::new(&agent, reconnect_timeout));
                 let found = found(&endpoint, &failure);
+                if matches!(found, Found::Refused | Found::Standby(_)) {
+                    // Whatever a registration sent there earlier did, that term is over.
+                    link.update(|c| c.unpin(&endpoint));
+                }
                 match follower.found(found) {
                     Next::Try {
                         endpoint: next,
@@ -465,20 +547,29 @@ fn redirect(follower: &mut Follower, leader: Option<String>) {
     }
 }
 
-/// One session: registers under the current session id, then heartbeats every interval until
-/// the stream ends, the JobMaster says `reregister`, or the watchdog fences.
-/// `endpoint` is the JobMaster's; `follows`: say that the executor follows it as the leader.
+/// One session: registers under the current session id (unless `given` is a registration a
+/// search made there already), then heartbeats every interval until the stream ends, the
+/// JobMaster says `reregister`, the watchdog fences, or a search finds a newer leader among
+/// `list` (`executor.jobmaster`) while this one is silent. `endpoint` is the JobMaster's;
+/// `follows`: say that the executor follows it as the leader.
 async fn session(
     agent: &Arc<Agent>,
-    link: &Link,
+    (link, list): (&Link, &[String]),
     interval_seen: &mut Option<Duration>,
     endpoint: &str,
     follows: bool,
+    given: Option<Registered>,
 ) -> Result<End, tonic::Status> {
     let mut fences = link.fences.subscribe();
     let session_id = agent.session();
-    let sent = Instant::now();
-    let registered = super::register(agent).await?;
+    let (registered, sent) = match given {
+        // Made under this very session (a fence since then changed the id: register again).
+        Some((registered, sent, id)) if id == session_id => (registered, sent),
+        _ => {
+            let sent = Instant::now();
+            (super::register(agent).await?, sent)
+        }
+    };
     let interval = Duration::from_millis(registered.heartbeat_interval_ms.max(10));
     let timeout = Duration::from_millis(registered.heartbeat_timeout_ms);
     *interval_seen = Some(interval);
@@ -534,6 +625,11 @@ async fn session(
     let mut sent: VecDeque<(u64, Instant)> = VecDeque::new();
     let mut sequence = 0u64;
     let mut answered_any = false;
+    let epoch = (*agent.epoch.borrow()).max(registered.epoch);
+    let mut seeker = Seeker::new(
+        Search::new(list.to_vec(), endpoint.to_owned(), epoch),
+        interval,
+    );
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -554,6 +650,20 @@ async fn session(
                         return Ok(End::Closed { answered: answered_any, leader: None });
                     }
                 }
+                seeker.maybe_start(agent, link, silent_for(&sent, Instant::now()));
+            }
+            _ = tokio::time::sleep_until(seeker.next_round.into()), if seeker.waiting() => {
+                seeker.maybe_start(agent, link, silent_for(&sent, Instant::now()));
+            }
+            result = async {
+                match seeker.probe.as_mut() {
+                    Some(probe) => probe.call.as_mut().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if let Some(end) = seeker.done(agent, link, result).await {
+                    return Ok(end);
+                }
             }
             response = responses.next() => match response {
                 Some(Ok(r)) => {
@@ -568,7 +678,7 @@ async fn session(
                         return Ok(End::Reregister);
                     }
                     if let Some(at) = at {
-                        link.update(|c| c.answered(at));
+                        link.update(|c| c.answered_by(endpoint, at));
                         if closed {
                             // Sent after the registration, answered: fresh proof.
                             closed = false;
@@ -599,6 +709,177 @@ async fn session(
                 }
             }
         }
+    }
+}
+
+/// How long the oldest heartbeat still awaiting its answer has waited at `now` (`None`: every
+/// heartbeat sent was answered).
+fn silent_for(sent: &VecDeque<(u64, Instant)>, now: Instant) -> Option<Duration> {
+    sent.front()
+        .map(|(_, at)| now.saturating_duration_since(*at))
+}
+
+/// A registration a [`Seeker`] sent to another JobMaster, awaiting its answer.
+struct Probe {
+    endpoint: String,
+    /// No later than its send time (the clock is pinned to it).
+    sent: Instant,
+    /// The session id it registers.
+    session_id: String,
+    call: std::pin::Pin<
+        Box<dyn Future<Output = Result<RegisterExecutorResponse, tonic::Status>> + Send>,
+    >,
+}
+
+/// A session's search for a newer leader while its JobMaster is silent (the module's
+/// "Switching"; the choice of endpoints is [`Search`]'s): one registration at a time, rounds
+/// apart by a growing delay.
+struct Seeker {
+    search: Search,
+    /// The session's heartbeat interval: a heartbeat unanswered for that long starts a search.
+    interval: Duration,
+    probe: Option<Probe>,
+    /// Rounds that found no new leader during this silence.
+    rounds: u32,
+    /// When the next round may start.
+    next_round: Instant,
+    /// A search runs (the JobMaster was silent when last looked at).
+    active: bool,
+}
+
+impl Seeker {
+    fn new(search: Search, interval: Duration) -> Seeker {
+        Seeker {
+            search,
+            interval,
+            probe: None,
+            rounds: 0,
+            next_round: Instant::now(),
+            active: false,
+        }
+    }
+
+    /// Whether it waits for its next round.
+    fn waiting(&self) -> bool {
+        self.active && self.probe.is_none()
+    }
+
+    /// Starts a round if the JobMaster has been silent for an interval (`silent`: how long
+    /// the oldest heartbeat awaits its answer), none is in flight and the delay is over; ends
+    /// the search once the JobMaster answers again.
+    fn maybe_start(&mut self, agent: &Arc<Agent>, link: &Link, silent: Option<Duration>) {
+        if silent.is_none_or(|s| s < self.interval) || !self.search.any() {
+            if self.active {
+                debug!("the jobmaster answers again: search for a new leader ended");
+            }
+            self.active = false;
+            self.rounds = 0;
+            self.next_round = Instant::now();
+            return;
+        }
+        let now = Instant::now();
+        if self.probe.is_some() || now < self.next_round {
+            return;
+        }
+        if !self.active {
+            info!(silent_for = ?silent.unwrap_or_default(),
+                  "heartbeats unanswered: looking for a newer leader among the other jobmasters \
+                   (the fence deadline stands)");
+            self.active = true;
+        }
+        let first = self.search.round();
+        self.launch(agent, link, first);
+    }
+
+    /// Sends a registration to `next`, or to the first endpoint after it that can be used;
+    /// the round is over when there is none.
+    fn launch(&mut self, agent: &Arc<Agent>, link: &Link, mut next: Option<String>) {
+        while let Some(endpoint) = next.take() {
+            match agent.gateway.client_of(&endpoint) {
+                Ok(client) => {
+                    // Pinned before it leaves: it may register this executor there.
+                    let sent = Instant::now();
+                    link.update(|c| c.pin(&endpoint, sent));
+                    debug!(endpoint = %Escaped(&endpoint), "asking a jobmaster whether it leads");
+                    let agent = agent.clone();
+                    let session_id = agent.session();
+                    let id = session_id.clone();
+                    self.probe = Some(Probe {
+                        endpoint,
+                        sent,
+                        session_id,
+                        call: Box::pin(async move { super::register_at(&agent, client, id).await }),
+                    });
+                    return;
+                }
+                Err(error) => {
+                    let _ = found(&endpoint, &Failure::Endpoint(error.to_string()));
+                    if let Step::Try(after) = self.search.found(Probed::Found(Found::Failed)) {
+                        next = Some(after);
+                    }
+                }
+            }
+        }
+        self.rounds += 1;
+        self.next_round =
+            Instant::now() + reconnect_delay(self.rounds, self.interval.min(MAX_SEARCH_DELAY));
+    }
+
+    /// The registration in flight was answered: the end of the session if it found a newer
+    /// leader (or one that declared this session lost: the attempts are killed first), else
+    /// the next try.
+    async fn done(
+        &mut self,
+        agent: &Arc<Agent>,
+        link: &Link,
+        result: Result<RegisterExecutorResponse, tonic::Status>,
+    ) -> Option<End> {
+        let probe = self.probe.take()?;
+        let endpoint = probe.endpoint;
+        let step = match result {
+            Ok(registered) => {
+                let step = self.search.found(Probed::Registered(registered.epoch));
+                if let Step::Switch(leader) = step {
+                    info!(endpoint = %Escaped(&leader), epoch = registered.epoch,
+                          silent = %Escaped(self.search.silent()), silent_epoch = self.search.epoch(),
+                          "a newer leader registered this executor while the jobmaster it followed \
+                           was silent: switching to it, keeping the attempts for it to adopt");
+                    return Some(End::Switch {
+                        endpoint: leader,
+                        registered: Some((registered, probe.sent, probe.session_id)),
+                    });
+                }
+                // The silent leader under another URL, or an older term: nothing to act on.
+                link.update(|c| c.unpin(&endpoint));
+                step
+            }
+            Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+                // It declared this session lost: its attempts are failed over there.
+                warn!(endpoint = %Escaped(&endpoint),
+                      "declared lost by a jobmaster: killing attempts and registering again");
+                kill_and_wait(agent, link, "declared lost by the jobmaster").await;
+                return Some(End::Switch {
+                    endpoint,
+                    registered: None,
+                });
+            }
+            Err(status) => {
+                let found = found(&endpoint, &Failure::Call(status));
+                if matches!(found, Found::Refused | Found::Standby(_)) {
+                    link.update(|c| c.unpin(&endpoint));
+                }
+                self.search.found(Probed::Found(found))
+            }
+        };
+        match step {
+            Step::Try(next) => self.launch(agent, link, Some(next)),
+            Step::Switch(_) | Step::RoundOver => {
+                self.rounds += 1;
+                self.next_round = Instant::now()
+                    + reconnect_delay(self.rounds, self.interval.min(MAX_SEARCH_DELAY));
+            }
+        }
+        None
     }
 }
 
@@ -849,6 +1130,66 @@ mod tests {
         c.answered(t0 + 5 * S);
         c.reopen();
         assert_eq!(c.deadline(), Some(t0 + 8 * S));
+    }
+
+    #[test]
+    fn a_registration_sent_elsewhere_pins_the_deadline_until_that_jobmaster_answers_a_heartbeat() {
+        let t0 = Instant::now();
+        let mut c = registered();
+        c.answered_by("a", t0);
+        // A search registers at "b" at t0 + 1 s; no answer (a timeout): "b" may count this
+        // executor alive from then on, and declare it lost at t0 + 5 s.
+        c.pin("b", t0 + S);
+        // The silent leader answers again, heartbeats sent up to t0 + 4 s: the deadline still
+        // counts from the registration, a whole margin before "b"'s.
+        c.answered_by("a", t0 + 4 * S);
+        assert_eq!(c.deadline(), Some(t0 + 4 * S));
+        assert!(c.deadline().expect("due") + c.margin() <= t0 + S + 4 * S);
+        // A second registration there does not move the pin on.
+        c.pin("b", t0 + 2 * S);
+        assert_eq!(c.deadline(), Some(t0 + 4 * S));
+        // "b" answers a heartbeat sent at t0 + 4 s: it counts from its heartbeats now.
+        c.answered_by("b", t0 + 4 * S);
+        assert_eq!(c.deadline(), Some(t0 + 7 * S));
+    }
+
+    #[test]
+    fn a_pin_goes_when_that_jobmaster_stands_by_or_the_attempts_are_fenced() {
+        let t0 = Instant::now();
+        let mut c = registered();
+        c.answered(t0 + 4 * S);
+        c.pin("b", t0);
+        c.pin("c", t0 + S);
+        assert_eq!(c.deadline(), Some(t0 + 3 * S), "the earliest pin counts");
+        // "b" answers as a standby or refuses: no term of it can act on the registration.
+        c.unpin("b");
+        assert_eq!(c.deadline(), Some(t0 + 4 * S));
+        // A fence kills the attempts: nobody's registration of them matters any more.
+        c.fence();
+        c.registered(4 * S, S, ms(500), Some(t0 + 5 * S));
+        assert_eq!(c.deadline(), Some(t0 + 8 * S));
+        // A pin before any proof still bounds the deadline.
+        let mut first = FenceClock::new();
+        first.registered(4 * S, S, ms(500), None);
+        assert_eq!(first.deadline(), None);
+        first.pin("b", t0);
+        assert_eq!(first.deadline(), Some(t0 + 3 * S));
+    }
+
+    #[test]
+    fn the_search_waits_for_a_heartbeat_unanswered_for_an_interval() {
+        let t0 = Instant::now();
+        let mut sent: VecDeque<(u64, Instant)> = VecDeque::new();
+        assert_eq!(silent_for(&sent, t0), None, "nothing awaited");
+        sent.push_back((1, t0));
+        sent.push_back((2, t0 + ms(100)));
+        assert_eq!(
+            silent_for(&sent, t0 + ms(150)),
+            Some(ms(150)),
+            "the oldest counts"
+        );
+        assert_eq!(answered(&mut sent, 1), Some(t0));
+        assert_eq!(silent_for(&sent, t0 + ms(150)), Some(ms(50)));
     }
 
     #[test]

@@ -17,7 +17,17 @@
 //!   any leader elected later counts its heartbeat timeout from its election). Anything else —
 //!   a timeout, a named leader that does not answer, an unusable hint — is no evidence.
 //!
-//! [`Follower`] is that rule as a pure state machine of what it is told.
+//! - **Switching** while the leader is silent (its heartbeats unanswered, before the fence
+//!   deadline): the executor keeps its heartbeat stream to the silent leader and searches the
+//!   *other* endpoints in rounds (never the silent one; a standby's hint naming another
+//!   endpoint goes first). Only an endpoint that *registers* it and answers with an epoch
+//!   greater than the silent leader's is a new leader: it switches there. Nothing else a search
+//!   finds — "nobody leads", refusals, the silent leader named again, a registration answered
+//!   with the same epoch (the silent leader under another URL) — changes anything: the fence
+//!   deadline stands.
+//!
+//! [`Follower`] is that rule as a pure state machine of what it is told; [`Search`] the
+//! search for a new leader.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -116,6 +126,13 @@ impl Follower {
         self.new_round(next);
     }
 
+    /// A search found `leader` leading in a newer term and registered there: it leads now,
+    /// and the next round starts there.
+    pub(crate) fn switched(&mut self, leader: String) {
+        self.leader = Some(leader);
+        self.new_round(None);
+    }
+
     /// The leader's session ended with a standby's answer naming `leader`: the next round
     /// starts there.
     pub(crate) fn redirect(&mut self, leader: String) {
@@ -175,6 +192,114 @@ impl Follower {
         self.current = start;
         self.tried.clear();
         self.since = None;
+    }
+}
+
+/// What one try of a [`Search`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Probed {
+    /// It did not register the executor: what it was.
+    Found(Found),
+    /// It registered the executor and answered with this epoch.
+    Registered(u64),
+}
+
+/// What a [`Search`] does after a try.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Try this endpoint at once, in the same round.
+    Try(String),
+    /// This endpoint leads in a newer term than the silent leader: switch to it.
+    Switch(String),
+    /// The round found no new leader: wait, then start another ([`Search::round`]).
+    RoundOver,
+}
+
+/// The search for a new leader while the followed one (`silent`) does not answer (the module's
+/// rule, "Switching"): rounds over the other endpoints, a hint first, the silent one never.
+#[derive(Debug, Clone)]
+pub(crate) struct Search {
+    /// `executor.jobmaster`, in order.
+    list: Vec<String>,
+    /// The endpoint followed now, whose heartbeats go unanswered.
+    silent: String,
+    /// Its epoch: only a registration answered with a greater one is a new leader.
+    epoch: u64,
+    /// The endpoint being tried.
+    current: Option<String>,
+    /// The endpoints left to try this round, in order.
+    pending: VecDeque<String>,
+    /// The endpoints tried this round.
+    tried: Vec<String>,
+}
+
+impl Search {
+    /// A search for a leader newer than `silent`, which leads with `epoch`.
+    pub(crate) fn new(list: Vec<String>, silent: String, epoch: u64) -> Search {
+        Search {
+            list,
+            silent,
+            epoch,
+            current: None,
+            pending: VecDeque::new(),
+            tried: Vec::new(),
+        }
+    }
+
+    /// The endpoint followed now, silent.
+    pub(crate) fn silent(&self) -> &str {
+        &self.silent
+    }
+
+    /// Its epoch.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Whether there is any endpoint to search (one listed endpoint, followed now: none).
+    pub(crate) fn any(&self) -> bool {
+        self.list.iter().any(|e| *e != self.silent)
+    }
+
+    /// Starts a round: the endpoints after the silent one in the list, wrapping around (the
+    /// whole list when it is not listed). Returns the first one to try, if any.
+    pub(crate) fn round(&mut self) -> Option<String> {
+        let n = self.list.len();
+        let at = self.list.iter().position(|e| *e == self.silent);
+        self.pending = match at {
+            Some(i) => (1..n).map(|k| self.list[(i + k) % n].clone()).collect(),
+            None => self.list.iter().cloned().collect(),
+        };
+        self.tried.clear();
+        self.current = self.pending.pop_front();
+        self.current.clone()
+    }
+
+    /// The current endpoint's try found `probed`: what to do next.
+    pub(crate) fn found(&mut self, probed: Probed) -> Step {
+        let Some(endpoint) = self.current.take() else {
+            return Step::RoundOver;
+        };
+        match probed {
+            Probed::Registered(epoch) if epoch > self.epoch => return Step::Switch(endpoint),
+            // The silent leader under another URL (same epoch), or an older term's: no news.
+            Probed::Registered(_) => {}
+            Probed::Found(Found::Standby(Hint::Leader(leader))) => {
+                if leader != self.silent && leader != endpoint && !self.tried.contains(&leader) {
+                    self.pending.retain(|e| *e != leader);
+                    self.pending.push_front(leader);
+                }
+            }
+            Probed::Found(_) => {}
+        }
+        self.tried.push(endpoint);
+        while let Some(next) = self.pending.pop_front() {
+            if !self.tried.contains(&next) {
+                self.current = Some(next.clone());
+                return Step::Try(next);
+            }
+        }
+        Step::RoundOver
     }
 }
 
@@ -401,6 +526,80 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    fn search(list: &[&str], silent: &str, epoch: u64) -> Search {
+        Search::new(
+            list.iter().map(|s| (*s).to_owned()).collect(),
+            silent.into(),
+            epoch,
+        )
+    }
+
+    #[test]
+    fn a_search_walks_the_endpoints_after_the_silent_leader_and_never_tries_it() {
+        let mut s = search(&["a", "b", "c"], "b", 7);
+        assert!(s.any());
+        assert_eq!(s.round().as_deref(), Some("c"));
+        assert_eq!(
+            s.found(Probed::Found(Found::Standby(Hint::NoLeader))),
+            Step::Try("a".into())
+        );
+        assert_eq!(s.found(Probed::Found(Found::Refused)), Step::RoundOver);
+        // The next round walks the same way.
+        assert_eq!(s.round().as_deref(), Some("c"));
+        // A leader that is not listed: the whole list.
+        let mut s = search(&["a", "b"], "http://x", 7);
+        assert_eq!(s.round().as_deref(), Some("a"));
+        // One listed endpoint, followed now: nothing to search.
+        let mut one = search(&["a"], "a", 7);
+        assert!(!one.any());
+        assert_eq!(one.round(), None);
+        assert_eq!(one.found(Probed::Registered(9)), Step::RoundOver);
+    }
+
+    #[test]
+    fn only_a_registration_answered_with_a_newer_epoch_is_a_new_leader() {
+        let mut s = search(&["a", "b", "c"], "a", 7);
+        assert_eq!(s.round().as_deref(), Some("b"));
+        // The silent leader under another URL, or an older term: no switch.
+        assert_eq!(s.found(Probed::Registered(7)), Step::Try("c".into()));
+        assert_eq!(s.found(Probed::Registered(6)), Step::RoundOver);
+        assert_eq!(s.round().as_deref(), Some("b"));
+        // Nobody leads, refusals, failures: no switch either (the fence deadline stands).
+        assert_eq!(
+            s.found(Probed::Found(Found::Standby(Hint::NoLeader))),
+            Step::Try("c".into())
+        );
+        assert_eq!(s.found(Probed::Found(Found::Failed)), Step::RoundOver);
+        assert_eq!(s.round().as_deref(), Some("b"));
+        assert_eq!(s.found(Probed::Registered(8)), Step::Switch("b".into()));
+    }
+
+    #[test]
+    fn a_search_follows_a_hint_to_another_endpoint_but_not_back_to_the_silent_leader() {
+        let mut s = search(&["a", "b", "c"], "a", 7);
+        assert_eq!(s.round().as_deref(), Some("b"));
+        // The standby still names the silent leader (its lease has not lapsed): walk on.
+        assert_eq!(s.found(leader_("a")), Step::Try("c".into()));
+        assert_eq!(s.found(leader_("b")), Step::RoundOver, "tried already");
+        // Named: tried next, even outside the list, before the rest of the round.
+        assert_eq!(s.round().as_deref(), Some("b"));
+        assert_eq!(s.found(leader_("http://x")), Step::Try("http://x".into()));
+        assert_eq!(
+            s.found(Probed::Registered(8)),
+            Step::Switch("http://x".into())
+        );
+        // After the switch the follower starts its rounds at the new leader.
+        let mut f = follower(&["a", "b", "c"]);
+        f.led();
+        f.switched("http://x".into());
+        assert_eq!(f.leader(), Some("http://x"));
+        assert_eq!(f.current(), "http://x");
+    }
+
+    fn leader_(url: &str) -> Probed {
+        Probed::Found(leader(url))
     }
 
     #[test]

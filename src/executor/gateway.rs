@@ -76,26 +76,43 @@ impl Gateway {
         if inner.current == url {
             return Ok(());
         }
-        let channel = match inner.channels.get(url) {
-            Some(c) => c.clone(),
-            None => {
-                let c = channel(url, self.tls.clone(), self.rpc_timeout)?;
-                let hinted = inner
-                    .channels
-                    .keys()
-                    .filter(|k| !self.list.contains(k))
-                    .count();
-                if hinted >= MAX_HINTED {
-                    let list = &self.list;
-                    inner.channels.retain(|k, _| list.contains(k));
-                }
-                inner.channels.insert(url.to_owned(), c.clone());
-                c
-            }
-        };
+        let channel = self.channel_of(&mut inner, url)?;
         inner.client = TaskExecutorGatewayClient::new(channel);
         inner.current = url.to_owned();
         Ok(())
+    }
+
+    /// A client of `url` that leaves the gateway where it points (the search for a new leader
+    /// while the one followed is silent); an endpoint that cannot be used is an error.
+    pub(crate) fn client_of(
+        &self,
+        url: &str,
+    ) -> Result<TaskExecutorGatewayClient<Channel>, StartError> {
+        let mut inner = self.lock();
+        let channel = self.channel_of(&mut inner, url)?;
+        Ok(TaskExecutorGatewayClient::new(channel))
+    }
+
+    /// The channel kept for `url`, made (and kept) if there is none.
+    fn channel_of(&self, inner: &mut Inner, url: &str) -> Result<Channel, StartError> {
+        if let Some(c) = inner.channels.get(url) {
+            return Ok(c.clone());
+        }
+        let c = channel(url, self.tls.clone(), self.rpc_timeout)?;
+        let hinted = inner
+            .channels
+            .keys()
+            .filter(|k| !self.list.contains(k))
+            .count();
+        if hinted >= MAX_HINTED {
+            let list = &self.list;
+            let current = inner.current.clone();
+            inner
+                .channels
+                .retain(|k, _| list.contains(k) || *k == current);
+        }
+        inner.channels.insert(url.to_owned(), c.clone());
+        Ok(c)
     }
 }
 

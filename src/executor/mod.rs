@@ -683,7 +683,18 @@ async fn send_report(agent: &Agent, update: &TaskStateUpdate) {
 /// Registers with the JobMaster under the current session, adopting its epoch. The heartbeats
 /// that follow, and what happens when they fail, are [`connection`]'s.
 async fn register(agent: &Arc<Agent>) -> Result<RegisterExecutorResponse, tonic::Status> {
-    let mut gateway = agent.gateway.client();
+    register_at(agent, agent.gateway.client(), agent.session()).await
+}
+
+/// [`register`] at the JobMaster behind `gateway` (one the executor may not follow yet),
+/// under `session_id`.
+async fn register_at(
+    agent: &Arc<Agent>,
+    mut gateway: crate::api::v1::task_executor_gateway_client::TaskExecutorGatewayClient<
+        tonic::transport::Channel,
+    >,
+    session_id: String,
+) -> Result<RegisterExecutorResponse, tonic::Status> {
     // What it holds: a JobMaster that restarted adopts the attempts it still expects.
     let (attempts, partitions) = {
         let state = agent.lock();
@@ -706,7 +717,7 @@ async fn register(agent: &Arc<Agent>) -> Result<RegisterExecutorResponse, tonic:
             executor_id: agent.config.id.clone(),
             address: agent.config.advertise.clone(),
             slots: agent.config.slots,
-            session_id: agent.session(),
+            session_id,
             free_disk_bytes: agent.free_disk(),
             labels: agent.config.labels.clone().into_iter().collect(),
             attempts,
