@@ -61,34 +61,54 @@ async fn recovery_bench_restore() {
     let counter = process_support::example("tasks/counter.py");
     let mut results = Vec::new();
     for run in 0..runs {
+        // A tick a second: 100 counters ticking every 20 ms would keep both CPUs busy.
         let (cluster, job, ids) =
-            recovery_cluster_of(false, &["python3", &counter], Some("200ms")).await;
-        // A checkpoint every task took part in, so every restarted task has state.
+            recovery_cluster_of(false, &["python3", &counter, "1"], Some("200ms")).await;
+        // A completed checkpoint in which every task wrote its state (a task that had not
+        // connected yet is acknowledged without state), so every restarted task has some.
         let mut client = cluster.client();
-        let (c, j) = (&mut client, job.as_str());
-        eventually("a completed checkpoint of every task", WAIT, || {
-            let mut c = c.clone();
-            async move {
-                let list = c
-                    .list_checkpoints(jobmaster::api::v1::ListCheckpointsRequest {
-                        job_id: j.to_owned(),
-                    })
-                    .await
-                    .map_err(|s| s.to_string())?
-                    .into_inner()
-                    .checkpoints;
-                list.iter()
-                    .any(|k| k.state == "COMPLETED" && k.tasks == 100)
-                    .then_some(())
-                    .ok_or(format!("{list:?}"))
-            }
-        })
+        let (c, j, root) = (&mut client, job.as_str(), cluster.root.clone());
+        eventually(
+            "a completed checkpoint with the state of every task",
+            WAIT,
+            || {
+                let mut c = c.clone();
+                let root = root.clone();
+                async move {
+                    let list = c
+                        .list_checkpoints(jobmaster::api::v1::ListCheckpointsRequest {
+                            job_id: j.to_owned(),
+                        })
+                        .await
+                        .map_err(|s| s.to_string())?
+                        .into_inner()
+                        .checkpoints;
+                    let latest = list
+                        .iter()
+                        .find(|k| k.state == "COMPLETED" && k.retained)
+                        .ok_or(format!("{list:?}"))?;
+                    let folder = root.join(format!("checkpoints/{j}/chk-{}", latest.id));
+                    let with_state = std::fs::read_dir(&folder)
+                        .map(|d| {
+                            d.flatten()
+                                .filter(|e| e.path().join("state").is_file())
+                                .count()
+                        })
+                        .unwrap_or(0);
+                    (with_state == 100).then_some(()).ok_or(format!(
+                        "checkpoint {}: {with_state} tasks with state",
+                        latest.id
+                    ))
+                }
+            },
+        )
         .await;
         let victim = ids[run % 4];
         let mut r = kill_and_measure(&cluster, &job, victim).await;
         r.root = Some(cluster.root.clone());
-        // Every restarted process started from its state.
-        let restored = cluster
+        // Every restarted task's process started from its state (a task may show as more
+        // than one process: its shim and the program).
+        let restored: BTreeSet<String> = cluster
             .processes()
             .into_iter()
             .filter(|p| p.job == job && p.attempt > 0 && p.executor != victim)
@@ -97,7 +117,9 @@ async fn recovery_bench_restore() {
                     .and_then(|env| env.get("JM_RESTORE_DIR").cloned())
                     .is_some_and(|dir| std::path::Path::new(&dir).join("state").is_file())
             })
-            .count();
+            .map(|p| p.task)
+            .collect();
+        let restored = restored.len();
         assert_eq!(
             restored, r.restarted,
             "every restarted task restored its state"

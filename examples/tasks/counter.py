@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A stateful task for the control channel (README: "Task control channel: checkpoints").
 
-It counts ticks (one every 20 ms) and prints the count now and then. On `checkpoint ID DIR` it
+It counts ticks (one every 20 ms, or every TICK seconds: `counter.py [TICK]`) and prints the
+count now and then. On `checkpoint ID DIR` it
 writes its count to DIR/state and answers `ack ID SIZE`; on start it resumes from
 $JM_RESTORE_DIR/state when set. `complete ID` and `abort ID` are appended to the events file
 ($COUNTER_EVENTS, default $JM_ATTEMPT_DIR/events.log), with a `start COUNT` line first.
@@ -38,10 +39,11 @@ if os.environ.get("JM_CONTROL"):
     sock.connect(os.environ["JM_CONTROL"])
     sel.register(sock, selectors.EVENT_READ)
 
+tick = float(sys.argv[1]) if len(sys.argv) > 1 else 0.02
 buf = b""
 ticks = 0
 while True:
-    for _key, _ in sel.select(timeout=0.02):
+    for _key, _ in sel.select(timeout=tick):
         data = sock.recv(4096)
         if not data:  # the executor closed the channel: the attempt is over
             sys.exit(0)

@@ -6,8 +6,9 @@
 
 A `source` subtask i reads the lines of ORDERS (one city per line) whose line number modulo
 its parallelism is i, and streams them, RATE per second (default 500), to `count` subtask i
-over a Unix socket in LINK_DIR (the pipelined exchange is the programs' business; both run in
-one pipelined region, so they always restart together). Its state is its offset: on
+over a Unix socket in LINK_DIR named by the job, the subtask and the attempt (the pipelined
+exchange is the programs' business; both run in one pipelined region, so they always restart
+together and keep equal attempt numbers). Its state is its offset: on
 `checkpoint ID DIR` it writes the offset into DIR, sends the barrier `B ID` after the last
 record it sent, and acknowledges. Once the input is exhausted it stays idle (a stream).
 
@@ -23,6 +24,7 @@ a checkpoint completes after the last record, they are exact.
 
 Python 3 standard library only. Logs go to stderr.
 """
+import atexit
 import json
 import os
 import selectors
@@ -54,8 +56,13 @@ def restored():
 
 
 def link_path(link_dir):
+    """The socket of this region's counter, named by the attempt number: source i and count i
+    form one pipelined region, so every restart restarts both and their attempt numbers stay
+    equal. A source of an earlier attempt that is still winding down can never reach (and
+    feed records twice into) the counter of a later one."""
     os.makedirs(link_dir, exist_ok=True)
-    return os.path.join(link_dir, f"{os.environ['JM_JOB_ID']}-{os.environ['JM_SUBTASK']}.sock")
+    return os.path.join(link_dir, f"{os.environ['JM_JOB_ID']}-{os.environ['JM_SUBTASK']}"
+                                  f"-{os.environ['JM_ATTEMPT']}.sock")
 
 
 class Control:
@@ -201,6 +208,7 @@ def count(link_dir, out_dir):
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(1)
+    atexit.register(lambda: os.path.exists(path) and os.unlink(path))
     state_in = {"conn": None, "buf": b""}
 
     def data_readable():
