@@ -104,7 +104,7 @@ impl RawCheckpoint {
         if !dir.is_empty() && !dir.starts_with('/') {
             return Err(invalid(
                 "checkpoint.dir",
-                &format!(
+                format!(
                     "{dir:?} is not an absolute path; give the shared storage's absolute path, \
                      or leave it out for the executors' default"
                 ),
