@@ -404,6 +404,37 @@ fn a_full_restart_restores_every_task() {
 }
 
 #[test]
+fn a_participant_that_is_gone_aborts_the_checkpoint_without_counting_a_failure() {
+    // A task dying (or its executor lost) while a checkpoint waits for it: with no tolerance
+    // for checkpoint failures, that must not turn one task's failure into a full restart.
+    let extra = r#"failover = "region"
+restart = { strategy = "fixed-delay", attempts = 1, delay = "100ms" }
+checkpoint = { interval = "1s", tolerable-failures = 0 }"#;
+    let mut h = Harness::new(extra, true);
+    h.advance(1_000);
+    let mark = h.log.len();
+    let (attempt, _) = h.current("snk#1");
+    h.feed(Event::CheckpointDeclined {
+        attempt,
+        checkpoint: CheckpointId(1),
+        reason: "the task closed its control connection before answering".into(),
+        task_gone: true,
+    })
+    .expect("decline");
+    let after = h.since(mark);
+    assert!(
+        !after
+            .iter()
+            .any(|c| matches!(c, Command::Notify(Notice::RestartScheduled { .. }))),
+        "no failover: {after:?}"
+    );
+    assert_eq!(h.jm.job_state(JOB), Some(JobState::Running));
+    let k = h.jm.checkpoints(JOB).expect("checkpoints");
+    assert_eq!((k.stats().failed, k.stats().aborted), (0, 1));
+    assert_eq!(k.pending().len(), 0, "checkpoint 1 aborted");
+}
+
+#[test]
 fn checkpoint_failures_beyond_the_tolerance_fail_over_through_the_restart_strategy() {
     let extra = r#"failover = "region"
 restart = { strategy = "fixed-delay", attempts = 1, delay = "100ms" }
@@ -416,6 +447,7 @@ checkpoint = { interval = "1s", tolerable-failures = 0 }"#;
         attempt,
         checkpoint: CheckpointId(1),
         reason: "disk full".into(),
+        task_gone: false,
     })
     .expect("decline");
     let after = h.since(mark);
@@ -437,6 +469,7 @@ checkpoint = { interval = "1s", tolerable-failures = 0 }"#;
         attempt,
         checkpoint: CheckpointId(id),
         reason: "disk full".into(),
+        task_gone: false,
     })
     .expect("decline");
     assert_eq!(h.jm.job_state(JOB), Some(JobState::Failed));

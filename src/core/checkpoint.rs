@@ -66,6 +66,10 @@ pub enum AbortReason {
     JobStopped,
     /// A later checkpoint completed first. Not a checkpoint failure.
     Subsumed,
+    /// A participant does not run any more (it ended, or its executor is gone) and could not
+    /// answer. Not a checkpoint failure (Flink's "task not ready"): the failover that follows
+    /// restarts it, and the next checkpoint includes it again.
+    TaskGone { task: TaskId, reason: String },
 }
 
 impl AbortReason {
@@ -89,6 +93,9 @@ impl fmt::Display for AbortReason {
             AbortReason::Failover => f.write_str("aborted by a failover"),
             AbortReason::JobStopped => f.write_str("aborted: the job stopped"),
             AbortReason::Subsumed => f.write_str("subsumed by a later checkpoint"),
+            AbortReason::TaskGone { task, reason } => {
+                write!(f, "task {} is not running: {reason}", task.0)
+            }
         }
     }
 }
@@ -476,16 +483,44 @@ impl CheckpointCoordinator {
         task: TaskId,
         reason: impl Into<String>,
     ) -> Vec<CheckpointAction> {
+        let reason = AbortReason::Declined {
+            task,
+            reason: reason.into(),
+        };
+        self.participant_aborts(now, id, task, reason)
+    }
+
+    /// `task` could not answer checkpoint `id` because it does not run any more (it ended, or
+    /// its executor is gone): the checkpoint is aborted, but not as a checkpoint failure
+    /// ([`AbortReason::TaskGone`]). Ignored like [`Self::decline`].
+    pub fn task_gone(
+        &mut self,
+        now: Millis,
+        id: CheckpointId,
+        task: TaskId,
+        reason: impl Into<String>,
+    ) -> Vec<CheckpointAction> {
+        let reason = AbortReason::TaskGone {
+            task,
+            reason: reason.into(),
+        };
+        self.participant_aborts(now, id, task, reason)
+    }
+
+    /// Aborts checkpoint `id` for `reason`, if it waits for `task`'s acknowledgement.
+    fn participant_aborts(
+        &mut self,
+        now: Millis,
+        id: CheckpointId,
+        task: TaskId,
+        reason: AbortReason,
+    ) -> Vec<CheckpointAction> {
         self.last_seen = self.last_seen.max(now);
         let known = self.pending.get(&id).is_some_and(|p| {
             p.state == PendingState::Acknowledging && p.tasks.binary_search(&task).is_ok()
         });
         let mut actions = Vec::new();
         if known {
-            let reason = AbortReason::Declined {
-                task,
-                reason: reason.into(),
-            };
             self.abort(id, reason, &mut actions);
         }
         actions

@@ -147,12 +147,15 @@ pub enum Event {
         checkpoint: CheckpointId,
         size_bytes: u64,
     },
-    /// `attempt` could not take its snapshot for `checkpoint`: the checkpoint is aborted (a
-    /// checkpoint failure). Only the task's current attempt counts.
+    /// `attempt` could not take its snapshot for `checkpoint`: the checkpoint is aborted, a
+    /// checkpoint failure — unless `task_gone`: the attempt does not run any more (it ended,
+    /// its executor is unreachable), which the failover that follows handles. Only the task's
+    /// current attempt counts.
     CheckpointDeclined {
         attempt: AttemptId,
         checkpoint: CheckpointId,
         reason: String,
+        task_gone: bool,
     },
     /// The shell wrote checkpoint `checkpoint`'s metadata ([`Command::PersistCheckpoint`]).
     CheckpointPersisted {

@@ -126,10 +126,14 @@ pub(crate) fn copy_tree(from: &Path, to: &Path, owner: Option<&TaskUser>) -> std
 }
 
 /// Queues the answer of `attempt` to checkpoint `id` as a report.
-fn answer(agent: &Agent, attempt: &AttemptRef, id: u64, result: Result<u64, String>) {
-    let (acknowledged, size_bytes, decline_reason) = match result {
-        Ok(size) => (true, size, String::new()),
-        Err(reason) => (false, 0, reason),
+/// Why a task did not acknowledge: the reason, and whether it is because the attempt does not
+/// run (any more).
+type Decline = (String, bool);
+
+fn answer(agent: &Agent, attempt: &AttemptRef, id: u64, result: Result<u64, Decline>) {
+    let (acknowledged, size_bytes, decline_reason, task_not_running) = match result {
+        Ok(size) => (true, size, String::new(), false),
+        Err((reason, gone)) => (false, 0, reason, gone),
     };
     let _ = agent.reports.send(TaskStateUpdate {
         attempt: Some(attempt.clone()),
@@ -138,6 +142,7 @@ fn answer(agent: &Agent, attempt: &AttemptRef, id: u64, result: Result<u64, Stri
             acknowledged,
             size_bytes,
             decline_reason,
+            task_not_running,
         }),
         ..TaskStateUpdate::default()
     });
@@ -170,13 +175,14 @@ pub(crate) fn trigger(
                 .ok_or_else(|| format!("vertex {} is not a plain name", Escaped(&attempt.vertex))),
             Err(e) => Err(e.clone()),
         };
+        let gone = |reason: &str| Err((reason.to_owned(), true));
         let (channel, dir) = match (channel, dir) {
             (None, _) => {
                 answer(
                     agent,
                     &attempt,
                     id,
-                    Err("the attempt does not run on this executor".into()),
+                    gone("the attempt does not run on this executor"),
                 );
                 continue;
             }
@@ -185,12 +191,12 @@ pub(crate) fn trigger(
                     agent,
                     &attempt,
                     id,
-                    Err("the attempt's process has not started yet".into()),
+                    gone("the attempt's process has not started yet"),
                 );
                 continue;
             }
             (_, Err(e)) => {
-                answer(agent, &attempt, id, Err(e));
+                answer(agent, &attempt, id, Err((e, false)));
                 continue;
             }
             (Some(Some(channel)), Ok(dir)) => (channel, dir),
@@ -206,9 +212,9 @@ pub(crate) fn trigger(
                         .await
                         .unwrap_or(0))
                 }
-                Err(declined) => Err(declined.reason),
+                Err(declined) => Err((declined.reason, declined.task_gone)),
             };
-            if let Err(reason) = &result {
+            if let Err((reason, _)) = &result {
                 info!(task = %format!("{}#{}", attempt.vertex, attempt.subtask), checkpoint = id,
                       reason = %Escaped(reason), "checkpoint declined");
             }

@@ -50,6 +50,9 @@ pub struct Declined {
     /// The task's own reason (`decline ID REASON`), or what happened: the task closed its
     /// connection, did not answer in time, or the executor could not prepare the folder.
     pub reason: String,
+    /// The task closed its connection while the checkpoint waited for it (it is ending, most
+    /// likely dying): not a refusal of the checkpoint.
+    pub task_gone: bool,
 }
 
 /// Why a control channel could not be opened.
@@ -239,7 +242,14 @@ impl Control {
         dir: &Path,
         timeout: Duration,
     ) -> Result<Ack, Declined> {
-        let declined = |reason: String| Declined { reason };
+        let declined = |reason: String| Declined {
+            reason,
+            task_gone: false,
+        };
+        let gone = |reason: String| Declined {
+            reason,
+            task_gone: true,
+        };
         let text = dir.to_str().filter(|d| !d.contains(['\n', '\r']));
         let Some(text) = text else {
             return Err(declined(format!(
@@ -286,7 +296,7 @@ impl Control {
         while connection.answers.try_recv().is_ok() {}
         let line = format!("checkpoint {id} {text}\n");
         if let Err(e) = connection.writer.write_all(line.as_bytes()).await {
-            return Err(declined(format!(
+            return Err(gone(format!(
                 "cannot write to the task's control connection: {e}"
             )));
         }
@@ -312,7 +322,7 @@ impl Control {
                 self.put_back(connection);
                 Err(declined(reason))
             }
-            Ok(None) => Err(declined(
+            Ok(None) => Err(gone(
                 "the task closed its control connection before answering".into(),
             )),
             Err(_) => {

@@ -392,6 +392,7 @@ impl TaskExecutorService for FakeService {
                         } else {
                             "the attempt does not run on this executor".into()
                         },
+                        task_not_running: !held,
                     }),
                     ..TaskStateUpdate::default()
                 }

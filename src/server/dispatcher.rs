@@ -512,9 +512,10 @@ impl Sender {
     }
 
     /// Sends a checkpoint command, retrying transient failures (each is idempotent on the
-    /// executor). A trigger that does not get through is declined on behalf of its attempts,
-    /// so the checkpoint is aborted now rather than at its timeout; notifications and
-    /// discards are best effort.
+    /// executor). A trigger that does not get through is declined on behalf of its attempts
+    /// as not running (not a checkpoint failure: the executor is most likely gone), so the
+    /// checkpoint is aborted now rather than at its timeout; notifications and discards are
+    /// best effort.
     async fn checkpoint(&mut self, order: CheckpointOrder) {
         let client = &self.client;
         let answer = match &order {
@@ -571,6 +572,8 @@ impl Sender {
                         acknowledged: false,
                         size_bytes: 0,
                         decline_reason: reason.clone(),
+                        // Most likely the executor is gone: its loss fails the task over.
+                        task_not_running: true,
                     },
                 )
             })

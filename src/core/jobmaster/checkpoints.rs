@@ -281,15 +281,20 @@ impl JobMaster {
         attempt: AttemptId,
         checkpoint: CheckpointId,
         reason: String,
+        task_gone: bool,
         now: Millis,
     ) -> Result<(), CoreError> {
         self.current_attempt(attempt)?;
         let Some(ck) = self.checkpoints_of(attempt.job) else {
             return Ok(());
         };
-        let actions = ck
-            .coordinator
-            .decline(now, checkpoint, attempt.task, reason);
+        let actions = if task_gone {
+            ck.coordinator
+                .task_gone(now, checkpoint, attempt.task, reason)
+        } else {
+            ck.coordinator
+                .decline(now, checkpoint, attempt.task, reason)
+        };
         self.apply_checkpoint_actions(attempt.job, actions, now);
         Ok(())
     }

@@ -296,7 +296,8 @@ impl JobMaster {
                 attempt,
                 checkpoint,
                 reason,
-            } => self.checkpoint_declined(attempt, checkpoint, reason, now),
+                task_gone,
+            } => self.checkpoint_declined(attempt, checkpoint, reason, task_gone, now),
             Event::CheckpointPersisted { job, checkpoint } => {
                 self.checkpoint_persisted(job, checkpoint, None, now)
             }

@@ -61,6 +61,7 @@ impl Coordinator {
                 attempt: id,
                 checkpoint,
                 reason: answer.decline_reason,
+                task_gone: answer.task_not_running,
             }
         };
         self.feed(event)
