@@ -13,8 +13,9 @@ together and keep equal attempt numbers). Its state is its offset: on
 record it sent, and acknowledges. Once the input is exhausted it stays idle (a stream).
 
 A `count` subtask keeps per-city counts. On `checkpoint ID DIR` it waits until the barrier
-`B ID` has arrived on its input (records before it are counted, none after), then writes its
-counts into DIR and acknowledges. It is also the sink: on `complete ID` it commits the counts
+`B ID` has arrived on its input, then writes into DIR the counts as they were at the barrier
+(records before it counted, none after — also when the barrier came before the trigger) and
+acknowledges. It is also the sink: on `complete ID` it commits the counts
 of checkpoint ID to OUT_DIR/count-SUBTASK.json (written to a temporary file, then renamed: a
 reader sees one committed checkpoint or the next). On a restart, JM_RESTORE_DIR holds the
 state of the latest completed checkpoint: the source resumes at its offset (records after it
@@ -171,24 +172,25 @@ def count(link_dir, out_dir):
 
     sel = selectors.DefaultSelector()
     triggered = {}    # checkpoint id -> folder, waiting for the barrier
-    barriers = set()  # barriers arrived, waiting for the trigger
+    barriers = {}     # barriers arrived before their trigger: id -> the counts at the barrier
     pending = {}      # acknowledged, not yet complete: id -> counts
 
-    def snapshot(cid, folder):
+    def snapshot(cid, folder, at_barrier):
         try:
             write_atomically(os.path.join(folder, "state.json"),
-                             json.dumps({"checkpoint": cid, "counts": counts}))
+                             json.dumps({"checkpoint": cid, "counts": at_barrier}))
         except OSError as e:
             control.send(f"decline {cid} cannot write the counts: {e}")
             return
-        pending[cid] = dict(counts)
+        pending[cid] = at_barrier
         control.send(f"ack {cid}")
 
     def on_control(word, cid, rest):
         if word == "checkpoint":
             if cid in barriers:
-                barriers.discard(cid)
-                snapshot(cid, rest)
+                # The barrier came first: the state is the counts as they were then, not now
+                # (records after the barrier belong to the next checkpoint).
+                snapshot(cid, rest, barriers.pop(cid))
             else:
                 triggered[cid] = rest
         elif word == "complete" and cid in pending:
@@ -198,6 +200,7 @@ def count(link_dir, out_dir):
         elif word == "abort":
             pending.pop(cid, None)
             triggered.pop(cid, None)
+            barriers.pop(cid, None)
 
     control = Control(sel, on_control)
     path = link_path(link_dir)
@@ -228,9 +231,9 @@ def count(link_dir, out_dir):
             elif kind == "B":
                 cid = int(value)
                 if cid in triggered:
-                    snapshot(cid, triggered.pop(cid))
+                    snapshot(cid, triggered.pop(cid), dict(counts))
                 else:
-                    barriers.add(cid)
+                    barriers[cid] = dict(counts)
 
     def accept():
         conn, _ = listener.accept()
