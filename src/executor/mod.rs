@@ -12,6 +12,7 @@ mod connection;
 pub mod control;
 mod descriptor;
 mod error;
+mod fence;
 mod follow;
 mod gateway;
 pub mod local;
