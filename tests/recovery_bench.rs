@@ -107,23 +107,31 @@ async fn recovery_bench_restore() {
         let mut r = kill_and_measure(&cluster, &job, victim).await;
         r.root = Some(cluster.root.clone());
         // Every restarted task's process started from its state (a task may show as more
-        // than one process: its shim and the program).
-        let restored: BTreeSet<String> = cluster
-            .processes()
-            .into_iter()
-            .filter(|p| p.job == job && p.attempt > 0 && p.executor != victim)
-            .filter(|p| {
-                process_support::task_env(p.pid)
-                    .and_then(|env| env.get("JM_RESTORE_DIR").cloned())
-                    .is_some_and(|dir| std::path::Path::new(&dir).join("state").is_file())
-            })
-            .map(|p| p.task)
-            .collect();
-        let restored = restored.len();
-        assert_eq!(
-            restored, r.restarted,
-            "every restarted task restored its state"
-        );
+        // than one process: its shim and the program; polled, as a process that was just
+        // started may not show its environment yet).
+        let (c, j, want) = (&cluster, job.as_str(), r.restarted);
+        eventually(
+            "every restarted task restored its state",
+            WAIT,
+            || async move {
+                let restored: BTreeSet<String> = c
+                    .processes()
+                    .into_iter()
+                    .filter(|p| p.job == j && p.attempt > 0 && p.executor != victim)
+                    .filter(|p| {
+                        process_support::task_env(p.pid)
+                            .and_then(|env| env.get("JM_RESTORE_DIR").cloned())
+                            .is_some_and(|dir| std::path::Path::new(&dir).join("state").is_file())
+                    })
+                    .map(|p| p.task)
+                    .collect();
+                (restored.len() == want).then_some(()).ok_or(format!(
+                    "{} of {want} restored: {restored:?}",
+                    restored.len()
+                ))
+            },
+        )
+        .await;
         r.print(run);
         results.push(r);
     }
