@@ -54,10 +54,15 @@ while True:
             if word == "checkpoint":
                 cid, _, directory = rest.partition(" ")
                 state = str(count).encode()
-                with open(os.path.join(directory, "state"), "wb") as f:
-                    f.write(state)
-                    f.flush()
-                    os.fsync(f.fileno())
+                try:
+                    with open(os.path.join(directory, "state"), "wb") as f:
+                        f.write(state)
+                        f.flush()
+                        os.fsync(f.fileno())
+                except OSError as e:
+                    # E.g. the checkpoint was aborted and its folder deleted meanwhile.
+                    sock.sendall(f"decline {cid} cannot write the state: {e}\n".encode())
+                    continue
                 sock.sendall(f"ack {cid} {len(state)}\n".encode())
             elif word in ("complete", "abort"):
                 event(f"{word} {rest}")
