@@ -495,6 +495,44 @@ impl Chaos {
         found
     }
 
+    /// The etcd member that leads raft (`etcd-1`…), asked from `from`'s container.
+    pub fn etcd_leader(&self, from: &str) -> Result<String, String> {
+        let endpoints = ETCD
+            .iter()
+            .map(|m| format!("http://{m}:2379"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let out = run(
+            "docker",
+            &[
+                "exec",
+                &self.container(from),
+                "etcdctl",
+                &format!("--endpoints={endpoints}"),
+                "endpoint",
+                "status",
+                "-w",
+                "json",
+            ],
+        )?;
+        let status: Value =
+            serde_json::from_str(&out).map_err(|e| format!("etcdctl: not JSON: {e}: {out}"))?;
+        status
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| {
+                let s = &m["Status"];
+                s["leader"].as_u64().is_some() && s["leader"] == s["header"]["member_id"]
+            })
+            .and_then(|m| {
+                let e = m["Endpoint"].as_str()?;
+                ETCD.iter().find(|n| e.contains(&format!("//{n}:")))
+            })
+            .map(|n| (*n).to_owned())
+            .ok_or_else(|| format!("no raft leader in {out}"))
+    }
+
     /// The Unix times (seconds) of the lines of `service`'s log since `since` (Unix seconds)
     /// that contain `needle`, by docker's own timestamps (the containers share the host's
     /// clock).
