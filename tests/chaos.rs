@@ -37,7 +37,7 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
 /// The chaos cluster's heartbeat timeout and lease (tests/chaos/compose.yml).
-const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(6);
 const LEASE_TTL: Duration = Duration::from_secs(2);
 
 /// Whether the suite runs here; prints why not.
@@ -161,6 +161,9 @@ struct Figures {
     restarted: usize,
     total: usize,
     note: String,
+    /// From the fault to the last first ledger line of the restarted attempts (the tasks'
+    /// own clock, no polling).
+    started: Option<Duration>,
 }
 
 impl Figures {
@@ -365,10 +368,28 @@ fn executor_kill(s: &Suite) -> Figures {
     let c = s.chaos;
     let before = s.settle();
     let (victim, affected) = victim(&before);
+    let t0_wall = wall();
     let t0 = Instant::now();
     c.kill(&victim);
     let detection = wait_lost(c, &victim, t0);
     let (after, recovery) = wait_regions_back(c, &s.stream, &before, &affected, &victim, t0);
+    let started = eventually("the new attempts wrote their start", WAIT, || {
+        let ledger = Ledger::read(&c.shared, &s.stream);
+        let mut last = 0.0f64;
+        for (n, t) in after
+            .iter()
+            .filter(|(n, t)| before[*n].attempt != t.attempt)
+        {
+            let first = ledger
+                .tasks
+                .get(n)
+                .and_then(|a| a.get(&t.attempt))
+                .map(|a| a.first)
+                .ok_or_else(|| format!("no line of {n} attempt {}", t.attempt))?;
+            last = last.max(first);
+        }
+        Ok(Duration::from_secs_f64((last - t0_wall).max(0.0)))
+    });
     s.check_ledger(&s.stream);
     c.start(&victim);
     c.wait_executors(&EXECUTORS, WAIT);
@@ -378,7 +399,13 @@ fn executor_kill(s: &Suite) -> Figures {
         recovery: Some(recovery),
         restarted: restarted(&before, &after),
         total: after.len(),
-        note: format!("{victim}: {} region(s) of 4 restarted", affected.len()),
+        note: format!(
+            "{victim}: {} region(s) of 4 restarted; the last restarted attempt wrote its first \
+             ledger line {:.0} ms after the kill",
+            affected.len(),
+            started.as_secs_f64() * 1e3
+        ),
+        started: Some(started),
     }
 }
 
@@ -459,6 +486,7 @@ fn executor_away(
                 affected.len()
             )
         },
+        started: None,
     }
 }
 
@@ -531,22 +559,19 @@ fn netem(s: &Suite, observe: Duration) -> Figures {
             observe.as_secs_f64(),
             HEARTBEAT_TIMEOUT.as_millis()
         ),
+        started: None,
     }
 }
 
-/// The leading jobmaster is killed, frozen or cut off: the standby leads. Returns the figures
-/// and whether tasks restarted; `back` brings the old leader back, which must then stand by
-/// without any executor taking a command from it.
-fn leader_loss(
-    s: &Suite,
-    case: &'static str,
-    away: impl Fn(&str),
-    back: impl Fn(&str),
-    no_restart: bool,
-) -> Figures {
+/// The leading jobmaster is killed, frozen or cut off: the standby leads and adopts every
+/// attempt (same attempts on the same executors: no task restarts), since the chaos cluster
+/// keeps the README's Switch rule (tests/chaos/compose.yml); `back` brings the old leader
+/// back, which must then stand by without any executor taking a command from it.
+fn leader_loss(s: &Suite, case: &'static str, away: impl Fn(&str), back: impl Fn(&str)) -> Figures {
     let c = s.chaos;
     let before = s.settle();
     let (old, epoch) = c.wait_leader(WAIT);
+    let t0_wall = wall();
     let t0 = Instant::now();
     away(&old);
     let (new, new_epoch) = eventually("the standby leads", WAIT, || match c.leader() {
@@ -554,18 +579,41 @@ fn leader_loss(
         Ok((l, e)) => Err(format!("{l} leads, epoch {e}")),
         Err(e) => Err(e),
     });
-    let elected = t0.elapsed();
     let after = all_running(c, &s.stream);
-    let adopted = t0.elapsed();
+    let observed = t0.elapsed();
+    // The times themselves from the new leader's log (docker's timestamps, the host's clock):
+    // the host's polls of jmctl add up to a connect timeout while one endpoint is frozen.
+    let logged = |needle: &str| {
+        eventually(
+            &format!("{new} logs {needle:?}"),
+            Duration::from_secs(15),
+            || {
+                c.log_times(&new, t0_wall, needle)
+                    .first()
+                    .map(|t| Duration::from_secs_f64((t - t0_wall).max(0.0)))
+                    .ok_or_else(|| "not yet".to_owned())
+            },
+        )
+    };
+    let elected = logged("elected leader");
+    let adopted = logged("reconciliation over");
+    let switched: Vec<&str> = EXECUTORS
+        .iter()
+        .copied()
+        .filter(|e| !c.log_times(e, t0_wall, "switching to it").is_empty())
+        .collect();
+    let fenced: Vec<&str> = EXECUTORS
+        .iter()
+        .copied()
+        .filter(|e| !c.log_times(e, t0_wall, "self-fencing").is_empty())
+        .collect();
     let n = restarted(&before, &after);
-    if no_restart {
-        assert_eq!(
-            placement(&after),
-            placement(&before),
-            "adopted without a restart: {}",
-            describe(&after)
-        );
-    }
+    assert_eq!(
+        placement(&after),
+        placement(&before),
+        "adopted without a restart: {}",
+        describe(&after)
+    );
     back(&old);
     eventually(&format!("{old} stands by"), WAIT, || {
         match c.healthz(&old) {
@@ -594,36 +642,56 @@ fn leader_loss(
         restarted: n,
         total: after.len(),
         note: format!(
-            "{old} -> {new} (lease {} s); detection = new leader elected, recovery = every task RUNNING under it",
-            LEASE_TTL.as_secs()
+            "{old} -> {new} (lease {} s, fence at {:.1} s); detection = new leader elected, \
+             recovery = its reconciliation over (both from its log; the host saw every task \
+             RUNNING under it after {:.0} ms); executors that switched by search: {switched:?}, \
+             that fenced: {fenced:?}",
+            LEASE_TTL.as_secs(),
+            (HEARTBEAT_TIMEOUT - HEARTBEAT_TIMEOUT / 4).as_secs_f64(),
+            observed.as_secs_f64() * 1e3
         ),
+        started: None,
     }
 }
 
+/// The etcd member that leads raft is killed (the harder loss: etcd elects a new raft leader
+/// before it renews any lease): the same jobmaster leads in the same term, nothing restarts.
 fn etcd_member_lost(s: &Suite) -> Figures {
     let c = s.chaos;
     let before = s.settle();
     let lead = c.wait_leader(WAIT);
-    c.kill("etcd-1");
+    let member = eventually("etcd has a raft leader", WAIT, || c.etcd_leader("etcd-1"));
+    let t0_wall = wall();
+    c.kill(&member);
     // Observed over three leases: same leader and epoch, same attempts.
     let until = Instant::now() + 3 * LEASE_TTL;
     while Instant::now() < until {
-        assert_eq!(
-            c.wait_leader(WAIT),
-            lead,
-            "leadership unchanged with one etcd member lost"
-        );
+        let now = c.wait_leader(WAIT);
+        if now != lead {
+            let lost: Vec<String> = JOBMASTERS
+                .iter()
+                .flat_map(|j| {
+                    c.log_times(j, t0_wall, "lease not renewed")
+                        .into_iter()
+                        .map(move |t| format!("{j} at +{:.0} ms", (t - t0_wall) * 1e3))
+                })
+                .collect();
+            panic!(
+                "leadership unchanged with one etcd member lost: {lead:?} became {now:?} after \
+                 {member} (the raft leader) was killed; lease lost: {lost:?}"
+            );
+        }
         std::thread::sleep(Duration::from_millis(250));
     }
     let after = all_running(c, &s.stream);
     assert_eq!(placement(&after), placement(&before));
-    c.start("etcd-1");
-    eventually("etcd-1 is healthy again", WAIT, || {
+    c.start(&member);
+    eventually(&format!("{member} is healthy again"), WAIT, || {
         run(
             "docker",
             &[
                 "exec",
-                &c.container("etcd-1"),
+                &c.container(&member),
                 "etcdctl",
                 "--endpoints=http://127.0.0.1:2379",
                 "endpoint",
@@ -633,15 +701,16 @@ fn etcd_member_lost(s: &Suite) -> Figures {
     });
     s.check_ledger(&s.stream);
     Figures {
-        case: "one etcd member of 3 killed",
+        case: "one etcd member of 3 killed (the raft leader)",
         detection: None,
         recovery: None,
         restarted: 0,
         total: after.len(),
         note: format!(
-            "{} s observed: leader and epoch unchanged",
+            "{member} killed, {} s observed: leader and epoch unchanged",
             (3 * LEASE_TTL).as_secs()
         ),
+        started: None,
     }
 }
 
@@ -691,6 +760,7 @@ fn etcd_quorum_lost(s: &Suite) -> Figures {
             "detection = nobody leads; recovery = from restoring the quorum to every task adopted (leader after {:.0} ms)",
             elected.as_secs_f64() * 1e3
         ),
+        started: None,
     }
 }
 
@@ -824,6 +894,7 @@ fn batch_kill_in_shuffle(s: &Suite) -> Figures {
         note: format!(
             "{victim} killed with counts at their gate; output exact; recovery = to job FINISHED"
         ),
+        started: None,
     }
 }
 
@@ -899,7 +970,6 @@ fn kills_pauses_partitions_slow_links_and_coordinator_loss_restart_only_what_the
             "leader jobmaster docker kill",
             |l| chaos.kill(l),
             |l| chaos.start(l),
-            true,
         )
     });
     attempt(&mut results, "leader pause", || {
@@ -908,7 +978,6 @@ fn kills_pauses_partitions_slow_links_and_coordinator_loss_restart_only_what_the
             "leader jobmaster docker pause",
             |l| chaos.pause(l),
             |l| chaos.unpause(l),
-            false,
         )
     });
     attempt(&mut results, "leader network disconnect", || {
@@ -917,7 +986,6 @@ fn kills_pauses_partitions_slow_links_and_coordinator_loss_restart_only_what_the
             "leader jobmaster docker network disconnect",
             |l| chaos.disconnect(l),
             |l| chaos.connect(l),
-            false,
         )
     });
     attempt(&mut results, "etcd member lost", || etcd_member_lost(&s));
@@ -972,6 +1040,128 @@ fn five_minutes_of_netem_on_an_executor_link_cause_no_false_failover() {
     };
     let f = netem(&s, Duration::from_secs(300));
     println!("{}", f.row());
+}
+
+/// `JM_CHAOS_RUNS` (default `default`).
+fn runs(default: usize) -> usize {
+    std::env::var("JM_CHAOS_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(default)
+}
+
+/// "p50 … ms, p99 … ms, max … ms (n samples)", nearest-rank percentiles (with 20 samples the
+/// p99 is the largest).
+fn percentiles(samples: &[Duration]) -> String {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    let rank = |p: f64| {
+        let i = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+        sorted[i].as_secs_f64() * 1e3
+    };
+    format!(
+        "p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms ({} samples)",
+        rank(0.5),
+        rank(0.99),
+        rank(1.0),
+        sorted.len()
+    )
+}
+
+/// A fresh cluster running the streaming job.
+fn bench_cluster(name: &str) -> (Chaos, String) {
+    let chaos = Chaos::up(name);
+    let stream = chaos.submit("stream", &streaming_spec());
+    all_running(&chaos, &stream);
+    (chaos, stream)
+}
+
+/// The executor kill case `JM_CHAOS_RUNS` times (default 20) on one cluster (the BENCHMARKS.md
+/// figure: affected tasks RUNNING again, p99 across containers).
+#[test]
+#[ignore = "a benchmark; run with JM_CHAOS=1 [JM_CHAOS_RUNS=20] --run-ignored for BENCHMARKS.md"]
+fn executor_kill_recovery_over_many_runs() {
+    if !enabled() {
+        return;
+    }
+    let (chaos, stream) = bench_cluster("jmkill");
+    let s = Suite {
+        chaos: &chaos,
+        stream,
+        excused: RefCell::default(),
+    };
+    let (mut detection, mut recovery, mut started) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 1..=runs(20) {
+        let f = executor_kill(&s);
+        println!("chaos: run {run}: {}", f.row());
+        detection.push(f.detection.expect("a detection time"));
+        recovery.push(f.recovery.expect("a recovery time"));
+        started.push(f.started.expect("a start time"));
+    }
+    s.check_ledger(&s.stream);
+    println!(
+        "chaos: executor docker kill: declared lost (host poll) {}; affected tasks RUNNING again \
+         (host poll) {}; restarted attempts started (ledger) {}",
+        percentiles(&detection),
+        percentiles(&recovery),
+        percentiles(&started)
+    );
+}
+
+/// Each leader case (kill, pause, network disconnect) `JM_CHAOS_RUNS` times (default 5) on one
+/// cluster: the new leader's election and adoption times, and no task restarted in any run.
+#[test]
+#[ignore = "a benchmark; run with JM_CHAOS=1 [JM_CHAOS_RUNS=5] --run-ignored for BENCHMARKS.md"]
+fn leader_loss_over_many_runs() {
+    if !enabled() {
+        return;
+    }
+    let (chaos, stream) = bench_cluster("jmleader");
+    let s = Suite {
+        chaos: &chaos,
+        stream,
+        excused: RefCell::default(),
+    };
+    type Fault<'a> = (&'static str, Box<dyn Fn(&str) + 'a>, Box<dyn Fn(&str) + 'a>);
+    let faults: [Fault; 3] = [
+        (
+            "kill",
+            Box::new(|l| chaos.kill(l)),
+            Box::new(|l| chaos.start(l)),
+        ),
+        (
+            "pause",
+            Box::new(|l| chaos.pause(l)),
+            Box::new(|l| chaos.unpause(l)),
+        ),
+        (
+            "network disconnect",
+            Box::new(|l| chaos.disconnect(l)),
+            Box::new(|l| chaos.connect(l)),
+        ),
+    ];
+    let n = runs(5);
+    let mut summary = Vec::new();
+    for (name, away, back) in &faults {
+        let (mut elected, mut adopted, mut restarts) = (Vec::new(), Vec::new(), 0);
+        for run in 1..=n {
+            let f = leader_loss(&s, "leader", away, back);
+            println!("chaos: leader {name}, run {run}: {}", f.row());
+            elected.push(f.detection.expect("an election time"));
+            adopted.push(f.recovery.expect("an adoption time"));
+            restarts += f.restarted;
+        }
+        summary.push(format!(
+            "leader {name}: elected {}; every task adopted {}; {restarts} task restarts",
+            percentiles(&elected),
+            percentiles(&adopted)
+        ));
+    }
+    s.check_ledger(&s.stream);
+    for line in summary {
+        println!("chaos: {line}");
+    }
 }
 
 /// TODO(issue 17, item 3): the exactly-once example's output exact after a mix of all of the

@@ -495,6 +495,71 @@ impl Chaos {
         found
     }
 
+    /// The etcd member that leads raft (`etcd-1`…), asked from `from`'s container.
+    pub fn etcd_leader(&self, from: &str) -> Result<String, String> {
+        let endpoints = ETCD
+            .iter()
+            .map(|m| format!("http://{m}:2379"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let out = run(
+            "docker",
+            &[
+                "exec",
+                &self.container(from),
+                "etcdctl",
+                &format!("--endpoints={endpoints}"),
+                "endpoint",
+                "status",
+                "-w",
+                "json",
+            ],
+        )?;
+        let status: Value =
+            serde_json::from_str(&out).map_err(|e| format!("etcdctl: not JSON: {e}: {out}"))?;
+        status
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| {
+                let s = &m["Status"];
+                s["leader"].as_u64().is_some() && s["leader"] == s["header"]["member_id"]
+            })
+            .and_then(|m| {
+                let e = m["Endpoint"].as_str()?;
+                ETCD.iter().find(|n| e.contains(&format!("//{n}:")))
+            })
+            .map(|n| (*n).to_owned())
+            .ok_or_else(|| format!("no raft leader in {out}"))
+    }
+
+    /// The Unix times (seconds) of the lines of `service`'s log since `since` (Unix seconds)
+    /// that contain `needle`, by docker's own timestamps (the containers share the host's
+    /// clock).
+    pub fn log_times(&self, service: &str, since: f64, needle: &str) -> Vec<f64> {
+        let since = format!("{since:.6}");
+        let Ok(out) = Command::new("docker")
+            .args(["logs", "-t", "--since", &since, &self.container(service)])
+            .stdin(Stdio::null())
+            .output()
+        else {
+            return Vec::new();
+        };
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        let mut times: Vec<f64> = text
+            .lines()
+            .filter(|l| l.contains(needle))
+            .filter_map(|l| {
+                let stamp = l.split_whitespace().next()?;
+                let t = humantime::parse_rfc3339(stamp).ok()?;
+                Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs_f64())
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        times
+    }
+
     /// The last lines of every service's log (after a failure).
     pub fn print_logs(&self) {
         if let Ok(logs) = self.compose(&["logs", "--no-color", "--tail", "40"]) {
