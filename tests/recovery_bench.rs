@@ -47,7 +47,7 @@ async fn recovery_bench() {
 
 /// Issue 16's target, measured (`cargo test --release --test recovery_bench -- --ignored
 /// --nocapture recovery_bench_restore`; `BENCH_RUNS` as above): the recovery benchmark's job
-/// with stateful tasks (`examples/tasks/counter.py`, checkpointed every 200 ms): from kill -9
+/// with stateful tasks (`examples/tasks/counter.py`, checkpointed every second): from kill -9
 /// of an executor until every task of the affected region is RUNNING again, restored from the
 /// latest completed checkpoint (checked afterwards: each restarted process got
 /// `JM_RESTORE_DIR` and its state is there), and only that region restarted.
@@ -62,8 +62,11 @@ async fn recovery_bench_restore() {
     let mut results = Vec::new();
     for run in 0..runs {
         // A tick a second: 100 counters ticking every 20 ms would keep both CPUs busy.
+        // JM_BENCH_TASK_FSYNC=0: the tasks write their state without syncing it (on this
+        // one-disk VM, 100 tasks syncing their state compete with the jobmaster's own store).
+        let fsync = std::env::var("JM_BENCH_TASK_FSYNC").unwrap_or_else(|_| "1".into());
         let (cluster, job, ids) =
-            recovery_cluster_of(false, &["python3", &counter, "1"], Some("200ms")).await;
+            recovery_cluster_of(false, &["python3", &counter, "1", &fsync], Some("1s")).await;
         // A completed checkpoint in which every task wrote its state (a task that had not
         // connected yet is acknowledged without state), so every restarted task has some.
         let mut client = cluster.client();
@@ -498,8 +501,11 @@ fn percentile(v: &[f64], p: f64) -> f64 {
 /// Prints p50 and p99 of both clocks and the ratio restarted/total (of the first run), then
 /// deletes the runs' directories. Returns `[jobmaster p50, p99, watcher p50, p99]` in ms.
 fn summarize(what: &str, results: &[Recovery]) -> [f64; 4] {
-    for root in results.iter().filter_map(|r| r.root.as_ref()) {
-        let _ = std::fs::remove_dir_all(root);
+    // JM_BENCH_KEEP=1 keeps the runs' directories (logs) for a look afterwards.
+    if std::env::var_os("JM_BENCH_KEEP").is_none() {
+        for root in results.iter().filter_map(|r| r.root.as_ref()) {
+            let _ = std::fs::remove_dir_all(root);
+        }
     }
     let runs = results.len();
     let jm: Vec<f64> = results.iter().map(|r| r.jobmaster_ms).collect();
@@ -582,7 +588,9 @@ async fn recovery_cluster_of(
     let mut cluster = if tls {
         Cluster::new_tls("bench-tls", &[])
     } else {
-        Cluster::new("bench", &[])
+        // JM_BENCH_LOG=FILTER: the processes' RUST_LOG (e.g. debug), for a look at one run.
+        let log = std::env::var("JM_BENCH_LOG").unwrap_or_else(|_| "info".into());
+        Cluster::new("bench", &[("RUST_LOG", log.as_str())])
     };
     cluster.keep_root();
     cluster.start_jobmaster().await;

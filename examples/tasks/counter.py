@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """A stateful task for the control channel (README: "Task control channel: checkpoints").
 
-It counts ticks (one every 20 ms, or every TICK seconds: `counter.py [TICK]`) and prints the
-count now and then. On `checkpoint ID DIR` it
+It counts ticks (one every 20 ms, or every TICK seconds: `counter.py [TICK [FSYNC]]`) and
+prints the count now and then. Its state is synced to disk before it acknowledges, unless FSYNC
+is 0. On `checkpoint ID DIR` it
 writes its count to DIR/state and answers `ack ID SIZE`; on start it resumes from
 $JM_RESTORE_DIR/state when set. `complete ID` and `abort ID` are appended to the events file
 ($COUNTER_EVENTS, default $JM_ATTEMPT_DIR/events.log), with a `start COUNT` line first.
@@ -40,6 +41,7 @@ if os.environ.get("JM_CONTROL"):
     sel.register(sock, selectors.EVENT_READ)
 
 tick = float(sys.argv[1]) if len(sys.argv) > 1 else 0.02
+fsync = not (len(sys.argv) > 2 and sys.argv[2] == "0")
 buf = b""
 ticks = 0
 while True:
@@ -58,7 +60,8 @@ while True:
                     with open(os.path.join(directory, "state"), "wb") as f:
                         f.write(state)
                         f.flush()
-                        os.fsync(f.fileno())
+                        if fsync:
+                            os.fsync(f.fileno())
                 except OSError as e:
                     # E.g. the checkpoint was aborted and its folder deleted meanwhile.
                     sock.sendall(f"decline {cid} cannot write the state: {e}\n".encode())
