@@ -14,11 +14,12 @@
 ARG BASE=debian:bookworm-slim
 FROM ${BASE}
 
-# python3 (examples/tasks/counter.py), curl (the health check), ca-certificates. sh, awk,
-# sort and the coreutils the example tasks use are in every Debian base.
+# python3 with its standard library (examples/tasks/counter.py, exactly_once.py), curl (the
+# health check), ca-certificates. sh, awk, sort and the coreutils the example tasks use are in
+# every Debian base.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      ca-certificates curl python3-minimal procps \
+      ca-certificates curl python3 procps \
  && rm -rf /var/lib/apt/lists/*
 
 # A non-root user runs everything; /data holds a program's own state (the jobmaster's store,

@@ -180,7 +180,7 @@ impl Chaos {
             ])
             .args(args)
             .envs(self.ports.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("EXECUTOR_SLOTS", "6")
+            .env("EXECUTOR_SLOTS", "8")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .output()
