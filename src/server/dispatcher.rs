@@ -94,6 +94,21 @@ pub(crate) enum CheckpointOrder {
     Discard(DiscardCheckpointsRequest),
 }
 
+impl CheckpointOrder {
+    /// Sends it once through `client` (the answers carry nothing).
+    async fn send(
+        self,
+        mut client: TaskExecutorServiceClient<Channel>,
+    ) -> Result<tonic::Response<()>, tonic::Status> {
+        match self {
+            CheckpointOrder::Trigger(r) => client.trigger_checkpoint(r).await.map(|_| ()),
+            CheckpointOrder::Notify(r) => client.notify_checkpoint(r).await.map(|_| ()),
+            CheckpointOrder::Discard(r) => client.discard_checkpoints(r).await.map(|_| ()),
+        }
+        .map(tonic::Response::new)
+    }
+}
+
 /// The handle the coordinator holds for one registered executor.
 pub(crate) struct Dispatcher {
     queue: mpsc::UnboundedSender<Vec<Order>>,
@@ -518,34 +533,9 @@ impl Sender {
     /// best effort.
     async fn checkpoint(&mut self, order: CheckpointOrder) {
         let client = &self.client;
-        let answer = match &order {
-            CheckpointOrder::Trigger(r) => self
-                .retrying(|| {
-                    let mut client = client.clone();
-                    let request = r.clone();
-                    async move { client.trigger_checkpoint(request).await }
-                })
-                .await
-                .map(|_| ()),
-            CheckpointOrder::Notify(r) => self
-                .retrying(|| {
-                    let mut client = client.clone();
-                    let request = r.clone();
-                    async move { client.notify_checkpoint(request).await }
-                })
-                .await
-                .map(|_| ()),
-            CheckpointOrder::Discard(r) => self
-                .retrying(|| {
-                    let mut client = client.clone();
-                    let request = r.clone();
-                    async move { client.discard_checkpoints(request).await }
-                })
-                .await
-                .map(|_| ()),
-        };
+        let answer = self.retrying(|| order.clone().send(client.clone())).await;
         let status = match answer {
-            Ok(()) => {
+            Ok(_) => {
                 self.shared.rpc_succeeded(&self.executor);
                 return;
             }

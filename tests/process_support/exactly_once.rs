@@ -215,6 +215,45 @@ pub async fn run(
     )
     .await;
     assert_eq!(counts, expected);
+    // Checkpoint storage (`checkpoints` beside the executors' persistent folder): only the
+    // retained checkpoint (1) and one in progress stay, older and aborted ones are deleted;
+    // the job's whole folder goes once the job ends.
+    let storage = root.join("checkpoints").join(&job);
+    let chk = || {
+        std::fs::read_dir(&storage)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("chk-"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    eventually("old checkpoints deleted", Duration::from_secs(30), || {
+        let n = chk();
+        async move {
+            (1..=2)
+                .contains(&n)
+                .then_some(())
+                .ok_or(format!("{n} checkpoints"))
+        }
+    })
+    .await;
+    cluster
+        .client()
+        .cancel_job(jobmaster::api::v1::CancelJobRequest {
+            job_id: job.clone(),
+        })
+        .await
+        .expect("CancelJob");
+    eventually(
+        "the ended job's checkpoints deleted",
+        Duration::from_secs(30),
+        || {
+            let gone = !storage.exists();
+            async move { gone.then_some(()).ok_or("still there".to_owned()) }
+        },
+    )
+    .await;
     run
 }
 
