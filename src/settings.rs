@@ -80,6 +80,9 @@ pub struct ExecutorSettings {
     pub fence_margin: Duration,
     #[serde(with = "humantime_serde")]
     pub cancel_grace: Duration,
+    /// Added to the executor's niceness for task processes (0–19): the executor's own work
+    /// comes first.
+    pub task_nice: i32,
     pub min_free_disk_bytes: u64,
     /// Failure-domain labels, `key=value` separated by commas (`zone=a,rack=r1`).
     pub labels: String,
@@ -399,6 +402,12 @@ impl Settings {
         if self.executor.slots == 0 {
             return bad("executor.slots", "must be at least 1");
         }
+        if !(0..=19).contains(&self.executor.task_nice) {
+            return bad(
+                "executor.task-nice",
+                "must be from 0 (tasks at the executor's priority) to 19 (the lowest)",
+            );
+        }
         if self.executor.retain_attempts == 0 {
             return bad(
                 "executor.retain-attempts",
@@ -525,6 +534,21 @@ mod tests {
         assert_eq!(s.executor.retain_attempts, 10);
         let e = Settings::load_from(None, env("0")).unwrap_err();
         assert!(e.to_string().contains("executor.retain-attempts"), "{e}");
+    }
+
+    #[test]
+    fn tasks_are_niced_by_ten_unless_configured_within_zero_to_nineteen() {
+        let s = Settings::load_from(None, []).unwrap();
+        assert_eq!(s.executor.task_nice, 10);
+        let env = |v: &str| [("JOBMASTER__EXECUTOR__TASK_NICE".to_owned(), v.to_owned())];
+        for ok in [0, 19] {
+            let s = Settings::load_from(None, env(&ok.to_string())).unwrap();
+            assert_eq!(s.executor.task_nice, ok);
+        }
+        for bad in ["-1", "20"] {
+            let e = Settings::load_from(None, env(bad)).unwrap_err();
+            assert!(e.to_string().contains("executor.task-nice"), "{bad}: {e}");
+        }
     }
 
     #[test]

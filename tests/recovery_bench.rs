@@ -59,6 +59,8 @@ async fn recovery_bench_restore() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
     let counter = process_support::example("tasks/counter.py");
+    // The interpreter itself, not a version manager's `python3` script (see `python3`).
+    let python = process_support::python3();
     let mut results = Vec::new();
     for run in 0..runs {
         // A tick a second: 100 counters ticking every 20 ms would keep both CPUs busy.
@@ -66,7 +68,7 @@ async fn recovery_bench_restore() {
         // one-disk VM, 100 tasks syncing their state compete with the jobmaster's own store).
         let fsync = std::env::var("JM_BENCH_TASK_FSYNC").unwrap_or_else(|_| "1".into());
         let (cluster, job, ids) =
-            recovery_cluster_of(false, &["python3", &counter, "1", &fsync], Some("1s")).await;
+            recovery_cluster_of(false, &[&python, &counter, "1", &fsync], Some("1s")).await;
         // A completed checkpoint in which every task wrote its state (a task that had not
         // connected yet is acknowledged without state), so every restarted task has some.
         let mut client = cluster.client();
@@ -590,7 +592,15 @@ async fn recovery_cluster_of(
     } else {
         // JM_BENCH_LOG=FILTER: the processes' RUST_LOG (e.g. debug), for a look at one run.
         let log = std::env::var("JM_BENCH_LOG").unwrap_or_else(|_| "info".into());
-        Cluster::new("bench", &[("RUST_LOG", log.as_str())])
+        // JM_BENCH_STORE=memory: the jobmaster without its durable store, for a comparison.
+        let store = std::env::var("JM_BENCH_STORE").unwrap_or_else(|_| "embedded".into());
+        Cluster::new(
+            "bench",
+            &[
+                ("RUST_LOG", log.as_str()),
+                ("JOBMASTER__STORE__BACKEND", store.as_str()),
+            ],
+        )
     };
     cluster.keep_root();
     cluster.start_jobmaster().await;

@@ -863,6 +863,7 @@ async fn start_on(data: &Path) -> Result<(), jobmaster::executor::StartError> {
             jobmaster_reconnect_timeout: Duration::from_secs(1),
             fence_margin: Duration::from_millis(500),
             cancel_grace: Duration::from_secs(1),
+            task_nice: 10,
             min_free_disk: 0,
             rpc_timeout: Duration::from_secs(1),
             labels: Default::default(),

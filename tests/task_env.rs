@@ -46,3 +46,49 @@ async fn a_task_does_not_inherit_the_executors_jobmaster_variables() {
     })
     .await;
 }
+
+/// Field `n` (1-based, as in proc(5)) of `/proc/PID/stat` text.
+fn stat_field(stat: &str, n: usize) -> i64 {
+    // The command name (field 2) may hold spaces; the fields after its `)` do not.
+    let after = stat.rsplit_once(')').expect("a stat line").1;
+    after
+        .split_whitespace()
+        .nth(n - 3)
+        .and_then(|f| f.parse().ok())
+        .unwrap_or_else(|| panic!("field {n} of {stat:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_run_at_task_nice_above_the_executor_and_their_shims_at_its_priority() {
+    bounded(Duration::from_secs(90), async {
+        let cluster = Cluster::start(
+            "task-nice",
+            &[("tm-nice", 1)],
+            &[("JOBMASTER__EXECUTOR__TASK_NICE", "7")],
+        )
+        .await;
+        let out = cluster.root.join("stat.txt");
+        // The task's own stat line, then its parent's (the shim's).
+        let spec = serde_json::json!({
+            "name": "nice",
+            "restart": { "strategy": "none" },
+            "vertices": [{ "id": "v", "parallelism": 1,
+                "command": ["sh", "-c", "cat /proc/$$/stat /proc/$PPID/stat > \"$0\"",
+                            out.display().to_string()] }],
+        });
+        let job = cluster.submit(&spec).await;
+        cluster
+            .wait_job_state(&job, "FINISHED", Duration::from_secs(60))
+            .await;
+        let text = std::fs::read_to_string(&out).expect("the task wrote the stat lines");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let executor =
+            std::fs::read_to_string(format!("/proc/{}/stat", cluster.executor_pid("tm-nice")))
+                .expect("the executor's stat");
+        let base = stat_field(&executor, 19);
+        assert_eq!(stat_field(lines[0], 19), (base + 7).min(19), "task: {text}");
+        assert_eq!(stat_field(lines[1], 19), base, "shim: {text}");
+    })
+    .await;
+}

@@ -268,6 +268,7 @@ async fn daemon() -> anyhow::Result<()> {
                     jobmaster_reconnect_timeout: settings.executor.jobmaster_reconnect_timeout,
                     fence_margin: settings.executor.fence_margin,
                     cancel_grace: settings.executor.cancel_grace,
+                    task_nice: settings.executor.task_nice,
                     min_free_disk: settings.executor.min_free_disk_bytes,
                     rpc_timeout: settings.rpc.timeout,
                     labels: Default::default(),

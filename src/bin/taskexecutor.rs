@@ -133,6 +133,7 @@ async fn agent() -> anyhow::Result<()> {
             jobmaster_reconnect_timeout: s.jobmaster_reconnect_timeout,
             fence_margin: s.fence_margin,
             cancel_grace: s.cancel_grace,
+            task_nice: s.task_nice,
             min_free_disk: s.min_free_disk_bytes,
             rpc_timeout: settings.rpc.timeout,
             labels,

@@ -83,6 +83,11 @@ pub struct ExecutorConfig {
     pub fence_margin: Duration,
     /// SIGTERM, then SIGKILL after this long.
     pub cancel_grace: Duration,
+    /// Added to the executor's niceness for task processes (`executor.task-nice`, 0–19,
+    /// up to 19 in all), so that a host
+    /// full of busy tasks does not starve the executor's own work: starting and stopping
+    /// attempts, heartbeats. Their shims keep the executor's.
+    pub task_nice: i32,
     /// Below this many free bytes in the data dir, new tasks are refused.
     pub min_free_disk: u64,
     pub rpc_timeout: Duration,

@@ -55,7 +55,8 @@ impl Control {
 /// Starts `command` under the shim program `shim` with `env`, logging to `stdout`/`stderr`,
 /// as `user` (with its groups) when given. `launch` is where the launch file goes (in the
 /// attempt's folder); `grace` is how long the shim waits between SIGTERM and SIGKILL when it
-/// stops what a task left. Returns once the shim has said whether the command started.
+/// stops what a task left; `nice` is added to the executor's niceness for the command. Returns once the
+/// shim has said whether the command started.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn spawn(
     shim_program: &Path,
@@ -66,6 +67,7 @@ pub(crate) async fn spawn(
     stderr: &Path,
     launch_path: &Path,
     grace: std::time::Duration,
+    nice: i32,
     user: Option<&TaskUser>,
 ) -> Result<Task, SpawnError> {
     let (program, args) = command.split_first().ok_or_else(|| {
@@ -92,6 +94,7 @@ pub(crate) async fn spawn(
             groups: u.groups.iter().map(|g| g.as_raw()).collect(),
         }),
         grace_ms: grace.as_millis().min(u64::MAX as u128) as u64,
+        nice,
     };
     write_private(
         launch_path,

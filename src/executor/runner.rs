@@ -367,6 +367,7 @@ async fn prepare_and_run(
         &dir.join("stderr.log"),
         &dir.join("launch.json"),
         config.cancel_grace,
+        config.task_nice,
         user,
     )
     .await

@@ -67,6 +67,9 @@ pub(crate) struct Launch {
     pub(crate) user: Option<LaunchUser>,
     /// SIGTERM, then SIGKILL this long after, when stopping what is left.
     pub(crate) grace_ms: u64,
+    /// Added to the shim's niceness (the executor's) for the command, up to 19.
+    #[serde(default)]
+    pub(crate) nice: i32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,6 +179,19 @@ fn shim(args: &[OsString]) -> i32 {
     }
 }
 
+/// This process's niceness (0 when it cannot be read).
+fn niceness() -> i32 {
+    // getpriority(2) may return -1 as a value: only errno tells an error.
+    nix::errno::Errno::clear();
+    // SAFETY: a plain system call on this process.
+    let n = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    if n == -1 && nix::errno::Errno::last_raw() != 0 {
+        0
+    } else {
+        n
+    }
+}
+
 /// A started command and what the shim supervises it with.
 struct Started {
     command: Pid,
@@ -224,6 +240,8 @@ fn start(launch: &Path) -> Result<Started, Report> {
         )
     });
     let shim = getpid();
+    // Added to the shim's own niceness (the executor's), at most the lowest priority.
+    let nice = (launch.nice > 0).then(|| (niceness() + launch.nice).min(19));
     // SAFETY: only async-signal-safe calls between fork and exec (plain system calls that do
     // not allocate); the shim has a single thread anyway.
     unsafe {
@@ -231,6 +249,12 @@ fn start(launch: &Path) -> Result<Started, Report> {
             setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
             // The shim's blocked signals are not the task's business.
             SigSet::empty().thread_set_mask()?;
+            // Lower than the executor's (before the switch: lowering needs no privilege).
+            if let Some(nice) = nice
+                && libc::setpriority(libc::PRIO_PROCESS, 0, nice) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
             // Groups first, then the group, then the user: each step needs root.
             if let Some((groups, gid, uid)) = &switch {
                 setgroups(groups)?;
@@ -401,8 +425,47 @@ fn signal_all(me: Pid, group: Option<Pid>, signal: Signal) {
     }
 }
 
-/// Every live process below `root` in the process tree, read from `/proc`.
+/// Every live process below `root` in the process tree, read from `/proc`: by walking each
+/// process's `task/TID/children` lists (what the shim's own tree costs), or, on a kernel
+/// without them (`CONFIG_PROC_CHILDREN`), from every process's parent in `/proc/PID/stat`
+/// (what every process on the host costs: each of a host's shims stopping at once made that
+/// quadratic). A child that a list misses as it starts is found by the next pass: the shim
+/// keeps signalling while it has children.
 fn descendants(root: Pid) -> Vec<Pid> {
+    match children_of(root.as_raw()) {
+        Some(first) => {
+            let mut found = Vec::new();
+            let mut todo = first;
+            while let Some(p) = todo.pop() {
+                found.push(Pid::from_raw(p));
+                todo.extend(children_of(p).unwrap_or_default());
+            }
+            found
+        }
+        None => descendants_by_scan(root),
+    }
+}
+
+/// The children of every thread of `pid` (`/proc/PID/task/*/children`); `None` when the
+/// kernel has no such lists (or `pid` is gone).
+fn children_of(pid: i32) -> Option<Vec<i32>> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut children = Vec::new();
+    let mut listed = false;
+    for task in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+            listed = true;
+            children.extend(
+                text.split_whitespace()
+                    .filter_map(|c| c.parse::<i32>().ok()),
+            );
+        }
+    }
+    listed.then_some(children)
+}
+
+/// [`descendants`] from the parent of every process in `/proc`.
+fn descendants_by_scan(root: Pid) -> Vec<Pid> {
     let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -495,9 +558,37 @@ mod tests {
             .expect("start sleep");
         let pid = Pid::from_raw(child.id() as i32);
         assert!(descendants(getpid()).contains(&pid));
+        assert!(descendants_by_scan(getpid()).contains(&pid));
         assert_eq!(parent_of(pid.as_raw()), Some(getpid().as_raw()));
         let _ = child.kill();
         let _ = child.wait();
         assert!(!descendants(getpid()).contains(&pid));
+        assert!(!descendants_by_scan(getpid()).contains(&pid));
+    }
+
+    #[test]
+    fn grandchildren_are_descendants_too() {
+        // A shell whose child sleeps: the sleep is a grandchild of this process.
+        let mut shell = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & echo $!; wait"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start sh");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(shell.stdout.take().expect("stdout")),
+            &mut line,
+        )
+        .expect("read the sleep's pid");
+        let sleep = Pid::from_raw(line.trim().parse().expect("a pid"));
+        let below = descendants(getpid());
+        assert!(
+            below.contains(&Pid::from_raw(shell.id() as i32)),
+            "{below:?}"
+        );
+        assert!(below.contains(&sleep), "{below:?}");
+        assert!(descendants_by_scan(getpid()).contains(&sleep));
+        let _ = kill(sleep, Signal::SIGKILL);
+        let _ = shell.wait();
     }
 }

@@ -68,6 +68,7 @@ impl RealExecutor {
             jobmaster_reconnect_timeout: Duration::from_secs(30),
             fence_margin: Duration::from_millis(500),
             cancel_grace: Duration::from_secs(1),
+            task_nice: 10,
             min_free_disk: 0,
             rpc_timeout: Duration::from_secs(5),
             labels: Default::default(),

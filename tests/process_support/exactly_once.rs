@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{Cluster, eventually, example, quick_restarts};
+use super::{Cluster, eventually, example, python3, quick_restarts};
 
 pub const CITIES: [&str; 5] = ["beijing", "shanghai", "shenzhen", "hangzhou", "chengdu"];
 
@@ -40,6 +40,7 @@ pub fn spec(
     interval: &str,
 ) -> serde_json::Value {
     let program = example("tasks/exactly_once.py");
+    let python = python3();
     serde_json::json!({
         "name": "city-orders-exactly-once",
         "failover": "region",
@@ -47,9 +48,9 @@ pub fn spec(
         "checkpoint": { "interval": interval, "timeout": "10s", "tolerable-failures": 1000 },
         "vertices": [
             { "id": "source", "parallelism": parallelism,
-              "command": ["python3", program, "source", orders, link, rate.to_string()] },
+              "command": [python, program, "source", orders, link, rate.to_string()] },
             { "id": "count", "parallelism": parallelism,
-              "command": ["python3", program, "count", link, out] },
+              "command": [python, program, "count", link, out] },
         ],
         "edges": [
             { "from": "source", "to": "count", "pattern": "pointwise", "exchange": "pipelined" },

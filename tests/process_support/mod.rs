@@ -45,6 +45,33 @@ pub fn example(path: &str) -> String {
     repo().join("examples").join(path).display().to_string()
 }
 
+/// The Python interpreter the example tasks run with: the system's `/usr/bin/python3` (the
+/// one the container image carries) when there is one, else the `python3` on `PATH` as Python
+/// itself names it (`sys.executable`). A version manager's `python3` on PATH (pyenv's is a bash
+/// script that runs a dozen processes before Python starts, and its interpreter starts 3×
+/// slower than Debian's) would otherwise cost every task start ~90 ms of CPU, which the
+/// benchmarks would measure instead of the executor. `python3` when it cannot be asked.
+#[allow(dead_code)]
+pub fn python3() -> String {
+    static PYTHON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let system = Path::new("/usr/bin/python3");
+            if system.is_file() {
+                return system.display().to_string();
+            }
+            Command::new("python3")
+                .args(["-c", "import sys; print(sys.executable)"])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| "python3".to_owned())
+        })
+        .clone()
+}
+
 /// Settings every process of a test cluster gets (later entries, from the test, win).
 /// Heartbeats are fast; the heartbeat timeout is generous because a noisy machine may delay a
 /// heartbeat, and a spurious executor loss would spoil the attempt numbers a test asserts.
