@@ -92,3 +92,29 @@ async fn tasks_run_at_task_nice_above_the_executor_and_their_shims_at_its_priori
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_reads_dev_null_and_inherits_no_socket_of_its_shim() {
+    bounded(Duration::from_secs(90), async {
+        let cluster = Cluster::start("task-fds", &[("tm-fds", 1)], &[]).await;
+        let out = cluster.root.join("fds.txt");
+        // What each of the shell's descriptors is (its standard output is the task log).
+        let spec = serde_json::json!({
+            "name": "fds",
+            "restart": { "strategy": "none" },
+            "vertices": [{ "id": "v", "parallelism": 1,
+                "command": ["sh", "-c",
+                    "for f in /proc/$$/fd/*; do echo \"${f##*/} $(readlink $f)\"; done > \"$0\"",
+                    out.display().to_string()] }],
+        });
+        let job = cluster.submit(&spec).await;
+        cluster
+            .wait_job_state(&job, "FINISHED", Duration::from_secs(60))
+            .await;
+        let fds = std::fs::read_to_string(&out).expect("the task listed its descriptors");
+        assert!(fds.lines().any(|l| l == "0 /dev/null"), "{fds}");
+        // The shim's channel to the executor (its lifeline) stays with the shim.
+        assert!(!fds.contains("socket:"), "{fds}");
+    })
+    .await;
+}

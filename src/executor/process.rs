@@ -1,19 +1,19 @@
 //! Task processes, from the executor's side: each attempt runs under a [shim](super::shim)
-//! that the executor starts with two pipes, a lifeline it keeps the write end of (stop and
-//! kill requests travel on it; its end tells the shim the executor is gone) and a report on
-//! which the shim says whether the command started. The shim is recorded in a pid file, so
+//! that the executor starts (with `posix_spawn`: no hook runs between fork and exec) with one
+//! end of a Unix socket pair as its standard input, the channel. The shim first reports on it
+//! whether the command started; then it is the shim's lifeline: stop and kill requests travel
+//! on it, and its end tells the shim the executor is gone. The shim is recorded in a pid file, so
 //! that a restarted executor kills whatever an earlier run left behind should a shim itself
 //! have been killed (the task processes are also found by the attempt directory in their
 //! environment): a second line of defence.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 use nix::sys::signal::{Signal, kill, killpg};
-use nix::unistd::{Pid, pipe2, setpgid};
+use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 
@@ -101,11 +101,10 @@ pub(crate) async fn spawn(
         &serde_json::to_vec(&launch).unwrap_or_default(),
     )
     .map_err(SpawnError::Logs)?;
-    // Close-on-exec everywhere: the shim gets its two ends by clearing the flag after the
-    // fork, so no other child (another attempt's shim) ever holds them.
-    let (control_read, control_write) = pipe2(OFlag::O_CLOEXEC).map_err(shim_error)?;
-    let (report_read, report_write) = pipe2(OFlag::O_CLOEXEC).map_err(shim_error)?;
-    fcntl(control_write.as_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(shim_error)?;
+    // Close-on-exec both (the pair is made so): the shim's end reaches it as its standard
+    // input, copied there in the child, so no other child (another attempt's shim) ever
+    // holds either end.
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(SpawnError::Shim)?;
     let mut cmd = Command::new(shim_program);
     // The executor's own settings (JOBMASTER_TOKEN, JOBMASTER_TLS_KEY, JOBMASTER__…) are not
     // the task's business.
@@ -114,48 +113,30 @@ pub(crate) async fn spawn(
             cmd.env_remove(&key);
         }
     }
-    cmd.args(shim::args(
-        control_read.as_raw_fd(),
-        report_write.as_raw_fd(),
-        launch_path,
-    ))
-    .current_dir(cwd)
-    .stdin(Stdio::null())
-    .stdout(log(stdout).map_err(SpawnError::Logs)?)
-    .stderr(log(stderr).map_err(SpawnError::Logs)?)
-    .kill_on_drop(false);
-    let inherit = [control_read.as_raw_fd(), report_write.as_raw_fd()];
-    // SAFETY: only async-signal-safe calls between fork and exec (plain system calls that do
-    // not allocate).
-    unsafe {
-        cmd.pre_exec(move || {
-            // Its own group: a Ctrl-C meant for the executor's terminal does not reach it.
-            setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
-            for fd in inherit {
-                let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
-                fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty()))?;
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().map_err(SpawnError::Shim)?;
-    // Only the shim holds these ends now: its exit closes the report.
-    drop(control_read);
-    drop(report_write);
+    cmd.args(shim::args(launch_path))
+        .current_dir(cwd)
+        .stdin(Stdio::from(OwnedFd::from(theirs)))
+        .stdout(log(stdout).map_err(SpawnError::Logs)?)
+        .stderr(log(stderr).map_err(SpawnError::Logs)?)
+        // Its own group: a Ctrl-C meant for the executor's terminal does not reach it.
+        .process_group(0)
+        .kill_on_drop(false);
+    let spawned = cmd.spawn();
+    // The command holds the shim's end until dropped: only the shim may hold it now, or
+    // dropping the last [`Control`] would not end the lifeline.
+    drop(cmd);
+    let mut child = spawned.map_err(SpawnError::Shim)?;
     let shim_pid = child.id().unwrap_or(0);
-    let control = std::sync::Arc::new(Control {
-        fd: control_write,
-        shim: shim_pid,
-    });
-    let mut text = String::new();
-    let read = match tokio::net::unix::pipe::Receiver::from_owned_fd(report_read) {
-        Ok(mut report) => report.read_to_string(&mut text).await.map(|_| ()),
-        Err(e) => Err(e),
+    let (report, ours) = match read_report(ours).await {
+        Ok((text, ours)) => (Report::parse(&text), Some(ours)),
+        Err(_) => (None, None),
     };
-    let report = read.ok().and_then(|()| Report::parse(&text));
-    match report {
-        Some(Report::Started(_)) => Ok(Task { child, control }),
-        other => {
+    match (report, ours) {
+        (Some(Report::Started(_)), Some(fd)) => Ok(Task {
+            child,
+            control: std::sync::Arc::new(Control { fd, shim: shim_pid }),
+        }),
+        (other, _) => {
             // It exits at once after a failed start.
             let _ = child.wait().await;
             Err(match other {
@@ -171,8 +152,23 @@ pub(crate) async fn spawn(
     }
 }
 
-fn shim_error(e: nix::errno::Errno) -> SpawnError {
-    SpawnError::Shim(io::Error::from(e))
+/// Reads the shim's report, one line on the channel (empty when the shim ended without one),
+/// and gives back the channel (non-blocking, so a request never blocks the executor).
+async fn read_report(ours: std::os::unix::net::UnixStream) -> io::Result<(String, OwnedFd)> {
+    ours.set_nonblocking(true)?;
+    let mut stream = tokio::net::UnixStream::from_std(ours)?;
+    let mut text = Vec::new();
+    let mut byte = [0u8; 1];
+    // A byte at a time: nothing after the line may be taken from the channel (the shim sends
+    // nothing more, but the line is short).
+    while stream.read(&mut byte).await? == 1 {
+        text.push(byte[0]);
+        if byte[0] == b'\n' {
+            break;
+        }
+    }
+    let fd = OwnedFd::from(stream.into_std()?);
+    Ok((String::from_utf8_lossy(&text).into_owned(), fd))
 }
 
 /// Writes `bytes` to a new file only the executor's user may read.

@@ -1,17 +1,20 @@
 //! The task shim: the small supervisor every attempt runs under, so that no task process
 //! (grandchildren and double-forked daemons included) outlives its executor.
 //!
-//! The executor starts its own program again in a hidden mode (`taskexecutor __shim
-//! CONTROL REPORT LAUNCH`, see [`run_if_requested`]; `jobmaster --local` does the same with
-//! its own binary). The shim, single-threaded and without a runtime:
+//! The executor starts its own program again in a hidden mode (`taskexecutor __shim LAUNCH`,
+//! see [`run_if_requested`]; `jobmaster --local` does the same with its own binary), with one
+//! end of a Unix socket pair as its standard input: the CHANNEL. (No hook runs between fork
+//! and exec, so the executor starts shims with `posix_spawn`, without copying its own memory
+//! map for each.) The shim, single-threaded and without a runtime:
 //! - becomes a child subreaper, so every orphaned descendant of the task re-parents to it
 //!   instead of to init;
 //! - starts the task's command as described by the launch file (program, arguments,
 //!   environment, the `executor.run-as` user) in a process group of its own, with a
-//!   parent-death signal (reliable here: the shim has one thread), and reports on the REPORT
-//!   pipe whether it started (`started PID`) or the OS error of the exec (`errno N`);
-//! - watches the CONTROL pipe, its lifeline: the executor holds the only write end
-//!   (close-on-exec, so no other child inherits it) and writes `T` to stop the task (SIGTERM
+//!   parent-death signal (reliable here: the shim has one thread), standard input from
+//!   `/dev/null`, and reports one line on the CHANNEL: whether it started (`started PID`) or
+//!   the OS error of the exec (`errno N`);
+//! - watches the CHANNEL, its lifeline: the executor holds the only other end (close-on-exec,
+//!   so no other child inherits it) and writes `T` to stop the task (SIGTERM
 //!   to its group) and `K` to kill it (SIGKILL to the group and every descendant). End of
 //!   file means the executor is gone, however it died (kill -9 included): not the
 //!   parent-death signal, which fires when the *thread* that spawned a child exits;
@@ -34,7 +37,7 @@
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -112,14 +115,10 @@ impl Report {
     }
 }
 
-/// The arguments the executor starts a shim with (after the program name).
-pub(crate) fn args(control: RawFd, report: RawFd, launch: &Path) -> Vec<OsString> {
-    vec![
-        SHIM_ARG.into(),
-        control.to_string().into(),
-        report.to_string().into(),
-        launch.as_os_str().to_owned(),
-    ]
+/// The arguments the executor starts a shim with (after the program name); its standard
+/// input is the CHANNEL.
+pub(crate) fn args(launch: &Path) -> Vec<OsString> {
+    vec![SHIM_ARG.into(), launch.as_os_str().to_owned()]
 }
 
 /// Runs the shim and exits when the program was started as one (its first argument is
@@ -137,26 +136,18 @@ pub fn run_if_requested() {
 
 /// The shim's life; returns its exit code unless it dies by the command's signal.
 fn shim(args: &[OsString]) -> i32 {
-    let fd = |i: usize| -> Option<OwnedFd> {
-        let raw: RawFd = args.get(i)?.to_str()?.parse().ok()?;
-        if raw < 3 {
-            return None;
-        }
-        // SAFETY: only to ask whether the descriptor is open; nothing is closed through it.
-        let borrowed = unsafe { BorrowedFd::borrow_raw(raw) };
-        fcntl(borrowed, FcntlArg::F_GETFD).ok()?;
-        // SAFETY: the executor handed this open descriptor to the shim alone.
-        Some(unsafe { OwnedFd::from_raw_fd(raw) })
-    };
-    let (Some(control), Some(report), Some(launch)) = (fd(0), fd(1), args.get(2)) else {
+    let (Some(control), Some(launch)) = (channel(), args.first()) else {
         eprintln!(
             "taskexecutor {SHIM_ARG}: internal mode of the executor, not for direct use \
-             (expected CONTROL-FD REPORT-FD LAUNCH-FILE)"
+             (expected LAUNCH-FILE, and a socket from the executor as standard input)"
         );
         return 126;
     };
-    let mut report = std::fs::File::from(report);
-    // Neither pipe may leak into the task.
+    // The report goes out on the channel; closing this copy leaves the channel open.
+    let Ok(mut report) = control.try_clone().map(std::fs::File::from) else {
+        return 126;
+    };
+    // The channel must not leak into the task.
     for f in [control.as_fd(), report.as_fd()] {
         let _ = fcntl(f, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
     }
@@ -177,6 +168,21 @@ fn shim(args: &[OsString]) -> i32 {
         Err(Report::Errno(_)) => 127,
         Err(_) => 126,
     }
+}
+
+/// The CHANNEL: standard input, when it is a socket (the executor's end of the pair is the
+/// other); `None` otherwise (started by hand, or by an executor of another protocol).
+fn channel() -> Option<OwnedFd> {
+    // SAFETY: only to ask what descriptor 0 is; nothing is closed through it.
+    let stdin = unsafe { BorrowedFd::borrow_raw(0) };
+    let stat = nix::sys::stat::fstat(stdin).ok()?;
+    if nix::sys::stat::SFlag::from_bits_truncate(stat.st_mode) & nix::sys::stat::SFlag::S_IFMT
+        != nix::sys::stat::SFlag::S_IFSOCK
+    {
+        return None;
+    }
+    // SAFETY: the executor handed this descriptor to the shim alone; the shim takes it over.
+    Some(unsafe { OwnedFd::from_raw_fd(0) })
 }
 
 /// This process's niceness (0 when it cannot be read).
@@ -227,6 +233,7 @@ fn start(launch: &Path) -> Result<Started, Report> {
     let (program, args) = (&launch.program, &launch.args);
     let mut command = std::process::Command::new(program);
     command
+        .stdin(std::process::Stdio::null())
         .args(args)
         .envs(launch.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let switch = launch.user.as_ref().map(|u| {
