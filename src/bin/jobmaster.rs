@@ -107,18 +107,8 @@ enum Command {
     },
 }
 
-/// jemalloc: large jobs come and go, and their memory must go back to the system when they are
-/// dropped (`jobs.retain-ended`); glibc's allocator keeps fragments of it in its arenas.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// jemalloc's options (read by jemalloc at start; `MALLOC_CONF` in the environment still
-/// overrides them): background threads give freed pages back after about a second rather than
-/// the default ten.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[unsafe(export_name = "_rjem_malloc_conf")]
-static JEMALLOC_CONF: &[u8; 60] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+// jemalloc, with its options (see the macro).
+jobmaster::daemon_allocator!();
 
 fn main() -> anyhow::Result<()> {
     // `--local` runs each attempt under this program started again as its shim: that mode

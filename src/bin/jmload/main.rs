@@ -72,16 +72,9 @@ use serde_json::json;
 
 use crate::ctx::Ctx;
 
-/// The daemon's allocator and options (src/bin/jobmaster.rs): the in-process daemon is measured
-/// as it ships (with glibc's allocator, a third of its CPU on the failover path was malloc and
-/// free).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[unsafe(export_name = "_rjem_malloc_conf")]
-static JEMALLOC_CONF: &[u8; 60] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+// The daemon's allocator and options: the in-process daemon is measured as it ships (with
+// glibc's allocator, a third of its CPU on the failover path was malloc and free).
+jobmaster::daemon_allocator!();
 use crate::daemon::{Setup, start_in_process};
 use crate::detect::DetectArgs;
 use crate::failover::FailoverArgs;
