@@ -136,8 +136,10 @@ pub(crate) async fn spawn(
             child,
             control: std::sync::Arc::new(Control { fd, shim: shim_pid }),
         }),
-        (other, _) => {
-            // It exits at once after a failed start.
+        (other, channel) => {
+            // It exits at once after a failed start; after a report it could not make sense
+            // of, the end of its lifeline tells it to stop whatever it started.
+            drop(channel);
             let _ = child.wait().await;
             Err(match other {
                 Some(Report::Errno(n)) => SpawnError::Exec(io::Error::from_raw_os_error(n)),
@@ -316,4 +318,46 @@ fn strays(attempts: &Path) -> Vec<i32> {
         }
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A "shim" that answers with a line that is no report, then runs until its channel ends
+    /// (as a real shim that started its task would): the executor must close its end rather
+    /// than wait for a shim that waits for it.
+    #[tokio::test]
+    async fn a_garbled_report_ends_the_channel_so_the_shim_stops() {
+        let dir = std::env::temp_dir().join(format!("jm-garbled-shim-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let shim = dir.join("shim.sh");
+        std::fs::write(&shim, "#!/bin/sh\necho garbage >&0\ncat <&0 >/dev/null\n").unwrap();
+        std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let spawned = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            spawn(
+                &shim,
+                &["true".to_owned()],
+                &[],
+                &dir,
+                &dir.join("stdout.log"),
+                &dir.join("stderr.log"),
+                &dir.join("launch.json"),
+                std::time::Duration::from_secs(1),
+                0,
+                None,
+            ),
+        )
+        .await;
+        let _ = std::fs::remove_dir_all(&dir);
+        match spawned {
+            Ok(Err(SpawnError::Shim(e))) => {
+                assert!(e.to_string().contains("without starting"), "{e}")
+            }
+            Ok(other) => panic!("a garbled report is a failed start: {:?}", other.err()),
+            Err(_) => panic!("spawn waited for a shim that waited for the executor"),
+        }
+    }
 }
