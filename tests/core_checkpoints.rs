@@ -403,6 +403,18 @@ fn a_full_restart_restores_every_task() {
     assert!(d.iter().all(|(_, r)| *r == Some(CheckpointId(1))));
 }
 
+/// `snk#1`'s current attempt declines checkpoint `id` (`task_gone`: because it no longer runs).
+fn decline_snk1(h: &mut Harness, id: u64, reason: &str, task_gone: bool) {
+    let (attempt, _) = h.current("snk#1");
+    h.feed(Event::CheckpointDeclined {
+        attempt,
+        checkpoint: CheckpointId(id),
+        reason: reason.into(),
+        task_gone,
+    })
+    .expect("decline");
+}
+
 #[test]
 fn a_participant_that_is_gone_aborts_the_checkpoint_without_counting_a_failure() {
     // A task dying (or its executor lost) while a checkpoint waits for it: with no tolerance
@@ -413,14 +425,12 @@ checkpoint = { interval = "1s", tolerable-failures = 0 }"#;
     let mut h = Harness::new(extra, true);
     h.advance(1_000);
     let mark = h.log.len();
-    let (attempt, _) = h.current("snk#1");
-    h.feed(Event::CheckpointDeclined {
-        attempt,
-        checkpoint: CheckpointId(1),
-        reason: "the task closed its control connection before answering".into(),
-        task_gone: true,
-    })
-    .expect("decline");
+    decline_snk1(
+        &mut h,
+        1,
+        "the task closed its control connection before answering",
+        true,
+    );
     let after = h.since(mark);
     assert!(
         !after
@@ -442,14 +452,7 @@ checkpoint = { interval = "1s", tolerable-failures = 0 }"#;
     let mut h = Harness::new(extra, true);
     h.advance(1_000);
     let mark = h.log.len();
-    let (attempt, _) = h.current("snk#1");
-    h.feed(Event::CheckpointDeclined {
-        attempt,
-        checkpoint: CheckpointId(1),
-        reason: "disk full".into(),
-        task_gone: false,
-    })
-    .expect("decline");
+    decline_snk1(&mut h, 1, "disk full", false);
     let after = h.since(mark);
     let restart = after.iter().find_map(|c| match c {
         Command::Notify(Notice::RestartScheduled { tasks, cause, .. }) => Some((tasks, cause)),
@@ -463,15 +466,8 @@ checkpoint = { interval = "1s", tolerable-failures = 0 }"#;
     assert_eq!(h.jm.job_state(JOB), Some(JobState::Running));
     // A second one: the restart strategy (1 attempt) gives up.
     h.advance(2_200);
-    let (attempt, _) = h.current("snk#1");
     let id = h.triggers().last().map(|t| t.1).expect("triggered again");
-    h.feed(Event::CheckpointDeclined {
-        attempt,
-        checkpoint: CheckpointId(id),
-        reason: "disk full".into(),
-        task_gone: false,
-    })
-    .expect("decline");
+    decline_snk1(&mut h, id, "disk full", false);
     assert_eq!(h.jm.job_state(JOB), Some(JobState::Failed));
     assert!(
         h.jm.job_cause(JOB)

@@ -55,8 +55,8 @@ impl Control {
 /// Starts `command` under the shim program `shim` with `env`, logging to `stdout`/`stderr`,
 /// as `user` (with its groups) when given. `launch` is where the launch file goes (in the
 /// attempt's folder); `grace` is how long the shim waits between SIGTERM and SIGKILL when it
-/// stops what a task left; `nice` is added to the executor's niceness for the command. Returns once the
-/// shim has said whether the command started.
+/// stops what a task left; `nice` is added to the executor's niceness for the command.
+/// Returns once the shim has said whether the command started.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn spawn(
     shim_program: &Path,
